@@ -1,0 +1,111 @@
+"""Names: which user-given names are valid, and the one mapping from names to resource names.
+
+Sandbox, template, environment, service and node names become Docker container, network and
+path names, so they are checked once, strictly, wherever they enter SDP. The reconciler checks
+them when it loads the state directory; the agent checks them again on every plan it receives.
+Both sides call the functions here (``sdp_node`` never imports ``sdp_reconciler``).
+
+The mapping, documented in docs/state.md:
+
+* a name is 1-40 characters: ASCII letters and digits in runs joined by single ``-`` or ``_``
+  (``QA-LOGIN-ERROR``, ``qa_login``, ``account``);
+* its *slug* is the name lower-cased with ``_`` turned into ``-`` (``QA-LOGIN-ERROR`` ->
+  ``qa-login-error``);
+* sandbox ``S`` gets network ``sandbox-{slug(S)}``; its service ``X`` runs in container
+  ``sandbox-{slug(S)}-{slug(X)}``; its gateway in ``sandbox-{slug(S)}-gateway``.
+
+Distinct names can share a slug (``QA-X`` and ``qa_x``) and distinct (sandbox, service) pairs can
+share a container name (``a-b``/``c`` and ``a``/``b-c``): the loader reports both as errors, so
+within one state directory a resource name identifies exactly one thing.
+"""
+
+from __future__ import annotations
+
+import re
+
+NAME_MAX = 40
+RESOURCE_NAME_MAX = 63
+GATEWAY = "gateway"
+"""The pseudo-service name of a sandbox's gateway; never a service name."""
+
+_NAME = re.compile(r"[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*")
+_SHA = re.compile(r"[0-9a-f]{40}")
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid SDP name, or None when it is."""
+    if not name:
+        return "a name cannot be empty"
+    if len(name) > NAME_MAX:
+        return f"{name!r} is {len(name)} characters long; names have at most {NAME_MAX}"
+    if not _NAME.fullmatch(name):
+        return (
+            f"{name!r} is not a valid name: use letters, digits and single '-' or '_' between "
+            "them (e.g. QA-LOGIN-ERROR)"
+        )
+    return None
+
+
+def slug(name: str) -> str:
+    """The resource-name form of a valid name: lower case, ``_`` as ``-``."""
+    return name.lower().replace("_", "-")
+
+
+def network_name(sandbox: str) -> str:
+    return f"sandbox-{slug(sandbox)}"
+
+
+def container_name(sandbox: str, service: str) -> str:
+    """Container of ``service`` in ``sandbox``; ``service == GATEWAY`` names the gateway."""
+    return f"sandbox-{slug(sandbox)}-{slug(service)}"
+
+
+def resource_name_problem(sandbox: str, service: str) -> str | None:
+    """Why the container name of (sandbox, service) is unusable, or None."""
+    name = container_name(sandbox, service)
+    if len(name) > RESOURCE_NAME_MAX:
+        return (
+            f"container name {name!r} would be {len(name)} characters; Docker DNS names have at "
+            f"most {RESOURCE_NAME_MAX}: shorten the sandbox or service name"
+        )
+    return None
+
+
+# git check-ref-format rules, plus "no leading '-'" so a branch can never read as an option.
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+
+
+def branch_problem(branch: str) -> str | None:
+    """Why ``branch`` is not a usable branch name, or None when it is."""
+    if not branch:
+        return "a branch name cannot be empty"
+    if len(branch) > 200:
+        return "branch name is longer than 200 characters"
+    if branch.startswith("-"):
+        return f"branch {branch!r} starts with '-'"
+    if _REF_FORBIDDEN.search(branch):
+        return (
+            f"branch {branch!r} contains a character git forbids in ref names "
+            "(space, control character, ~ ^ : ? * [ or \\)"
+        )
+    if branch == "@" or "@{" in branch:
+        return f"branch {branch!r} contains '@{{' or is '@', which git forbids"
+    if ".." in branch:
+        return f"branch {branch!r} contains '..', which git forbids"
+    if branch.startswith("/") or branch.endswith("/") or "//" in branch:
+        return f"branch {branch!r} has an empty path component (leading, trailing or double '/')"
+    if branch.endswith("."):
+        return f"branch {branch!r} ends with '.', which git forbids"
+    for part in branch.split("/"):
+        if part.startswith("."):
+            return f"branch {branch!r} has a component starting with '.', which git forbids"
+        if part.endswith(".lock"):
+            return f"branch {branch!r} has a component ending with '.lock', which git forbids"
+    return None
+
+
+def commit_problem(commit: str) -> str | None:
+    """Why ``commit`` is not a full lower-case hex SHA-1, or None."""
+    if _SHA.fullmatch(commit):
+        return None
+    return f"commit {commit!r} is not a full 40-character lower-case hex SHA"

@@ -1,0 +1,257 @@
+"""Load a state directory: files -> positions -> models -> every problem as ``file:line:col``.
+
+``load_state`` reads ``nodes.yaml``, ``sandboxes/``, ``templates/``, ``environments/`` and
+``ports.yaml``, validates each file against its model and then the whole state against the
+rules in ``rules.py``. It either returns a ``LoadedState`` whose documents keep their source
+positions, or raises ``StateError`` listing every problem it found (never only the first).
+Loading reads files and nothing else: no network, no Docker, no git.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from sdp_reconciler.errors import StateError
+from sdp_reconciler.models import (
+    EnvironmentFile,
+    Frozen,
+    NodesFile,
+    PortsFile,
+    SandboxFile,
+    SecretRef,
+    TemplateFile,
+)
+from sdp_reconciler.sources import (
+    Location,
+    PathKey,
+    Problem,
+    SourceDoc,
+    SourceError,
+    dotted,
+    load_source,
+)
+
+M = TypeVar("M", bound=Frozen)
+
+KIND_DIRS: dict[str, str] = {
+    "sandbox": "sandboxes",
+    "template": "templates",
+    "environment": "environments",
+}
+_KIND_MODELS: dict[str, type[Frozen]] = {
+    "sandbox": SandboxFile,
+    "template": TemplateFile,
+    "environment": EnvironmentFile,
+}
+NODES_FILE = "nodes.yaml"
+PORTS_FILE = "ports.yaml"
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class Document(Generic[M]):
+    """A validated file: its model, its stem and where each of its values was written."""
+
+    model: M
+    stem: str
+    source: SourceDoc
+
+    def at(self, *path: str | int, key: bool = False) -> Location:
+        return self.source.locate(tuple(path), key=key)
+
+
+@dataclass(frozen=True)
+class LoadedState:
+    """A whole, valid state directory."""
+
+    root: Path
+    nodes: Document[NodesFile]
+    sandboxes: dict[str, Document[SandboxFile]]
+    templates: dict[str, Document[TemplateFile]]
+    environments: dict[str, Document[EnvironmentFile]]
+    ports: Document[PortsFile] | None
+    unreadable: frozenset[tuple[str, str]] = frozenset()
+    """(kind, stem) of files that failed to load: references to them are not reported again."""
+
+    def display(self, relative: str) -> str:
+        return _display(self.root, relative)
+
+
+def _display(root: Path, relative: str) -> str:
+    return str(root / relative) if str(root) not in ("", ".") else relative
+
+
+def load_state(root: Path) -> LoadedState:
+    """Load and validate ``root``; raise StateError with every problem found."""
+    from sdp_reconciler.rules import check_state
+
+    problems: list[Problem] = []
+    if not root.is_dir():
+        raise StateError([Problem(Location(str(root)), "", "state directory does not exist")])
+
+    nodes = _load_one(root, NODES_FILE, NodesFile, problems)
+    if nodes is None and not (root / NODES_FILE).exists():
+        problems.append(
+            Problem(
+                Location(_display(root, NODES_FILE)), "",
+                "missing nodes.yaml: a state directory starts with the installation and its "
+                "nodes (see docs/state.md)",
+            )
+        )
+    ports = _load_one(root, PORTS_FILE, PortsFile, problems) if (root / PORTS_FILE).exists() \
+        else None
+    loaded: dict[str, dict[str, Document[Any]]] = {}
+    unreadable: set[tuple[str, str]] = set()
+    for kind, directory in KIND_DIRS.items():
+        loaded[kind] = {}
+        folder = root / directory
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith(".") or path.is_dir():
+                continue
+            relative = f"{directory}/{path.name}"
+            if path.suffix not in YAML_SUFFIXES:
+                problems.append(
+                    Problem(
+                        Location(_display(root, relative)), "",
+                        f"unexpected file in {directory}/: state files end in .yaml",
+                    )
+                )
+                continue
+            document = _load_one(root, relative, _KIND_MODELS[kind], problems)
+            if document is not None:
+                loaded[kind][path.stem] = document
+            else:
+                unreadable.add((kind, path.stem))
+
+    if nodes is not None:
+        state = LoadedState(
+            root=root,
+            nodes=nodes,
+            sandboxes=loaded["sandbox"],
+            templates=loaded["template"],
+            environments=loaded["environment"],
+            ports=ports,
+            unreadable=frozenset(unreadable),
+        )
+        problems.extend(check_state(state))
+        if not problems:
+            return state
+    raise StateError(problems)
+
+
+def _load_one(
+    root: Path, relative: str, model: type[M], problems: list[Problem]
+) -> Document[M] | None:
+    display = _display(root, relative)
+    try:
+        source = load_source(root / relative, display)
+    except SourceError as e:
+        problems.append(e.problem)
+        return None
+    if not isinstance(source.data, dict):
+        problems.append(
+            Problem(Location(display), "", "a state file is a mapping of keys to values")
+        )
+        return None
+    try:
+        instance = model.model_validate(source.data)
+    except ValidationError as e:
+        problems.extend(validation_problems(e, source, model))
+        return None
+    return Document(model=instance, stem=Path(relative).stem, source=source)
+
+
+def validation_problems(
+    error: ValidationError, source: SourceDoc, model: type[BaseModel]
+) -> list[Problem]:
+    """Turn pydantic's errors into positioned problems that name the key and the value."""
+    problems = []
+    for item in error.errors(include_url=False):
+        on_key = bool(item["loc"]) and item["loc"][-1] == "[key]"
+        loc: PathKey = tuple(p for p in item["loc"] if p != "[key]")
+        kind = item["type"]
+        value = item.get("input")
+        target = _annotation_at(model, loc[:-1]) if loc else None
+        field_type = _annotation_at(model, loc)
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if kind == "extra_forbidden":
+            allowed = _field_names(target)
+            hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+            problems.append(
+                Problem(source.locate(loc, key=True), dotted(loc),
+                        f"unknown key {loc[-1]!r}{hint}")
+            )
+            continue
+        if kind == "missing":
+            problems.append(
+                Problem(source.locate(loc[:-1]), dotted(loc[:-1]) or "(top level)",
+                        f"missing required key {loc[-1]!r}")
+            )
+            continue
+        if field_type is SecretRef and not isinstance(value, dict):
+            # Never echo the value: it is probably the secret itself.
+            message = (
+                "literal secret value: a state file holds only a reference, "
+                "'{env: VARIABLE}' or '{file: PATH}', never the secret itself"
+            )
+        elif kind == "literal_error" and loc and loc[-1] == "use_ocp":
+            message = "use_ocp can only be true; to deploy the service give 'branch:' instead"
+        elif on_key:
+            message = f"key {loc[-1]!r}: {message}"
+        elif kind not in ("value_error", "assertion_error") and not isinstance(
+            value, dict | list
+        ):
+            message = f"{message} (got {value!r})"
+        problems.append(
+            Problem(source.locate(loc, key=on_key), dotted(loc) or "(top level)", message)
+        )
+    return problems
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Optional and Annotated from a type annotation."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                return annotation
+            annotation = args[0]
+        else:
+            return annotation
+
+
+def _annotation_at(model: Any, loc: PathKey) -> Any:
+    """The type found by following ``loc`` through models, dicts and lists."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        origin = typing.get_origin(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = field.annotation
+        elif origin is dict:
+            current = typing.get_args(current)[1]
+        elif origin is list:
+            current = typing.get_args(current)[0]
+        else:
+            return None
+    return _unwrap(current)
+
+
+def _field_names(annotation: Any) -> list[str]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []

@@ -1,0 +1,467 @@
+"""Desired-state models: what each file of the state directory may say.
+
+Pure data (pydantic v2, frozen, unknown keys forbidden). Field-level rules live here; rules that
+need the whole state (references between files, port ranges, name collisions) live in
+``rules.py``. Validator messages are written for the person editing the YAML: they name the
+value and say what to write instead (the loader prefixes the file, line, column and key path).
+The JSON Schemas in ``schemas/`` are generated from these classes (``sdp-reconcile schemas``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from sdp_node.naming import branch_problem, commit_problem, name_problem
+
+SCHEMA_BASE = "https://sdp.invalid/schemas"
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- scalar types -------------------------------------------------------------------------------
+
+
+def _check_name(value: str) -> str:
+    problem = name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _check_branch(value: str) -> str:
+    problem = branch_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _check_commit(value: str) -> str:
+    problem = commit_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+_CPU = re.compile(r"(?P<n>\d+(?:\.\d{1,3})?)(?P<m>m?)")
+_MEMORY = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>Ki|Mi|Gi|K|M|G|KB|MB|GB|B)?")
+_MEMORY_UNITS = {
+    None: 1, "B": 1, "K": 1000, "KB": 1000, "M": 1000**2, "MB": 1000**2, "G": 1000**3,
+    "GB": 1000**3, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3,
+}
+_DURATION = re.compile(r"(?P<n>\d+)(?P<unit>[smhdw])")
+_DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+_URL = re.compile(
+    r"(?P<scheme>https?)://(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
+    r"(?::(?P<port>\d{1,5}))?(?P<path>/[A-Za-z0-9._~/%-]*)?"
+)
+
+
+def cpu_millicores(value: str) -> int:
+    """``"500m"`` -> 500, ``"1"`` -> 1000, ``"1.5"`` -> 1500."""
+    match = _CPU.fullmatch(value)
+    if not match:
+        raise ValueError(f"CPU {value!r} is not a quantity like '500m' or '1' or '1.5'")
+    number = float(match["n"])
+    return int(number) if match["m"] else round(number * 1000)
+
+
+def memory_bytes(value: str) -> int:
+    """``"512Mi"`` -> 536870912, ``"1GB"`` -> 1000000000, ``"64M"`` -> 64000000."""
+    match = _MEMORY.fullmatch(value)
+    if not match:
+        raise ValueError(
+            f"memory {value!r} is not a quantity like '512Mi', '1Gi', '512MB' or '1GB'"
+        )
+    return int(float(match["n"]) * _MEMORY_UNITS[match["unit"]])
+
+
+def duration_seconds(value: str) -> int:
+    match = _DURATION.fullmatch(value)
+    if not match:
+        raise ValueError(f"duration {value!r} is not like '30m', '12h', '14d' or '2w'")
+    return int(match["n"]) * _DURATION_SECONDS[match["unit"]]
+
+
+def _check_cpu(value: str | int | float) -> str:
+    text = str(value)
+    if cpu_millicores(text) <= 0:
+        raise ValueError(f"CPU {text!r} must be more than zero")
+    return text
+
+
+def _check_memory(value: str | int) -> str:
+    text = str(value)
+    if memory_bytes(text) < 6 * 1024 * 1024:
+        raise ValueError(f"memory {text!r} is below Docker's minimum of 6Mi")
+    return text
+
+
+def _check_duration(value: str) -> str:
+    if duration_seconds(value) <= 0:
+        raise ValueError(f"duration {value!r} must be more than zero")
+    return value
+
+
+def _check_env_name(value: str) -> str:
+    if not _ENV_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid environment variable name")
+    return value
+
+
+def url_problem(value: str) -> str | None:
+    """Why ``value`` is not an allowed http(s) URL (no query, fragment or credentials), or None."""
+    match = _URL.fullmatch(value)
+    if not match or len(value) > 2048:
+        return (
+            f"{value!r} is not an http(s) URL like 'https://payment-dev.company.invalid' "
+            "(scheme http or https, a host, optional :port and path; no credentials, query or "
+            "fragment)"
+        )
+    if match["port"] and not 1 <= int(match["port"]) <= 65535:
+        return f"{value!r} has port {match['port']}, outside 1-65535"
+    return None
+
+
+def _check_url(value: str) -> str:
+    problem = url_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _check_agent_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(?::\d{1,5})?/?", value):
+        raise ValueError(
+            f"agent URL {value!r} must be like 'http://127.0.0.1:3453' (scheme, host, port; "
+            "no path)"
+        )
+    return value.rstrip("/")
+
+
+def _check_host(value: str) -> str:
+    if not _HOST.fullmatch(value):
+        raise ValueError(f"{value!r} is not a host name or IPv4 address")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+Branch = Annotated[str, AfterValidator(_check_branch)]
+Commit = Annotated[str, AfterValidator(_check_commit)]
+Cpu = Annotated[str, AfterValidator(_check_cpu)]
+Memory = Annotated[str, AfterValidator(_check_memory)]
+Duration = Annotated[str, AfterValidator(_check_duration)]
+EnvName = Annotated[str, AfterValidator(_check_env_name)]
+HttpUrl = Annotated[str, AfterValidator(_check_url)]
+Host = Annotated[str, AfterValidator(_check_host)]
+def _check_port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError(f"port {value} is outside 1-65535")
+    return value
+
+
+Port = Annotated[int, AfterValidator(_check_port), Field(json_schema_extra={"minimum": 1,
+                                                                           "maximum": 65535})]
+
+
+# --- secrets ------------------------------------------------------------------------------------
+
+
+class SecretRef(Frozen):
+    """Where a secret's value is found on the reconciler's host; never the value itself."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["env"]}, {"required": ["file"]}]}
+    )
+
+    env: EnvName | None = Field(default=None, description="an environment variable name")
+    file: str | None = Field(
+        default=None,
+        description="a file path (absolute, or relative to the state directory; '~' expands)",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError(
+                "a secret reference names exactly one of 'env: VARIABLE' or 'file: PATH'"
+            )
+        if self.file is not None and not self.file.strip():
+            raise ValueError("a secret file path cannot be empty")
+        return self
+
+    def describe(self) -> str:
+        return f"env:{self.env}" if self.env is not None else f"file:{self.file}"
+
+
+# --- nodes.yaml ---------------------------------------------------------------------------------
+
+
+class NodeType(StrEnum):
+    MICRO = "MICRO"
+    GATEWAY = "GATEWAY"
+    INFRA = "INFRA"
+
+
+DEFAULT_PORT_RANGES: dict[NodeType, tuple[int, int]] = {
+    NodeType.GATEWAY: (8080, 8179),
+    NodeType.MICRO: (9001, 9999),
+    NodeType.INFRA: (10001, 10999),
+}
+
+
+class PortRange(Frozen):
+    first: Port
+    last: Port
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PortRange:
+        if self.first > self.last:
+            raise ValueError(f"port range {self.first}-{self.last} is empty: first > last")
+        return self
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.first <= port <= self.last
+
+
+class Node(Frozen):
+    """A VM running an ``sdp-node`` agent."""
+
+    name: Name
+    type: NodeType
+    agent_url: Annotated[str, AfterValidator(_check_agent_url)] = Field(
+        description="where the reconciler reaches the agent, e.g. http://127.0.0.1:3453"
+    )
+    agent_token: SecretRef = Field(description="the agent's bearer token, as a reference")
+    address: Host = Field(
+        description="what gateways use to reach ports published on this node"
+    )
+    public_address: Host = Field(
+        description="what people and mobile apps use to reach this node"
+    )
+    ports: PortRange | None = Field(
+        default=None,
+        description="ports SDP may allocate here (default 8080-8179 for GATEWAY, "
+        "9001-9999 for MICRO)",
+    )
+
+    def port_range(self) -> PortRange:
+        if self.ports is not None:
+            return self.ports
+        first, last = DEFAULT_PORT_RANGES[self.type]
+        return PortRange(first=first, last=last)
+
+
+class NodesFile(Frozen):
+    """``state/nodes.yaml``: this SDP installation and its nodes."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"$id": f"{SCHEMA_BASE}/nodes.schema.json"}, title="SDP nodes"
+    )
+    installation: Name = Field(
+        description="this SDP installation's name; stamped on every object it creates"
+    )
+    spec_hash_key: SecretRef = Field(
+        description="key of the spec-hash HMAC; the same in every clone of the state"
+    )
+    nodes: list[Node] = Field(min_length=1)
+
+
+# --- sandboxes and templates --------------------------------------------------------------------
+
+
+class Resources(Frozen):
+    """Docker CPU and memory limits."""
+
+    cpu: Cpu | None = Field(default=None, description="'500m' (millicores) or '1' (cores)")
+    memory: Memory | None = Field(default=None, description="'512Mi', '1Gi', '512MB' or '1GB'")
+
+
+class Lifecycle(Frozen):
+    suspended: bool = Field(
+        default=False, description="stop the sandbox's containers, keep its configuration"
+    )
+    expire_after: Duration | None = Field(
+        default=None, description="inactivity after which the sandbox is suspended, e.g. 14d"
+    )
+    retention: Duration | None = Field(
+        default=None, description="how long an expired sandbox is kept before removal"
+    )
+
+
+class ServiceSpec(Frozen):
+    """One service of a sandbox: a branch built and run in the sandbox, OCP, or a fixed URL."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["branch"]}, {"required": ["use_ocp"]}, {"required": ["target"]}
+            ]
+        }
+    )
+
+    branch: Branch | None = None
+    commit: Commit | None = Field(default=None, description="pin the branch to this commit")
+    use_ocp: Literal[True] | None = Field(
+        default=None, description="route this service to the value the gateway's commit has"
+    )
+    target: HttpUrl | None = Field(default=None, description="route this service to this URL")
+    port: Port | None = None
+    node: Name | None = Field(default=None, description="run on this MICRO node")
+    environment: Name | None = Field(
+        default=None, description="environment for this service (default: the sandbox's)"
+    )
+    resources: Resources | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ServiceSpec:
+        kinds = [k for k in ("branch", "use_ocp", "target") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            given = ", ".join(kinds) if kinds else "none of them"
+            raise ValueError(
+                "a service is exactly one of 'branch: NAME' (deploy it in the sandbox), "
+                f"'use_ocp: true' or 'target: URL'; this one has {given}"
+            )
+        if self.branch is None:
+            extra = [
+                k for k in ("commit", "port", "node", "environment", "resources")
+                if getattr(self, k) is not None
+            ]
+            if extra:
+                raise ValueError(
+                    f"{', '.join(extra)} only apply to a service deployed from a branch; "
+                    f"this one is {kinds[0]}"
+                )
+        return self
+
+    @property
+    def deployed(self) -> bool:
+        return self.branch is not None
+
+
+class GatewaySpec(Frozen):
+    branch: Branch | None = None
+    commit: Commit | None = Field(default=None, description="pin the branch to this commit")
+    port: Port | None = Field(default=None, description="the port mobile apps point at")
+    node: Name | None = Field(default=None, description="run on this GATEWAY node")
+    repository: Name | None = Field(
+        default=None, description="the gateway repository (default: the node's only PHP one)"
+    )
+    environment: Name | None = None
+    resources: Resources | None = None
+
+
+class _SandboxShape(Frozen):
+    extends: Name | None = Field(
+        default=None, description="template to start from (a live reference)"
+    )
+    gateway: GatewaySpec | None = None
+    environment: Name | None = Field(default=None, description="environment for every service")
+    resources: Resources | None = Field(default=None, description="limits for each container")
+    lifecycle: Lifecycle | None = None
+    services: dict[Name, ServiceSpec] = Field(default_factory=dict)
+
+
+class SandboxFile(_SandboxShape):
+    """``state/sandboxes/<name>.yaml``: one sandbox."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"$id": f"{SCHEMA_BASE}/sandbox.schema.json"}, title="SDP sandbox"
+    )
+    sandbox: Name = Field(description="the sandbox's name; equals the file's stem")
+
+
+class TemplateFile(_SandboxShape):
+    """``state/templates/<name>.yaml``: a reusable sandbox configuration (no ports)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"$id": f"{SCHEMA_BASE}/template.schema.json"}, title="SDP template"
+    )
+    template: Name = Field(description="the template's name; equals the file's stem")
+
+
+# --- environments -------------------------------------------------------------------------------
+
+
+class EnvFile(Frozen):
+    """A file mounted read-only into the containers that use the environment."""
+
+    path: str = Field(description="absolute path inside the container")
+    content: str | None = Field(default=None, description="the file's text")
+    secret: SecretRef | None = Field(default=None, description="take the content from a secret")
+
+    @model_validator(mode="after")
+    def _check(self) -> EnvFile:
+        if not self.path.startswith("/") or "/../" in f"{self.path}/" or "\x00" in self.path:
+            raise ValueError(f"file path {self.path!r} must be absolute, without '..'")
+        if (self.content is None) == (self.secret is None):
+            raise ValueError("a file has exactly one of 'content' or 'secret'")
+        return self
+
+
+Scalar = str | int | float | bool
+
+
+def _stringify(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+class EnvironmentFile(Frozen):
+    """``state/environments/<name>.yaml``: variables, secret references and files."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"$id": f"{SCHEMA_BASE}/environment.schema.json"},
+        title="SDP environment",
+    )
+    environment: Name
+    variables: dict[EnvName, str] = Field(default_factory=dict)
+    secrets: dict[EnvName, SecretRef] = Field(default_factory=dict)
+    files: list[EnvFile] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scalars_as_text(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("variables"), dict):
+            data = {**data, "variables": {k: _stringify(v) for k, v in data["variables"].items()}}
+        return data
+
+
+# --- ports.yaml ---------------------------------------------------------------------------------
+
+
+class PortAllocation(Frozen):
+    sandbox: Name
+    service: Name = Field(description="a service name, or 'gateway'")
+    node: Name
+    port: Port
+    allocated_at: datetime
+
+
+class PortsFile(Frozen):
+    """``state/ports.yaml``: port allocations, written by the reconciler (like a lock file)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"$id": f"{SCHEMA_BASE}/ports.schema.json"}, title="SDP ports"
+    )
+    allocations: list[PortAllocation] = Field(default_factory=list)
+
+
+SCHEMA_MODELS: dict[str, type[Frozen]] = {
+    "nodes": NodesFile,
+    "sandbox": SandboxFile,
+    "template": TemplateFile,
+    "environment": EnvironmentFile,
+    "ports": PortsFile,
+}
