@@ -1,0 +1,336 @@
+"""The agent's HTTP API (``/v1``): Starlette routes over the node's parts.
+
+Every route but ``/healthz`` needs the bearer token (constant-time compare); request bodies are
+bounded; every error is JSON ``{"error": {"code", "message"}}``. Apply answers at once with an
+operation id; one worker thread runs operations one after another, so two plans never touch the
+node at the same time. Streams are SSE with ids: a client reconnecting with ``Last-Event-ID``
+gets exactly the events it missed. Credentials in a request live only in that request's memory
+and the operation that uses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sdp_node import __version__
+from sdp_node.config import NodeConfig
+from sdp_node.containers import Engine
+from sdp_node.converge import Converger
+from sdp_node.errors import BadRequest, NodeError, NotFound, Unauthorized
+from sdp_node.lease import LeaseKeeper
+from sdp_node.operations import Operations
+from sdp_node.protocol import (
+    API_PREFIX,
+    MAX_REQUEST_BYTES,
+    ApplyRequest,
+    ApplyResponse,
+    BranchesRequest,
+    BranchesResponse,
+    DeployGateway,
+    DeployService,
+    LeaseRequest,
+    NodeInfo,
+    Observation,
+)
+from sdp_node.redact import Redactor
+
+log = logging.getLogger("sdp_node")
+M = TypeVar("M", bound=BaseModel)
+HEARTBEAT_SECONDS = 15
+
+
+def error_response(error: NodeError) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": error.code, "message": str(error)}}, status_code=error.status
+    )
+
+
+def model_response(model: BaseModel, status: int = 200) -> Response:
+    return Response(model.model_dump_json(), status_code=status, media_type="application/json")
+
+
+class TokenGuard:
+    """ASGI middleware: every path but /healthz needs ``Authorization: Bearer <token>``."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/healthz":
+            await self.app(scope, receive, send)
+            return
+        given = b""
+        for name, value in scope.get("headers", []):
+            if name == b"authorization" and value.startswith(b"Bearer "):
+                given = value[len(b"Bearer "):]
+        if not hmac.compare_digest(given, self._token):
+            response = error_response(Unauthorized("missing or wrong bearer token"))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+async def read_model(request: Request, model: type[M]) -> M:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
+        raise BadRequest(f"request body over {MAX_REQUEST_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_REQUEST_BYTES:
+            raise BadRequest(f"request body over {MAX_REQUEST_BYTES} bytes")
+    try:
+        return model.model_validate_json(bytes(body))
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            for err in e.errors(include_url=False, include_input=False)
+        )
+        raise BadRequest(f"invalid {model.__name__}: {problems}") from None
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def guarded(handler: Handler) -> Handler:
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except NodeError as e:
+            return error_response(e)
+
+    return wrapper
+
+
+class NodeApp:
+    """The agent: its parts and the routes over them."""
+
+    def __init__(self, config: NodeConfig, token: str, *, engine: Engine | None = None) -> None:
+        self.config = config
+        self.token = token
+        self.engine = engine or Engine(config)
+        self.converger = Converger(config, self.engine)
+        self.operations = Operations(cap=config.max_events_per_operation)
+        self.leases = LeaseKeeper()
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdp-apply")
+        self.info = NodeInfo(
+            name=config.name, type=config.type, installation=config.installation,
+            version=__version__,
+        )
+
+    def starlette(self) -> Starlette:
+        p = API_PREFIX
+        routes = [
+            Route("/healthz", self.healthz),
+            Route(f"{p}/info", guarded(self.get_info)),
+            Route(f"{p}/repositories", guarded(self.repositories)),
+            Route(f"{p}/branches", guarded(self.branches), methods=["POST"]),
+            Route(f"{p}/observe", guarded(self.observe)),
+            Route(f"{p}/committed-routes", guarded(self.committed_routes), methods=["POST"]),
+            Route(f"{p}/containers/{{name}}/stats", guarded(self.stats)),
+            Route(f"{p}/containers/{{name}}/logs", guarded(self.container_logs)),
+            Route(f"{p}/apply", guarded(self.apply), methods=["POST"]),
+            Route(f"{p}/operations", guarded(self.list_operations)),
+            Route(f"{p}/operations/{{id}}", guarded(self.get_operation)),
+            Route(f"{p}/operations/{{id}}/events", guarded(self.operation_events)),
+            Route(f"{p}/lease", guarded(self.acquire_lease), methods=["POST"]),
+            Route(f"{p}/lease", guarded(self.current_lease), methods=["GET"]),
+            Route(f"{p}/lease/{{id}}", guarded(self.renew_lease), methods=["PUT"]),
+            Route(f"{p}/lease/{{id}}", guarded(self.release_lease), methods=["DELETE"]),
+        ]
+        app = Starlette(routes=routes, lifespan=self._lifespan)
+        app.add_middleware(TokenGuard, token=self.token)
+        return app
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            self.worker.shutdown(wait=False, cancel_futures=True)
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"ok": True, "node": self.config.name})
+
+    async def get_info(self, request: Request) -> Response:
+        return model_response(self.info)
+
+    async def repositories(self, request: Request) -> Response:
+        return JSONResponse([r.info().model_dump(mode="json") for r in self.config.repositories])
+
+    async def branches(self, request: Request) -> Response:
+        body = await read_model(request, BranchesRequest)
+        repository = self.config.repository(body.repository)
+        heads = await run_in_threadpool(
+            self.converger.git.ls_remote, repository, body.credentials
+        )
+        return model_response(BranchesResponse(repository=repository.name, heads=heads))
+
+    async def observe(self, request: Request) -> Response:
+        def collect() -> Observation:
+            return Observation(
+                node=self.info,
+                containers=self.engine.list_containers(),
+                networks=self.engine.list_networks(),
+                gateways=self.converger.observe_gateways(),
+                last_applied=self.converger.specs.all(),
+                operations_in_flight=self.operations.in_flight(),
+            )
+
+        return model_response(await run_in_threadpool(collect))
+
+    async def committed_routes(self, request: Request) -> Response:
+        body = await request.json()
+        repository, commit = str(body.get("repository", "")), str(body.get("commit", ""))
+        routes = await run_in_threadpool(self.converger.committed_routes, repository, commit)
+        return JSONResponse({"repository": repository, "commit": commit, "routes": routes})
+
+    async def stats(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        return model_response(await run_in_threadpool(self.engine.stats, name))
+
+    async def apply(self, request: Request) -> Response:
+        body = await read_model(request, ApplyRequest)
+        self.leases.check(body.lease_id)
+        secrets: list[str] = []
+        pairs: list[tuple[str, str]] = []
+        if body.credentials is not None:
+            user, password = body.credentials.username.reveal(), body.credentials.password.reveal()
+            secrets += [user, password]
+            pairs.append((user, password))
+        for step in body.steps:
+            if isinstance(step, DeployService | DeployGateway):
+                secrets += [v.reveal() for v in step.spec.secret_env.values()]
+                secrets += [f.content.reveal() for f in step.spec.files if f.secret]
+        operation = self.operations.create(
+            requested_by=body.requested_by, steps=len(body.steps),
+            redactor=Redactor(secrets, pairs=pairs),
+        )
+        self.worker.submit(self.converger.run, operation, body)
+        return model_response(ApplyResponse(operation_id=operation.id), status=202)
+
+    async def list_operations(self, request: Request) -> Response:
+        return JSONResponse(
+            [o.summary().model_dump(mode="json") for o in self.operations.all()]
+        )
+
+    def _operation(self, request: Request) -> Any:
+        operation = self.operations.get(request.path_params["id"])
+        if operation is None:
+            raise NotFound(f"no operation {request.path_params['id']!r} on this node")
+        return operation
+
+    async def get_operation(self, request: Request) -> Response:
+        return model_response(self._operation(request).summary())
+
+    async def operation_events(self, request: Request) -> Response:
+        operation = self._operation(request)
+        last = request.headers.get("last-event-id") or request.query_params.get("after", "0")
+        last_id = int(last) if last.isdigit() else 0
+
+        async def stream() -> AsyncIterator[ServerSentEvent]:
+            nonlocal last_id
+            while True:
+                events = await operation.wait_after(last_id, HEARTBEAT_SECONDS)
+                for event in events:
+                    last_id = event.id
+                    yield ServerSentEvent(
+                        event.model_dump_json(), event=event.kind, id=str(event.id)
+                    )
+                    if event.kind == "end":
+                        return
+                if not events:
+                    yield ServerSentEvent(comment="heartbeat")
+
+        return EventSourceResponse(stream(), ping=HEARTBEAT_SECONDS)
+
+    async def container_logs(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        details = await run_in_threadpool(self.engine.find, name)
+        if details is None:
+            raise NotFound(f"no container {name!r} of this node")
+        tail_param = request.query_params.get("tail", "100")
+        tail = int(tail_param) if tail_param.isdigit() else 100
+        since = request.headers.get("last-event-id")
+        ident = details["Id"]
+
+        async def stream() -> AsyncIterator[ServerSentEvent]:
+            kwargs: dict[str, Any] = {"stdout": True, "stderr": True, "stream": True,
+                                      "follow": True, "timestamps": True}
+            if since:
+                kwargs["since"] = _docker_since(since)
+            else:
+                kwargs["tail"] = tail
+            lines = await run_in_threadpool(self.engine.api.logs, ident, **kwargs)
+            queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+            loop = asyncio.get_running_loop()
+
+            def pump() -> None:
+                try:
+                    for chunk in lines:
+                        loop.call_soon_threadsafe(queue.put_nowait, chunk)
+                finally:
+                    loop.call_soon_threadsafe(queue.put_nowait, None)
+
+            pumping = loop.run_in_executor(None, pump)
+            try:
+                while True:
+                    chunk = await queue.get()
+                    if chunk is None:
+                        return
+                    for raw in chunk.decode("utf-8", "replace").splitlines():
+                        stamp, _, text = raw.partition(" ")
+                        if since and stamp <= since:
+                            continue
+                        yield ServerSentEvent(json.dumps({"line": text, "at": stamp}),
+                                              event="log", id=stamp)
+            finally:
+                lines.close()
+                await asyncio.wait([pumping], timeout=5)
+
+        return EventSourceResponse(stream(), ping=HEARTBEAT_SECONDS)
+
+    async def acquire_lease(self, request: Request) -> Response:
+        body = await read_model(request, LeaseRequest)
+        return model_response(self.leases.acquire(body.holder, body.ttl_seconds))
+
+    async def current_lease(self, request: Request) -> Response:
+        lease = self.leases.peek()
+        return JSONResponse(lease.model_dump(mode="json") if lease else None)
+
+    async def renew_lease(self, request: Request) -> Response:
+        body = await read_model(request, LeaseRequest)
+        return model_response(self.leases.renew(request.path_params["id"], body.ttl_seconds))
+
+    async def release_lease(self, request: Request) -> Response:
+        self.leases.release(request.path_params["id"])
+        return Response(status_code=204)
+
+
+def _docker_since(stamp: str) -> float:
+    from datetime import datetime
+
+    trimmed = stamp.rstrip("Z")
+    head, _, fraction = trimmed.partition(".")
+    try:
+        moment = datetime.fromisoformat(f"{head}+00:00")
+    except ValueError:
+        return 0.0
+    return moment.timestamp() + float(f"0.{fraction or 0}")

@@ -1,0 +1,68 @@
+"""``sdp-node --config node.yaml``: run the agent.
+
+Loads the node's configuration, reads its bearer token (from an environment variable or a
+file, never from argv), heals any replacement an earlier run left half-done, and serves the API
+with uvicorn until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sdp_node.config import load_config
+from sdp_node.errors import NodeError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sdp-node",
+        description="The SDP agent: serves the /v1 API that sdp-reconcile drives, and does the "
+        "node's git, go build, docker and gateway work.",
+        epilog="The bearer token is read from the environment variable or file that node.yaml "
+        "names under 'token:'. See docs/node.md for every setting.",
+    )
+    parser.add_argument("--config", required=True, metavar="FILE", help="the node.yaml to use")
+    parser.add_argument("--listen", metavar="HOST:PORT",
+                        help="override node.yaml's listen address")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    try:
+        config = load_config(Path(args.config))
+        if args.listen:
+            config = config.model_copy(update={"listen": args.listen})
+        token = config.token.read()
+        import uvicorn
+
+        from sdp_node.api import NodeApp
+
+        node = NodeApp(config, token)
+        restored = node.converger.recover_all()
+        for name in restored:
+            logging.getLogger("sdp_node").info("restored %s after an interrupted replacement",
+                                               name)
+    except NodeError as e:
+        print(f"sdp-node: {e}", file=sys.stderr)
+        return 1
+    logging.getLogger("sdp_node").info(
+        "node %s (%s) of installation %s listening on %s", config.name, config.type.value,
+        config.installation, config.listen,
+    )
+    uvicorn.run(
+        node.starlette(), host=config.listen_host, port=config.listen_port,
+        log_level=args.log_level, access_log=False, timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,443 @@
+"""Docker, for one agent: only objects with this node's and installation's labels.
+
+Responsible for every Docker engine call the agent makes. Promises:
+
+* it lists, changes and removes only containers and networks labelled ``sdp.managed=true`` with
+  this agent's ``sdp.instance`` and ``sdp.node``; a foreign object in the way (a container with
+  the wanted name, a container publishing the wanted port) raises ``Conflict`` naming it and is
+  never touched;
+* it never pulls: a missing image is ``ImageMissing`` naming the image, the node and the
+  ``docker load -i`` remedy (the low-level create call does not pull, and we check first);
+* sandbox networks get a subnet of their own from the node's ``subnet_range`` (Docker's default
+  pools stop at about 30 networks);
+* docker's exceptions are translated here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import IPAMConfig, IPAMPool
+
+from sdp_node.config import NodeConfig
+from sdp_node.errors import Conflict, ContainerError, HealthCheckFailed, ImageMissing, NodeError
+from sdp_node.protocol import (
+    LABEL_INSTANCE,
+    LABEL_MANAGED,
+    LABEL_NODE,
+    ContainerStats,
+    ObservedContainer,
+    ObservedNetwork,
+)
+
+ASIDE_SUFFIX = "--previous"
+STOP_TIMEOUT = 10
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    name: str
+    image: str
+    command: list[str] | None
+    env: dict[str, str]
+    labels: dict[str, str]
+    container_port: int
+    host_port: int
+    mounts: list[Mount]
+    network: str | None
+    alias: str | None
+    nano_cpus: int | None
+    memory_bytes: int | None
+    init: bool
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value or value.startswith("0001-"):
+        return None
+    with contextlib.suppress(ValueError):
+        trimmed = value.rstrip("Z")
+        if "." in trimmed:
+            head, fraction = trimmed.split(".", 1)
+            trimmed = f"{head}.{fraction[:6]}"
+        return datetime.fromisoformat(trimmed + "+00:00")
+    return None
+
+
+class Engine:
+    def __init__(self, config: NodeConfig, client: docker.DockerClient | None = None) -> None:
+        self.config = config
+        try:
+            self.client = client or docker.from_env(timeout=120)
+            self.api = self.client.api
+        except DockerException as e:
+            raise NodeError(f"cannot reach the Docker engine: {e}") from e
+
+    # -- ownership -------------------------------------------------------------------------------
+
+    def own_labels(self, **extra: str) -> dict[str, str]:
+        return {
+            LABEL_MANAGED: "true",
+            LABEL_INSTANCE: self.config.installation,
+            LABEL_NODE: self.config.name,
+            **extra,
+        }
+
+    def _filters(self) -> dict[str, list[str]]:
+        return {"label": [f"{k}={v}" for k, v in self.own_labels().items()]}
+
+    def is_own(self, labels: dict[str, str] | None) -> bool:
+        labels = labels or {}
+        return all(labels.get(k) == v for k, v in self.own_labels().items())
+
+    @staticmethod
+    def describe_owner(labels: dict[str, str] | None) -> str:
+        labels = labels or {}
+        if labels.get(LABEL_MANAGED) != "true":
+            return "it has no SDP labels"
+        return (
+            f"it belongs to SDP installation {labels.get(LABEL_INSTANCE)!r} node "
+            f"{labels.get(LABEL_NODE)!r}"
+        )
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def list_containers(self) -> list[ObservedContainer]:
+        try:
+            summaries = self.api.containers(all=True, filters=self._filters())
+        except DockerException as e:
+            raise NodeError(f"cannot list containers: {e}") from e
+        observed = []
+        for summary in summaries:
+            name = summary["Names"][0].lstrip("/") if summary.get("Names") else summary["Id"]
+            details = self._inspect(summary["Id"]) or {}
+            state = details.get("State", {})
+            observed.append(
+                ObservedContainer(
+                    name=name,
+                    id=summary["Id"],
+                    labels=summary.get("Labels") or {},
+                    state=summary.get("State", "unknown"),
+                    status=summary.get("Status", ""),
+                    started_at=_parse_time(state.get("StartedAt")),
+                    restart_count=int(details.get("RestartCount", 0)),
+                    health=(state.get("Health") or {}).get("Status"),
+                    image=summary.get("Image", ""),
+                    aside=name.endswith(ASIDE_SUFFIX),
+                )
+            )
+        return sorted(observed, key=lambda c: c.name)
+
+    def _inspect(self, ident: str) -> dict[str, Any] | None:
+        try:
+            return self.api.inspect_container(ident)  # type: ignore[no-any-return]
+        except NotFound:
+            return None
+        except DockerException as e:
+            raise NodeError(f"cannot inspect container {ident}: {e}") from e
+
+    def list_networks(self) -> list[ObservedNetwork]:
+        try:
+            networks = self.api.networks(filters=self._filters())
+        except DockerException as e:
+            raise NodeError(f"cannot list networks: {e}") from e
+        out = []
+        for network in networks:
+            configs = (network.get("IPAM") or {}).get("Config") or [{}]
+            out.append(
+                ObservedNetwork(
+                    name=network["Name"], id=network["Id"], labels=network.get("Labels") or {},
+                    subnet=configs[0].get("Subnet"),
+                )
+            )
+        return sorted(out, key=lambda n: n.name)
+
+    def find(self, name: str) -> dict[str, Any] | None:
+        """The container called ``name`` if SDP owns it; Conflict if someone else does."""
+        details = self._inspect(name)
+        if details is None:
+            return None
+        labels = details.get("Config", {}).get("Labels") or {}
+        if not self.is_own(labels):
+            raise Conflict(
+                f"a container named {name!r} already exists on node {self.config.name} and is "
+                f"not this agent's ({self.describe_owner(labels)}); SDP never touches it: "
+                "rename or remove it, or rename the sandbox"
+            )
+        return details
+
+    def port_user(self, port: int) -> tuple[str, dict[str, str]] | None:
+        """The container (any owner) publishing host ``port``, if any."""
+        try:
+            users = self.api.containers(all=False, filters={"publish": str(port)})
+        except DockerException as e:
+            raise NodeError(f"cannot list containers: {e}") from e
+        for user in users:
+            name = user["Names"][0].lstrip("/") if user.get("Names") else user["Id"][:12]
+            return name, user.get("Labels") or {}
+        return None
+
+    def require_image(self, image: str) -> None:
+        try:
+            self.api.inspect_image(image)
+        except ImageNotFound:
+            raise ImageMissing(
+                f"image {image!r} is not loaded on node {self.config.name}; SDP never pulls "
+                f"images: on a machine with access, 'docker save {image} -o image.tar', copy "
+                f"it to the node, then 'docker load -i image.tar'"
+            ) from None
+        except DockerException as e:
+            raise NodeError(f"cannot inspect image {image!r}: {e}") from e
+
+    def logs_tail(self, ident: str, lines: int = 30) -> list[str]:
+        try:
+            raw = self.api.logs(ident, stdout=True, stderr=True, tail=lines)
+        except DockerException:
+            return []
+        return raw.decode("utf-8", "replace").splitlines()[-lines:]  # type: ignore[no-any-return]
+
+    def follow_logs(self, ident: str, tail: int) -> Iterator[bytes]:
+        return self.api.logs(  # type: ignore[no-any-return]
+            ident, stdout=True, stderr=True, stream=True, follow=True, tail=tail
+        )
+
+    def stats(self, name: str) -> ContainerStats:
+        details = self.find(name)
+        if details is None:
+            from sdp_node.errors import NotFound as Missing
+
+            raise Missing(f"no container {name!r} of this node")
+        raw = self.api.stats(details["Id"], stream=False)
+        cpu = raw.get("cpu_stats", {})
+        pre = raw.get("precpu_stats", {})
+        delta = cpu.get("cpu_usage", {}).get("total_usage", 0) - pre.get("cpu_usage", {}).get(
+            "total_usage", 0
+        )
+        system = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+        cpus = cpu.get("online_cpus") or 1
+        memory = raw.get("memory_stats", {})
+        return ContainerStats(
+            name=name,
+            cpu_percent=round(delta / system * cpus * 100, 2) if system > 0 else 0.0,
+            memory_bytes=int(memory.get("usage", 0)),
+            memory_limit_bytes=int(memory.get("limit", 0)),
+        )
+
+    # -- networks --------------------------------------------------------------------------------
+
+    def ensure_network(self, name: str, labels: dict[str, str]) -> tuple[bool, str]:
+        """Create the sandbox network if missing; (created, subnet)."""
+        existing = self._network(name)
+        if existing is not None:
+            if not self.is_own(existing.get("Labels")):
+                raise Conflict(
+                    f"a network named {name!r} exists on node {self.config.name} and is not "
+                    f"this agent's ({self.describe_owner(existing.get('Labels'))})"
+                )
+            configs = (existing.get("IPAM") or {}).get("Config") or [{}]
+            return False, str(configs[0].get("Subnet", ""))
+        for attempt in range(8):
+            subnet = self._free_subnet()
+            try:
+                self.api.create_network(
+                    name, driver="bridge", labels=self.own_labels(**labels),
+                    ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet))]),
+                    check_duplicate=True,
+                )
+                return True, str(subnet)
+            except APIError as e:
+                if "overlap" in str(e).lower() and attempt < 7:
+                    continue  # another agent on this engine took it meanwhile
+                if e.status_code == 409:
+                    return self.ensure_network(name, labels)
+                raise NodeError(f"cannot create network {name!r}: {e.explanation}") from e
+        raise NodeError(f"cannot create network {name!r}: no free subnet")  # pragma: no cover
+
+    def _network(self, name: str) -> dict[str, Any] | None:
+        try:
+            for network in self.api.networks(names=[name]):
+                if network["Name"] == name:
+                    return self.api.inspect_network(network["Id"])  # type: ignore[no-any-return]
+        except DockerException as e:
+            raise NodeError(f"cannot inspect network {name!r}: {e}") from e
+        return None
+
+    def _free_subnet(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        used = []
+        for network in self.api.networks():
+            details = network
+            for config in (details.get("IPAM") or {}).get("Config") or []:
+                with contextlib.suppress(ValueError, KeyError):
+                    used.append(ipaddress.ip_network(config["Subnet"]))
+        span = ipaddress.ip_network(self.config.subnet_range)
+        for candidate in span.subnets(new_prefix=self.config.subnet_prefix):
+            if not any(candidate.overlaps(u) for u in used):
+                return candidate
+        raise NodeError(
+            f"no free /{self.config.subnet_prefix} subnet left in {self.config.subnet_range} on "
+            f"node {self.config.name}: widen subnet_range in node.yaml"
+        )
+
+    def remove_network(self, name: str) -> bool:
+        existing = self._network(name)
+        if existing is None:
+            return False
+        if not self.is_own(existing.get("Labels")):
+            raise Conflict(f"network {name!r} is not this agent's; SDP never removes it")
+        try:
+            self.api.remove_network(existing["Id"])
+        except NotFound:
+            return False
+        except APIError as e:
+            raise NodeError(f"cannot remove network {name!r}: {e.explanation}") from e
+        return True
+
+    # -- containers ------------------------------------------------------------------------------
+
+    def create(self, spec: RunSpec) -> str:
+        self.require_image(spec.image)
+        host_ip = self.config.publish_address
+        host_config = self.api.create_host_config(
+            port_bindings={spec.container_port: (host_ip, spec.host_port)},
+            binds={
+                m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
+                for m in spec.mounts
+            },
+            nano_cpus=spec.nano_cpus,
+            mem_limit=spec.memory_bytes,
+            restart_policy={"Name": "unless-stopped"},
+            extra_hosts={"host.docker.internal": "host-gateway"},
+            network_mode=spec.network or "bridge",
+            init=spec.init or None,
+        )
+        networking = None
+        if spec.network:
+            networking = self.api.create_networking_config(
+                {spec.network: self.api.create_endpoint_config(
+                    aliases=[spec.alias] if spec.alias else None
+                )}
+            )
+        try:
+            created = self.api.create_container(
+                spec.image,
+                command=spec.command,
+                name=spec.name,
+                environment=spec.env,
+                labels=spec.labels,
+                ports=[spec.container_port],
+                host_config=host_config,
+                networking_config=networking,
+                detach=True,
+            )
+        except ImageNotFound:
+            self.require_image(spec.image)
+            raise
+        except APIError as e:
+            if e.status_code == 409:
+                self.find(spec.name)  # raises Conflict when the name is foreign
+            raise ContainerError(f"cannot create container {spec.name!r}: {e.explanation}") from e
+        return str(created["Id"])
+
+    def start(self, ident: str, *, name: str, port: int | None = None) -> None:
+        try:
+            self.api.start(ident)
+        except APIError as e:
+            text = str(e.explanation or e)
+            if port is not None and ("port is already allocated" in text or "address already in use"
+                                     in text):
+                user = self.port_user(port)
+                who = (
+                    f"container {user[0]!r} ({self.describe_owner(user[1])})" if user
+                    else "a process outside Docker"
+                )
+                raise Conflict(
+                    f"port {port} on node {self.config.name} is in use by {who}: SDP does not "
+                    "touch it; free the port or give the service another one"
+                ) from e
+            raise ContainerError(f"cannot start container {name!r}: {text}") from e
+
+    def stop(self, ident: str) -> None:
+        try:
+            self.api.stop(ident, timeout=STOP_TIMEOUT)
+        except NotFound:
+            return
+        except APIError as e:
+            raise ContainerError(f"cannot stop container {ident!r}: {e.explanation}") from e
+
+    def rename(self, ident: str, new_name: str) -> None:
+        try:
+            self.api.rename(ident, new_name)
+        except APIError as e:
+            raise ContainerError(f"cannot rename container to {new_name!r}: {e.explanation}") from e
+
+    def remove(self, ident: str) -> None:
+        try:
+            self.api.remove_container(ident, force=True, v=False)
+        except NotFound:
+            return
+        except APIError as e:
+            if e.status_code == 409 and "in progress" in str(e.explanation):
+                return
+            raise ContainerError(f"cannot remove container {ident!r}: {e.explanation}") from e
+
+    def exec(self, ident: str, command: list[str]) -> tuple[int, str]:
+        try:
+            handle = self.api.exec_create(ident, command, stdout=True, stderr=True)
+            output = self.api.exec_start(handle["Id"])
+            code = self.api.exec_inspect(handle["Id"]).get("ExitCode")
+        except APIError as e:
+            raise ContainerError(f"cannot run {command[0]!r} in {ident!r}: {e.explanation}") from e
+        return int(code if code is not None else -1), output.decode("utf-8", "replace")
+
+    def wait_healthy(
+        self, ident: str, *, name: str, port: int, path: str, timeout: float, log: Log
+    ) -> None:
+        """Poll ``path`` on the published port until it answers below 400 or time runs out."""
+        host = "127.0.0.1" if self.config.publish_address in ("0.0.0.0", "") else \
+            self.config.publish_address
+        url = f"http://{host}:{port}{path}"
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        last = "no answer yet"
+        while True:
+            details = self._inspect(ident)
+            state = (details or {}).get("State", {})
+            if details is None or state.get("Status") in ("exited", "dead"):
+                raise HealthCheckFailed(
+                    f"container {name!r} exited with code {state.get('ExitCode')} before "
+                    f"answering on {path}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2) as answer:
+                    if answer.status < 400:
+                        log(f"health check {path} answered {answer.status}")
+                        return
+                    last = f"HTTP {answer.status}"
+            except urllib.error.HTTPError as e:
+                last = f"HTTP {e.code}"
+            except (urllib.error.URLError, OSError) as e:
+                last = str(getattr(e, "reason", e))
+            if time.monotonic() >= deadline:
+                raise HealthCheckFailed(
+                    f"container {name!r} did not answer {path} on port {port} within "
+                    f"{timeout:.0f}s (last: {last})"
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)

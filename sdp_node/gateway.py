@@ -1,0 +1,144 @@
+"""The gateway side of a node: trees per (sandbox, commit), composer, serving files, reloads.
+
+Responsible for preparing what a sandbox's PHP gateway container needs besides Docker:
+
+* a tree per (sandbox, commit), because each holds its sandbox's routes (the one place where
+  SDP edits files under a running container: the route values, then a graceful reload);
+* the best-effort ``composer install --no-dev --no-interaction --no-progress``, with a time
+  limit so an offline VM never hangs on it, skipped with a log line when composer or
+  ``composer.json`` is missing;
+* the small files that make a stock ``php:8.3-apache`` serve the tree under its URL prefix
+  (an Apache alias file mounted into ``conf-enabled/``) — and, for PHP's built-in server,
+  a router script — written once per repository, content-addressed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from sdp_node.config import RepositoryConfig
+from sdp_node.naming import slug
+
+Log = Callable[[str], None]
+APACHE_CONF_TARGET = "/etc/apache2/conf-enabled/sdp-gateway.conf"
+ROUTER_TARGET = "/etc/sdp/router.php"
+
+_APACHE_CONF = """# Written by sdp-node: serve the gateway tree under its URL prefix.
+Alias {prefix} {root}
+<Directory {root}>
+    Options FollowSymLinks
+    AllowOverride All
+    Require all granted
+    DirectoryIndex index.php
+    FallbackResource {prefix}/index.php
+</Directory>
+"""
+
+_ROUTER = """<?php
+// Written by sdp-node: front controller for PHP's built-in server (php -S ... router.php).
+$prefix = getenv('SDP_URL_PREFIX');
+$root = getenv('SDP_GATEWAY_ROOT');
+$path = parse_url($_SERVER['REQUEST_URI'], PHP_URL_PATH);
+if ($path !== $prefix && strpos($path, $prefix . '/') !== 0) {
+    http_response_code(404);
+    header('Content-Type: text/plain');
+    echo "not under {$prefix}\\n";
+    return true;
+}
+chdir($root);
+$_SERVER['SCRIPT_FILENAME'] = $root . '/index.php';
+$_SERVER['SCRIPT_NAME'] = $prefix . '/index.php';
+$_SERVER['PHP_SELF'] = $prefix . '/index.php';
+require $root . '/index.php';
+return true;
+"""
+
+
+class GatewayFiles:
+    def __init__(self, workspace: Path) -> None:
+        self._trees = workspace / "gateways"
+        self._conf = workspace / "gateway-conf"
+        self._composer_home = workspace / "composer"
+        for path in (self._trees, self._conf, self._composer_home):
+            path.mkdir(parents=True, exist_ok=True)
+
+    def tree(self, sandbox: str, commit: str) -> Path:
+        return self._trees / slug(sandbox) / commit
+
+    def sandbox_trees(self, sandbox: str) -> Path:
+        return self._trees / slug(sandbox)
+
+    def prune_trees(self, sandbox: str, *, keep: set[str]) -> list[str]:
+        """Remove this sandbox's gateway trees of commits not in ``keep``."""
+        removed: list[str] = []
+        folder = self.sandbox_trees(sandbox)
+        if not folder.is_dir():
+            return removed
+        for tree in folder.iterdir():
+            if tree.name not in keep:
+                shutil.rmtree(tree, ignore_errors=True)
+                removed.append(tree.name)
+        if not any(folder.iterdir()):
+            folder.rmdir()
+        return removed
+
+    def serving_files(self, repository: RepositoryConfig) -> dict[str, Path]:
+        """Container target -> host file, for the alias file and the router."""
+        root = repository.effective_mount_target
+        files = {
+            APACHE_CONF_TARGET: _APACHE_CONF.format(prefix=repository.url_prefix, root=root),
+            ROUTER_TARGET: _ROUTER,
+        }
+        out = {}
+        for target, content in files.items():
+            digest = hashlib.sha256(content.encode()).hexdigest()[:16]
+            path = self._conf / f"{Path(target).stem}-{digest}{Path(target).suffix}"
+            if not path.exists():
+                partial = path.with_suffix(path.suffix + ".partial")
+                partial.write_text(content)
+                partial.chmod(0o644)
+                os.replace(partial, path)
+            out[target] = path
+        return out
+
+    def composer_install(self, repository: RepositoryConfig, tree: Path, *, log: Log) -> bool:
+        """Run composer when it and composer.json exist; False when skipped. Never raises."""
+        if not (tree / "composer.json").is_file():
+            log("no composer.json in this commit: composer install skipped")
+            return False
+        composer = shutil.which("composer")
+        if composer is None:
+            log("composer is not installed on this node: composer install skipped")
+            return False
+        command = [composer, "install", "--no-dev", "--no-interaction", "--no-progress"]
+        log("$ composer install --no-dev --no-interaction --no-progress")
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self._composer_home),
+            "COMPOSER_HOME": str(self._composer_home),
+            "COMPOSER_ALLOW_SUPERUSER": "1",
+            "COMPOSER_NO_AUDIT": "1",
+        }
+        try:
+            done = subprocess.run(
+                command, cwd=tree, env=env, capture_output=True, text=True, errors="replace",
+                timeout=repository.composer_timeout_seconds, check=False,
+            )
+        except subprocess.TimeoutExpired:
+            log(
+                f"composer install did not finish within {repository.composer_timeout_seconds:.0f}s"
+                " (offline?): continuing without it"
+            )
+            return False
+        for line in (done.stdout + done.stderr).splitlines():
+            if line.strip():
+                log(line)
+        if done.returncode != 0:
+            log(f"composer install failed (exit {done.returncode}): continuing without it")
+            return False
+        return True

@@ -1,0 +1,402 @@
+"""The wire contract between ``sdp-reconcile`` and ``sdp-node`` (HTTP+JSON and SSE, ``/v1``).
+
+Both sides import this module and nothing else of each other. Everything here is pydantic data:
+requests, answers, convergence steps and the events an agent streams. Promises:
+
+* a plan is explicit: steps carry final resource names, resolved commit SHAs and the spec hash
+  the agent stamps as given;
+* credentials and resolved secret values are ``Secret``: their ``repr``/``str`` is ``***``
+  and they are revealed only when a model is serialised for the wire (``model_dump_json``);
+* events carry the seed's stage and event names, with monotonically increasing ids per stream.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler
+from pydantic_core import core_schema
+
+API_PREFIX = "/v1"
+PROTOCOL_VERSION = 1
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+
+# Labels stamped on everything SDP creates; an agent acts only on objects carrying its own
+# ``sdp.instance`` and ``sdp.node``.
+LABEL_MANAGED = "sdp.managed"
+LABEL_INSTANCE = "sdp.instance"
+LABEL_NODE = "sdp.node"
+LABEL_SANDBOX = "sdp.sandbox"
+LABEL_SERVICE = "sdp.service"
+LABEL_REPOSITORY = "sdp.repository"
+LABEL_BRANCH = "sdp.branch"
+LABEL_COMMIT = "sdp.commit"
+LABEL_PORT = "sdp.port"
+LABEL_SPEC = "sdp.spec"
+LABEL_KIND = "sdp.kind"
+
+
+class Secret:
+    """A value that must not be shown: ``repr``/``str`` give ``***``; ``reveal()`` gives it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "***"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        from_str = core_schema.no_info_after_validator_function(cls, core_schema.str_schema())
+        return core_schema.json_or_python_schema(
+            json_schema=from_str,
+            python_schema=core_schema.union_schema(
+                [core_schema.is_instance_schema(cls), from_str]
+            ),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda v: v.reveal(), when_used="json"
+            ),
+        )
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NodeType(StrEnum):
+    MICRO = "MICRO"
+    GATEWAY = "GATEWAY"
+    INFRA = "INFRA"
+
+
+class RepositoryKind(StrEnum):
+    GO = "go"
+    PHP = "php"
+
+
+class Credentials(Wire):
+    """Bitbucket credentials of one operation; held in memory only while it runs."""
+
+    username: Secret
+    password: Secret
+
+
+# --- info, repositories, branches ----------------------------------------------------------------
+
+
+class NodeInfo(Wire):
+    name: str
+    type: NodeType
+    installation: str
+    protocol: int = PROTOCOL_VERSION
+    version: str
+
+
+class RepositoryInfo(Wire):
+    name: str
+    kind: RepositoryKind
+    image: str
+    container_port: int
+    health_path: str
+    url_prefix: str | None = None
+    routes_file: str | None = None
+
+
+class BranchesRequest(Wire):
+    repository: str
+    credentials: Credentials
+
+
+class BranchesResponse(Wire):
+    repository: str
+    heads: dict[str, str] = Field(description="branch name -> commit SHA")
+
+
+# --- observe -------------------------------------------------------------------------------------
+
+
+class ObservedContainer(Wire):
+    name: str
+    id: str
+    labels: dict[str, str]
+    state: str = Field(description="docker state: created, running, exited, restarting, ...")
+    status: str = Field(description="docker's status text, e.g. 'Up 5 minutes'")
+    started_at: datetime | None = None
+    restart_count: int = 0
+    health: str | None = Field(default=None, description="healthy / unhealthy / starting")
+    image: str
+    aside: bool = Field(
+        default=False, description="a previous container kept aside during a replacement"
+    )
+
+
+class ObservedNetwork(Wire):
+    name: str
+    id: str
+    labels: dict[str, str]
+    subnet: str | None = None
+
+
+class ObservedGateway(Wire):
+    container: str
+    sandbox: str
+    commit: str
+    live_routes: dict[str, str] = Field(description="<key>_url values read from config.php")
+    committed_routes: dict[str, str] = Field(
+        description="<key>_url values the commit itself carries (the OCP values), read from git"
+    )
+    problem: str | None = None
+
+
+class Observation(Wire):
+    node: NodeInfo
+    containers: list[ObservedContainer]
+    networks: list[ObservedNetwork]
+    gateways: list[ObservedGateway]
+    last_applied: dict[str, dict[str, Any]] = Field(
+        description="container name -> the public (secret-free) spec last applied to it"
+    )
+    operations_in_flight: list[str]
+    conflicts: list[str] = Field(
+        default_factory=list,
+        description="objects in SDP's way that it does not own (reported, never touched)",
+    )
+
+
+class ContainerStats(Wire):
+    name: str
+    cpu_percent: float
+    memory_bytes: int
+    memory_limit_bytes: int
+
+
+# --- convergence steps ---------------------------------------------------------------------------
+
+
+class EnvFileMount(Wire):
+    path: str
+    content: Secret
+    secret: bool = Field(default=False, description="the content is a resolved secret")
+
+
+class ContainerSpec(Wire):
+    """What a deployed container must look like; part of both deploy steps."""
+
+    sandbox: str
+    service: str
+    container: str
+    repository: str
+    branch: str
+    commit: str
+    port: int
+    spec_hash: str
+    public_spec: dict[str, Any] = Field(
+        description="the resolved spec with secret values replaced by digests; kept by the "
+        "agent as the container's last applied spec"
+    )
+    env: dict[str, str] = Field(default_factory=dict)
+    secret_env: dict[str, Secret] = Field(default_factory=dict)
+    files: list[EnvFileMount] = Field(default_factory=list)
+    cpu_millicores: int | None = None
+    memory_bytes: int | None = None
+    recreate: bool = Field(
+        default=False, description="replace the container even when its spec hash matches"
+    )
+
+
+class EnsureNetwork(Wire):
+    action: Literal["ensure_network"] = "ensure_network"
+    step_id: str
+    sandbox: str
+    network: str
+
+
+class DeployService(Wire):
+    action: Literal["deploy_service"] = "deploy_service"
+    step_id: str
+    spec: ContainerSpec
+    network: str
+
+
+class DeployGateway(Wire):
+    action: Literal["deploy_gateway"] = "deploy_gateway"
+    step_id: str
+    spec: ContainerSpec
+    routes: dict[str, str] = Field(description="service key -> URL written as <key>_url")
+
+
+class SetRoutes(Wire):
+    action: Literal["set_routes"] = "set_routes"
+    step_id: str
+    sandbox: str
+    container: str
+    routes: dict[str, str]
+
+
+class StopContainer(Wire):
+    action: Literal["stop"] = "stop"
+    step_id: str
+    container: str
+
+
+class StartContainer(Wire):
+    action: Literal["start"] = "start"
+    step_id: str
+    container: str
+
+
+class RemoveContainer(Wire):
+    action: Literal["remove"] = "remove"
+    step_id: str
+    container: str
+
+
+class RemoveNetwork(Wire):
+    action: Literal["remove_network"] = "remove_network"
+    step_id: str
+    network: str
+
+
+Step = Annotated[
+    EnsureNetwork | DeployService | DeployGateway | SetRoutes | StopContainer | StartContainer
+    | RemoveContainer | RemoveNetwork,
+    Field(discriminator="action"),
+]
+
+
+class ApplyRequest(Wire):
+    lease_id: str
+    requested_by: str = Field(description="who runs the reconcile (never a git username)")
+    credentials: Credentials | None = None
+    steps: list[Step]
+
+
+class ApplyResponse(Wire):
+    operation_id: str
+
+
+# --- leases --------------------------------------------------------------------------------------
+
+
+class LeaseRequest(Wire):
+    holder: str
+    ttl_seconds: float = Field(gt=0, le=3600)
+
+
+class Lease(Wire):
+    id: str
+    holder: str
+    expires_at: datetime
+
+
+# --- events --------------------------------------------------------------------------------------
+
+
+class Stage(StrEnum):
+    FETCH = "git fetch"
+    CHECKOUT = "git checkout"
+    GO_BUILD = "go build"
+    COMPOSER = "composer install"
+    START = "start container"
+    ROUTES = "routes"
+    NETWORK = "network"
+    STOP = "stop container"
+    REMOVE = "remove"
+
+
+class EventName(StrEnum):
+    FETCH_STARTED = "FETCH_STARTED"
+    FETCH_COMPLETED = "FETCH_COMPLETED"
+    CHECKOUT_STARTED = "CHECKOUT_STARTED"
+    CHECKOUT_COMPLETED = "CHECKOUT_COMPLETED"
+    BUILD_STARTED = "BUILD_STARTED"
+    BUILD_COMPLETED = "BUILD_COMPLETED"
+    DEPLOY_STARTED = "DEPLOY_STARTED"
+    DEPLOY_COMPLETED = "DEPLOY_COMPLETED"
+    DEPLOY_FAILED = "DEPLOY_FAILED"
+    ROUTES_STARTED = "ROUTES_STARTED"
+    ROUTES_COMPLETED = "ROUTES_COMPLETED"
+
+
+class DeployState(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    FAILED = "FAILED"
+    STOPPED = "STOPPED"
+    REMOVED = "REMOVED"
+
+
+STAGE_EVENTS: dict[Stage, tuple[EventName, EventName]] = {
+    Stage.FETCH: (EventName.FETCH_STARTED, EventName.FETCH_COMPLETED),
+    Stage.CHECKOUT: (EventName.CHECKOUT_STARTED, EventName.CHECKOUT_COMPLETED),
+    Stage.GO_BUILD: (EventName.BUILD_STARTED, EventName.BUILD_COMPLETED),
+    Stage.COMPOSER: (EventName.BUILD_STARTED, EventName.BUILD_COMPLETED),
+    Stage.START: (EventName.DEPLOY_STARTED, EventName.DEPLOY_COMPLETED),
+    Stage.ROUTES: (EventName.ROUTES_STARTED, EventName.ROUTES_COMPLETED),
+}
+
+
+class StepResult(Wire):
+    step_id: str
+    action: str
+    ok: bool
+    state: DeployState
+    changed: bool = Field(description="whether anything was changed on the node")
+    container: str | None = None
+    commit: str | None = None
+    port: int | None = None
+    stage: Stage | None = Field(default=None, description="the failing stage, if any")
+    message: str = ""
+    output_tail: list[str] = Field(default_factory=list)
+
+
+class OperationEvent(Wire):
+    """One item of an operation's stream: a stage event, a log line, a state or a result."""
+
+    id: int
+    operation_id: str
+    step_id: str | None = None
+    at: datetime
+    kind: Literal["event", "log", "state", "result", "end"]
+    stage: Stage | None = None
+    event: EventName | None = None
+    state: DeployState | None = None
+    message: str = ""
+    result: StepResult | None = None
+
+
+class OperationSummary(Wire):
+    id: str
+    requested_by: str
+    started_at: datetime
+    finished_at: datetime | None
+    done: bool
+    ok: bool | None
+    steps: int
+    results: list[StepResult]
+
+
+class ErrorBody(Wire):
+    code: str
+    message: str
+
+
+class ErrorResponse(Wire):
+    error: ErrorBody
