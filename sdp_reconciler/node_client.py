@@ -1,0 +1,199 @@
+"""The reconciler's client of one ``sdp-node`` agent (HTTP+JSON, SSE).
+
+Thin: one method per endpoint of ``sdp_node.protocol``. httpx errors become
+``NodeUnreachable``; an agent's JSON error becomes ``AgentError`` carrying the agent's message.
+``follow`` streams an operation's events and, when the connection drops, reconnects with
+``Last-Event-ID`` so no event is lost or repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from sdp_node.protocol import (
+    API_PREFIX,
+    ApplyRequest,
+    ApplyResponse,
+    BranchesRequest,
+    BranchesResponse,
+    ContainerStats,
+    Credentials,
+    Lease,
+    LeaseRequest,
+    NodeInfo,
+    Observation,
+    OperationEvent,
+    OperationSummary,
+    RepositoryInfo,
+    Step,
+)
+from sdp_reconciler.errors import AgentError, NodeUnreachable
+
+M = TypeVar("M", bound=BaseModel)
+RECONNECT_ATTEMPTS = 20
+
+
+class NodeClient:
+    def __init__(
+        self, name: str, url: str, token: str, *, timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self.url = url.rstrip("/")
+        self._client = httpx.Client(
+            base_url=self.url + API_PREFIX,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> NodeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, body: BaseModel | None = None,
+                 timeout: float | None = None) -> httpx.Response:
+        content = body.model_dump_json().encode() if body is not None else None
+        try:
+            response = self._client.request(
+                method, path, content=content,
+                headers={"Content-Type": "application/json"} if content else None,
+                timeout=timeout if timeout is not None else self._client.timeout,
+            )
+        except httpx.TimeoutException as e:
+            raise NodeUnreachable(f"node {self.name} ({self.url}) did not answer in time") from e
+        except httpx.HTTPError as e:
+            raise NodeUnreachable(
+                f"node {self.name} ({self.url}) is unreachable: {type(e).__name__}"
+            ) from e
+        if response.status_code >= 400:
+            raise AgentError(self.name, response.status_code, _error_message(response))
+        return response
+
+    def _get(self, path: str, model: type[M], *, timeout: float | None = None) -> M:
+        return model.model_validate_json(self._request("GET", path, timeout=timeout).content)
+
+    # -- endpoints -------------------------------------------------------------------------------
+
+    def info(self) -> NodeInfo:
+        return self._get("/info", NodeInfo)
+
+    def repositories(self) -> list[RepositoryInfo]:
+        raw = self._request("GET", "/repositories").json()
+        return [RepositoryInfo.model_validate(item) for item in raw]
+
+    def branches(self, repository: str, credentials: Credentials) -> dict[str, str]:
+        body = BranchesRequest(repository=repository, credentials=credentials)
+        response = self._request("POST", "/branches", body=body, timeout=90)
+        return BranchesResponse.model_validate_json(response.content).heads
+
+    def observe(self, *, timeout: float | None = None) -> Observation:
+        return self._get("/observe", Observation, timeout=timeout)
+
+    def committed_routes(self, repository: str, commit: str) -> dict[str, str]:
+        response = self._client.post(
+            "/committed-routes", json={"repository": repository, "commit": commit}
+        )
+        if response.status_code >= 400:
+            raise AgentError(self.name, response.status_code, _error_message(response))
+        return dict(response.json()["routes"])
+
+    def stats(self, container: str) -> ContainerStats:
+        return self._get(f"/containers/{container}/stats", ContainerStats, timeout=30)
+
+    def acquire_lease(self, holder: str, ttl: float) -> Lease:
+        body = LeaseRequest(holder=holder, ttl_seconds=ttl)
+        return Lease.model_validate_json(self._request("POST", "/lease", body=body).content)
+
+    def renew_lease(self, lease_id: str, holder: str, ttl: float) -> Lease:
+        body = LeaseRequest(holder=holder, ttl_seconds=ttl)
+        return Lease.model_validate_json(
+            self._request("PUT", f"/lease/{lease_id}", body=body).content
+        )
+
+    def release_lease(self, lease_id: str) -> None:
+        self._request("DELETE", f"/lease/{lease_id}")
+
+    def apply(
+        self, *, lease_id: str, steps: Sequence[Step], requested_by: str,
+        credentials: Credentials | None,
+    ) -> str:
+        body = ApplyRequest(
+            lease_id=lease_id, steps=list(steps), requested_by=requested_by,
+            credentials=credentials,
+        )
+        response = self._request("POST", "/apply", body=body)
+        return ApplyResponse.model_validate_json(response.content).operation_id
+
+    def operation(self, operation_id: str) -> OperationSummary:
+        return self._get(f"/operations/{operation_id}", OperationSummary)
+
+    def operations(self) -> list[OperationSummary]:
+        raw = self._request("GET", "/operations").json()
+        return [OperationSummary.model_validate(item) for item in raw]
+
+    def follow(self, operation_id: str, *, after: int = 0) -> Iterator[OperationEvent]:
+        """Every event of the operation after ``after``, until its end; survives reconnects."""
+        last = after
+        failures = 0
+        while True:
+            try:
+                for event in self._stream(operation_id, last):
+                    last = event.id
+                    failures = 0
+                    yield event
+                    if event.kind == "end":
+                        return
+            except (httpx.HTTPError, NodeUnreachable) as e:
+                failures += 1
+                if failures > RECONNECT_ATTEMPTS:
+                    raise NodeUnreachable(
+                        f"lost the event stream of operation {operation_id} on node "
+                        f"{self.name}: {type(e).__name__}"
+                    ) from e
+                time.sleep(min(0.1 * failures, 2.0))
+
+    def _stream(self, operation_id: str, last: int) -> Iterator[OperationEvent]:
+        headers = {"Last-Event-ID": str(last), "Accept": "text/event-stream"}
+        with self._client.stream(
+            "GET", f"/operations/{operation_id}/events", headers=headers,
+            timeout=httpx.Timeout(10.0, read=60.0),
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise AgentError(self.name, response.status_code, _error_message(response))
+            for data in _sse_data(response.iter_lines()):
+                yield OperationEvent.model_validate_json(data)
+        raise httpx.RemoteProtocolError("event stream ended before the operation's end")
+
+
+def _sse_data(lines: Iterator[str]) -> Iterator[str]:
+    buffer: list[str] = []
+    for line in lines:
+        if line == "":
+            if buffer:
+                yield "\n".join(buffer)
+                buffer = []
+        elif line.startswith("data:"):
+            buffer.append(line[5:].lstrip(" "))
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body: Any = response.json()
+        return str(body["error"]["message"])
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+        return f"HTTP {response.status_code}"

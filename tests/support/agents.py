@@ -1,0 +1,117 @@
+"""Real ``sdp-node`` processes for tests: started by pid, stopped by pid, cleaned by label.
+
+``AgentProcess.start`` writes a node.yaml, starts the console script with its token in the
+environment (never argv), waits for /healthz and hands back a ``NodeClient``. ``stop``
+terminates that pid; ``cleanup_instance`` removes the containers and networks labelled with
+the test's installation name, and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from sdp_reconciler.node_client import NodeClient
+from sdp_testbed.waiting import wait_for, wait_for_http
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class AgentProcess:
+    name: str
+    installation: str
+    workspace: Path
+    config_path: Path
+    port: int
+    token: str
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self) -> NodeClient:
+        return NodeClient(self.name, self.url, self.token, timeout=60)
+
+    @classmethod
+    def create(
+        cls, tmp: Path, *, name: str, installation: str, node_type: str,
+        repositories: list[dict[str, Any]], **settings: Any,
+    ) -> AgentProcess:
+        folder = tmp / name
+        folder.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        token = secrets.token_hex(24)
+        config = {
+            "name": name,
+            "type": node_type,
+            "installation": installation,
+            "listen": f"127.0.0.1:{port}",
+            "token": {"env": "SDP_TEST_AGENT_TOKEN"},
+            "workspace": str(folder / "workspace"),
+            "repositories": repositories,
+            **settings,
+        }
+        config_path = folder / "node.yaml"
+        config_path.write_text(json.dumps(config, indent=1))  # JSON is YAML
+        return cls(
+            name=name, installation=installation, workspace=folder / "workspace",
+            config_path=config_path, port=port, token=token, log_path=folder / "agent.log",
+        )
+
+    def start(self) -> NodeClient:
+        env = {**os.environ, "SDP_TEST_AGENT_TOKEN": self.token}
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [str(BIN / "sdp-node"), "--config", str(self.config_path)],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        wait_for_http(f"{self.url}/healthz", timeout=30, what=f"agent {self.name}")
+        return self.client()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+def cleanup_instance(client: docker.DockerClient, installation: str) -> None:
+    """Remove every container and network labelled with this test installation."""
+    label = f"sdp.instance={installation}"
+    for container in client.containers.list(all=True, filters={"label": label}):
+        container.remove(force=True)
+    for network in client.networks.list(filters={"label": label}):
+        network.remove()
+
+
+__all__ = ["AgentProcess", "cleanup_instance", "free_port", "wait_for"]
