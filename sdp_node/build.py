@@ -26,11 +26,17 @@ Log = Callable[[str], None]
 _GO_LINE = re.compile(r"^go\s+(\d+(?:\.\d+){1,2})\s*$", re.M)
 _TOOLCHAIN_LINE = re.compile(r"^toolchain\s+(\S+)\s*$", re.M)
 _MISSING_MODULE = re.compile(
-    r"(?:cannot find module providing package|no required module provides package|"
-    r"missing go\.sum entry for module providing package|module lookup disabled by GOPROXY=off"
-    r"|is not in std|reading .*?: no such file or directory)\s*(?P<what>\S+)?"
+    r"cannot find module providing package|no required module provides package|"
+    r"missing go\.sum entry|module lookup disabled by GOPROXY|disabled by -mod=vendor|"
+    r"is not in your go\.mod file|inconsistent vendoring"
 )
-_MODULE_PATH = re.compile(r"(?:package|module)\s+([A-Za-z0-9._~/-]+\.[A-Za-z0-9._~/-]+)")
+_NAMED = [
+    re.compile(r"go: downloading (\S+) v\S+"),
+    re.compile(r"providing package (\S+)"),
+    re.compile(r"provides package (\S+)"),
+    re.compile(r"(\S+)@v[^:\s]+: "),
+]
+_SOURCE_POSITION = re.compile(r"^(?P<file>[^:\s]+\.go):(?P<line>\d+):\d+: ")
 
 
 def binary_name(repository: str) -> str:
@@ -145,23 +151,19 @@ class GoBuilder:
                 timer.cancel()
         if code != 0:
             partial.unlink(missing_ok=True)
-            raise BuildError(_explain(repository, lines, code))
+            raise BuildError(_explain(repository, tree, lines, code))
         os.replace(partial, output)
         return True
 
 
-def _explain(repository: RepositoryConfig, lines: list[str], code: int) -> str:
-    text = "\n".join(lines)
+def _explain(repository: RepositoryConfig, tree: Path, lines: list[str], code: int) -> str:
     if code < 0:
         return (
             f"go build of {repository.name} was stopped after "
             f"{repository.go.build_timeout_seconds:.0f}s"
         )
-    if _MISSING_MODULE.search(text):
-        modules = sorted(
-            {m for m in _MODULE_PATH.findall(text) if not m.startswith(("example.invalid/" +
-                                                                         repository.name,))}
-        )
+    if any(_MISSING_MODULE.search(line) for line in lines):
+        modules = sorted(_missing_modules(tree, lines))
         named = ", ".join(modules) if modules else "a required module"
         return (
             f"go build of {repository.name} failed: {named} is neither in vendor/ nor in the "
@@ -169,3 +171,20 @@ def _explain(repository: RepositoryConfig, lines: list[str], code: int) -> str:
             "or load it into the node's module cache"
         )
     return f"go build of {repository.name} failed (exit {code})"
+
+
+def _missing_modules(tree: Path, lines: list[str]) -> set[str]:
+    """Module or package paths named by go's output, or by the import line it points at."""
+    found: set[str] = set()
+    for line in lines:
+        for pattern in _NAMED:
+            found.update(m.rstrip(":;,") for m in pattern.findall(line))
+        position = _SOURCE_POSITION.match(line)
+        if position and _MISSING_MODULE.search(line):
+            source = (tree / position["file"]).resolve()
+            if source.is_relative_to(tree.resolve()) and source.is_file():
+                text = source.read_text(errors="replace").splitlines()
+                number = int(position["line"]) - 1
+                if 0 <= number < len(text):
+                    found.update(re.findall(r'"([^"]+)"', text[number]))
+    return {f for f in found if "." in f.split("/")[0]}

@@ -1,0 +1,156 @@
+"""The agent's HTTP surface: tokens, bounded bodies, leases, SSE replay, networks at scale."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+
+from sdp_node.protocol import (
+    MAX_REQUEST_BYTES,
+    Credentials,
+    EnsureNetwork,
+    RemoveNetwork,
+)
+from sdp_reconciler.errors import AgentError
+from sdp_testbed.go_service import go_service_files
+from sdp_testbed.repos import commit_files
+from tests.support.agents import AgentProcess, free_port
+from tests.support.plans import deploy, run, spec
+
+
+@pytest.fixture
+def agent(make_agent: Callable[..., AgentProcess], make_repo: Callable[[str], tuple[Path, str]],
+          images: dict[str, str]) -> AgentProcess:
+    path, url = make_repo("account")
+    commit = commit_files(path, branch="main", message="1",
+                          files=go_service_files(service="account", revision="1"))
+    process = make_agent(repositories=[{"name": "account", "url": url, "kind": "go",
+                                        "image": images["micro"]}])
+    process.extra["commit"] = commit
+    return process
+
+
+def test_liveness_needs_no_token_and_everything_else_does(agent: AgentProcess) -> None:
+    assert httpx.get(f"{agent.url}/healthz").json()["ok"] is True
+    for method, path in [("GET", "/v1/info"), ("GET", "/v1/observe"),
+                         ("POST", "/v1/apply"), ("POST", "/v1/lease"),
+                         ("GET", "/v1/operations"), ("POST", "/v1/branches")]:
+        for headers in ({}, {"Authorization": "Bearer wrong-token-of-some-length"},
+                        {"Authorization": agent.token}):
+            answer = httpx.request(method, f"{agent.url}{path}", headers=headers, json={})
+            assert answer.status_code == 401, (method, path, headers)
+            assert answer.json()["error"]["code"] == "unauthorized"
+
+
+def test_a_refused_apply_has_no_side_effect(
+    agent: AgentProcess, canary: Credentials, docker_client: docker.DockerClient,
+    installation: str,
+) -> None:
+    steps = deploy(spec(sandbox="s1", service="account", repository="account", branch="main",
+                        commit=agent.extra["commit"], port=free_port()))
+    body = json.loads(
+        json.dumps({"lease_id": "x", "requested_by": "t", "steps": [
+            s.model_dump(mode="json") for s in steps]})
+    )
+    answer = httpx.post(f"{agent.url}/v1/apply", json=body,
+                        headers={"Authorization": "Bearer nope-nope-nope-nope"})
+    assert answer.status_code == 401
+    client = agent.client()
+    with pytest.raises(AgentError) as caught:  # right token, no lease
+        client.apply(lease_id="not-a-lease", steps=steps, requested_by="t", credentials=canary)
+    assert caught.value.status == 409 and "needs the node's lease" in str(caught.value)
+    assert client.operations() == []
+    label = f"sdp.instance={installation}"
+    assert docker_client.containers.list(all=True, filters={"label": label}) == []
+    assert docker_client.networks.list(filters={"label": label}) == []
+    assert not (agent.workspace / "repos" / "account.git").exists()
+
+
+def test_bodies_are_bounded_and_bad_json_is_explained(agent: AgentProcess) -> None:
+    headers = {"Authorization": f"Bearer {agent.token}"}
+    huge = httpx.post(f"{agent.url}/v1/lease", headers=headers,
+                      content=b"x" * (MAX_REQUEST_BYTES + 1))
+    assert huge.status_code == 400 and "over" in huge.json()["error"]["message"]
+    bad = httpx.post(f"{agent.url}/v1/lease", headers=headers, json={"holder": "h"})
+    assert bad.status_code == 400
+    assert "ttl_seconds" in bad.json()["error"]["message"]
+
+
+def test_leases_exclude_a_second_holder_and_expire(agent: AgentProcess) -> None:
+    client = agent.client()
+    first = client.acquire_lease("ci-runner", 0.5)
+    with pytest.raises(AgentError) as caught:
+        client.acquire_lease("watcher", 60)
+    assert caught.value.status == 409 and "'ci-runner'" in str(caught.value)
+    again = client.acquire_lease("ci-runner", 60)  # the holder may extend
+    assert again.id == first.id
+    client.release_lease(first.id)
+    second = client.acquire_lease("watcher", 0.2)
+    # An unrenewed lease expires: the next holder gets it once its time is up.
+    from sdp_testbed.waiting import wait_for
+
+    third = wait_for(lambda: _try_acquire(client, "ci-runner"), what="the lease to expire",
+                     timeout=10)
+    assert third.id != second.id
+    with pytest.raises(AgentError):
+        client.renew_lease(second.id, "watcher", 10)
+
+
+def _try_acquire(client, holder):  # type: ignore[no-untyped-def]
+    try:
+        return client.acquire_lease(holder, 60)
+    except AgentError:
+        return None
+
+
+def test_sse_reconnect_with_last_event_id_loses_nothing(
+    agent: AgentProcess, canary: Credentials
+) -> None:
+    client = agent.client()
+    outcome = run(client, deploy(spec(sandbox="s1", service="account", repository="account",
+                                      branch="main", commit=agent.extra["commit"],
+                                      port=free_port())), canary)
+    everything = [e.id for e in outcome.events]
+    assert everything == list(range(1, len(everything) + 1))
+    # Cut the stream after a few events, then resume from the last id seen, repeatedly.
+    seen: list[int] = []
+    headers = {"Authorization": f"Bearer {agent.token}"}
+    while not seen or seen[-1] != everything[-1]:
+        last = seen[-1] if seen else 0
+        with httpx.stream("GET", f"{agent.url}/v1/operations/{outcome.operation_id}/events",
+                          headers={**headers, "Last-Event-ID": str(last)}) as response:
+            taken = 0
+            for line in response.iter_lines():
+                if line.startswith("id:"):
+                    seen.append(int(line[3:].strip()))
+                    taken += 1
+                    if taken == 3:
+                        break  # drop the connection mid-stream
+    assert seen == everything
+    # The client's own follow() resumes the same way from any point.
+    assert [e.id for e in client.follow(outcome.operation_id, after=5)] == everything[5:]
+
+
+def test_a_hundred_sandbox_networks_on_one_node(
+    agent: AgentProcess, docker_client: docker.DockerClient, installation: str
+) -> None:
+    client = agent.client()
+    names = [f"load-{i:03d}" for i in range(100)]
+    outcome = run(client, [EnsureNetwork(step_id=n, sandbox=n, network=f"sandbox-{n}")
+                           for n in names], None)
+    assert outcome.ok, [r.message for r in outcome.results if not r.ok][:3]
+    networks = docker_client.networks.list(filters={"label": f"sdp.instance={installation}"})
+    subnets = {n.attrs["IPAM"]["Config"][0]["Subnet"] for n in networks}
+    assert len(networks) == 100 and len(subnets) == 100
+    assert all(s.startswith("10.231.") for s in subnets)
+    again = run(client, [EnsureNetwork(step_id=n, sandbox=n, network=f"sandbox-{n}")
+                         for n in names], None)
+    assert again.ok and not any(r.changed for r in again.results)
+    removed = run(client, [RemoveNetwork(step_id=n, network=f"sandbox-{n}") for n in names], None)
+    assert removed.ok
+    assert docker_client.networks.list(filters={"label": f"sdp.instance={installation}"}) == []
