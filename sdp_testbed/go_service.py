@@ -1,0 +1,150 @@
+"""File sets of the fixture Go HTTP service and of its one tiny dependency.
+
+`go_service_files` returns the tree of module `example.invalid/<service>`: it listens on
+`:$PORT` (default 8080); `GET /healthz` answers 200 "ok" (500 when built unhealthy); every
+other path answers JSON `{"service", "revision", "path", "env": {"SDP_SANDBOX"}}` (plus
+`"greeting"` when it uses the dependency). The revision is a constant in the source, so an
+answer proves which commit was built; nothing injected at run time can fake it.
+
+The go.mod says `go 1.19`: Debian's Go is 1.19, which rejects a three-part `go` line.
+
+`dependency` adds an import of `example.invalid/greet` v1.0.0: "vendor" ships it in
+`vendor/` (builds offline with `-mod=vendor`), "modcache" expects it in the module cache
+(`gomodcache.build_module_cache`); both carry a go.sum with its real h1: hashes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from sdp_testbed import gomodcache
+
+__all__ = ["GREET_MODULE", "GREET_VERSION", "Dependency", "go_service_files", "go_string"]
+
+GREET_MODULE = gomodcache.GREET_MODULE
+GREET_VERSION = gomodcache.GREET_VERSION
+
+Dependency = Literal["none", "vendor", "modcache"]
+
+_SERVICE_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
+
+_MAIN_GO = """\
+package main
+
+import (
+	"encoding/json"
+	"log"
+	"net/http"
+	"os"
+{extra_imports})
+
+const service = {service}
+
+// revision names the commit this source belongs to; the fixture changes it per commit.
+const revision = {revision}
+
+const healthy = {healthy}
+
+func main() {{
+	port := os.Getenv("PORT")
+	if port == "" {{
+		port = "8080"
+	}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {{
+		if !healthy {{
+			http.Error(w, "unhealthy", http.StatusInternalServerError)
+			return
+		}}
+		w.Write([]byte("ok"))
+	}})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {{
+		answer := map[string]interface{{}}{{
+			"service":  service,
+			"revision": revision,
+			"path":     r.URL.Path,
+			"env":      map[string]string{{"SDP_SANDBOX": os.Getenv("SDP_SANDBOX")}},
+		}}
+{extra_fields}		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(answer)
+	}})
+	log.Printf("%s %s listening on :%s", service, revision, port)
+	log.Fatal(http.ListenAndServe(":"+port, mux))
+}}
+"""
+
+_GREET_IMPORT = f'\n\t"{GREET_MODULE}"\n'
+_GREET_FIELD = '\t\tanswer["greeting"] = greet.Hello(service)\n'
+_COMPILE_ERROR = "\nthis line is not Go and breaks the build\n"
+
+
+def go_service_files(
+    *,
+    service: str,
+    revision: str,
+    healthy: bool = True,
+    compile_error: bool = False,
+    dependency: Dependency = "none",
+) -> dict[str, bytes]:
+    """The files of the fixture service at one revision, path -> content."""
+    if not _SERVICE_NAME.fullmatch(service):
+        raise ValueError(f"service name {service!r} is not a valid module path element")
+    uses_greet = dependency != "none"
+    main_go = _MAIN_GO.format(
+        extra_imports=_GREET_IMPORT if uses_greet else "",
+        service=go_string(service),
+        revision=go_string(revision),
+        healthy="true" if healthy else "false",
+        extra_fields=_GREET_FIELD if uses_greet else "",
+    )
+    if compile_error:
+        main_go += _COMPILE_ERROR
+    files = {
+        "go.mod": _go_mod(service, uses_greet=uses_greet).encode(),
+        "main.go": main_go.encode(),
+        ".gitignore": b"/app-*\n",
+    }
+    if uses_greet:
+        files["go.sum"] = gomodcache.greet_go_sum().encode()
+    if dependency == "vendor":
+        files.update(_vendor_files())
+    return files
+
+
+def go_string(text: str) -> str:
+    """`text` as a Go interpreted string literal (Go rejects JSON's surrogate escapes)."""
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif 0x20 <= code < 0x7F:
+            out.append(char)
+        elif 0xD800 <= code <= 0xDFFF:
+            raise ValueError(f"lone surrogate in {text!r} has no Go spelling")
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def _go_mod(service: str, *, uses_greet: bool) -> str:
+    text = f"module example.invalid/{service}\n\ngo 1.19\n"
+    if uses_greet:
+        text += f"\nrequire {GREET_MODULE} {GREET_VERSION}\n"
+    return text
+
+
+def _vendor_files() -> dict[str, bytes]:
+    files = {
+        f"vendor/{GREET_MODULE}/{name}": content
+        for name, content in gomodcache.greet_module_files().items()
+        if name != "go.mod"
+    }
+    files["vendor/modules.txt"] = (
+        f"# {GREET_MODULE} {GREET_VERSION}\n## explicit; go 1.19\n{GREET_MODULE}\n"
+    ).encode()
+    return files
