@@ -1,0 +1,211 @@
+"""The Basic-auth git server, driven by dulwich's client (as agents use it) and by git."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dulwich import porcelain
+from dulwich.client import HTTPUnauthorized
+from dulwich.config import ConfigDict
+from dulwich.refs import Ref
+
+from sdp_testbed.gitserver import GitServer
+from sdp_testbed.repos import branch_head, commit_files, init_bare
+from sdp_testbed.waiting import http_get
+
+from .helpers import free_port
+
+
+@pytest.fixture
+def account_head(git_server: GitServer) -> str:
+    path = git_server.repo_path("account")
+    init_bare(path)
+    commit_files(path, branch="main", files={"README": b"main\n"}, message="first")
+    return commit_files(
+        path, branch="feature/login-error", base="main", files={"x": b"1"}, message="feature"
+    )
+
+
+def test_ls_remote_with_the_right_credentials_lists_the_branches(
+    git_server: GitServer, git_credentials: tuple[str, str], account_head: str
+) -> None:
+    username, password = git_credentials
+    refs = porcelain.ls_remote(
+        git_server.repo_url("account"), config=ConfigDict(), username=username, password=password
+    )
+    heads = {name.decode(): sha.decode() for name, sha in refs.refs.items() if sha is not None}
+    assert heads["refs/heads/feature/login-error"] == account_head
+    assert "refs/heads/main" in heads
+
+
+@pytest.mark.parametrize("wrong", ["wrong", "Pa$$:w@rd%^/e", ""])
+def test_wrong_password_is_unauthorized_and_not_echoed(
+    git_server: GitServer, git_credentials: tuple[str, str], account_head: str, wrong: str
+) -> None:
+    username, password = git_credentials
+    with pytest.raises(HTTPUnauthorized) as raised:
+        porcelain.ls_remote(
+            git_server.repo_url("account"), config=ConfigDict(), username=username, password=wrong
+        )
+    assert password not in str(raised.value)
+    assert password not in repr(raised.value)
+    if wrong:
+        assert wrong not in str(raised.value)
+
+
+def test_wrong_username_is_unauthorized(
+    git_server: GitServer, git_credentials: tuple[str, str], account_head: str
+) -> None:
+    _, password = git_credentials
+    with pytest.raises(HTTPUnauthorized):
+        porcelain.ls_remote(
+            git_server.repo_url("account"), config=ConfigDict(), username="other", password=password
+        )
+
+
+def test_no_credentials_get_401_with_the_basic_challenge(
+    git_server: GitServer, account_head: str
+) -> None:
+    answer = http_get(git_server.repo_url("account") + "/info/refs?service=git-upload-pack")
+    assert answer.status == 401
+    assert answer.headers["WWW-Authenticate"] == 'Basic realm="sdp-testbed"'
+
+
+def test_a_missing_repository_is_404_even_with_credentials(
+    git_server: GitServer, git_credentials: tuple[str, str]
+) -> None:
+    token = base64.b64encode(":".join(git_credentials).encode()).decode()
+    answer = http_get(
+        git_server.repo_url("nope") + "/info/refs?service=git-upload-pack",
+        headers={"Authorization": f"Basic {token}"},
+    )
+    assert answer.status == 404
+
+
+def test_clone_with_the_right_credentials_checks_out_the_branch(
+    git_server: GitServer, git_credentials: tuple[str, str], account_head: str, tmp_path: Path
+) -> None:
+    username, password = git_credentials
+    target = tmp_path / "clone"
+    with porcelain.clone(
+        git_server.repo_url("account"),
+        str(target),
+        config=ConfigDict(),
+        username=username,
+        password=password,
+        branch="feature/login-error",
+        errstream=io.BytesIO(),
+    ) as repo:
+        assert repo.head().decode() == account_head
+    assert (target / "README").read_bytes() == b"main\n"
+    assert (target / "x").read_bytes() == b"1"
+    assert password not in (target / ".git" / "config").read_text()
+
+
+def test_push_with_the_right_credentials_moves_the_branch(
+    git_server: GitServer, git_credentials: tuple[str, str], account_head: str, tmp_path: Path
+) -> None:
+    username, password = git_credentials
+    url = git_server.repo_url("account")
+    work = tmp_path / "work"
+    with porcelain.clone(
+        url,
+        str(work),
+        config=ConfigDict(),
+        username=username,
+        password=password,
+        errstream=io.BytesIO(),
+    ) as repo:
+        (work / "state.yaml").write_text("sandboxes: {}\n")
+        porcelain.add(repo, [str(work / "state.yaml")])
+        pushed = porcelain.commit(
+            repo,
+            message=b"add state",
+            author=b"A <a@example.invalid>",
+            committer=b"A <a@example.invalid>",
+        )
+        porcelain.push(
+            repo, url, "main", username=username, password=password, errstream=io.BytesIO()
+        )
+    assert branch_head(git_server.repo_path("account"), "main") == pushed.decode()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="the git CLI is not installed")
+def test_the_git_cli_sends_utf8_credentials_and_gets_in(
+    git_server: GitServer, git_credentials: tuple[str, str], account_head: str, tmp_path: Path
+) -> None:
+    username, password = git_credentials
+    # git reads the password from an askpass helper, not from argv or the URL.
+    askpass = tmp_path / "askpass"
+    askpass.write_text('#!/bin/sh\nprintf "%s" "$SDP_TEST_GIT_PASSWORD"\n')
+    askpass.chmod(0o700)
+    url = git_server.repo_url("account").replace("http://", f"http://{username}@")
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "GIT_ASKPASS": str(askpass),
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "SDP_TEST_GIT_PASSWORD": password,
+    }
+    result = subprocess.run(
+        ["git", "ls-remote", url], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"{account_head}\trefs/heads/feature/login-error" in result.stdout
+
+
+def test_the_cli_serves_until_sigterm_with_credentials_from_the_environment(
+    git_root: Path, git_credentials: tuple[str, str], tmp_path: Path
+) -> None:
+    username, password = git_credentials
+    init_bare(git_root / "gateway.git")
+    head = commit_files(git_root / "gateway.git", branch="main", files={"a": b""}, message="m")
+    pid_file = tmp_path / "git.pid"
+    port = free_port()
+    env = {
+        **os.environ,
+        "SDP_TESTBED_GIT_USERNAME": username,
+        "SDP_TESTBED_GIT_PASSWORD": password,
+    }
+    command = [sys.executable, "-m", "sdp_testbed.gitserver", "--root", str(git_root)]
+    command += ["--port", str(port), "--pid-file", str(pid_file)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        assert line == f"listening on http://127.0.0.1:{port}"
+        assert pid_file.read_text().strip() == str(process.pid)
+        assert password not in " ".join(command)
+        refs = porcelain.ls_remote(
+            f"http://127.0.0.1:{port}/gateway.git",
+            config=ConfigDict(),
+            username=username,
+            password=password,
+        )
+        assert refs.refs[Ref(b"refs/heads/main")] == head.encode()
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+    assert not pid_file.exists()
+
+
+def test_the_cli_refuses_to_start_without_credentials(git_root: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SDP_TESTBED_GIT_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "sdp_testbed.gitserver", "--root", str(git_root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "SDP_TESTBED_GIT_PASSWORD" in result.stderr
