@@ -71,7 +71,8 @@ def resource_name_problem(sandbox: str, service: str) -> str | None:
     return None
 
 
-# git check-ref-format rules, plus "no leading '-'" so a branch can never read as an option.
+# git check-ref-format --branch rules (which include "no leading '-'", so a branch can never read
+# as an option), plus two of SDP's own: at most 200 characters, and never '@' alone.
 _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
 
@@ -83,6 +84,8 @@ def branch_problem(branch: str) -> str | None:
         return "branch name is longer than 200 characters"
     if branch.startswith("-"):
         return f"branch {branch!r} starts with '-'"
+    if branch == "HEAD":
+        return "'HEAD' names the current commit, not a branch; git forbids it as a branch name"
     if _REF_FORBIDDEN.search(branch):
         return (
             f"branch {branch!r} contains a character git forbids in ref names "

@@ -95,7 +95,8 @@ def load_state(root: Path) -> LoadedState:
     if not root.is_dir():
         raise StateError([Problem(Location(str(root)), "", "state directory does not exist")])
 
-    nodes = _load_one(root, NODES_FILE, NodesFile, problems)
+    nodes = _load_one(root, NODES_FILE, NodesFile, problems) if (root / NODES_FILE).exists() \
+        else None
     if nodes is None and not (root / NODES_FILE).exists():
         problems.append(
             Problem(
@@ -176,7 +177,7 @@ def validation_problems(
     problems = []
     for item in error.errors(include_url=False):
         on_key = bool(item["loc"]) and item["loc"][-1] == "[key]"
-        loc: PathKey = tuple(p for p in item["loc"] if p != "[key]")
+        loc = _source_path(source.data, [p for p in item["loc"] if p != "[key]"])
         kind = item["type"]
         value = item.get("input")
         target = _annotation_at(model, loc[:-1]) if loc else None
@@ -196,7 +197,7 @@ def validation_problems(
                         f"missing required key {loc[-1]!r}")
             )
             continue
-        if field_type is SecretRef and not isinstance(value, dict):
+        if field_type is SecretRef and not on_key and not isinstance(value, dict):
             # Never echo the value: it is probably the secret itself.
             message = (
                 "literal secret value: a state file holds only a reference, "
@@ -204,6 +205,11 @@ def validation_problems(
             )
         elif kind == "literal_error" and loc and loc[-1] == "use_ocp":
             message = "use_ocp can only be true; to deploy the service give 'branch:' instead"
+        elif kind in ("model_type", "dict_type"):
+            # pydantic says "valid dictionary or instance of ServiceSpec": name the YAML shape.
+            got = "a list" if isinstance(value, list) else repr(value)
+            got = "nothing" if value is None else got
+            message = f"expected a mapping of keys to values (got {got})"
         elif on_key:
             message = f"key {loc[-1]!r}: {message}"
         elif kind not in ("value_error", "assertion_error") and not isinstance(
@@ -214,6 +220,29 @@ def validation_problems(
             Problem(source.locate(loc, key=on_key), dotted(loc) or "(top level)", message)
         )
     return problems
+
+
+def _source_path(data: Any, loc: list[str | int]) -> PathKey:
+    """Pydantic's error location as a source path.
+
+    A mapping key that YAML read as a number (``1: ...``) comes back from pydantic as an int,
+    which would read as a list index; the source records it as text.
+    """
+    path: list[str | int] = []
+    for part in loc:
+        if isinstance(data, dict) and not isinstance(part, str):
+            match = [k for k in data if not isinstance(k, str) and str(k) == str(part)]
+            data = data[match[0]] if match else None
+            path.append(str(part))
+            continue
+        path.append(part)
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            data = None
+    return tuple(path)
 
 
 def _unwrap(annotation: Any) -> Any:

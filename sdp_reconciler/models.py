@@ -113,7 +113,10 @@ def _check_duration(value: str) -> str:
 
 def _check_env_name(value: str) -> str:
     if not _ENV_NAME.fullmatch(value):
-        raise ValueError(f"{value!r} is not a valid environment variable name")
+        raise ValueError(
+            f"{value!r} is not a valid environment variable name: use letters, digits and '_', "
+            "not starting with a digit"
+        )
     return value
 
 
@@ -336,8 +339,9 @@ class ServiceSpec(Frozen):
                 if getattr(self, k) is not None
             ]
             if extra:
+                verb = "applies" if len(extra) == 1 else "apply"
                 raise ValueError(
-                    f"{', '.join(extra)} only apply to a service deployed from a branch; "
+                    f"{', '.join(extra)} {verb} only to a service deployed from a branch; "
                     f"this one is {kinds[0]}"
                 )
         return self
@@ -426,7 +430,15 @@ class EnvironmentFile(Frozen):
         title="SDP environment",
     )
     environment: Name
-    variables: dict[EnvName, str] = Field(default_factory=dict)
+    variables: dict[EnvName, str] = Field(
+        default_factory=dict,
+        description="values are text; numbers and booleans become text (5432, true)",
+        # The model turns scalars into text (``_scalars_as_text``), so the schema must accept
+        # them too, or editors and check-jsonschema reject ``DB_PORT: 5432``.
+        json_schema_extra={
+            "additionalProperties": {"type": ["string", "integer", "number", "boolean"]}
+        },
+    )
     secrets: dict[EnvName, SecretRef] = Field(default_factory=dict)
     files: list[EnvFile] = Field(default_factory=list)
 

@@ -17,7 +17,7 @@ from sdp_node.naming import GATEWAY, container_name, resource_name_problem, slug
 from sdp_reconciler.loading import Document, LoadedState
 from sdp_reconciler.models import NodeType, SecretRef
 from sdp_reconciler.resolve import resolve_sandbox, template_chain
-from sdp_reconciler.sources import Location, Problem
+from sdp_reconciler.sources import Location, Problem, dotted
 
 Rule = Callable[[LoadedState], Iterator[Problem]]
 _SECRETISH = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|PRIVATE_KEY|API_KEY|CREDENTIAL", re.I)
@@ -98,6 +98,8 @@ def names_do_not_collide(state: LoadedState) -> Iterator[Problem]:
             continue
         resolved = resolve_sandbox(state, name)
         for service in [GATEWAY, *sorted(resolved.services)]:
+            if service != GATEWAY and slug(service) == GATEWAY:
+                continue  # reported by gateway_is_not_a_service; a second message only confuses
             location = (
                 resolved.services[service].origin if service in resolved.services
                 else state.sandboxes[name].at("sandbox")
@@ -126,8 +128,8 @@ def gateway_is_not_a_service(state: LoadedState) -> Iterator[Problem]:
             if slug(service) == GATEWAY:
                 yield Problem(
                     document.at("services", service, key=True), f"services.{service}",
-                    "'gateway' is not a service name: configure the gateway under the "
-                    "top-level 'gateway:' key",
+                    f"{service!r} is not a service name (it names the sandbox's gateway "
+                    "container): configure the gateway under the top-level 'gateway:' key",
                 )
 
 
@@ -220,8 +222,8 @@ def sandboxes_are_complete(state: LoadedState) -> Iterator[Problem]:
     has_micro = any(n.type is NodeType.MICRO for n in nodes)
     has_gateway = any(n.type is NodeType.GATEWAY for n in nodes)
     for name, document in sorted(state.sandboxes.items()):
-        if _in_cycle(state, document.model.extends):
-            continue
+        if _chain_is_broken(state, document.model.extends):
+            continue  # the cycle, unknown or unreadable template is reported on its own
         resolved = resolve_sandbox(state, name)
         if resolved.gateway is None or resolved.gateway.spec.branch is None:
             yield Problem(
@@ -237,21 +239,39 @@ def sandboxes_are_complete(state: LoadedState) -> Iterator[Problem]:
             )
         if resolved.deployed_services() and not has_micro:
             yield Problem(
-                document.at("services"), "services",
+                _first_written(document, ("services",), ("extends",)), "services",
                 "nodes.yaml has no MICRO node to run this sandbox's services",
             )
         lifecycle = resolved.lifecycle
         if lifecycle.retention is not None and lifecycle.expire_after is None:
             yield Problem(
-                document.at("lifecycle", "retention"), "lifecycle.retention",
+                _first_written(document, ("lifecycle", "retention"), ("lifecycle",), ("extends",)),
+                "lifecycle.retention",
                 "retention only applies after expiry: set lifecycle.expire_after too",
             )
 
 
-def _in_cycle(state: LoadedState, start: str | None) -> bool:
+def _first_written(document: Document, *paths: tuple[str, ...]) -> Location:  # type: ignore[type-arg]
+    """Where the first of ``paths`` is written in ``document``, else its ``sandbox`` key.
+
+    A value inherited from a template is not in the sandbox file; without this the problem
+    would point at line 1, the schema comment.
+    """
+    for path in paths:
+        if path in document.source.values:
+            return document.at(*path)
+    return document.at("sandbox")
+
+
+def _chain_is_broken(state: LoadedState, start: str | None) -> bool:
+    """Whether the templates from ``start`` end in a cycle or an unknown or unreadable one.
+
+    Such a sandbox is missing what its templates would give it; saying so again (no gateway
+    branch) would only hide the cause.
+    """
     chain = template_chain(state, start)
-    last = chain[-1].model.extends if chain else None
-    return last is not None and last in state.templates
+    last = chain[-1].model.extends if chain else start
+    return last is not None
 
 
 def ports_are_valid(state: LoadedState) -> Iterator[Problem]:
@@ -366,7 +386,7 @@ def secrets_are_references(state: LoadedState) -> Iterator[Problem]:
         resolved = (state.root / Path(reference.file).expanduser()).resolve()
         if resolved == root or root in resolved.parents:
             yield Problem(
-                document.at(*path, "file"), ".".join(str(p) for p in path) + ".file",
+                document.at(*path, "file"), dotted((*path, "file")),
                 f"secret file {reference.file!r} is inside the state directory and would be "
                 "committed with it: keep secret files outside the state repository",
             )

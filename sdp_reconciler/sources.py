@@ -29,6 +29,7 @@ from ruamel.yaml.events import (
     DocumentStartEvent,
     NodeEvent,
 )
+from ruamel.yaml.reader import ReaderError
 
 MAX_FILE_BYTES = 256 * 1024
 MAX_DEPTH = 16
@@ -119,8 +120,14 @@ def load_source(path: Path, display: str) -> SourceDoc:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
+        line_start = raw.rfind(b"\n", 0, e.start) + 1
+        # Everything before e.start decoded, so the column counts characters, not bytes.
+        col = len(raw[line_start : e.start].decode("utf-8-sig" if line == 1 else "utf-8")) + 1
         raise SourceError(
-            Problem(Location(display, line), "", "file is not valid UTF-8")
+            Problem(
+                Location(display, line, col), "",
+                f"file is not valid UTF-8 (byte 0x{raw[e.start]:02X}); save it as UTF-8",
+            )
         ) from None
     return parse_source(text, display)
 
@@ -178,6 +185,17 @@ def _screen_events(text: str, display: str) -> None:
                 depth -= 1
     except MarkedYAMLError as e:
         raise SourceError(_marked_problem(e, display)) from None
+    except ReaderError as e:
+        # A character YAML forbids (NUL, most control characters): ruamel gives only an offset.
+        position = min(e.position, len(text))
+        line = text.count("\n", 0, position) + 1
+        col = position - text.rfind("\n", 0, position)
+        raise SourceError(
+            Problem(
+                Location(display, line, col), "",
+                f"character U+{e.character:04X} is not allowed in a YAML file",
+            )
+        ) from None
 
 
 def _marked_problem(e: MarkedYAMLError, display: str) -> Problem:
@@ -187,7 +205,14 @@ def _marked_problem(e: MarkedYAMLError, display: str) -> Problem:
     if "duplicate key" in problem:
         problem = problem.split(" with value")[0].replace("found duplicate key", "duplicate key")
         return Problem(where, "", f"{problem}: each key may appear once in a mapping")
-    context = f" ({str(e.context).strip()})" if e.context and e.problem else ""
+    context = ""
+    if e.context and e.problem:
+        context = str(e.context).strip()
+        start = e.context_mark
+        if start is not None and mark is not None and start.line != mark.line:
+            # An unclosed '{' or '[' is found at the end of the file; say where it opened.
+            context += f" that starts at {start.line + 1}:{start.column + 1}"
+        context = f" ({context})"
     return Problem(where, "", f"YAML syntax error: {problem}{context}")
 
 
@@ -202,6 +227,10 @@ def _walk(node: Any, path: PathKey, doc: SourceDoc) -> Any:
                 v_line, v_col = node.lc.value(key)
             except (KeyError, TypeError):  # pragma: no cover - ruamel always records these
                 k_line, k_col, v_line, v_col = node.lc.line, node.lc.col, node.lc.line, node.lc.col
+            if node[key] is None:
+                # An empty value ("user:") is marked where the next token starts, often on the
+                # next line; the key is where the reader looks.
+                v_line, v_col = k_line, k_col
             doc.keys[child] = (k_line + 1, k_col + 1)
             doc.values[child] = (v_line + 1, v_col + 1)
             out[plain_key] = _walk(node[key], child, doc)

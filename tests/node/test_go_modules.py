@@ -86,5 +86,5 @@ def test_a_go_mod_that_needs_a_newer_go_is_refused_clearly(  # type: ignore[no-u
     outcome, _ = _deploy(make_agent, make_repo, images, canary, files)
     result = outcome.last()
     assert not result.ok and result.stage == "go build"
-    assert expected in result.message and "this node has Go" in result.message or \
-        "cannot read" in result.message, result.message
+    assert expected in result.message, result.message
+    assert "this node has Go" in result.message or "cannot read" in result.message
