@@ -98,6 +98,11 @@ class RepositoryConfig(_Model):
     )
     url_prefix: str = Field(default="/erangel", description="php: URL prefix served")
     routes_file: str = "application/config/production/config.php"
+    ignored_route_keys: list[str] = Field(
+        default_factory=lambda: ["base"],
+        description="php: <key>_url entries that are not service routes (CodeIgniter's base_url)",
+    )
+    composer: str = Field(default="composer", description="php: the composer command")
     composer_timeout_seconds: float = 120
     go: GoSettings = Field(default_factory=GoSettings)
 

@@ -544,8 +544,8 @@ class Converger:
             try:
                 repository = self.config.repository(labels.get(LABEL_REPOSITORY, ""))
                 committed = self._committed(repository, commit)
-                live = read_routes_file(self.gateway_files.tree(sandbox, commit),
-                                        repository.routes_file)
+                live = _service_routes(repository, read_routes_file(
+                    self.gateway_files.tree(sandbox, commit), repository.routes_file))
             except NodeError as e:
                 problem = str(e)
             out.append(
@@ -564,7 +564,9 @@ class Converger:
                 raise NotFound(
                     f"{repository.routes_file} is missing from {repository.name} at {commit[:12]}"
                 )
-            self._committed_routes[key] = read_routes(source, path_label=repository.routes_file)
+            self._committed_routes[key] = _service_routes(
+                repository, read_routes(source, path_label=repository.routes_file)
+            )
         return self._committed_routes[key]
 
     def committed_routes(self, repository: str, commit: str) -> dict[str, str]:
@@ -630,6 +632,10 @@ class Converger:
             step_id=step.step_id, action=step.action, ok=True, state=DeployState.REMOVED,
             changed=changed, container=step.container,
         )
+
+
+def _service_routes(repository: RepositoryConfig, routes: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in routes.items() if k not in repository.ignored_route_keys}
 
 
 __all__ = ["ROUTER_TARGET", "Converger", "SpecStore", "StepContext", "StepFailed"]

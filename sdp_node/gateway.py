@@ -111,9 +111,9 @@ class GatewayFiles:
         if not (tree / "composer.json").is_file():
             log("no composer.json in this commit: composer install skipped")
             return False
-        composer = shutil.which("composer")
+        composer = shutil.which(repository.composer)
         if composer is None:
-            log("composer is not installed on this node: composer install skipped")
+            log(f"{repository.composer} is not installed on this node: composer install skipped")
             return False
         command = [composer, "install", "--no-dev", "--no-interaction", "--no-progress"]
         log("$ composer install --no-dev --no-interaction --no-progress")

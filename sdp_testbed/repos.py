@@ -26,6 +26,7 @@ __all__ = ["DEFAULT_AUTHOR", "branch_head", "commit_files", "init_bare"]
 DEFAULT_AUTHOR = "Tester <tester@example.invalid>"
 _FILE_MODE = stat.S_IFREG | 0o644
 _EXECUTABLE_MODE = stat.S_IFREG | 0o755
+_SYMLINK_MODE = stat.S_IFLNK
 
 
 def init_bare(path: Path) -> None:
@@ -51,12 +52,13 @@ def commit_files(
     base: str | None = None,
     author: str = DEFAULT_AUTHOR,
     executable: frozenset[str] = frozenset(),
+    symlinks: frozenset[str] = frozenset(),
 ) -> str:
     """Commit `files` onto `branch` of the bare repository at `repo_path`; return the sha.
 
     Paths use '/' between directories. Content replaces or adds a file (mode 755 when the
-    path is in `executable`, else 644); None deletes it. Files not named keep their content
-    and mode.
+    path is in `executable`, else 644; a symlink whose target is the content when the path is
+    in `symlinks`); None deletes it. Files not named keep their content and mode.
     """
     _check_paths(files, executable)
     ref = _branch_ref(branch)
@@ -73,6 +75,8 @@ def commit_files(
             blob = Blob.from_string(content)
             repo.object_store.add_object(blob)
             mode = _EXECUTABLE_MODE if path in executable else _FILE_MODE
+            if path in symlinks:
+                mode = _SYMLINK_MODE
             entries[key] = (blob.id, mode)
         tree_id = commit_tree(
             repo.object_store, [(p, sha, mode) for p, (sha, mode) in sorted(entries.items())]
