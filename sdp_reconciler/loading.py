@@ -203,6 +203,15 @@ def validation_problems(
                 "literal secret value: a state file holds only a reference, "
                 "'{env: VARIABLE}' or '{file: PATH}', never the secret itself"
             )
+        elif not on_key and any(
+            _annotation_at(model, loc[:i]) is SecretRef for i in range(len(loc))
+        ):
+            # Inside a reference: someone may have pasted the secret where a name belongs.
+            what = "an environment variable name (letters, digits and '_', not starting " \
+                "with a digit)" if loc and loc[-1] == "env" else "a reference to a secret"
+            message = (
+                f"this must be {what}; the value is not shown in case it is the secret itself"
+            )
         elif kind == "literal_error" and loc and loc[-1] == "use_ocp":
             message = "use_ocp can only be true; to deploy the service give 'branch:' instead"
         elif kind in ("model_type", "dict_type"):

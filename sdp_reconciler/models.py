@@ -14,7 +14,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 from sdp_node.naming import branch_problem, commit_problem, name_problem
 
@@ -159,8 +167,19 @@ def _check_host(value: str) -> str:
 Name = Annotated[str, AfterValidator(_check_name)]
 Branch = Annotated[str, AfterValidator(_check_branch)]
 Commit = Annotated[str, AfterValidator(_check_commit)]
-Cpu = Annotated[str, AfterValidator(_check_cpu)]
-Memory = Annotated[str, AfterValidator(_check_memory)]
+def _number_as_text(value: Any) -> Any:
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+# ``cpu: 2`` and ``memory: 1073741824`` are natural YAML; they are read as text.
+Cpu = Annotated[
+    str, BeforeValidator(_number_as_text), AfterValidator(_check_cpu),
+    WithJsonSchema({"type": ["string", "number"], "description": "'500m', '1' or 1.5"}),
+]
+Memory = Annotated[
+    str, BeforeValidator(_number_as_text), AfterValidator(_check_memory),
+    WithJsonSchema({"type": ["string", "integer"], "description": "'512Mi', '1GB' or bytes"}),
+]
 Duration = Annotated[str, AfterValidator(_check_duration)]
 EnvName = Annotated[str, AfterValidator(_check_env_name)]
 HttpUrl = Annotated[str, AfterValidator(_check_url)]

@@ -20,6 +20,7 @@ from sdp_reconciler.resolve import resolve_sandbox, template_chain
 from sdp_reconciler.sources import Location, Problem, dotted
 
 Rule = Callable[[LoadedState], Iterator[Problem]]
+Claims = dict[tuple[NodeType | None, int], list[tuple[str | None, str, str, Location]]]
 _SECRETISH = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|PRIVATE_KEY|API_KEY|CREDENTIAL", re.I)
 
 
@@ -279,7 +280,7 @@ def ports_are_valid(state: LoadedState) -> Iterator[Problem]:
     by_type: dict[NodeType, list[str]] = defaultdict(list)
     for each in state.nodes.model.nodes:
         by_type[each.type].append(each.name)
-    claims: dict[int, list[tuple[str | None, str, str, Location]]] = defaultdict(list)
+    claims: Claims = defaultdict(list)
     for name, document in sorted(state.sandboxes.items()):
         model = document.model
         entries: list[tuple[str, tuple[str, ...], int | None, str | None, NodeType]] = []
@@ -302,8 +303,8 @@ def ports_are_valid(state: LoadedState) -> Iterator[Problem]:
                     location, ".".join(path),
                     f"port {port} is outside the {node_type.value} node range ({shown})",
                 )
-            claims[port].append((node, name, service, location))
-    for port, owners in sorted(claims.items()):
+            claims[(node_type, port)].append((node, name, service, location))
+    for (_node_type, port), owners in sorted(claims.items()):
         for index, (node, _sandbox, service, location) in enumerate(owners):
             for other_node, other_sandbox, other_service, _ in owners[:index]:
                 if node is None or other_node is None or node == other_node:
@@ -319,11 +320,12 @@ def ports_are_valid(state: LoadedState) -> Iterator[Problem]:
 
 
 def _allocations_are_valid(
-    state: LoadedState, claims: dict[int, list[tuple[str | None, str, str, Location]]]
+    state: LoadedState, claims: Claims
 ) -> Iterator[Problem]:
     assert state.ports is not None
     document = state.ports
     nodes = {n.name for n in state.nodes.model.nodes}
+    types = {n.name: n.type for n in state.nodes.model.nodes}
     by_port: dict[tuple[str, int], int] = {}
     by_owner: dict[tuple[str, str], int] = {}
     for index, allocation in enumerate(document.model.allocations):
@@ -349,7 +351,8 @@ def _allocations_are_valid(
                 f"allocations (also allocations[{by_owner[owner]}])",
             )
         by_owner.setdefault(owner, index)
-        for node, sandbox, service, location in claims.get(allocation.port, []):
+        node_type = types.get(allocation.node)
+        for node, sandbox, service, location in claims.get((node_type, allocation.port), []):
             if (sandbox, service) != owner and node in (None, allocation.node):
                 yield Problem(
                     location, f"services.{service}.port" if service != GATEWAY
