@@ -51,10 +51,35 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_state(parser: argparse.ArgumentParser) -> None:
+def _add_state(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    # Sub-command options default to SUPPRESS so they never overwrite the same option given
+    # before the command name (argparse would reset it to None).
     parser.add_argument(
-        "--state", metavar="DIR",
+        "--state", metavar="DIR", default=None if top else argparse.SUPPRESS,
         help=f"state directory (default: $SDP_STATE or ./{DEFAULT_STATE})",
+    )
+
+
+def commands_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, *, help: str,
+    description: str,
+) -> argparse.ArgumentParser:
+    parser = commands.add_parser(name, help=help, description=description)
+    _add_state(parser)
+    return parser
+
+
+def _add_history(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    parser.add_argument(
+        "--history", metavar="FILE", default=None if top else argparse.SUPPRESS,
+        help="SQLite history file (default: $SDP_HISTORY or ./.sdp/history.sqlite)",
+    )
+
+
+def _add_apply_options(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    parser.add_argument(
+        "--allow-prune", action="store_true", default=False if top else argparse.SUPPRESS,
+        help="apply even when the pass would remove more than half of what SDP runs",
     )
 
 
@@ -68,9 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'sdp-reconcile COMMAND --help' for a command's options. "
         "Documentation: README.md and docs/.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands_ = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--once", action="store_true",
+                        help="converge once and exit; same as the 'once' command")
+    _add_state(parser, top=True)
+    _add_history(parser, top=True)
+    _add_apply_options(parser, top=True)
 
-    validate = commands.add_parser(
+    validate = commands_.add_parser(
         "validate", help="check the whole state directory; list every problem",
         description="Load the whole state directory and report every problem as "
         "file:line:col: message. Exit 0 when valid, 1 otherwise. Contacts no node.",
@@ -78,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_state(validate)
     validate.set_defaults(handler=cmd_validate)
 
-    schemas = commands.add_parser(
+    schemas = commands_.add_parser(
         "schemas", help="write the JSON Schemas of the state files",
         description="Generate the JSON Schemas of nodes.yaml, sandbox, template, environment "
         "and ports files from the models.",
@@ -88,6 +118,35 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_argument("--check", action="store_true",
                          help="fail when the files in DIR differ from the generated ones")
     schemas.set_defaults(handler=cmd_schemas)
+
+    from sdp_reconciler import commands
+
+    plan = commands_parser(commands_, "plan", help="show what a reconcile would change",
+                           description="Observe the nodes and print the changes a reconcile "
+                           "would make, with the reason for each, like 'terraform plan'. "
+                           "Changes nothing. Exit 0: nothing to do; 2: changes pending; "
+                           "1: error or problems in the state.")
+    _add_history(plan)
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.set_defaults(handler=commands.cmd_plan)
+
+    once = commands_parser(commands_, "once", help="converge once and exit (what CI runs)",
+                           description="Converge the nodes to the state once. Exit 0 only "
+                           "when everything converged, 2 when something did not, 1 on error. "
+                           "Same as 'sdp-reconcile --once'.")
+    _add_history(once)
+    _add_apply_options(once)
+    once.set_defaults(handler=commands.cmd_once)
+
+    restart = commands_parser(commands_, "restart", help="recreate a sandbox's containers",
+                              description="Recreate the running containers of SANDBOX (or "
+                              "only SERVICE) with the same spec, recorded like any deploy.")
+    restart.add_argument("sandbox", metavar="SANDBOX")
+    restart.add_argument("service", metavar="SERVICE", nargs="?",
+                         help="a service name, or 'gateway'")
+    _add_history(restart)
+    _add_apply_options(restart)
+    restart.set_defaults(handler=commands.cmd_restart)
     return parser
 
 
@@ -95,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler | None = getattr(args, "handler", None)
+    if args.once and handler is None:
+        from sdp_reconciler.commands import cmd_once
+
+        handler = cmd_once
     if handler is None:
         parser.print_help(sys.stderr)
         return 1

@@ -1,0 +1,98 @@
+"""Who changed the state: the state repository's revision and each file's last author (dulwich).
+
+The audit names the author of the last commit that touched a sandbox's state file, and flags a
+file whose content differs from that commit (an uncommitted edit). A state directory outside a
+git repository has no authors; that is not an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from dulwich.errors import NotGitRepository
+from dulwich.objects import Blob, Commit, ObjectID, Tree
+from dulwich.repo import Repo
+
+
+@dataclass(frozen=True)
+class Authorship:
+    author: str | None
+    uncommitted: bool
+
+
+class StateRepository:
+    def __init__(self, state_root: Path) -> None:
+        self.state_root = state_root.resolve()
+        try:
+            self._repo: Repo | None = Repo.discover(str(self.state_root))
+        except NotGitRepository:
+            self._repo = None
+        self._cache: dict[str, Authorship] = {}
+
+    def close(self) -> None:
+        if self._repo is not None:
+            self._repo.close()
+
+    @cached_property
+    def _head(self) -> Commit | None:
+        if self._repo is None:
+            return None
+        try:
+            head = self._repo.object_store[self._repo.head()]
+        except KeyError:
+            return None
+        return head if isinstance(head, Commit) else None
+
+    @property
+    def revision(self) -> str | None:
+        head = self._head
+        return head.id.decode() if head is not None else None
+
+    def _relative(self, path: Path) -> bytes | None:
+        if self._repo is None:
+            return None
+        top = Path(self._repo.path).resolve()
+        try:
+            return path.resolve().relative_to(top).as_posix().encode()
+        except ValueError:
+            return None
+
+    def authorship(self, path: Path) -> Authorship:
+        """Author of the last commit touching ``path``, and whether the file differs from it."""
+        key = str(path)
+        if key in self._cache:
+            return self._cache[key]
+        relative = self._relative(path)
+        head = self._head
+        if self._repo is None or relative is None or head is None:
+            result = Authorship(author=None, uncommitted=self._repo is not None)
+        else:
+            walker = self._repo.get_walker(include=[head.id], paths=[relative], max_entries=1)
+            entries = list(walker)
+            author = entries[0].commit.author.decode("utf-8", "replace") if entries else None
+            committed = self._blob_at(head, relative)
+            current = _blob_id(path)
+            result = Authorship(author=author, uncommitted=committed != current)
+        self._cache[key] = result
+        return result
+
+    def _blob_at(self, commit: Commit, relative: bytes) -> bytes | None:
+        assert self._repo is not None
+        obj: object = self._repo.object_store[commit.tree]
+        for part in relative.split(b"/"):
+            if not isinstance(obj, Tree) or part not in obj:
+                return None
+            _mode, sha = obj[part]
+            obj = self._repo.object_store[ObjectID(sha)]
+        return obj.id if isinstance(obj, Blob) else None
+
+
+def _blob_id(path: Path) -> bytes | None:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest().encode()  # noqa: S324

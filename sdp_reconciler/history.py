@@ -1,0 +1,244 @@
+"""Deployment history, live events, the audit trail and sandbox status, in SQLite.
+
+One file (path configurable), WAL mode, so ``--once``, ``watch`` and ``serve`` on one host share
+it: the reconciler writes as things happen, with increasing ids, and a ``serve`` process tails
+the ``events`` table to stream progress live. Promises: nothing here stores a credential or a
+secret value (the texts it receives were redacted by the agents, and again by the applier, with
+the values it knows); rows are only ever added or updated, never rewritten wholesale.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sdp_reconciler.errors import SdpError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS passes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    mode TEXT NOT NULL,
+    runner TEXT NOT NULL,
+    state_revision TEXT,
+    status TEXT NOT NULL DEFAULT 'RUNNING',
+    summary TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    pass_id INTEGER NOT NULL REFERENCES passes(id),
+    step_id TEXT NOT NULL,
+    sandbox TEXT NOT NULL,
+    service TEXT,
+    node TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    action TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    repository TEXT,
+    branch TEXT,
+    commit_sha TEXT,
+    previous_commit TEXT,
+    port INTEGER,
+    environment TEXT,
+    author TEXT,
+    uncommitted INTEGER NOT NULL DEFAULT 0,
+    runner TEXT NOT NULL,
+    status TEXT NOT NULL,
+    stage TEXT,
+    message TEXT NOT NULL DEFAULT '',
+    started_at TEXT NOT NULL,
+    completed_at TEXT
+);
+CREATE INDEX IF NOT EXISTS deployments_sandbox ON deployments(sandbox, id);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    pass_id INTEGER,
+    deployment_id INTEGER,
+    sandbox TEXT,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    stage TEXT,
+    event TEXT,
+    state TEXT,
+    message TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS events_deployment ON events(deployment_id, id);
+CREATE INDEX IF NOT EXISTS events_sandbox ON events(sandbox, id);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    deployment_id INTEGER,
+    user TEXT,
+    uncommitted INTEGER NOT NULL DEFAULT 0,
+    runner TEXT NOT NULL,
+    action TEXT NOT NULL,
+    repository TEXT,
+    branch TEXT,
+    commit_sha TEXT,
+    environment TEXT,
+    sandbox TEXT NOT NULL,
+    service TEXT,
+    status TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS status (
+    sandbox TEXT NOT NULL,
+    service TEXT NOT NULL,
+    node TEXT,
+    sync TEXT NOT NULL,
+    health TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    branch TEXT,
+    attempted_commit TEXT,
+    applied_commit TEXT,
+    port INTEGER,
+    url TEXT,
+    route TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (sandbox, service)
+);
+"""
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    sandbox: str
+    service: str
+    node: str | None
+    sync: str
+    health: str
+    reason: str
+    message: str = ""
+    branch: str | None = None
+    attempted_commit: str | None = None
+    applied_commit: str | None = None
+    port: int | None = None
+    url: str | None = None
+    route: str | None = None
+
+
+class History:
+    """The SQLite store. Thread-safe: one connection, one lock; WAL for concurrent readers."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise SdpError(f"cannot open the history database {path}: {e}") from e
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                with self._db:
+                    yield self._db
+            except sqlite3.Error as e:
+                raise SdpError(f"cannot write the history database {self.path}: {e}") from e
+
+    def _insert(self, table: str, values: Mapping[str, Any]) -> int:
+        columns = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        with self._write() as db:
+            cursor = db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})",  # noqa: S608
+                                list(values.values()))
+            return int(cursor.lastrowid or 0)
+
+    def _update(self, table: str, row_id: int, values: Mapping[str, Any]) -> None:
+        assignments = ", ".join(f"{k} = ?" for k in values)
+        with self._write() as db:
+            db.execute(f"UPDATE {table} SET {assignments} WHERE id = ?",  # noqa: S608
+                       [*values.values(), row_id])
+
+    # -- passes -----------------------------------------------------------------------------------
+
+    def start_pass(self, *, mode: str, runner: str, state_revision: str | None) -> int:
+        return self._insert("passes", {"started_at": now(), "mode": mode, "runner": runner,
+                                       "state_revision": state_revision})
+
+    def finish_pass(self, pass_id: int, *, status: str, summary: str) -> None:
+        self._update("passes", pass_id, {"finished_at": now(), "status": status,
+                                         "summary": summary})
+
+    # -- deployments and events ------------------------------------------------------------------
+
+    def start_deployment(self, **values: Any) -> int:
+        return self._insert("deployments", {**values, "started_at": now()})
+
+    def update_deployment(self, deployment_id: int, **values: Any) -> None:
+        self._update("deployments", deployment_id, values)
+
+    def add_event(self, **values: Any) -> int:
+        return self._insert("events", {"at": values.pop("at", None) or now(), **values})
+
+    def add_audit(self, **values: Any) -> int:
+        return self._insert("audit", {"at": now(), **values})
+
+    def set_status(self, rows: list[StatusRow], *, sandboxes: set[str]) -> None:
+        """Replace the status of ``sandboxes`` with ``rows``; forget sandboxes not in the state."""
+        with self._write() as db:
+            for sandbox in sandboxes:
+                db.execute("DELETE FROM status WHERE sandbox = ?", (sandbox,))
+            for row in rows:
+                db.execute(
+                    "INSERT OR REPLACE INTO status (sandbox, service, node, sync, health, reason,"
+                    " message, branch, attempted_commit, applied_commit, port, url, route,"
+                    " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (row.sandbox, row.service, row.node, row.sync, row.health, row.reason,
+                     row.message, row.branch, row.attempted_commit, row.applied_commit,
+                     row.port, row.url, row.route, now()),
+                )
+
+    def forget_sandboxes_except(self, keep: set[str]) -> None:
+        with self._write() as db:
+            rows = db.execute("SELECT DISTINCT sandbox FROM status").fetchall()
+            for row in rows:
+                if row["sandbox"] not in keep:
+                    db.execute("DELETE FROM status WHERE sandbox = ?", (row["sandbox"],))
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self._db.execute(sql, params).fetchall()]
+
+    def status(self) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM status ORDER BY sandbox, service")
+
+    def previous_applied(self) -> dict[tuple[str, str], str | None]:
+        return {(r["sandbox"], r["service"]): r["applied_commit"] for r in self.status()}
+
+    def events_after(self, last_id: int, *, sandbox: str | None = None,
+                     limit: int = 500) -> list[dict[str, Any]]:
+        if sandbox is None:
+            return self.query("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                              (last_id, limit))
+        return self.query(
+            "SELECT * FROM events WHERE id > ? AND sandbox = ? ORDER BY id LIMIT ?",
+            (last_id, sandbox, limit))
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)

@@ -1,0 +1,578 @@
+"""``plan(desired, observed) -> Plan``: the pure centre of SDP.
+
+Given the resolved sandboxes, where each part runs, its ports and what the nodes reported, it
+lists the changes that make the nodes match the state, each with its reason. It opens no socket,
+file or subprocess (a test walks its imports to keep it so), and the same inputs give the same
+plan, in the same order. Nothing unchanged produces a change: a second pass after a successful
+one plans nothing.
+
+Decisions, per sandbox:
+
+* a deployed service or gateway is created when missing, updated when its spec hash differs
+  (the reason names the moved branch or the changed fields), started when stopped (resumed or
+  stopped by hand), stopped when the sandbox is suspended, recreated on ``restart``;
+* a gateway's route table is written in place when only routes differ (a hand edit is undone
+  and said so); a route to a sandbox service waits for that service's deploy and falls back to
+  the previous route (or the OCP value) if the deploy fails;
+* what this installation runs but the state no longer wants is removed, after the routes moved
+  away from it; a sandbox with a problem (unknown branch, unreachable node, ...) is left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sdp_node.naming import GATEWAY, container_name, network_name
+from sdp_node.protocol import (
+    LABEL_BRANCH,
+    LABEL_COMMIT,
+    LABEL_KIND,
+    LABEL_SANDBOX,
+    LABEL_SERVICE,
+    LABEL_SPEC,
+    ContainerSpec,
+    DeployGateway,
+    DeployService,
+    EnsureNetwork,
+    ObservedContainer,
+    ObservedGateway,
+    RemoveContainer,
+    RemoveNetwork,
+    RepositoryInfo,
+    SetRoutes,
+    StartContainer,
+    StopContainer,
+)
+from sdp_reconciler.models import Resources, cpu_millicores, memory_bytes
+from sdp_reconciler.placement import Placement
+from sdp_reconciler.plan import Action, Change, Phase, Plan, RouteChoice, Subject
+from sdp_reconciler.ports import Allocation
+from sdp_reconciler.resolve import ResolvedSandbox
+from sdp_reconciler.sources import Location, Problem
+from sdp_reconciler.specs import differences, public_spec, spec_hash
+from sdp_reconciler.world import ResolvedEnvironment, World
+
+Restart = tuple[str, str | None]
+"""(sandbox, service) to recreate; service None: every container of the sandbox"""
+
+def _order(change: Change) -> int:
+    """Within one node's batch: networks, stops, deploys and starts, routes, removals."""
+    if change.action is Action.REMOVE:
+        return 5 if change.subject is Subject.NETWORK else 4
+    if change.subject is Subject.NETWORK:
+        return 0
+    if change.action is Action.STOP:
+        return 1
+    return 3 if change.subject is Subject.ROUTES else 2
+
+
+@dataclass
+class _Draft:
+    """A container the state wants, before it is compared with what runs."""
+
+    sandbox: ResolvedSandbox
+    service: str
+    placement: Placement
+    spec: ContainerSpec
+    network: str | None
+    location: Location
+    environment: str | None = None
+
+
+@dataclass
+class _Planner:
+    sandboxes: dict[str, ResolvedSandbox]
+    world: World
+    placements: dict[tuple[str, str], Placement]
+    ports: dict[tuple[str, str], Allocation]
+    restarts: frozenset[Restart]
+    problems: list[Problem] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    blocked: set[str] = field(default_factory=set)
+    deploy_steps: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    # -- observed ---------------------------------------------------------------------------------
+
+    def observed(self, node: str, name: str) -> ObservedContainer | None:
+        view = self.world.nodes.get(node)
+        if view is None or view.observation is None:
+            return None
+        for container in view.observation.containers:
+            if container.name == name and not container.aside:
+                return container
+        return None
+
+    def observed_gateway(self, node: str, name: str) -> ObservedGateway | None:
+        view = self.world.nodes.get(node)
+        if view is None or view.observation is None:
+            return None
+        return next((g for g in view.observation.gateways if g.container == name), None)
+
+    def last_applied(self, node: str, name: str) -> dict[str, object] | None:
+        view = self.world.nodes.get(node)
+        if view is None or view.observation is None:
+            return None
+        return view.observation.last_applied.get(name)
+
+    def repository_info(self, node: str, repository: str) -> RepositoryInfo | None:
+        view = self.world.nodes.get(node)
+        return view.repositories.get(repository) if view else None
+
+    # -- desired --------------------------------------------------------------------------------
+
+    def block(self, sandbox: str, problem: Problem) -> None:
+        self.problems.append(problem)
+        self.blocked.add(sandbox)
+
+    def commit_of(self, sandbox: str, repository: str, branch: str, pinned: str | None,
+                  location: Location, path: str) -> str | None:
+        if pinned is not None:
+            return pinned
+        if repository in self.world.head_errors:
+            self.block(sandbox, Problem(location, path, self.world.head_errors[repository]))
+            return None
+        heads = self.world.heads.get(repository)
+        if heads is None:
+            self.block(sandbox, Problem(location, path,
+                                        f"branch heads of {repository} are unknown this pass"))
+            return None
+        if branch not in heads:
+            known = ", ".join(sorted(heads)[:10]) or "none"
+            self.block(sandbox, Problem(
+                location, f"{path}.branch",
+                f"branch {branch!r} does not exist in repository {repository} "
+                f"(branches: {known})",
+            ))
+            return None
+        return heads[branch]
+
+    def environment(self, sandbox: str, name: str | None, location: Location,
+                    path: str) -> ResolvedEnvironment | None:
+        if name is None:
+            return ResolvedEnvironment(name="", variables={}, secrets={})
+        if name in self.world.environment_errors:
+            self.block(sandbox, Problem(location, f"{path}.environment",
+                                        self.world.environment_errors[name]))
+            return None
+        return self.world.environments.get(name)
+
+    def draft(self, sandbox: ResolvedSandbox, service: str) -> _Draft | None:
+        placement = self.placements.get((sandbox.name, service))
+        allocation = self.ports.get((sandbox.name, service))
+        if placement is None or allocation is None:
+            return None
+        if service == GATEWAY:
+            assert sandbox.gateway is not None
+            entry_spec = sandbox.gateway.spec
+            branch, pinned = entry_spec.branch or "", entry_spec.commit
+            environment_name, resources = sandbox.gateway.environment, sandbox.gateway.resources
+            location, path = sandbox.gateway.origin, "gateway"
+        else:
+            entry = sandbox.services[service]
+            branch, pinned = entry.spec.branch or "", entry.spec.commit
+            environment_name, resources = entry.environment, entry.resources
+            location, path = entry.origin, f"services.{service}"
+        info = self.repository_info(placement.node, placement.repository)
+        if info is None:
+            self.block(sandbox.name, Problem(
+                location, path, f"node {placement.node} did not report repository "
+                f"{placement.repository} (is the node reachable?)"))
+            return None
+        commit = self.commit_of(sandbox.name, placement.repository, branch, pinned, location,
+                                path)
+        environment = self.environment(sandbox.name, environment_name, location, path)
+        if commit is None or environment is None:
+            return None
+        network = network_name(sandbox.name) if service != GATEWAY else None
+        spec = self.container_spec(
+            sandbox=sandbox.name, service=service, placement=placement, info=info,
+            branch=branch, commit=commit, port=allocation.port, network=network,
+            environment=environment, resources=resources,
+        )
+        return _Draft(sandbox, service, placement, spec, network, location, environment_name)
+
+    def container_spec(
+        self, *, sandbox: str, service: str, placement: Placement, info: RepositoryInfo,
+        branch: str, commit: str, port: int, network: str | None,
+        environment: ResolvedEnvironment, resources: Resources | None,
+    ) -> ContainerSpec:
+        key = self.world.spec_key
+        cpu = cpu_millicores(resources.cpu) if resources and resources.cpu else None
+        memory = memory_bytes(resources.memory) if resources and resources.memory else None
+        files = {f.path: f.content for f in environment.files}
+        public = public_spec(
+            key=key, kind="gateway" if service == GATEWAY else "service",
+            repository=placement.repository, branch=branch, commit=commit, port=port,
+            image=info.image, container_port=info.container_port, network=network,
+            env=environment.variables, secrets=environment.secrets, files=files,
+            cpu_millicores=cpu, memory_bytes=memory,
+        )
+        restart = (sandbox, service) in self.restarts or (sandbox, None) in self.restarts
+        return ContainerSpec(
+            sandbox=sandbox, service=service, container=container_name(sandbox, service),
+            repository=placement.repository, branch=branch, commit=commit, port=port,
+            spec_hash=spec_hash(key, public), public_spec=public,
+            env=dict(environment.variables), secret_env=dict(environment.secrets),
+            files=list(environment.files), cpu_millicores=cpu, memory_bytes=memory,
+            recreate=restart,
+        )
+
+    # -- comparing --------------------------------------------------------------------------------
+
+    def compare(self, draft: _Draft) -> Change | None:
+        """The change that makes the node run ``draft``, or None when it already does."""
+        spec, node = draft.spec, draft.placement.node
+        gateway = draft.service == GATEWAY
+        subject = Subject.GATEWAY if gateway else Subject.SERVICE
+        phase = Phase.ROUTES if gateway else Phase.SERVICES
+        current = self.observed(node, spec.container)
+        detail = {
+            "repository": spec.repository, "branch": spec.branch, "commit": spec.commit,
+            "port": spec.port,
+            "previous_commit": current.labels.get(LABEL_COMMIT) if current else None,
+            "environment": draft.environment,
+        }
+        suspended = draft.sandbox.suspended
+        step_id = f"{phase.value}:{node}:{spec.container}"
+
+        def change(action: Action, reason: str, step: object) -> Change:
+            return Change(
+                action=action, subject=subject, phase=phase, sandbox=draft.sandbox.name,
+                service=draft.service, node=node, resource=spec.container, reason=reason,
+                step=step,  # type: ignore[arg-type]
+                location=draft.location, detail=detail,
+            )
+
+        if suspended:
+            if current is not None and current.state in ("running", "restarting"):
+                return change(Action.STOP, "sandbox suspended",
+                              StopContainer(step_id=step_id, container=spec.container))
+            return None
+        deploy: DeployService | DeployGateway
+        if gateway:
+            deploy = DeployGateway(step_id=step_id, spec=spec, routes={})
+        else:
+            assert draft.network is not None
+            deploy = DeployService(step_id=step_id, spec=spec, network=draft.network)
+        if current is None:
+            reason = self.missing_reason(draft, node)
+            return change(Action.CREATE, reason, deploy)
+        if spec.recreate:
+            return change(Action.RECREATE, "restart requested", deploy)
+        if current.labels.get(LABEL_SPEC) != spec.spec_hash:
+            return change(Action.UPDATE, self.update_reason(draft, node, current), deploy)
+        if current.state not in ("running", "restarting"):
+            siblings = self.sandbox_containers(draft.sandbox.name)
+            everything_stopped = all(c.state not in ("running", "restarting") for c in siblings)
+            reason = "sandbox resumed" if everything_stopped and len(siblings) > 1 else \
+                f"drift: container {current.state} (stopped by hand?)"
+            return change(Action.START, reason,
+                          StartContainer(step_id=step_id, container=spec.container))
+        return None
+
+    def sandbox_containers(self, sandbox: str) -> list[ObservedContainer]:
+        out = []
+        for view in self.world.nodes.values():
+            if view.observation is None:
+                continue
+            out += [c for c in view.observation.containers
+                    if c.labels.get(LABEL_SANDBOX) == sandbox and not c.aside]
+        return out
+
+    def missing_reason(self, draft: _Draft, node: str) -> str:
+        if self.last_applied(node, draft.spec.container) is not None:
+            return "drift: container missing (removed by hand?)"
+        if not self.sandbox_containers(draft.sandbox.name):
+            return "new sandbox"
+        return "new in the sandbox"
+
+    def update_reason(self, draft: _Draft, node: str, current: ObservedContainer) -> str:
+        spec = draft.spec
+        old_branch = current.labels.get(LABEL_BRANCH)
+        old_commit = current.labels.get(LABEL_COMMIT, "")
+        parts = []
+        if old_branch and old_branch != spec.branch:
+            parts.append(f"branch changed {old_branch}→{spec.branch}")
+        elif old_commit != spec.commit:
+            parts.append(f"branch moved {old_commit[:7]}→{spec.commit[:7]}")
+        fields = differences(self.last_applied(node, spec.container), spec.public_spec)
+        if fields:
+            parts.append("spec changed: " + ", ".join(fields))
+        return "; ".join(parts) or "spec changed"
+
+    # -- routes -----------------------------------------------------------------------------------
+
+    def route_choices(self, sandbox: ResolvedSandbox,
+                      live: dict[str, str] | None) -> list[RouteChoice]:
+        choices = []
+        for name, entry in sorted(sandbox.services.items()):
+            if entry.spec.target is not None:
+                choices.append(RouteChoice(name, entry.spec.target, "target"))
+            elif entry.spec.use_ocp:
+                choices.append(RouteChoice(name, None, "ocp"))
+            else:
+                allocation = self.ports.get((sandbox.name, name))
+                placement = self.placements.get((sandbox.name, name))
+                if allocation is None or placement is None:
+                    continue
+                address = self.world.nodes[placement.node].node.address
+                url = f"http://{address}:{allocation.port}"
+                depends = self.deploy_steps.get((sandbox.name, name))
+                fallback = (live or {}).get(name) if live is not None else None
+                choices.append(RouteChoice(name, url, "sandbox", depends, fallback))
+        return choices
+
+    def plan_routes(self, draft: _Draft, gateway_change: Change | None) -> list[Change]:
+        """The gateway's change (carrying its routes) and/or an in-place route change."""
+        sandbox, node, container = draft.sandbox, draft.placement.node, draft.spec.container
+        observed = self.observed_gateway(node, container)
+        live = observed.live_routes if observed and observed.problem is None else None
+        choices = self.route_choices(sandbox, live)
+        if gateway_change is not None and gateway_change.action in (
+            Action.CREATE, Action.UPDATE, Action.RECREATE
+        ):
+            return [_with_routes(gateway_change, tuple(choices))]
+        changes = [gateway_change] if gateway_change is not None else []
+        routes = self.route_update(draft, observed, choices)
+        return changes + ([routes] if routes is not None else [])
+
+    def route_update(self, draft: _Draft, observed: ObservedGateway | None,
+                     choices: list[RouteChoice]) -> Change | None:
+        sandbox, node, container = draft.sandbox, draft.placement.node, draft.spec.container
+        if sandbox.suspended or observed is None:
+            return None
+        if observed.problem is not None:
+            self.problems.append(Problem(draft.location, "gateway", observed.problem))
+            return None
+        committed = observed.committed_routes
+        wanted: dict[str, str] = {}
+        for choice in choices:
+            if choice.key not in committed:
+                self.problems.append(Problem(
+                    sandbox.services[choice.key].origin, f"services.{choice.key}",
+                    f"the gateway's {draft.spec.repository} at {observed.commit[:7]} has no "
+                    f"'{choice.key}_url' in its config: this service cannot be routed",
+                ))
+                continue
+            wanted[choice.key] = choice.url or committed[choice.key]
+        differing = {k: v for k, v in wanted.items() if observed.live_routes.get(k) != v}
+        reverted = {
+            k: committed[k] for k, v in observed.live_routes.items()
+            if k in committed and k not in wanted and v != committed[k]
+        }
+        if not differing and not reverted:
+            return None
+        reason = _routes_reason(observed, differing, reverted, self._known_urls())
+        routes = {**wanted, **reverted}
+        step = SetRoutes(step_id=f"routes:{node}:{container}", sandbox=sandbox.name,
+                         container=container, routes=routes)
+        return Change(
+            action=Action.UPDATE, subject=Subject.ROUTES, phase=Phase.ROUTES,
+            sandbox=sandbox.name, service=GATEWAY, node=node, resource=container,
+            reason=reason, step=step, location=draft.location,
+            routes=tuple(c for c in choices if c.key in differing) + tuple(
+                RouteChoice(k, None, "ocp") for k in sorted(reverted)),
+        )
+
+    def _known_urls(self) -> set[str]:
+        urls = set()
+        for (sandbox, service), allocation in self.ports.items():
+            placement = self.placements.get((sandbox, service))
+            if placement is not None:
+                address = self.world.nodes[placement.node].node.address
+                urls.add(f"http://{address}:{allocation.port}")
+        for resolved in self.sandboxes.values():
+            urls |= {s.spec.target for s in resolved.services.values() if s.spec.target}
+        return urls
+
+    # -- removals ---------------------------------------------------------------------------------
+
+    def removals(self, wanted: set[tuple[str, str]], wanted_networks: set[tuple[str, str]]) -> None:
+        for node, view in sorted(self.world.nodes.items()):
+            if view.observation is None:
+                continue
+            for container in view.observation.containers:
+                if container.aside or (node, container.name) in wanted:
+                    continue
+                sandbox = container.labels.get(LABEL_SANDBOX, "")
+                if sandbox in self.blocked:
+                    continue
+                service = container.labels.get(LABEL_SERVICE)
+                reason = self.removal_reason(sandbox, service, node)
+                kind = Subject.GATEWAY if container.labels.get(LABEL_KIND) == "gateway" \
+                    else Subject.SERVICE
+                self.changes.append(Change(
+                    action=Action.REMOVE, subject=kind, phase=Phase.CLEANUP, sandbox=sandbox,
+                    service=service, node=node, resource=container.name, reason=reason,
+                    step=RemoveContainer(step_id=f"cleanup:{node}:{container.name}",
+                                         container=container.name),
+                    detail={"commit": None, "previous_commit": container.labels.get(
+                        LABEL_COMMIT)},
+                ))
+            for network in view.observation.networks:
+                sandbox = network.labels.get(LABEL_SANDBOX, "")
+                if (node, network.name) in wanted_networks or sandbox in self.blocked:
+                    continue
+                self.changes.append(Change(
+                    action=Action.REMOVE, subject=Subject.NETWORK, phase=Phase.CLEANUP,
+                    sandbox=sandbox, service=None, node=node, resource=network.name,
+                    reason="sandbox deleted" if sandbox not in self.sandboxes
+                    else "no service of the sandbox runs on this node any more",
+                    step=RemoveNetwork(step_id=f"cleanup:{node}:{network.name}",
+                                       network=network.name),
+                ))
+
+    def removal_reason(self, sandbox: str, service: str | None, node: str) -> str:
+        if sandbox not in self.sandboxes:
+            return "sandbox deleted" if sandbox else "orphan owned by this installation"
+        resolved = self.sandboxes[sandbox]
+        if service == GATEWAY:
+            return "gateway moved to another node"
+        entry = resolved.services.get(service or "")
+        if entry is None:
+            return "service removed from the sandbox"
+        if not entry.spec.deployed:
+            now = "target " + (entry.spec.target or "") if entry.spec.target else "OCP"
+            return f"service no longer deployed in the sandbox (routed to {now})"
+        placed = self.placements.get((sandbox, service or ""))
+        if placed is not None and placed.node != node:
+            return f"service moved to node {placed.node}"
+        return "orphan owned by this installation"
+
+
+def _with_routes(change: Change, routes: tuple[RouteChoice, ...]) -> Change:
+    from dataclasses import replace
+
+    return replace(change, routes=routes)
+
+
+def _routes_reason(observed: ObservedGateway, differing: dict[str, str],
+                   reverted: dict[str, str], known: set[str]) -> str:
+    live = observed.live_routes
+    committed = observed.committed_routes
+    hand = sorted(
+        k for k in {*differing, *reverted}
+        if live.get(k) not in known and live.get(k) != committed.get(k)
+    )
+    parts = [f"{k}_url {_label(live.get(k), committed)}→{_label(v, committed)}"
+             for k, v in sorted({**differing, **reverted}.items()) if k in differing or
+             k in reverted]
+    prefix = f"drift: config.php routes edited by hand ({', '.join(hand)}); " if hand else ""
+    return prefix + "routes changed: " + ", ".join(parts)
+
+
+def _label(url: str | None, committed: dict[str, str]) -> str:
+    if url is None:
+        return "none"
+    return "OCP" if url in committed.values() else url
+
+
+def plan(
+    *,
+    sandboxes: dict[str, ResolvedSandbox],
+    world: World,
+    placements: dict[tuple[str, str], Placement],
+    allocations: Iterable[Allocation],
+    problems: Iterable[Problem] = (),
+    restarts: frozenset[Restart] = frozenset(),
+) -> Plan:
+    """The changes that bring the nodes to the state. Pure and deterministic."""
+    planner = _Planner(
+        sandboxes=sandboxes, world=world, placements=placements,
+        ports={(a.sandbox, a.service): a for a in allocations}, restarts=restarts,
+    )
+    for problem in problems:
+        affected = _sandbox_of_problem(problem, sandboxes)
+        planner.problems.append(problem)
+        if affected:
+            planner.blocked.add(affected)
+    notes = [f"node {name} is unreachable: {view.unreachable}"
+             for name, view in sorted(world.nodes.items()) if view.unreachable]
+
+    drafts: dict[str, list[_Draft]] = {}
+    for name, sandbox in sorted(sandboxes.items()):
+        if name in planner.blocked:
+            continue
+        for node in {p.node for (s, _), p in placements.items() if s == name}:
+            if not world.nodes[node].reachable:
+                planner.block(name, Problem(sandbox.location, "sandbox",
+                                            f"node {node} is unreachable; sandbox left as is"))
+        ready = [d for d in (planner.draft(sandbox, s.name)
+                             for s in sandbox.deployed_services()) if d is not None]
+        gateway = planner.draft(sandbox, GATEWAY) if sandbox.gateway else None
+        if name not in planner.blocked:
+            drafts[name] = ready + ([gateway] if gateway else [])
+
+    wanted: set[tuple[str, str]] = set()
+    wanted_networks: set[tuple[str, str]] = set()
+    for name, sandbox_drafts in drafts.items():
+        if name in planner.blocked:
+            continue
+        for draft in sandbox_drafts:
+            wanted.add((draft.placement.node, draft.spec.container))
+            if draft.network is None:
+                continue
+            wanted_networks.add((draft.placement.node, draft.network))
+            if not _network_exists(world, draft.placement.node, draft.network) and \
+                    not draft.sandbox.suspended:
+                step = EnsureNetwork(step_id=f"services:{draft.placement.node}:{draft.network}",
+                                     sandbox=name, network=draft.network)
+                change = Change(
+                    action=Action.CREATE, subject=Subject.NETWORK, phase=Phase.SERVICES,
+                    sandbox=name, service=None, node=draft.placement.node,
+                    resource=draft.network, reason="the sandbox's services need it",
+                    step=step, location=draft.sandbox.location,
+                )
+                if all(c.resource != draft.network or c.node != change.node
+                       for c in planner.changes):
+                    planner.changes.append(change)
+        for draft in sandbox_drafts:
+            if draft.service == GATEWAY:
+                continue
+            compared = planner.compare(draft)
+            if compared is not None:
+                planner.changes.append(compared)
+                if compared.action is not Action.STOP:
+                    planner.deploy_steps[(name, draft.service)] = compared.step_id
+        for draft in sandbox_drafts:
+            if draft.service != GATEWAY:
+                continue
+            planner.changes += planner.plan_routes(draft, planner.compare(draft))
+
+    planner.removals(wanted, wanted_networks)
+    ordered = sorted(
+        planner.changes,
+        key=lambda c: (_phase_index(c.phase), c.node, _order(c), c.resource),
+    )
+    return Plan(
+        changes=tuple(ordered), problems=tuple(sorted(set(planner.problems))),
+        notes=tuple(notes), blocked=frozenset(planner.blocked),
+    )
+
+
+def _phase_index(phase: Phase) -> int:
+    return [Phase.SERVICES, Phase.ROUTES, Phase.CLEANUP].index(phase)
+
+
+def _network_exists(world: World, node: str, network: str) -> bool:
+    view = world.nodes.get(node)
+    return view is not None and view.observation is not None and any(
+        n.name == network for n in view.observation.networks)
+
+
+def _sandbox_of_problem(problem: Problem, sandboxes: dict[str, ResolvedSandbox]) -> str | None:
+    for name, sandbox in sandboxes.items():
+        if problem.location.file == sandbox.file:
+            return name
+    # A problem in a template's entry blocks every sandbox using that template's file.
+    for name, sandbox in sandboxes.items():
+        origins = [s.origin.file for s in sandbox.services.values()]
+        if sandbox.gateway is not None:
+            origins.append(sandbox.gateway.origin.file)
+        if problem.location.file in origins:
+            return name
+    return None
+
+
+__all__ = ["Restart", "plan"]

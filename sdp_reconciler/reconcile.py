@@ -1,0 +1,224 @@
+"""One reconcile pass: load → observe → place → resolve heads → allocate ports → plan → apply.
+
+The I/O shell around the pure planner. ``prepare`` gathers everything the planner needs and
+computes the plan (``sdp-reconcile plan`` stops there); ``run`` then writes new port
+allocations, applies the plan through the agents, releases the ports of containers a node
+confirmed removed, and records status. Safety: an invalid state applies nothing; a pass that
+would remove more than half of what this installation runs refuses unless allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sdp_node.protocol import LABEL_SANDBOX, LABEL_SERVICE, Credentials, OperationEvent
+from sdp_node.redact import Redactor
+from sdp_reconciler import credentials as creds
+from sdp_reconciler.applying import Applier, ApplyOutcome
+from sdp_reconciler.errors import SdpError
+from sdp_reconciler.gitinfo import Authorship, StateRepository
+from sdp_reconciler.history import History
+from sdp_reconciler.loading import PORTS_FILE, LoadedState, load_state
+from sdp_reconciler.node_client import NodeClient
+from sdp_reconciler.observing import check_installation, observe_nodes, resolve_heads
+from sdp_reconciler.placement import Placement, place
+from sdp_reconciler.plan import Action, Change, Plan, Subject
+from sdp_reconciler.planning import Restart, plan
+from sdp_reconciler.ports import Allocation, allocate, release, same_allocations, write_ports_file
+from sdp_reconciler.resolve import ResolvedSandbox, resolve_all
+from sdp_reconciler.status import status_rows
+from sdp_reconciler.world import World
+
+Report = Callable[[str], None]
+
+
+@dataclass
+class Prepared:
+    state: LoadedState
+    sandboxes: dict[str, ResolvedSandbox]
+    world: World
+    placements: dict[tuple[str, str], Placement]
+    allocations: list[Allocation]
+    plan: Plan
+    clients: dict[str, NodeClient]
+    credentials: Credentials | None
+    redactor: Redactor
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+
+
+@dataclass
+class PassResult:
+    prepared: Prepared
+    outcome: ApplyOutcome = field(default_factory=ApplyOutcome)
+    refused: str | None = None
+
+    @property
+    def plan(self) -> Plan:
+        return self.prepared.plan
+
+    @property
+    def converged(self) -> bool:
+        plan = self.prepared.plan
+        all_ok = all(self.outcome.ok(c) for c in plan.changes)
+        return self.refused is None and not plan.problems and all_ok and not any(
+            v.unreachable for v in self.prepared.world.nodes.values())
+
+
+def prepare(
+    state_dir: Path, *, env: Mapping[str, str] | None = None,
+    restarts: frozenset[Restart] = frozenset(), report: Report = lambda _m: None,
+    client_timeout: float = 30.0,
+) -> Prepared:
+    env = os.environ if env is None else env
+    state = load_state(state_dir)
+    sandboxes = resolve_all(state)
+    tokens = creds.agent_tokens(state, env)
+    key = creds.spec_key(state, env)
+    nodes = state.nodes.model.nodes
+    clients = {n.name: NodeClient(n.name, n.agent_url, tokens[n.name], timeout=client_timeout)
+               for n in nodes}
+    try:
+        views = check_installation(observe_nodes(nodes, clients, timeout=client_timeout),
+                                   state.nodes.model.installation)
+        for name, view in sorted(views.items()):
+            if view.unreachable:
+                report(f"node {name}: unreachable ({view.unreachable})")
+        world = World(installation=state.nodes.model.installation, spec_key=key, nodes=views)
+        placements, problems = place(sandboxes, world)
+        credentials = None
+        heads: dict[str, dict[str, str]] = {}
+        head_errors: dict[str, str] = {}
+        if placements:
+            credentials = creds.git_credentials(env)
+            heads, head_errors = resolve_heads(placements.values(), views, clients, credentials,
+                                               report=report)
+        environments, environment_errors = creds.resolve_environments(state, env)
+        world = World(
+            installation=world.installation, spec_key=key, nodes=views, heads=heads,
+            head_errors=head_errors, environments=environments,
+            environment_errors=environment_errors,
+        )
+        allocations, port_problems = allocate(
+            sandboxes=sandboxes, placements=placements,
+            existing=state.ports.model.allocations if state.ports else [],
+            world=world, now=datetime.now(UTC),
+        )
+        the_plan = plan(
+            sandboxes=sandboxes, world=world, placements=placements, allocations=allocations,
+            problems=[*problems, *port_problems], restarts=restarts,
+        )
+    except BaseException:
+        for client in clients.values():
+            client.close()
+        raise
+    secrets = [s.reveal() for e in environments.values() for s in e.secrets.values()]
+    secrets += [f.content.reveal() for e in environments.values() for f in e.files if f.secret]
+    pairs = []
+    if credentials is not None:
+        user, password = credentials.username.reveal(), credentials.password.reveal()
+        secrets += [user, password]
+        pairs.append((user, password))
+    return Prepared(
+        state=state, sandboxes=sandboxes, world=world, placements=placements,
+        allocations=allocations, plan=the_plan, clients=clients, credentials=credentials,
+        redactor=Redactor([*secrets, *tokens.values()], pairs=pairs),
+    )
+
+
+def prune_refusal(prepared: Prepared) -> str | None:
+    """Why this plan removes too much to apply without --allow-prune, or None."""
+    running = [
+        c for v in prepared.world.nodes.values() if v.observation
+        for c in v.observation.containers if not c.aside
+    ]
+    removals = [c for c in prepared.plan.changes
+                if c.action is Action.REMOVE and c.subject is not Subject.NETWORK]
+    if not running or len(removals) * 2 <= len(running):
+        return None
+    sandboxes = sorted({c.sandbox for c in removals})
+    return (
+        f"this pass would remove {len(removals)} of the {len(running)} containers this "
+        f"installation runs (sandboxes: {', '.join(sandboxes)}). An empty or mistyped state "
+        "directory looks like this; if the removal is intended, run again with --allow-prune"
+    )
+
+
+def run(
+    prepared: Prepared, *, history: History, mode: str, allow_prune: bool = False,
+    report: Report = lambda _m: None,
+    progress: Callable[[Change, OperationEvent], None] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> PassResult:
+    state = prepared.state
+    runner = creds.runner(env)
+    repository = StateRepository(state.root)
+    result = PassResult(prepared=prepared)
+    pass_id = history.start_pass(mode=mode, runner=runner, state_revision=repository.revision)
+    try:
+        ports_path = state.root / PORTS_FILE
+        existing = state.ports.model.allocations if state.ports else []
+        if not same_allocations(prepared.allocations, existing):
+            write_ports_file(ports_path, prepared.allocations)
+        refusal = None if allow_prune else prune_refusal(prepared)
+        if refusal is not None:
+            result.refused = refusal
+            history.finish_pass(pass_id, status="REFUSED", summary=refusal)
+            return result
+
+        def authorship(sandbox: str) -> Authorship:
+            for name, document in state.sandboxes.items():
+                if name == sandbox:
+                    return repository.authorship(state.root / "sandboxes" /
+                                                 Path(document.source.file).name)
+            return Authorship(author=None, uncommitted=False)
+
+        applier = Applier(
+            clients=prepared.clients, history=history, pass_id=pass_id, runner=runner,
+            credentials=prepared.credentials, redactor=prepared.redactor,
+            authorship=authorship, progress=progress,
+        )
+        result.outcome = applier.run(prepared.plan)
+        removed = {
+            (c.sandbox, c.service) for c in prepared.plan.changes
+            if c.action is Action.REMOVE and c.service and result.outcome.ok(c)
+        }
+        remaining = release(prepared.allocations, removed)
+        if remaining != prepared.allocations:
+            write_ports_file(ports_path, remaining)
+        rows = status_rows(
+            sandboxes=prepared.sandboxes, plan=prepared.plan, outcome=result.outcome,
+            world=prepared.world, placements=prepared.placements, allocations=remaining,
+        )
+        history.set_status(rows, sandboxes=set(prepared.sandboxes))
+        history.forget_sandboxes_except(set(prepared.sandboxes))
+        status = "CONVERGED" if result.converged else "NOT_CONVERGED"
+        history.finish_pass(pass_id, status=status, summary=prepared.plan.summary())
+        return result
+    except BaseException as e:
+        history.finish_pass(pass_id, status="ERROR", summary=prepared.redactor(str(e)))
+        raise
+    finally:
+        repository.close()
+
+
+def restart_targets(prepared: Prepared, sandbox: str, service: str | None) -> None:
+    """Check that ``restart SANDBOX [SERVICE]`` names something that runs."""
+    if sandbox not in prepared.sandboxes:
+        known = ", ".join(sorted(prepared.sandboxes)) or "none"
+        raise SdpError(f"no sandbox {sandbox!r} in the state (sandboxes: {known})")
+    running = {
+        c.labels.get(LABEL_SERVICE) for v in prepared.world.nodes.values() if v.observation
+        for c in v.observation.containers if c.labels.get(LABEL_SANDBOX) == sandbox
+    }
+    if service is not None and service not in running:
+        raise SdpError(
+            f"sandbox {sandbox!r} runs no container for {service!r} (it runs: "
+            f"{', '.join(sorted(s for s in running if s)) or 'nothing'})"
+        )
