@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +36,8 @@ from sdp_reconciler.history import History
 from sdp_reconciler.node_client import NodeClient
 from sdp_reconciler.plan import PHASE_ORDER, Action, Change, Phase, Plan, Subject
 
-LEASE_SECONDS = 90.0
+LEASE_SECONDS = float(os.environ.get("SDP_LEASE_SECONDS", "90"))
+"""How long a lease lasts unless renewed: a reconciler killed mid-apply blocks others this long."""
 Progress = Callable[[Change, OperationEvent], None]
 
 
@@ -87,6 +90,7 @@ class Applier:
         redactor: Redactor,
         authorship: Callable[[str], Authorship],
         progress: Progress | None = None,
+        lease_wait: float = LEASE_SECONDS + 10,
     ) -> None:
         self.clients = clients
         self.history = history
@@ -99,15 +103,31 @@ class Applier:
         self._leases: dict[str, str] = {}
         self._holder = f"{runner} pass {pass_id}"
         self._stop_renewing = threading.Event()
+        self._lease_wait = lease_wait
 
     # -- leases -----------------------------------------------------------------------------------
 
     def acquire(self, nodes: list[str]) -> None:
+        """Take every node's lease in name order; on a refusal give all back, wait, retry."""
+        deadline = time.monotonic() + self._lease_wait
+        delay = 0.2
+        while True:
+            try:
+                self._acquire_all(nodes)
+                return
+            except LeaseRefused:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _acquire_all(self, nodes: list[str]) -> None:
         for node in sorted(nodes):
             try:
                 lease = self.clients[node].acquire_lease(self._holder, LEASE_SECONDS)
             except SdpError as e:
                 self.release()
+                self._stop_renewing.clear()
                 raise LeaseRefused(
                     f"cannot take the lease on node {node}: {e}; nothing was applied"
                 ) from e

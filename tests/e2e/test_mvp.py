@@ -1,0 +1,196 @@
+"""The seed's MVP end to end, driven only through the CLI and HTTP, as a user would.
+
+Real agents, real Docker engine, real git server, real go and PHP. Two sandboxes at once:
+QA-LOGIN-ERROR (from QA-DEFAULT, account on feature/login-error, payment and user on OCP) and
+QA-MAIN (account on main).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from ruamel.yaml import YAML
+
+from sdp_node.protocol import Credentials
+from sdp_testbed.waiting import http_get, wait_for
+from tests.e2e.stack import Stack, build_stack, clone_state, sandbox_yaml, stop_stack
+from tests.support.agents import AgentProcess
+
+
+@pytest.fixture
+def stack(
+    tmp_path: Path, installation: str, make_agent: Callable[..., AgentProcess],
+    make_repo: Callable[[str], tuple[Path, str]], images: dict[str, str], canary: Credentials,
+) -> Iterator[Stack]:
+    built = build_stack(tmp_path, installation, make_agent, make_repo, images, canary)
+    try:
+        yield built
+    finally:
+        stop_stack(built)
+
+
+def gateway_urls(output: str) -> dict[str, str]:
+    return dict(re.findall(r"^(\S+): point the app at (\S+)$", output, re.M))
+
+
+def through(url: str, service: str) -> dict[str, Any]:
+    answer = http_get(f"{url}/erangel/{service}/ping")
+    assert answer.status == 200, answer.text
+    return dict(answer.json())
+
+
+def containers(client: docker.DockerClient, installation: str) -> dict[str, str]:
+    return {c.name: c.id for c in client.containers.list(
+        all=True, filters={"label": f"sdp.instance={installation}"})}
+
+
+def allocations(stack: Stack) -> list[dict[str, Any]]:
+    path = stack.state / "ports.yaml"
+    if not path.exists():
+        return []
+    return list(YAML(typ="safe").load(path.read_text())["allocations"])
+
+
+def test_the_seed_mvp_end_to_end(
+    stack: Stack, docker_client: docker.DockerClient, installation: str, tmp_path: Path,
+    images: dict[str, str],
+) -> None:
+    stack.write("sandboxes/QA-LOGIN-ERROR.yaml",
+                sandbox_yaml("QA-LOGIN-ERROR", account_branch="feature/login-error"))
+    stack.write("sandboxes/QA-MAIN.yaml", sandbox_yaml("QA-MAIN", account_branch="main"))
+    stack.commit_state("two sandboxes")
+
+    first = stack.reconcile("once")
+    assert first.code == 0, first.output
+    assert "LOGIN SUCCESS" in first.stderr
+    urls = gateway_urls(first.stdout)
+    assert set(urls) == {"QA-LOGIN-ERROR", "QA-MAIN"}
+    assert through(urls["QA-LOGIN-ERROR"], "account")["body"]["revision"] == \
+        "account login-error 1"
+    assert through(urls["QA-MAIN"], "account")["body"]["revision"] == "account main"
+    for url in urls.values():
+        for service in ("payment", "user"):
+            assert through(url, service)["body"] == {
+                "backend": "ocp", "service": f"ocp-{service}", "path": "/ping"}
+
+    # Right after --once, plan has nothing to do.
+    idle = stack.reconcile("plan")
+    assert idle.code == 0, idle.output
+    assert "No changes" in idle.stdout
+    running = containers(docker_client, installation)
+
+    # A new commit on the branch is live after the next pass.
+    old = stack.heads[("account", "feature/login-error")]
+    new = stack.push_service("account", "feature/login-error", "account login-error 2")
+    pending = stack.reconcile("plan")
+    assert pending.code == 2
+    assert f"branch moved {old[:7]}→{new[:7]}" in pending.stdout
+    assert stack.reconcile("once").code == 0
+    assert through(urls["QA-LOGIN-ERROR"], "account")["body"]["revision"] == \
+        "account login-error 2"
+    assert through(urls["QA-MAIN"], "account")["body"]["revision"] == "account main"
+
+    # A container removed by hand comes back; one SDP does not own is left alone.
+    docker_client.containers.get("sandbox-qa-main-account").remove(force=True)
+    foreign = docker_client.containers.run(
+        images["micro"], ["sleep", "600"], name=f"not-sdp-{installation}", detach=True,
+        labels={"sdp.test.foreign": installation})
+    try:
+        healed = stack.reconcile("once")
+        assert healed.code == 0, healed.output
+        assert "drift: container missing" in healed.stderr
+        assert through(urls["QA-MAIN"], "account")["body"]["revision"] == "account main"
+        foreign.reload()
+        assert foreign.status == "running"
+    finally:
+        foreign.remove(force=True)
+
+    # A fresh clone of the state repository with a new history file recreates nothing.
+    before = containers(docker_client, installation)
+    clone = clone_state(stack, tmp_path / "ci-clone")
+    assert not (clone / "ports.yaml").exists()  # never committed: recovered from labels
+    fresh = stack.reconcile("once", state=clone, history=tmp_path / "fresh.sqlite")
+    assert fresh.code == 0, fresh.output
+    assert "No changes" in fresh.stderr
+    assert containers(docker_client, installation) == before
+    assert {(a["sandbox"], a["service"], a["port"]) for a in allocations(stack)} == {
+        (a["sandbox"], a["service"], a["port"])
+        for a in YAML(typ="safe").load((clone / "ports.yaml").read_text())["allocations"]}
+
+    # Deleting a sandbox file removes its containers, network and ports.
+    stack.delete("sandboxes/QA-MAIN.yaml")
+    stack.commit_state("QA-MAIN is done")
+    removed = stack.reconcile("once")
+    assert removed.code == 0, removed.output
+    names = containers(docker_client, installation)
+    assert not any("qa-main" in name for name in names)
+    assert "sandbox-qa-login-error-account" in names
+    assert not docker_client.networks.list(names=["sandbox-qa-main"])
+    assert {a["sandbox"] for a in allocations(stack)} == {"QA-LOGIN-ERROR"}
+    assert running.keys() >= names.keys()
+
+    # An empty state directory is refused and removes nothing.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = stack.reconcile("once", state=empty)
+    assert refused.code == 1
+    assert "missing nodes.yaml" in refused.stderr
+    assert containers(docker_client, installation) == names
+
+
+def test_a_sandbox_state_with_only_nodes_yaml_is_refused_without_allow_prune(
+    stack: Stack, docker_client: docker.DockerClient, installation: str
+) -> None:
+    stack.write("sandboxes/QA-MAIN.yaml", sandbox_yaml("QA-MAIN", account_branch="main"))
+    stack.commit_state("one sandbox")
+    assert stack.reconcile("once").code == 0
+    before = containers(docker_client, installation)
+    stack.delete("sandboxes/QA-MAIN.yaml")
+    refused = stack.reconcile("once")
+    assert refused.code == 1
+    assert "--allow-prune" in refused.stderr and "would remove 2 of the 2" in refused.stderr
+    assert containers(docker_client, installation) == before
+    allowed = stack.reconcile("once", "--allow-prune")
+    assert allowed.code == 0, allowed.output
+    assert containers(docker_client, installation) == {}
+
+
+def test_suspend_resume_and_restart(
+    stack: Stack, docker_client: docker.DockerClient, installation: str
+) -> None:
+    stack.write("sandboxes/QA-MAIN.yaml", sandbox_yaml("QA-MAIN", account_branch="main"))
+    assert stack.reconcile("once").code == 0
+    ports_before = allocations(stack)
+
+    stack.write("sandboxes/QA-MAIN.yaml", sandbox_yaml(
+        "QA-MAIN", account_branch="main", extra="lifecycle:\n  suspended: true\n"))
+    suspended = stack.reconcile("once")
+    assert suspended.code == 0, suspended.output
+    assert "sandbox suspended" in suspended.stderr
+    states = {c.name: c.status for c in docker_client.containers.list(
+        all=True, filters={"label": f"sdp.instance={installation}"})}
+    assert states == {"sandbox-qa-main-account": "exited", "sandbox-qa-main-gateway": "exited"}
+    assert allocations(stack) == ports_before
+
+    stack.write("sandboxes/QA-MAIN.yaml", sandbox_yaml("QA-MAIN", account_branch="main"))
+    resumed = stack.reconcile("once")
+    assert resumed.code == 0, resumed.output
+    assert "sandbox resumed" in resumed.stderr
+    url = gateway_urls(resumed.stdout)["QA-MAIN"]
+    assert wait_for(lambda: through(url, "account"), what="the resumed sandbox")["body"][
+        "revision"] == "account main"
+
+    old = docker_client.containers.get("sandbox-qa-main-account").id
+    restarted = stack.reconcile("restart", "QA-MAIN", "account")
+    assert restarted.code == 0, restarted.output
+    assert "restart requested" in restarted.stderr
+    assert docker_client.containers.get("sandbox-qa-main-account").id != old
+    history = stack.reconcile("plan")
+    assert history.code == 0
+    unknown = stack.reconcile("restart", "NOPE")
+    assert unknown.code == 1 and "no sandbox 'NOPE'" in unknown.stderr
