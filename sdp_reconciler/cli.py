@@ -81,6 +81,11 @@ def _add_apply_options(parser: argparse.ArgumentParser, *, top: bool = False) ->
         "--allow-prune", action="store_true", default=False if top else argparse.SUPPRESS,
         help="apply even when the pass would remove more than half of what SDP runs",
     )
+    parser.add_argument(
+        "--lease-wait", type=float, metavar="SECONDS", default=None if top else argparse.SUPPRESS,
+        help="how long to wait for another reconciler's lease on a node (default: the lease "
+        "time limit, $SDP_LEASE_SECONDS or 90, plus 10 s); 0 fails at once",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

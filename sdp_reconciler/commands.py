@@ -104,7 +104,7 @@ def _apply(args: argparse.Namespace, *, mode: str, restarts: frozenset[tuple[str
         the_plan = prepared.plan
         _say(the_plan.render())
         result = run(prepared, history=history, mode=mode, allow_prune=args.allow_prune,
-                     report=_say, progress=Progress())
+                     report=_say, progress=Progress(), lease_wait=args.lease_wait)
         if result.refused:
             raise SdpError(result.refused)
         print(summary_table(history))

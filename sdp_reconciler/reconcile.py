@@ -155,6 +155,7 @@ def run(
     report: Report = lambda _m: None,
     progress: Callable[[Change, OperationEvent], None] | None = None,
     env: Mapping[str, str] | None = None,
+    lease_wait: float | None = None,
 ) -> PassResult:
     state = prepared.state
     runner = creds.runner(env)
@@ -183,6 +184,7 @@ def run(
             clients=prepared.clients, history=history, pass_id=pass_id, runner=runner,
             credentials=prepared.credentials, redactor=prepared.redactor,
             authorship=authorship, progress=progress,
+            **({"lease_wait": lease_wait} if lease_wait is not None else {}),
         )
         result.outcome = applier.run(prepared.plan)
         removed = {

@@ -1,0 +1,140 @@
+"""A reconciler (or an agent) killed at any point is healed by the next pass.
+
+The reconciler writes its events into SQLite as they arrive, so the test watches that file (and
+the Docker engine) from outside and SIGKILLs the process at a chosen point. The next
+``--once`` must converge: one container per wanted name, none left aside, each port allocated
+once, the gateway answering with the right backend.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from ruamel.yaml import YAML
+
+from sdp_node.protocol import Credentials
+from sdp_testbed.waiting import HttpAnswer, http_get, wait_for
+from tests.e2e.stack import Stack, build_stack, sandbox_yaml, stop_stack
+from tests.support.agents import AgentProcess
+
+
+@pytest.fixture
+def stack(
+    tmp_path: Path, installation: str, make_agent: Callable[..., AgentProcess],
+    make_repo: Callable[[str], tuple[Path, str]], images: dict[str, str], canary: Credentials,
+) -> Iterator[Stack]:
+    built = build_stack(tmp_path, installation, make_agent, make_repo, images, canary)
+    try:
+        yield built
+    finally:
+        stop_stack(built)
+
+
+def seen_event(stack: Stack, event: str, resource: str) -> bool:
+    if not stack.history.exists():
+        return False
+    with sqlite3.connect(f"file:{stack.history}?mode=ro", uri=True) as db:
+        row = db.execute(
+            "SELECT 1 FROM events e JOIN deployments d ON d.id = e.deployment_id "
+            "WHERE (e.event = ? OR e.state = ?) AND d.resource = ? LIMIT 1",
+            (event, event, resource)).fetchone()
+    return row is not None
+
+
+def container_exists(client: docker.DockerClient, name: str) -> bool:
+    return bool(client.containers.list(all=True, filters={"name": f"^{name}$"}))
+
+
+def check_converged(stack: Stack, client: docker.DockerClient, installation: str,
+                    revision: str) -> None:
+    names = sorted(c.name for c in client.containers.list(
+        all=True, filters={"label": f"sdp.instance={installation}"}))
+    assert names == ["sandbox-qa-x-account", "sandbox-qa-x-gateway"]
+    allocations = YAML(typ="safe").load((stack.state / "ports.yaml").read_text())["allocations"]
+    owners = [(a["sandbox"], a["service"]) for a in allocations]
+    ports = [(a["node"], a["port"]) for a in allocations]
+    assert sorted(owners) == [("QA-X", "account"), ("QA-X", "gateway")]
+    assert len(set(ports)) == len(ports)
+    for container in client.containers.list(filters={"label": f"sdp.instance={installation}"}):
+        assert container.labels["sdp.port"] in {str(p) for _, p in ports}
+    gateway_port = next(a["port"] for a in allocations if a["service"] == "gateway")
+    def gateway_answer() -> HttpAnswer | None:
+        got = http_get(f"http://127.0.0.1:{gateway_port}/erangel/account/x")
+        return got if got.status == 200 else None
+
+    answer = wait_for(gateway_answer, what="the gateway", timeout=30)
+    assert answer.json()["body"]["revision"] == revision
+    assert stack.reconcile("plan").code == 0
+
+
+KILL_POINTS = {
+    "after fetch": lambda s, c: seen_event(s, "FETCH_COMPLETED", "sandbox-qa-x-account"),
+    "during the build": lambda s, c: seen_event(s, "BUILD_STARTED", "sandbox-qa-x-account"),
+    "after the container is created": lambda s, c: container_exists(c, "sandbox-qa-x-account"),
+    "during the routes write": lambda s, c: seen_event(s, "ROUTES_STARTED",
+                                                       "sandbox-qa-x-gateway"),
+    "mid-apply across nodes": lambda s, c: seen_event(s, "RUNNING", "sandbox-qa-x-account"),
+}
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_a_killed_reconciler_is_healed_by_the_next_pass(
+    stack: Stack, docker_client: docker.DockerClient, installation: str, point: str
+) -> None:
+    stack.write("sandboxes/QA-X.yaml", sandbox_yaml("QA-X", account_branch="feature/login-error"))
+    stack.commit_state("QA-X")
+    # A commit nobody built yet, so the build takes a moment.
+    stack.push_service("account", "feature/login-error", f"account {point}")
+    process = stack.popen("once")
+    try:
+        wait_for(lambda: KILL_POINTS[point](stack, docker_client) or None,
+                 what=f"the reconciler to reach '{point}'", timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    healed = stack.reconcile("once")
+    assert healed.code == 0, healed.output
+    check_converged(stack, docker_client, installation, f"account {point}")
+
+
+def test_an_agent_killed_during_a_replacement_restores_the_previous_container(
+    stack: Stack, docker_client: docker.DockerClient, installation: str
+) -> None:
+    stack.write("sandboxes/QA-X.yaml", sandbox_yaml("QA-X", account_branch="feature/login-error"))
+    assert stack.reconcile("once").code == 0
+    stack.push_service("account", "feature/login-error", "account replaced")
+    process = stack.popen("once")
+    try:
+        wait_for(lambda: container_exists(docker_client, "sandbox-qa-x-account--previous")
+                 or None, what="the old container moved aside", timeout=120)
+        stack.micro.kill()
+    finally:
+        process.kill()
+        process.wait()
+    stack.micro.start()  # at start the agent restores what it left aside
+    names = {c.name for c in docker_client.containers.list(
+        all=True, filters={"label": f"sdp.instance={installation}"})}
+    assert "sandbox-qa-x-account--previous" not in names
+    healed = stack.reconcile("once")
+    assert healed.code == 0, healed.output
+    check_converged(stack, docker_client, installation, "account replaced")
+
+
+def test_two_reconcilers_never_apply_at_once(
+    stack: Stack, docker_client: docker.DockerClient, installation: str
+) -> None:
+    stack.write("sandboxes/QA-X.yaml", sandbox_yaml("QA-X", account_branch="main"))
+    first = stack.popen("once")
+    wait_for(lambda: seen_event(stack, "QUEUED", "sandbox-qa-x-account") or None,
+             what="the first reconciler to hold the leases", timeout=60)
+    second = stack.reconcile("once", "--lease-wait", "0")
+    assert second.code == 1
+    assert "cannot take the lease on node" in second.stderr
+    assert "nothing was applied" in second.stderr
+    output, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, output
+    check_converged(stack, docker_client, installation, "account main")
