@@ -1,0 +1,115 @@
+"""History and audit as a user reads them; credentials and secret values nowhere they must not be.
+
+The audit names the author of the last commit that touched the sandbox's state file (flagging
+uncommitted edits) and the runner; the git username and password and the environment's secret
+values appear in no SQLite row, no output, no state file, no argv and no container label.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from sdp_node.protocol import Credentials
+from tests.e2e.stack import Stack, build_stack, sandbox_yaml, stop_stack
+from tests.node.test_credentials import ArgvSampler, find_canary
+from tests.support.agents import AgentProcess
+
+
+@pytest.fixture
+def stack(
+    tmp_path: Path, installation: str, make_agent: Callable[..., AgentProcess],
+    make_repo: Callable[[str], tuple[Path, str]], images: dict[str, str], canary: Credentials,
+) -> Iterator[Stack]:
+    built = build_stack(tmp_path, installation, make_agent, make_repo, images, canary)
+    try:
+        yield built
+    finally:
+        stop_stack(built)
+
+
+def rows(stack: Stack, sql: str) -> list[dict[str, Any]]:
+    with sqlite3.connect(f"file:{stack.history}?mode=ro", uri=True) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute(sql).fetchall()]
+
+
+def test_audit_names_the_state_author_and_the_runner(stack: Stack) -> None:
+    stack.write("sandboxes/QA-MAIN.yaml", sandbox_yaml("QA-MAIN", account_branch="main"))
+    stack.commit_state("QA-MAIN for the login bug", author="Achmad <achmad@example.invalid>")
+    assert stack.reconcile("once").code == 0
+    audit = rows(stack, "SELECT * FROM audit ORDER BY id")
+    account = next(r for r in audit if r["service"] == "account")
+    assert account["user"] == "Achmad <achmad@example.invalid>"
+    assert account["uncommitted"] == 0
+    assert account["runner"] == "ci-runner"
+    assert account["repository"] == "account" and account["branch"] == "main"
+    assert account["commit_sha"] == stack.heads[("account", "main")]
+    assert account["environment"] == "qa" and account["sandbox"] == "QA-MAIN"
+    assert account["status"] == "SUCCESS"
+    deployments = rows(stack, "SELECT * FROM deployments ORDER BY id")
+    assert {d["status"] for d in deployments} == {"RUNNING"}
+    stages = [r["stage"] for r in rows(
+        stack, "SELECT e.stage FROM events e JOIN deployments d ON d.id = e.deployment_id "
+               "WHERE d.service = 'account' AND e.kind = 'event' ORDER BY e.id")]
+    assert stages == ["git fetch", "git fetch", "git checkout", "git checkout", "go build",
+                      "go build", "start container", "start container"]
+
+    # An edit that is not committed is flagged, and attributed to the last commit's author.
+    stack.write("sandboxes/QA-MAIN.yaml",
+                sandbox_yaml("QA-MAIN", account_branch="feature/login-error"))
+    assert stack.reconcile("once").code == 0
+    latest = rows(stack, "SELECT * FROM audit WHERE service = 'account' ORDER BY id DESC")[0]
+    assert latest["uncommitted"] == 1
+    assert latest["user"] == "Achmad <achmad@example.invalid>"
+    assert latest["branch"] == "feature/login-error"
+
+
+def test_wrong_git_credentials_are_login_failed_before_any_deploy(
+    stack: Stack, docker_client: docker.DockerClient, installation: str
+) -> None:
+    stack.write("sandboxes/QA-MAIN.yaml", sandbox_yaml("QA-MAIN", account_branch="main"))
+    failed = stack.reconcile("once", env={"SDP_GIT_PASSWORD": "wrong-password"})
+    assert failed.code == 1
+    assert "LOGIN FAILED" in failed.stderr
+    assert "wrong-password" not in failed.output
+    assert docker_client.containers.list(
+        all=True, filters={"label": f"sdp.instance={installation}"}) == []
+    missing = stack.reconcile("once", env={"SDP_GIT_PASSWORD": ""})
+    assert missing.code == 1 and "SDP_GIT_USERNAME" in missing.stderr
+
+
+def test_credentials_and_secret_values_are_stored_nowhere(
+    stack: Stack, docker_client: docker.DockerClient, installation: str
+) -> None:
+    jwt = stack.env["SDP_TEST_JWT_SECRET"]
+    stack.write("sandboxes/QA-MAIN.yaml", sandbox_yaml("QA-MAIN", account_branch="main"))
+    stack.commit_state("QA-MAIN")
+    with ArgvSampler() as sampler:
+        first = stack.reconcile("once")
+        stack.push_service("account", "main", "account main 2", healthy=False)
+        second = stack.reconcile("once")  # a failed deploy: tails and reasons get recorded
+    assert first.code == 0 and second.code == 2, second.output
+    assert sampler.hits == [] and sampler.samples > 5
+    blobs = [first.output.encode(), second.output.encode(), stack.history.read_bytes()]
+    for wal in stack.history.parent.glob(stack.history.name + "*"):
+        blobs.append(wal.read_bytes())
+    for file in stack.state.rglob("*"):
+        if file.is_file() and ".git" not in file.parts:
+            blobs.append(file.read_bytes())
+    for blob in blobs:
+        assert find_canary(blob) == []
+        assert jwt.encode() not in blob
+    for container in docker_client.containers.list(
+            all=True, filters={"label": f"sdp.instance={installation}"}):
+        labels = json.dumps(container.labels).encode()
+        assert find_canary(labels) == [] and jwt.encode() not in labels
+    # The secret does reach the service's environment, as configured.
+    env = docker_client.containers.get("sandbox-qa-main-account").attrs["Config"]["Env"]
+    assert f"JWT_SECRET={jwt}" in env
