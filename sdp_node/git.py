@@ -41,7 +41,8 @@ NETWORK_TIMEOUT = 60.0
 Log = Callable[[str], None]
 
 
-def _client(url: str, credentials: Credentials | None) -> tuple[object, str]:
+def remote_client(url: str, credentials: Credentials | None) -> tuple[object, str]:
+    """A dulwich client for ``url`` with per-call credentials and no host git config."""
     config = ConfigDict()
     username = credentials.username.reveal() if credentials else None
     password = credentials.password.reveal() if credentials else None
@@ -103,7 +104,7 @@ class GitStore:
 
     def ls_remote(self, repository: RepositoryConfig, credentials: Credentials) -> dict[str, str]:
         """Branch name -> commit SHA on the remote."""
-        client, path = _client(repository.url, credentials)
+        client, path = remote_client(repository.url, credentials)
         try:
             result = client.get_refs(path)  # type: ignore[attr-defined]
         except Exception as e:  # translated below, never re-raised raw
@@ -130,7 +131,7 @@ class GitStore:
         self, repository: RepositoryConfig, credentials: Credentials | None, *, log: Log
     ) -> dict[str, str]:
         """Fetch every branch into the shared store; return branch -> SHA as fetched."""
-        client, path = _client(repository.url, credentials)
+        client, path = remote_client(repository.url, credentials)
         with self._lock(repository.name):
             repo = self._open(repository)
             try:

@@ -51,6 +51,24 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    from sdp_reconciler.commands import history_path, state_dir
+    from sdp_reconciler.loop import WatchOptions, main_loop
+
+    options = WatchOptions(
+        state_dir=state_dir(args), history_path=history_path(args), interval=args.interval,
+        listen=None if args.listen == "off" else args.listen, remote=args.remote,
+        branch=args.branch, allow_prune=args.allow_prune,
+    )
+    return main_loop(options)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from sdp_reconciler.web.server import cmd_serve as serve
+
+    return serve(args)
+
+
 def _add_state(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
     # Sub-command options default to SUPPRESS so they never overwrite the same option given
     # before the command name (argparse would reset it to None).
@@ -152,6 +170,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_history(restart)
     _add_apply_options(restart)
     restart.set_defaults(handler=commands.cmd_restart)
+
+    serve = commands_parser(commands_, "serve", help="serve the status page only",
+                            description="Serve the read-only status page over the history "
+                            "file, without reconciling: sandboxes, live progress and logs, "
+                            "history, audit, templates, environments and nodes. Viewers sign "
+                            "in with their Bitbucket account, checked through the gateway "
+                            "agent, so the agent tokens' variables must be set here too.")
+    _add_history(serve)
+    serve.add_argument("--listen", metavar="HOST:PORT", default=argparse.SUPPRESS,
+                       help="address to listen on (default: $SDP_LISTEN or 127.0.0.1:3452)")
+    serve.set_defaults(handler=cmd_serve)
+
+    watch = commands_parser(
+        commands_, "watch", help="reconcile on every state change and on an interval",
+        description="Reconcile whenever a file under the state directory changes and every "
+        "--interval seconds (branch heads, drift), and serve the status page. With --remote, "
+        "the state directory is SDP's checkout of that repository, fast-forwarded before "
+        "each pass. An invalid state applies nothing: the error shows on the page and the "
+        "last valid state keeps being converged.",
+    )
+    _add_history(watch)
+    _add_apply_options(watch)
+    watch.add_argument("--interval", type=float, default=60.0, metavar="SECONDS",
+                       help="seconds between passes without a state change (default 60)")
+    watch.add_argument("--listen", default="127.0.0.1:3452", metavar="HOST:PORT",
+                       help="where the status page listens (default 127.0.0.1:3452; "
+                       "'off' for none)")
+    watch.add_argument("--remote", metavar="URL",
+                       help="state repository to follow (http(s); credentials from "
+                       "SDP_GIT_USERNAME/SDP_GIT_PASSWORD)")
+    watch.add_argument("--branch", default="main", help="branch of --remote (default main)")
+    watch.set_defaults(handler=cmd_watch)
     return parser
 
 
