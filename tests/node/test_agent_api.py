@@ -154,3 +154,41 @@ def test_a_hundred_sandbox_networks_on_one_node(
     removed = run(client, [RemoveNetwork(step_id=n, network=f"sandbox-{n}") for n in names], None)
     assert removed.ok
     assert docker_client.networks.list(filters={"label": f"sdp.instance={installation}"}) == []
+
+
+def _log_lines(agent: AgentProcess, *, last_id: str | None, until: str) -> list[tuple[str, str]]:
+    headers = {"Authorization": f"Bearer {agent.token}"}
+    if last_id is not None:
+        headers["Last-Event-ID"] = last_id
+    url = f"{agent.url}/v1/containers/sandbox-s1-account/logs"
+    lines: list[tuple[str, str]] = []
+    with httpx.stream("GET", url, headers=headers, params={"tail": "50"}) as response:
+        event_id = None
+        for line in response.iter_lines():
+            if line.startswith("id:"):
+                event_id = line[3:].strip()
+            elif line.startswith("data:") and event_id:
+                lines.append((event_id, json.loads(line[5:])["line"]))
+                if until in lines[-1][1]:
+                    break
+    return lines
+
+
+def test_container_logs_stream_and_resume_and_stats(
+    agent: AgentProcess, canary: Credentials, docker_client: docker.DockerClient
+) -> None:
+    client = agent.client()
+    assert run(client, deploy(spec(sandbox="s1", service="account", repository="account",
+                                   branch="main", commit=agent.extra["commit"],
+                                   port=free_port())), canary).ok
+    first = _log_lines(agent, last_id=None, until="listening")
+    assert len(first) == 1 and "1 listening on :8080" in first[0][1]
+    docker_client.containers.get("sandbox-s1-account").restart(timeout=1)
+    # Resuming after the last id seen gives the second start's line, not the first again.
+    resumed = _log_lines(agent, last_id=first[0][0], until="listening")
+    assert len(resumed) == 1 and resumed[0][0] > first[0][0]
+    stats = client.stats("sandbox-s1-account")
+    assert stats.memory_bytes > 0 and stats.memory_limit_bytes > 0
+    with pytest.raises(AgentError) as caught:
+        client.stats("sandbox-nope-account")
+    assert caught.value.status == 404
