@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace

@@ -95,8 +95,12 @@ def summary_table(history: History) -> str:
 
 def _apply(args: argparse.Namespace, *, mode: str, restarts: frozenset[tuple[str, str | None]]
            = frozenset()) -> tuple[int, PassResult]:
-    prepared = prepare(state_dir(args), report=_say, restarts=restarts)
     history = History(history_path(args))
+    try:
+        prepared = prepare(state_dir(args), report=_say, restarts=restarts, history=history)
+    except BaseException:
+        history.close()
+        raise
     try:
         if mode == "restart":
             sandbox, service = next(iter(restarts))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 
@@ -79,6 +80,16 @@ class StateRepository:
         self._cache[key] = result
         return result
 
+    def last_commit_time(self, path: Path) -> datetime | None:
+        relative = self._relative(path)
+        head = self._head
+        if self._repo is None or relative is None or head is None:
+            return None
+        entries = list(self._repo.get_walker(include=[head.id], paths=[relative], max_entries=1))
+        if not entries:
+            return None
+        return datetime.fromtimestamp(entries[0].commit.commit_time, UTC)
+
     def _blob_at(self, commit: Commit, relative: bytes) -> bytes | None:
         assert self._repo is not None
         obj: object = self._repo.object_store[commit.tree]
@@ -88,6 +99,18 @@ class StateRepository:
             _mode, sha = obj[part]
             obj = self._repo.object_store[ObjectID(sha)]
         return obj.id if isinstance(obj, Blob) else None
+
+
+def last_change(repository: StateRepository, path: Path) -> datetime | None:
+    """When ``path`` last changed: its last commit, or its mtime when edited or untracked."""
+    authorship = repository.authorship(path)
+    committed = repository.last_commit_time(path)
+    if committed is not None and not authorship.uncommitted:
+        return committed
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    except OSError:
+        return committed
 
 
 def _blob_id(path: Path) -> bytes | None:

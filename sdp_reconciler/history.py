@@ -230,6 +230,16 @@ class History:
     def previous_applied(self) -> dict[tuple[str, str], str | None]:
         return {(r["sandbox"], r["service"]): r["applied_commit"] for r in self.status()}
 
+    def last_deploys(self) -> dict[str, datetime]:
+        """Sandbox -> when its last successful deploy completed."""
+        out: dict[str, datetime] = {}
+        for row in self.query(
+            "SELECT sandbox, MAX(completed_at) AS at FROM deployments WHERE status = 'RUNNING' "
+            "AND completed_at IS NOT NULL GROUP BY sandbox"
+        ):
+            out[row["sandbox"]] = datetime.fromisoformat(row["at"])
+        return out
+
     def events_after(self, last_id: int, *, sandbox: str | None = None,
                      limit: int = 500) -> list[dict[str, Any]]:
         if sandbox is None:

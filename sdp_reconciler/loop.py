@@ -118,7 +118,7 @@ class Watcher:
         if directory is None:
             return
         try:
-            prepared = prepare(directory, env=self.env, report=self.report)
+            prepared = prepare(directory, env=self.env, report=self.report, history=history)
         except SdpError as e:
             self.report(f"pass {self.passes}: {e}")
             return

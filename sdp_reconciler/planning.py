@@ -87,6 +87,7 @@ class _Planner:
     placements: dict[tuple[str, str], Placement]
     ports: dict[tuple[str, str], Allocation]
     restarts: frozenset[Restart]
+    retired: dict[str, str] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     blocked: set[str] = field(default_factory=set)
@@ -246,7 +247,7 @@ class _Planner:
 
         if suspended:
             if current is not None and current.state in ("running", "restarting"):
-                return change(Action.STOP, "sandbox suspended",
+                return change(Action.STOP, draft.sandbox.suspend_reason,
                               StopContainer(step_id=step_id, container=spec.container))
             return None
         deploy: DeployService | DeployGateway
@@ -424,6 +425,8 @@ class _Planner:
                 ))
 
     def removal_reason(self, sandbox: str, service: str | None, node: str) -> str:
+        if sandbox in self.retired:
+            return self.retired[sandbox]
         if sandbox not in self.sandboxes:
             return "sandbox deleted" if sandbox else "orphan owned by this installation"
         resolved = self.sandboxes[sandbox]
@@ -476,11 +479,17 @@ def plan(
     allocations: Iterable[Allocation],
     problems: Iterable[Problem] = (),
     restarts: frozenset[Restart] = frozenset(),
+    retired: dict[str, str] | None = None,
 ) -> Plan:
-    """The changes that bring the nodes to the state. Pure and deterministic."""
+    """The changes that bring the nodes to the state. Pure and deterministic.
+
+    ``retired`` names sandboxes whose files exist but whose containers must go (expiry), with
+    the reason; they are not in ``sandboxes``.
+    """
     planner = _Planner(
         sandboxes=sandboxes, world=world, placements=placements,
         ports={(a.sandbox, a.service): a for a in allocations}, restarts=restarts,
+        retired=dict(retired or {}),
     )
     for problem in problems:
         affected = _sandbox_of_problem(problem, sandboxes)

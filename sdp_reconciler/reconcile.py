@@ -20,7 +20,8 @@ from sdp_node.redact import Redactor
 from sdp_reconciler import credentials as creds
 from sdp_reconciler.applying import Applier, ApplyOutcome
 from sdp_reconciler.errors import SdpError
-from sdp_reconciler.gitinfo import Authorship, StateRepository
+from sdp_reconciler.expiry import apply_expiry
+from sdp_reconciler.gitinfo import Authorship, StateRepository, last_change
 from sdp_reconciler.history import History
 from sdp_reconciler.loading import PORTS_FILE, LoadedState, load_state
 from sdp_reconciler.node_client import NodeClient
@@ -30,7 +31,7 @@ from sdp_reconciler.plan import Action, Change, Plan, Subject
 from sdp_reconciler.planning import Restart, plan
 from sdp_reconciler.ports import Allocation, allocate, release, same_allocations, write_ports_file
 from sdp_reconciler.resolve import ResolvedSandbox, resolve_all
-from sdp_reconciler.status import status_rows
+from sdp_reconciler.status import retired_rows, status_rows
 from sdp_reconciler.world import World
 
 Report = Callable[[str], None]
@@ -40,6 +41,8 @@ Report = Callable[[str], None]
 class Prepared:
     state: LoadedState
     sandboxes: dict[str, ResolvedSandbox]
+    """the sandboxes planned this pass (expired ones suspended; retired ones left out)"""
+    retired: dict[str, str]
     world: World
     placements: dict[tuple[str, str], Placement]
     allocations: list[Allocation]
@@ -71,14 +74,38 @@ class PassResult:
             v.unreachable for v in self.prepared.world.nodes.values())
 
 
+def activity(state: LoadedState, sandboxes: dict[str, ResolvedSandbox],
+             history: History | None) -> dict[str, datetime]:
+    """When each sandbox with an expiry last saw activity: its file's last change or deploy."""
+    wanted = [name for name, s in sandboxes.items() if s.lifecycle.expire_after is not None]
+    if not wanted:
+        return {}
+    deploys = history.last_deploys() if history is not None else {}
+    repository = StateRepository(state.root)
+    try:
+        out = {}
+        for name in wanted:
+            path = state.root / "sandboxes" / Path(state.sandboxes[name].source.file).name
+            times = [t for t in (last_change(repository, path), deploys.get(name)) if t]
+            if times:
+                out[name] = max(times)
+        return out
+    finally:
+        repository.close()
+
+
 def prepare(
     state_dir: Path, *, env: Mapping[str, str] | None = None,
     restarts: frozenset[Restart] = frozenset(), report: Report = lambda _m: None,
-    client_timeout: float = 30.0,
+    client_timeout: float = 30.0, history: History | None = None,
+    now: datetime | None = None,
 ) -> Prepared:
     env = os.environ if env is None else env
     state = load_state(state_dir)
-    sandboxes = resolve_all(state)
+    everything = resolve_all(state)
+    sandboxes, retired = apply_expiry(
+        everything, activity(state, everything, history), now or datetime.now(UTC)
+    )
     tokens = creds.agent_tokens(state, env)
     key = creds.spec_key(state, env)
     nodes = state.nodes.model.nodes
@@ -112,7 +139,7 @@ def prepare(
         )
         the_plan = plan(
             sandboxes=sandboxes, world=world, placements=placements, allocations=allocations,
-            problems=[*problems, *port_problems], restarts=restarts,
+            problems=[*problems, *port_problems], restarts=restarts, retired=retired,
         )
     except BaseException:
         for client in clients.values():
@@ -126,7 +153,7 @@ def prepare(
         secrets += [user, password]
         pairs.append((user, password))
     return Prepared(
-        state=state, sandboxes=sandboxes, world=world, placements=placements,
+        state=state, sandboxes=sandboxes, retired=retired, world=world, placements=placements,
         allocations=allocations, plan=the_plan, clients=clients, credentials=credentials,
         redactor=Redactor([*secrets, *tokens.values()], pairs=pairs),
     )
@@ -198,8 +225,10 @@ def run(
             sandboxes=prepared.sandboxes, plan=prepared.plan, outcome=result.outcome,
             world=prepared.world, placements=prepared.placements, allocations=remaining,
         )
-        history.set_status(rows, sandboxes=set(prepared.sandboxes))
-        history.forget_sandboxes_except(set(prepared.sandboxes))
+        rows += retired_rows(prepared.retired)
+        known = set(prepared.sandboxes) | set(prepared.retired)
+        history.set_status(rows, sandboxes=known)
+        history.forget_sandboxes_except(known)
         status = "CONVERGED" if result.converged else "NOT_CONVERGED"
         history.finish_pass(pass_id, status=status, summary=prepared.plan.summary())
         return result

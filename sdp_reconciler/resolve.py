@@ -62,10 +62,16 @@ class ResolvedSandbox:
     environment: str | None
     resources: Resources | None
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    suspended_because: str | None = None
+    """set when SDP stops the sandbox for a reason of its own (expiry)"""
 
     @property
     def suspended(self) -> bool:
-        return self.lifecycle.suspended
+        return self.lifecycle.suspended or self.suspended_because is not None
+
+    @property
+    def suspend_reason(self) -> str:
+        return self.suspended_because or "sandbox suspended"
 
     def deployed_services(self) -> list[ResolvedService]:
         return [s for s in self.services.values() if s.spec.deployed]

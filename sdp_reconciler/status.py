@@ -98,7 +98,9 @@ def status_rows(
                                                  if p.location.file == sandbox.file)
                                or "left as is this pass")
             elif sandbox.suspended:
-                row = _replace(row, health="Suspended", reason="Suspended")
+                row = _replace(row, health="Suspended",
+                               reason="Expired" if sandbox.suspended_because else "Suspended",
+                               message=sandbox.suspended_because or "")
             elif planned is not None and outcome is not None:
                 result = outcome.results.get(planned.step_id)
                 if result is not None and result.ok:
@@ -122,6 +124,11 @@ def status_rows(
     return rows
 
 
+def retired_rows(retired: dict[str, str]) -> list[StatusRow]:
+    return [StatusRow(sandbox=name, service="", node=None, sync="InSync", health="Suspended",
+                      reason="Retired", message=message) for name, message in retired.items()]
+
+
 def _sandbox_row(name: str, sandbox: ResolvedSandbox, rows: list[StatusRow],
                  blocked: bool) -> StatusRow:
     sync = "InSync" if all(r.sync == "InSync" for r in rows) else "OutOfSync"
@@ -129,8 +136,11 @@ def _sandbox_row(name: str, sandbox: ResolvedSandbox, rows: list[StatusRow],
     if sandbox.suspended:
         health = "Suspended"
     failing = [r for r in rows if r.sync != "InSync"]
-    reason = failing[0].reason if failing else ("Suspended" if sandbox.suspended else "UpToDate")
-    message = "; ".join(f"{r.service}: {r.message}" for r in failing if r.message)
+    reason = failing[0].reason if failing else (
+        ("Expired" if sandbox.suspended_because else "Suspended") if sandbox.suspended
+        else "UpToDate")
+    message = "; ".join(f"{r.service}: {r.message}" for r in failing if r.message) or (
+        sandbox.suspended_because or "")
     gateway = next((r for r in rows if r.service == GATEWAY), None)
     return StatusRow(
         sandbox=name, service="", node=None, sync=sync, health=health, reason=reason,

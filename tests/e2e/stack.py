@@ -62,11 +62,14 @@ class Stack:
     def delete(self, relative: str) -> None:
         (self.state / relative).unlink()
 
-    def commit_state(self, message: str, author: str = "Achmad <achmad@example.invalid>") -> str:
+    def commit_state(self, message: str, author: str = "Achmad <achmad@example.invalid>",
+                     date: str | None = None) -> str:
         """Commit everything in the state directory (additions, edits, deletions) with git."""
         name, _, email = author.partition(" <")
         git_env = {**os.environ, "GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email.rstrip(">"),
                    "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email.rstrip(">")}
+        if date is not None:
+            git_env.update(GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date)
         subprocess.run(["git", "-C", str(self.state), "add", "-A"], check=True, env=git_env)
         subprocess.run(["git", "-C", str(self.state), "commit", "-q", "--allow-empty", "-m",
                         message], check=True, env=git_env)
@@ -106,17 +109,19 @@ class Stack:
 
 
 def nodes_yaml(stack_installation: str, micro: AgentProcess, gateway: AgentProcess) -> str:
+    # Port ranges differ per test so that two test runs on one engine never collide.
+    base = 22000 + 200 * secrets.randbelow(50)
     nodes = {
         "installation": stack_installation,
         "spec_hash_key": {"env": "SDP_SPEC_HASH_KEY"},
         "nodes": [
             {"name": micro.name, "type": "MICRO", "agent_url": micro.url,
              "agent_token": {"env": "SDP_TEST_MICRO_TOKEN"}, "address": "host.docker.internal",
-             "public_address": "127.0.0.1", "ports": {"first": 19100, "last": 19199}},
+             "public_address": "127.0.0.1", "ports": {"first": base, "last": base + 99}},
             {"name": gateway.name, "type": "GATEWAY", "agent_url": gateway.url,
              "agent_token": {"env": "SDP_TEST_GATEWAY_TOKEN"},
              "address": "host.docker.internal", "public_address": "127.0.0.1",
-             "ports": {"first": 18100, "last": 18199}},
+             "ports": {"first": base + 100, "last": base + 199}},
         ],
     }
     return json.dumps(nodes, indent=1) + "\n"

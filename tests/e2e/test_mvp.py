@@ -194,3 +194,44 @@ def test_suspend_resume_and_restart(
     assert history.code == 0
     unknown = stack.reconcile("restart", "NOPE")
     assert unknown.code == 1 and "no sandbox 'NOPE'" in unknown.stderr
+
+
+def days_ago(days: int) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S+0000")
+
+
+def test_an_idle_sandbox_expires_then_retires_and_comes_back_when_touched(
+    stack: Stack, docker_client: docker.DockerClient, installation: str, tmp_path: Path
+) -> None:
+    stack.write("sandboxes/QA-OLD.yaml", sandbox_yaml("QA-OLD", account_branch="main"))
+    stack.commit_state("QA-OLD")
+    assert stack.reconcile("once").code == 0
+    # Its file last changed 20 days ago; a fresh history knows no later deploy.
+    stack.write("sandboxes/QA-OLD.yaml", sandbox_yaml(
+        "QA-OLD", account_branch="main", extra="lifecycle:\n  expire_after: 14d\n"))
+    stack.commit_state("expire after two weeks", date=days_ago(20))
+    expired = stack.reconcile("once", history=tmp_path / "h2.sqlite")
+    assert expired.code == 0, expired.output
+    assert "sandbox expired: no activity for 14d" in expired.stderr
+    states = {c.name: c.status for c in docker_client.containers.list(
+        all=True, filters={"label": f"sdp.instance={installation}"})}
+    assert set(states.values()) == {"exited"} and len(states) == 2
+
+    stack.write("sandboxes/QA-OLD.yaml", sandbox_yaml(
+        "QA-OLD", account_branch="main",
+        extra="lifecycle:\n  expire_after: 14d\n  retention: 3d\n"))
+    stack.commit_state("and keep it three days", date=days_ago(20))
+    retired = stack.reconcile("once", "--allow-prune", history=tmp_path / "h3.sqlite")
+    assert retired.code == 0, retired.output
+    assert "retention of 3d is over" in retired.stderr
+    assert containers(docker_client, installation) == {}
+    assert allocations(stack) == []
+
+    stack.commit_state("still needed")  # a new commit touching nothing is not activity...
+    stack.write("sandboxes/QA-OLD.yaml", sandbox_yaml("QA-OLD", account_branch="main"))
+    stack.commit_state("QA-OLD is needed again")  # ...a change to its file is
+    back = stack.reconcile("once", history=tmp_path / "h4.sqlite")
+    assert back.code == 0, back.output
+    assert len(containers(docker_client, installation)) == 2
