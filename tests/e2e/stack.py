@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from sdp_testbed.erangel import gateway_files
 from sdp_testbed.go_service import go_service_files
 from sdp_testbed.ocp import OcpStandIn
