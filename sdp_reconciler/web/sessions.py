@@ -1,0 +1,120 @@
+"""Server-side sessions of the status page, and the throttle of failed logins.
+
+A session is a random token (256 bits) in an HttpOnly, SameSite=Lax cookie; the server keeps
+only the token's SHA-256, the viewer's username and the expiry (an absolute lifetime, 12 h by
+default). A login always creates a new token and drops the one the browser came with, so a
+token planted before login is worthless; logout forgets the token. Sessions live in the
+memory of the serving process: a restart signs everyone out. Nothing here ever sees a password.
+
+``LoginThrottle`` counts failed logins per username and per client address in a sliding
+window; while either count is at its limit, logins from that user or address are refused
+before any check is made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+COOKIE = "sdp_session"
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Session:
+    username: str
+    created_at: float
+    expires_at: float
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class SessionStore:
+    def __init__(self, *, lifetime: float, clock: Clock = time.time) -> None:
+        self.lifetime = lifetime
+        self._clock = clock
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def create(self, username: str, *, replacing: str | None = None) -> str:
+        """A new session for ``username``; the token ``replacing`` (if any) stops working."""
+        token = secrets.token_urlsafe(32)
+        now = self._clock()
+        with self._lock:
+            if replacing:
+                self._sessions.pop(_digest(replacing), None)
+            self._prune(now)
+            self._sessions[_digest(token)] = Session(username, now, now + self.lifetime)
+        return token
+
+    def get(self, token: str | None) -> Session | None:
+        if not token:
+            return None
+        with self._lock:
+            session = self._sessions.get(_digest(token))
+            if session is not None and session.expires_at <= self._clock():
+                del self._sessions[_digest(token)]
+                return None
+            return session
+
+    def end(self, token: str | None) -> None:
+        if token:
+            with self._lock:
+                self._sessions.pop(_digest(token), None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._prune(self._clock())
+            return len(self._sessions)
+
+    def _prune(self, now: float) -> None:
+        expired = [k for k, s in self._sessions.items() if s.expires_at <= now]
+        for key in expired:
+            del self._sessions[key]
+
+
+class LoginThrottle:
+    def __init__(self, *, per_user: int, per_address: int, window: float,
+                 clock: Clock = time.monotonic) -> None:
+        self._limits = {"user": per_user, "address": per_address}
+        self.window = window
+        self._clock = clock
+        self._failures: dict[tuple[str, str], deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _keys(self, username: str, address: str) -> list[tuple[str, str]]:
+        return [("user", username.casefold()), ("address", address)]
+
+    def retry_after(self, username: str, address: str) -> float:
+        """Seconds until this user and address may try again; 0 when they may now."""
+        now = self._clock()
+        wait = 0.0
+        with self._lock:
+            for key in self._keys(username, address):
+                failures = self._recent(key, now)
+                if len(failures) >= self._limits[key[0]]:
+                    wait = max(wait, failures[0] + self.window - now)
+        return wait
+
+    def failed(self, username: str, address: str) -> None:
+        now = self._clock()
+        with self._lock:
+            for key in self._keys(username, address):
+                self._recent(key, now).append(now)
+
+    def succeeded(self, username: str) -> None:
+        with self._lock:
+            self._failures.pop(("user", username.casefold()), None)
+
+    def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
+        failures = self._failures.setdefault(key, deque())
+        while failures and failures[0] <= now - self.window:
+            failures.popleft()
+        return failures
