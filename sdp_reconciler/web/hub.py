@@ -1,0 +1,142 @@
+"""One poller per process that tails the history's ``events`` table and feeds every open stream.
+
+The reconciler (``--once`` or ``watch``, in this process or another) writes events into SQLite
+as they happen, with increasing ids. ``EventHub`` polls for rows after the last id it saw
+(every ``interval`` seconds, only while at least one stream is open) and hands each row to the
+subscriptions that want it (all rows, or one sandbox's). It also notices when the status, a
+pass or a deployment's outcome changed and tells every subscription, so pages refresh their
+summaries.
+
+Promises: a subscription receives every row committed after it subscribed (rows before that
+are read by the stream itself, see ``stream.py``); a slow subscription never blocks the poller
+(past ``queue_size`` rows it is marked ``overflowed`` and reads the history itself); closing
+the hub wakes every subscription so streams end; ``open_streams`` counts live subscriptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio.to_thread
+
+from sdp_reconciler.history import History
+from sdp_reconciler.web import queries
+
+log = logging.getLogger("sdp_reconciler.web")
+BATCH = 500
+
+
+@dataclass
+class Notice:
+    kind: Literal["progress", "status"]
+    row: dict[str, Any] | None = None
+
+
+@dataclass(eq=False)
+class Subscription:
+    sandbox: str | None
+    limit: int
+    notices: deque[Notice] = field(default_factory=deque)
+    overflowed: bool = False
+    closed: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def offer(self, notice: Notice) -> None:
+        if notice.kind == "progress" and self.sandbox is not None and notice.row is not None \
+                and notice.row["sandbox"] != self.sandbox:
+            return
+        if len(self.notices) >= self.limit:
+            self.notices.clear()
+            self.overflowed = True
+        self.notices.append(notice)
+        self.wake.set()
+
+    async def next_batch(self) -> list[Notice]:
+        """Wait for notices; [] when the hub closed (the stream should end)."""
+        while not self.notices and not self.closed:
+            self.wake.clear()
+            await self.wake.wait()
+        batch = list(self.notices)
+        self.notices.clear()
+        return [] if self.closed else batch
+
+
+class EventHub:
+    def __init__(self, history: History, *, interval: float, queue_size: int) -> None:
+        self.history = history
+        self.interval = interval
+        self.queue_size = queue_size
+        self._subscriptions: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._start_lock = asyncio.Lock()
+        self._last_id = 0
+        self._marker: tuple[Any, ...] = ()
+        self._closed = False
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._subscriptions)
+
+    @property
+    def polling(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def subscribe(self, sandbox: str | None) -> Subscription:
+        async with self._start_lock:
+            if not self.polling:
+                # Read the starting point before anyone subscribes: every row up to it is
+                # already in the database, where the stream's own catch-up will read it.
+                self._last_id = await anyio.to_thread.run_sync(queries.last_event_id,
+                                                               self.history)
+                self._marker = await anyio.to_thread.run_sync(queries.change_marker,
+                                                              self.history)
+            subscription = Subscription(sandbox=sandbox, limit=self.queue_size)
+            subscription.closed = self._closed
+            self._subscriptions.add(subscription)
+            if not self.polling and not self._closed:
+                self._task = asyncio.get_running_loop().create_task(self._poll())
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    async def close(self) -> None:
+        self._closed = True
+        for subscription in list(self._subscriptions):
+            subscription.closed = True
+            subscription.wake.set()
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                await task
+
+    async def _poll(self) -> None:
+        try:
+            while self._subscriptions and not self._closed:
+                try:
+                    rows = await anyio.to_thread.run_sync(
+                        lambda: queries.events_after(self.history, self._last_id, limit=BATCH))
+                    marker = await anyio.to_thread.run_sync(queries.change_marker,
+                                                            self.history)
+                except Exception:  # a locked or replaced file: try again next tick
+                    log.exception("reading the history's events failed; retrying")
+                    rows, marker = [], self._marker
+                for row in rows:
+                    self._last_id = int(row["id"])
+                    notice = Notice("progress", row)
+                    for subscription in list(self._subscriptions):
+                        subscription.offer(notice)
+                if marker != self._marker:
+                    self._marker = marker
+                    for subscription in list(self._subscriptions):
+                        subscription.offer(Notice("status"))
+                if len(rows) < BATCH:
+                    await asyncio.sleep(self.interval)
+        finally:
+            self._task = None

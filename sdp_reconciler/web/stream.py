@@ -1,0 +1,94 @@
+"""``GET /events``: the one event stream a page opens (Server-Sent Events).
+
+``?sandbox=NAME`` narrows it to one sandbox (the sandbox page); without it every sandbox's
+events come (the overview). Each history event is sent as ``event: progress`` with the
+event's database id as its SSE id and its row (with the deployment's service, resource, node
+and action) as JSON data. ``event: status`` (no id) says the status or a deployment's outcome
+changed, so the page refetches its summaries. A stream starts after ``Last-Event-ID`` (what a
+browser sends when it reconnects), else after ``?after=ID`` (the last event the page was
+rendered with), else at the present; a reconnect further behind than ``catch_up_limit`` gets
+``event: reload``. Idle streams carry a comment heartbeat. When the client goes away the
+subscription is dropped at once (``open_streams`` in /healthz counts them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio.to_thread
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sdp_reconciler.web import queries
+from sdp_reconciler.web.context import PageContext
+from sdp_reconciler.web.hub import BATCH
+
+
+def _progress(row: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(json.dumps(row, separators=(",", ":")), event="progress",
+                           id=str(row["id"]))
+
+
+def _start_after(request: Request) -> int | None:
+    for value in (request.headers.get("last-event-id"), request.query_params.get("after")):
+        if value is not None and value.strip().isdigit():
+            return int(value.strip())
+    return None
+
+
+async def events(request: Request) -> Response:
+    context: PageContext = request.app.state.context
+    sandbox = request.query_params.get("sandbox") or None
+    after = _start_after(request)
+    settings = context.settings
+    history = context.history
+
+    async def read(after_id: int) -> list[dict[str, Any]]:
+        return await anyio.to_thread.run_sync(
+            lambda: queries.events_after(history, after_id, sandbox=sandbox, limit=BATCH))
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        subscription = await context.hub.subscribe(sandbox)
+        try:
+            yield ServerSentEvent(comment="connected", retry=settings.retry_ms)
+            last = await anyio.to_thread.run_sync(queries.last_event_id, history)
+            sent = last if after is None else after
+            if last - sent > settings.catch_up_limit:
+                yield ServerSentEvent("{}", event="reload", id=str(last))
+                sent = last
+            caught_up = False
+            while True:
+                if not caught_up:
+                    rows = await read(sent)
+                    for row in rows:
+                        yield _progress(row)
+                        sent = int(row["id"])
+                    caught_up = len(rows) < BATCH
+                    continue
+                notices = await subscription.next_batch()
+                if not notices:
+                    return
+                if subscription.overflowed:
+                    subscription.overflowed = False
+                    caught_up = False
+                    yield ServerSentEvent("{}", event="status")
+                    continue
+                status = False
+                for notice in notices:
+                    if notice.kind == "status":
+                        status = True
+                    elif notice.row is not None and int(notice.row["id"]) > sent:
+                        yield _progress(notice.row)
+                        sent = int(notice.row["id"])
+                if status:
+                    yield ServerSentEvent("{}", event="status")
+        finally:
+            context.hub.unsubscribe(subscription)
+
+    return EventSourceResponse(
+        stream(), ping=settings.heartbeat_seconds,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
