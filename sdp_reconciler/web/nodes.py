@@ -1,0 +1,178 @@
+"""The nodes page's live survey: each agent asked what it runs and serves, with short timeouts.
+
+For every node of ``nodes.yaml`` (in parallel): is its agent reachable; its containers (with
+their sandbox, service, commit and published port from the ``sdp.*`` labels), the ports in use,
+its networks and any foreign objects in SDP's way; the repositories it serves and their
+branches, listed through the agent with the reconciler host's git credentials (the same ones
+deploys use; never a viewer's login). Every call is capped at ``timeout`` seconds by the HTTP
+transport, so one dead node cannot hold the page. Error texts are redacted with the agent
+tokens and git credentials before they are shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import httpx
+
+from sdp_node.protocol import (
+    LABEL_COMMIT,
+    LABEL_PORT,
+    LABEL_SANDBOX,
+    LABEL_SERVICE,
+    Credentials,
+)
+from sdp_node.redact import Redactor
+from sdp_reconciler import credentials as creds
+from sdp_reconciler.errors import SdpError
+from sdp_reconciler.loading import LoadedState
+from sdp_reconciler.models import Node
+from sdp_reconciler.node_client import NodeClient
+
+
+class CappedTimeouts(httpx.HTTPTransport):
+    """A transport that never waits longer than ``seconds`` for any phase of a request."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self._seconds = seconds
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        given = request.extensions.get("timeout") or {}
+        request.extensions["timeout"] = {
+            phase: min(given.get(phase) or self._seconds, self._seconds)
+            for phase in ("connect", "read", "write", "pool")
+        }
+        return super().handle_request(request)
+
+
+@dataclass
+class ContainerLine:
+    name: str
+    state: str
+    status: str
+    sandbox: str | None
+    service: str | None
+    commit: str | None
+    port: str | None
+    aside: bool
+
+
+@dataclass
+class RepositoryLine:
+    name: str
+    kind: str
+    image: str
+    branches: dict[str, str] | None = None
+    problem: str | None = None
+
+
+@dataclass
+class NodeReport:
+    name: str
+    type: str
+    agent_url: str
+    address: str
+    public_address: str
+    port_range: str
+    reachable: bool = False
+    problem: str | None = None
+    version: str | None = None
+    installation: str | None = None
+    containers: list[ContainerLine] = field(default_factory=list)
+    ports_in_use: list[int] = field(default_factory=list)
+    networks: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    repositories: list[RepositoryLine] = field(default_factory=list)
+
+
+def survey(state: LoadedState, env: Mapping[str, str], *, timeout: float) -> list[NodeReport]:
+    nodes = sorted(state.nodes.model.nodes, key=lambda n: n.name)
+    try:
+        credentials: Credentials | None = creds.git_credentials(env)
+        no_credentials = None
+    except SdpError as e:
+        credentials, no_credentials = None, f"branches not listed: {e}"
+    tokens: dict[str, str] = {}
+    problems: dict[str, str] = {}
+    for node in nodes:
+        try:
+            tokens[node.name] = creds.resolve(node.agent_token, state.root, env).reveal()
+        except SdpError as e:
+            problems[node.name] = f"agent token: {e}"
+    secrets = list(tokens.values())
+    pairs = []
+    if credentials is not None:
+        user, password = credentials.username.reveal(), credentials.password.reveal()
+        secrets += [user, password]
+        pairs.append((user, password))
+    redact = Redactor(secrets, pairs=pairs)
+
+    def one(node: Node) -> NodeReport:
+        report = NodeReport(
+            name=node.name, type=node.type.value, agent_url=node.agent_url,
+            address=node.address, public_address=node.public_address,
+            port_range=f"{node.port_range().first}-{node.port_range().last}",
+        )
+        if node.name in problems:
+            report.problem = problems[node.name]
+            return report
+        client = NodeClient(node.name, node.agent_url, tokens[node.name], timeout=timeout,
+                            transport=CappedTimeouts(timeout))
+        try:
+            _ask(client, report, credentials, no_credentials, state.nodes.model.installation)
+        except SdpError as e:
+            report.problem = str(e)
+        finally:
+            client.close()
+        report.problem = redact(report.problem) if report.problem else None
+        for repository in report.repositories:
+            repository.problem = redact(repository.problem) if repository.problem else None
+        return report
+
+    with ThreadPoolExecutor(max_workers=max(1, len(nodes)),
+                            thread_name_prefix="sdp-page-nodes") as pool:
+        return list(pool.map(one, nodes))
+
+
+def _ask(client: NodeClient, report: NodeReport, credentials: Credentials | None,
+         no_credentials: str | None, installation: str) -> None:
+    observation = client.observe()
+    report.reachable = True
+    report.version = observation.node.version
+    report.installation = observation.node.installation
+    if observation.node.installation != installation:
+        report.problem = (f"the agent belongs to installation {observation.node.installation!r},"
+                          f" not {installation!r}")
+    for container in sorted(observation.containers, key=lambda c: c.name):
+        labels = container.labels
+        report.containers.append(ContainerLine(
+            name=container.name, state=container.state, status=container.status,
+            sandbox=labels.get(LABEL_SANDBOX), service=labels.get(LABEL_SERVICE),
+            commit=labels.get(LABEL_COMMIT), port=labels.get(LABEL_PORT), aside=container.aside,
+        ))
+    report.ports_in_use = sorted({int(c.port) for c in report.containers
+                                  if c.port and c.port.isdigit()})
+    report.networks = sorted(n.name for n in observation.networks)
+    report.conflicts = list(observation.conflicts)
+    repositories = client.repositories()
+
+    def branches(name: str) -> tuple[dict[str, str] | None, str | None]:
+        if credentials is None:
+            return None, no_credentials
+        try:
+            return client.branches(name, credentials), None
+        except SdpError as e:
+            return None, str(e)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(repositories)),
+                            thread_name_prefix="sdp-page-branches") as pool:
+        listed = list(pool.map(branches, [r.name for r in repositories]))
+    for repository, (heads, problem) in zip(repositories, listed, strict=True):
+        report.repositories.append(RepositoryLine(
+            name=repository.name, kind=repository.kind.value, image=repository.image,
+            branches=dict(sorted(heads.items())) if heads is not None else None,
+            problem=problem,
+        ))
