@@ -277,3 +277,21 @@ def test_static_files_and_healthz_need_no_session(make_app: Callable[..., Starle
         health = anonymous.get("/healthz")
         assert health.status_code == 200
         assert health.json() == {"ok": True, "open_streams": 0, "polling": False}
+
+
+def test_browsing_every_page_changes_neither_the_history_nor_the_state(
+        client: TestClient, deployed: Deployed) -> None:
+    def snapshot() -> tuple[list[list[object]], dict[str, bytes]]:
+        with sqlite3.connect(deployed.stack.history) as db:
+            tables = [list(db.execute(f"SELECT * FROM {t} ORDER BY 1"))  # noqa: S608
+                      for t in ("passes", "deployments", "events", "audit", "status")]
+        files = {str(p): p.read_bytes() for p in sorted(deployed.stack.state.rglob("*"))
+                 if p.is_file() and ".git" not in p.parts}
+        return tables, files
+
+    before = snapshot()
+    for path in ("/", f"/sandboxes/{deployed.ok}", "/history", "/deployments/1", "/audit",
+                 "/templates", "/environments", "/nodes", "/fragments/overview",
+                 f"/fragments/sandboxes/{deployed.broken}"):
+        assert client.get(path).status_code == 200, path
+    assert snapshot() == before
