@@ -6,8 +6,10 @@ anything else (the event stream, a fragment the script refetches, a POST) gets 4
 session found is put in ``request.state.session`` for the handlers.
 
 ``SecurityHeaders``: a strict Content-Security-Policy (scripts and styles only from
-``/static``, no inline code, no framing), ``nosniff``, no referrer, and ``no-store`` on
-everything but static files, so a page shown after logout is never served from cache.
+``/static``, no inline code, no framing), ``nosniff``, no referrer to other sites
+(``same-origin``; with ``no-referrer`` browsers send ``Origin: null`` on form posts, which the
+login check refuses), and ``no-store`` on everything but static files, so a page shown after
+logout is never served from cache.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ class SecurityHeaders:
                 headers = MutableHeaders(scope=message)
                 headers.setdefault("Content-Security-Policy", CSP)
                 headers.setdefault("X-Content-Type-Options", "nosniff")
-                headers.setdefault("Referrer-Policy", "no-referrer")
+                headers.setdefault("Referrer-Policy", "same-origin")
                 headers.setdefault("X-Frame-Options", "DENY")
                 if not static:
                     headers["Cache-Control"] = "no-store"
