@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from sdp_reconciler.desired import ResolvedSandbox
 from sdp_reconciler.models import duration_seconds
-from sdp_reconciler.resolve import ResolvedSandbox
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,14 @@ repository). What cannot be placed is a problem at the entry's ``file:line:col``
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sdp_node.naming import GATEWAY, container_name
 from sdp_node.protocol import LABEL_NODE, RepositoryKind
-from sdp_reconciler.models import NodeType
-from sdp_reconciler.resolve import ResolvedSandbox
-from sdp_reconciler.sources import Location, Problem
+from sdp_reconciler.desired import ResolvedSandbox
+from sdp_reconciler.locations import Location, Problem
+from sdp_reconciler.models import NodeType, PortAllocation
 from sdp_reconciler.world import NodeView, World
 
 
@@ -28,20 +29,26 @@ class Placement:
     location: Location
 
 
-def _current_node(world: World, sandbox: str, service: str) -> str | None:
+def _current_nodes(world: World, sandbox: str, service: str) -> list[str]:
+    """Nodes running this container now, by name (a container can be on two after a move)."""
     name = container_name(sandbox, service)
-    for view in world.nodes.values():
+    found = []
+    for node, view in sorted(world.nodes.items()):
         if view.observation is None:
             continue
         for container in view.observation.containers:
             if container.name == name and not container.aside:
-                return container.labels.get(LABEL_NODE)
-    return None
+                found.append(container.labels.get(LABEL_NODE) or node)
+    return found
 
 
 def place(
-    sandboxes: dict[str, ResolvedSandbox], world: World
+    sandboxes: dict[str, ResolvedSandbox], world: World,
+    previous: Iterable[PortAllocation] = (),
 ) -> tuple[dict[tuple[str, str], Placement], list[Problem]]:
+    """Where each deployed service and gateway runs; ``previous`` is ports.yaml's memory of
+    where they ran (it keeps a service on its node while that node is unreachable)."""
+    before = {(a.sandbox, a.service): a.node for a in previous}
     placements: dict[tuple[str, str], Placement] = {}
     problems: list[Problem] = []
     micro = world.nodes_of(NodeType.MICRO)
@@ -51,6 +58,7 @@ def place(
             placed = _place_one(
                 world, micro, sandbox=name, service=service.name, repository=service.name,
                 pinned=service.spec.node, kind=RepositoryKind.GO, location=service.origin,
+                previous=before.get((name, service.name)),
             )
             if isinstance(placed, Problem):
                 problems.append(placed)
@@ -61,8 +69,12 @@ def place(
         spec = sandbox.gateway.spec
         repository = spec.repository or _only_php_repository(gateways, spec.node)
         if repository is None:
+            unreachable = [v.node.name for v in gateways if not v.reachable
+                           and spec.node in (None, v.node.name)]
             problems.append(Problem(
                 sandbox.gateway.origin, "gateway.repository",
+                f"GATEWAY node {', '.join(unreachable)} is unreachable, so its gateway "
+                "repository is unknown this pass" if unreachable else
                 "cannot tell which repository is the gateway: no GATEWAY node serves exactly "
                 "one PHP repository; name it with 'gateway: {repository: NAME}'",
             ))
@@ -70,6 +82,7 @@ def place(
         placed = _place_one(
             world, gateways, sandbox=name, service=GATEWAY, repository=repository,
             pinned=spec.node, kind=RepositoryKind.PHP, location=sandbox.gateway.origin,
+            previous=before.get((name, GATEWAY)),
         )
         if isinstance(placed, Problem):
             problems.append(placed)
@@ -89,7 +102,7 @@ def _only_php_repository(gateways: list[NodeView], pinned: str | None) -> str | 
 
 def _place_one(
     world: World, candidates: list[NodeView], *, sandbox: str, service: str, repository: str,
-    pinned: str | None, kind: RepositoryKind, location: Location,
+    pinned: str | None, kind: RepositoryKind, location: Location, previous: str | None = None,
 ) -> Placement | Problem:
     path = "gateway" if service == GATEWAY else f"services.{service}"
     kind_name = "GATEWAY" if service == GATEWAY else "MICRO"
@@ -104,6 +117,12 @@ def _place_one(
                 f"(it serves: {', '.join(sorted(view.repositories)) or 'nothing'})",
             )
         return Placement(sandbox, service, pinned, repository, location)
+    if previous is not None and any(
+        v.node.name == previous and not v.reachable for v in candidates
+    ):
+        # Its node is unreachable: keep it there (the sandbox is left as is this pass)
+        # rather than start a second copy elsewhere.
+        return Placement(sandbox, service, previous, repository, location)
     serving = [v for v in candidates if v.serves(repository, kind)]
     if not serving:
         unreachable = [v.node.name for v in candidates if not v.reachable]
@@ -117,6 +136,7 @@ def _place_one(
             f"no {kind_name} node serves a {kind.value} repository named {repository!r} "
             f"({detail})",
         )
-    current = _current_node(world, sandbox, service)
-    chosen = next((v for v in serving if v.node.name == current), serving[0])
+    running = _current_nodes(world, sandbox, service)
+    preferred = [previous] if previous in running else running
+    chosen = next((v for n in preferred for v in serving if v.node.name == n), serving[0])
     return Placement(sandbox, service, chosen.node.name, repository, location)

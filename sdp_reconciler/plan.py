@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from sdp_node.protocol import Step
-from sdp_reconciler.sources import Location, Problem
+from sdp_reconciler.locations import Location, Problem
 
 
 class Action(StrEnum):

@@ -28,6 +28,7 @@ from sdp_node.protocol import (
     LABEL_BRANCH,
     LABEL_COMMIT,
     LABEL_KIND,
+    LABEL_PORT,
     LABEL_SANDBOX,
     LABEL_SERVICE,
     LABEL_SPEC,
@@ -44,14 +45,13 @@ from sdp_node.protocol import (
     StartContainer,
     StopContainer,
 )
+from sdp_reconciler.desired import ResolvedSandbox
+from sdp_reconciler.locations import Location, Problem
 from sdp_reconciler.models import Resources, cpu_millicores, memory_bytes
 from sdp_reconciler.placement import Placement
 from sdp_reconciler.plan import Action, Change, Phase, Plan, RouteChoice, Subject
-from sdp_reconciler.ports import Allocation
-from sdp_reconciler.resolve import ResolvedSandbox
-from sdp_reconciler.sources import Location, Problem
 from sdp_reconciler.specs import differences, public_spec, spec_hash
-from sdp_reconciler.world import ResolvedEnvironment, World
+from sdp_reconciler.world import Allocation, ResolvedEnvironment, World
 
 Restart = tuple[str, str | None]
 """(sandbox, service) to recreate; service None: every container of the sandbox"""
@@ -288,16 +288,26 @@ class _Planner:
             return "new sandbox"
         return "new in the sandbox"
 
+    @staticmethod
+    def pinned_commit(draft: _Draft) -> str | None:
+        if draft.service == GATEWAY:
+            return draft.sandbox.gateway.spec.commit if draft.sandbox.gateway else None
+        return draft.sandbox.services[draft.service].spec.commit
+
     def update_reason(self, draft: _Draft, node: str, current: ObservedContainer) -> str:
         spec = draft.spec
         old_branch = current.labels.get(LABEL_BRANCH)
         old_commit = current.labels.get(LABEL_COMMIT, "")
         parts = []
+        pinned = self.pinned_commit(draft)
         if old_branch and old_branch != spec.branch:
             parts.append(f"branch changed {old_branch}→{spec.branch}")
         elif old_commit != spec.commit:
-            parts.append(f"branch moved {old_commit[:7]}→{spec.commit[:7]}")
+            what = "pinned commit changed" if pinned else "branch moved"
+            parts.append(f"{what} {old_commit[:7]}→{spec.commit[:7]}")
         fields = differences(self.last_applied(node, spec.container), spec.public_spec)
+        if parts and fields == ["previous spec unknown"]:
+            fields = []
         if fields:
             parts.append("spec changed: " + ", ".join(fields))
         return "; ".join(parts) or "spec changed"
@@ -377,12 +387,17 @@ class _Planner:
         )
 
     def _known_urls(self) -> set[str]:
+        """URLs SDP itself may have written: every allocation's and every running service's."""
         urls = set()
-        for (sandbox, service), allocation in self.ports.items():
-            placement = self.placements.get((sandbox, service))
-            if placement is not None:
-                address = self.world.nodes[placement.node].node.address
-                urls.add(f"http://{address}:{allocation.port}")
+        for allocation in self.ports.values():
+            view = self.world.nodes.get(allocation.node)
+            if view is not None:
+                urls.add(f"http://{view.node.address}:{allocation.port}")
+        for view in self.world.nodes.values():
+            for container in view.observation.containers if view.observation else []:
+                port = container.labels.get(LABEL_PORT)
+                if port and container.labels.get(LABEL_KIND) == "service":
+                    urls.add(f"http://{view.node.address}:{port}")
         for resolved in self.sandboxes.values():
             urls |= {s.spec.target for s in resolved.services.values() if s.spec.target}
         return urls
@@ -492,10 +507,8 @@ def plan(
         retired=dict(retired or {}),
     )
     for problem in problems:
-        affected = _sandbox_of_problem(problem, sandboxes)
         planner.problems.append(problem)
-        if affected:
-            planner.blocked.add(affected)
+        planner.blocked |= _sandboxes_of_problem(problem, sandboxes)
     notes = [f"node {name} is unreachable: {view.unreachable}"
              for name, view in sorted(world.nodes.items()) if view.unreachable]
 
@@ -570,18 +583,17 @@ def _network_exists(world: World, node: str, network: str) -> bool:
         n.name == network for n in view.observation.networks)
 
 
-def _sandbox_of_problem(problem: Problem, sandboxes: dict[str, ResolvedSandbox]) -> str | None:
+def _sandboxes_of_problem(problem: Problem,
+                          sandboxes: dict[str, ResolvedSandbox]) -> set[str]:
+    """Every sandbox the problem's file feeds: its own file, or a template entry it uses."""
+    affected = set()
     for name, sandbox in sandboxes.items():
-        if problem.location.file == sandbox.file:
-            return name
-    # A problem in a template's entry blocks every sandbox using that template's file.
-    for name, sandbox in sandboxes.items():
-        origins = [s.origin.file for s in sandbox.services.values()]
+        origins = {sandbox.file, *(s.origin.file for s in sandbox.services.values())}
         if sandbox.gateway is not None:
-            origins.append(sandbox.gateway.origin.file)
+            origins.add(sandbox.gateway.origin.file)
         if problem.location.file in origins:
-            return name
-    return None
+            affected.add(name)
+    return affected
 
 
 __all__ = ["Restart", "plan"]

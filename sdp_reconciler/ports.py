@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -25,11 +24,13 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from sdp_node.naming import GATEWAY
 from sdp_node.protocol import LABEL_PORT, LABEL_SANDBOX, LABEL_SERVICE
+from sdp_reconciler.desired import ResolvedSandbox
+from sdp_reconciler.locations import Problem
 from sdp_reconciler.models import PortAllocation
 from sdp_reconciler.placement import Placement
-from sdp_reconciler.resolve import ResolvedSandbox
-from sdp_reconciler.sources import Problem
-from sdp_reconciler.world import World
+from sdp_reconciler.world import Allocation, World
+
+__all__ = ["Allocation", "allocate", "release", "same_allocations", "write_ports_file"]
 
 HEADER = (
     "yaml-language-server: $schema=../schemas/ports.schema.json\n"
@@ -37,15 +38,6 @@ HEADER = (
     "Like a lock file: commit it to keep ports stable; SDP also recovers them from the\n"
     "sdp.port labels of running containers.\n"
 )
-
-
-@dataclass(frozen=True)
-class Allocation:
-    sandbox: str
-    service: str
-    node: str
-    port: int
-    allocated_at: datetime
 
 
 def _explicit(sandbox: ResolvedSandbox, service: str) -> int | None:
@@ -102,6 +94,16 @@ def allocate(
         kept = previous.get(key)
         seen = observed.get(key)
         if explicit is not None:
+            taken_by = next((other for other, (n, p) in sorted(observed.items())
+                             if other != key and n == node and p == explicit), None)
+            if taken_by is not None:
+                problems.append(Problem(
+                    placements[key].location, f"services.{service}.port"
+                    if service != GATEWAY else "gateway.port",
+                    f"port {explicit} on node {node} is held by the running container of "
+                    f"sandbox {taken_by[0]!r} service {taken_by[1]!r}: pick another port",
+                ))
+                continue
             same = kept if kept and kept.node == node and kept.port == explicit else None
             result[key] = same or Allocation(sandbox, service, node, explicit, now)
         elif kept is not None and kept.node == node:

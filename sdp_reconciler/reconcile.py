@@ -29,10 +29,10 @@ from sdp_reconciler.observing import check_installation, observe_nodes, resolve_
 from sdp_reconciler.placement import Placement, place
 from sdp_reconciler.plan import Action, Change, Plan, Subject
 from sdp_reconciler.planning import Restart, plan
-from sdp_reconciler.ports import Allocation, allocate, release, same_allocations, write_ports_file
+from sdp_reconciler.ports import allocate, release, same_allocations, write_ports_file
 from sdp_reconciler.resolve import ResolvedSandbox, resolve_all
 from sdp_reconciler.status import retired_rows, status_rows
-from sdp_reconciler.world import World
+from sdp_reconciler.world import Allocation, World
 
 Report = Callable[[str], None]
 
@@ -118,7 +118,8 @@ def prepare(
             if view.unreachable:
                 report(f"node {name}: unreachable ({view.unreachable})")
         world = World(installation=state.nodes.model.installation, spec_key=key, nodes=views)
-        placements, problems = place(sandboxes, world)
+        placements, problems = place(
+            sandboxes, world, state.ports.model.allocations if state.ports else ())
         credentials = None
         heads: dict[str, dict[str, str]] = {}
         head_errors: dict[str, str] = {}

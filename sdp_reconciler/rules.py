@@ -15,9 +15,9 @@ from pathlib import Path
 
 from sdp_node.naming import GATEWAY, container_name, resource_name_problem, slug
 from sdp_reconciler.loading import Document, LoadedState
+from sdp_reconciler.locations import Location, Problem, dotted
 from sdp_reconciler.models import NodeType, SecretRef
 from sdp_reconciler.resolve import resolve_sandbox, template_chain
-from sdp_reconciler.sources import Location, Problem, dotted
 
 Rule = Callable[[LoadedState], Iterator[Problem]]
 Claims = dict[tuple[NodeType | None, int], list[tuple[str | None, str, str, Location]]]

@@ -31,45 +31,19 @@ from ruamel.yaml.events import (
 )
 from ruamel.yaml.reader import ReaderError
 
+from sdp_reconciler.locations import Location, PathKey, Problem, dotted
+
+__all__ = [  # Location, Problem and dotted live in locations.py; re-exported for callers
+    "MAX_DEPTH", "MAX_FILE_BYTES", "Location", "PathKey", "Problem", "SourceDoc", "SourceError",
+    "dotted", "iter_paths", "load_source", "parse_source",
+]
+
 MAX_FILE_BYTES = 256 * 1024
 MAX_DEPTH = 16
 _CORE_TAGS = {
     f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq")
 }
 
-PathKey = tuple[str | int, ...]
-
-
-@dataclass(frozen=True, order=True)
-class Location:
-    """A place in a state file; lines and columns count from 1."""
-
-    file: str
-    line: int = 1
-    col: int = 1
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}"
-
-
-@dataclass(frozen=True, order=True)
-class Problem:
-    """One thing wrong with the state, where it is, and what to change."""
-
-    location: Location
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.location}: "
-        return f"{where}{self.path}: {self.message}" if self.path else f"{where}{self.message}"
-
-
-def dotted(path: PathKey) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 @dataclass

@@ -63,12 +63,22 @@ def public_spec(
 
 
 _SHORT = {"commit": 7}
+_LABELS = {"cpu_millicores": "cpu", "memory_bytes": "memory"}
 
 
 def _shown(field: str, value: Any) -> str:
+    if value is None:
+        return "none"
     if isinstance(value, str) and field in _SHORT:
         return value[: _SHORT[field]]
-    return "none" if value is None else str(value)
+    if field == "cpu_millicores" and isinstance(value, int):
+        return f"{value}m"
+    if field == "memory_bytes" and isinstance(value, int):
+        for unit, size in (("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024)):
+            if value % size == 0:
+                return f"{value // size}{unit}"
+        return f"{value}B"
+    return str(value)
 
 
 def differences(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> list[str]:
@@ -91,5 +101,6 @@ def differences(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> l
         elif field in ("commit", "branch"):
             continue  # reported as "branch moved" / "branch changed" by the planner
         else:
-            changes.append(f"{field} {_shown(field, old)}→{_shown(field, new)}")
+            label = _LABELS.get(field, field)
+            changes.append(f"{label} {_shown(field, old)}→{_shown(field, new)}")
     return changes

@@ -12,12 +12,11 @@ from __future__ import annotations
 from sdp_node.naming import GATEWAY, container_name
 from sdp_node.protocol import LABEL_COMMIT, ObservedContainer
 from sdp_reconciler.applying import ApplyOutcome
+from sdp_reconciler.desired import ResolvedSandbox
 from sdp_reconciler.history import StatusRow
 from sdp_reconciler.placement import Placement
 from sdp_reconciler.plan import Action, Change, Plan, Subject
-from sdp_reconciler.ports import Allocation
-from sdp_reconciler.resolve import ResolvedSandbox
-from sdp_reconciler.world import World
+from sdp_reconciler.world import Allocation, World
 
 _HEALTH_ORDER = ["Healthy", "Suspended", "Progressing", "Degraded", "Unhealthy"]
 _REASONS = {
@@ -50,9 +49,12 @@ def status_rows(
     allocations: list[Allocation],
 ) -> list[StatusRow]:
     changes: dict[tuple[str, str], Change] = {}
+    route_changes: dict[str, Change] = {}
     for change in plan.changes:
         if change.subject in (Subject.SERVICE, Subject.GATEWAY) and change.service:
             changes.setdefault((change.sandbox, change.service), change)
+        elif change.subject is Subject.ROUTES:
+            route_changes[change.sandbox] = change
     ports = {(a.sandbox, a.service): a.port for a in allocations}
     problems = {p for p in plan.problems}
     rows: list[StatusRow] = []
@@ -118,6 +120,16 @@ def status_rows(
             elif planned is not None:
                 row = _replace(row, sync="OutOfSync", reason="ChangesPending",
                                health="Progressing", message=planned.reason)
+            routes = route_changes.get(name) if service == GATEWAY else None
+            if routes is not None and not blocked and row.sync == "InSync":
+                result = outcome.results.get(routes.step_id) if outcome else None
+                if outcome is None:
+                    row = _replace(row, sync="OutOfSync", reason="ChangesPending",
+                                   health="Progressing", message=routes.reason)
+                elif result is None or not result.ok:
+                    why = result.message if result else outcome.errors.get(routes.step_id, "")
+                    row = _replace(row, sync="OutOfSync", reason="RoutesFailed",
+                                   health="Degraded", message=why)
             sandbox_rows.append(row)
         rows.extend(sandbox_rows)
         rows.append(_sandbox_row(name, sandbox, sandbox_rows, blocked))

@@ -5,6 +5,7 @@ resolved environments. Built by ``observing.py`` (I/O); consumed by ``planning.p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sdp_node.protocol import EnvFileMount, Observation, RepositoryInfo, RepositoryKind, Secret
 from sdp_reconciler.models import Node, NodeType
@@ -49,3 +50,12 @@ class World:
 
     def nodes_of(self, node_type: NodeType) -> list[NodeView]:
         return [v for _, v in sorted(self.nodes.items()) if v.node.type is node_type]
+
+
+@dataclass(frozen=True)
+class Allocation:
+    sandbox: str
+    service: str
+    node: str
+    port: int
+    allocated_at: datetime

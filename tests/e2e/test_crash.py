@@ -37,11 +37,14 @@ def stack(
 def seen_event(stack: Stack, event: str, resource: str) -> bool:
     if not stack.history.exists():
         return False
-    with sqlite3.connect(f"file:{stack.history}?mode=ro", uri=True) as db:
-        row = db.execute(
-            "SELECT 1 FROM events e JOIN deployments d ON d.id = e.deployment_id "
-            "WHERE (e.event = ? OR e.state = ?) AND d.resource = ? LIMIT 1",
-            (event, event, resource)).fetchone()
+    try:
+        with sqlite3.connect(f"file:{stack.history}?mode=ro", uri=True) as db:
+            row = db.execute(
+                "SELECT 1 FROM events e JOIN deployments d ON d.id = e.deployment_id "
+                "WHERE (e.event = ? OR e.state = ?) AND d.resource = ? LIMIT 1",
+                (event, event, resource)).fetchone()
+    except sqlite3.OperationalError:  # the reconciler has not created its tables yet
+        return False
     return row is not None
 
 

@@ -237,7 +237,7 @@ class Pass:
 def plan_pass(desired: Desired, observed: InMemoryNodes) -> Pass:
     """place → allocate → plan, as ``reconcile.prepare`` chains them."""
     world = desired.world(observed)
-    placements, problems = place(desired.sandboxes, world)
+    placements, problems = place(desired.sandboxes, world, desired.ports_file)
     allocations, port_problems = allocate(
         sandboxes=desired.sandboxes, placements=placements, existing=desired.ports_file,
         world=world, now=NOW,

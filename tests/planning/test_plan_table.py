@@ -7,7 +7,7 @@ substring of the reason). Rows use ``Action`` rather than its symbol because ``~
 update, start and stop. Cases that also expect problems, blocked sandboxes or notes say so.
 
 After the table: what a single row cannot show (route choices, step contents, secrets never
-shown, determinism), then the planner's known bugs as strict xfails.
+shown, determinism), then regression tests of the bugs these tables found.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ CASES = [
     ]),
     Case("pinned commit on the same branch", qa(account=branch("main", commit=NEW)),
          lambda: converged(BASE), [
-             (A.UPDATE, S, ACCOUNT, "branch moved a1b2c3d→e4f5a6b"),
+             (A.UPDATE, S, ACCOUNT, "pinned commit changed a1b2c3d→e4f5a6b"),
          ]),
     Case("branch moved and the gateway's too: both updated, routes unchanged",
          replace(BASE, heads=heads(account={"main": NEW}, erangel={"develop": sha("5ca1ab1")})),
@@ -216,7 +216,7 @@ CASES = [
                                                                   "memory": "256Mi"})),
          lambda: converged(BASE), [
              (A.UPDATE, S, ACCOUNT,
-              "spec changed: cpu_millicores none→500, memory_bytes none→268435456"),
+              "spec changed: cpu none→500m, memory none→256Mi"),
          ]),
     Case("container removed by hand", BASE,
          lambda: base_then(remove(ACCOUNT)), [
@@ -329,7 +329,7 @@ CASES = [
          blocked=frozenset({"qa"}), notes=["node micro-1 is unreachable: timed out"]),
     Case("unreachable gateway node: blocked, noted", BASE,
          lambda: base_then(lambda o: o.make_unreachable(GATEWAY_NODE)), [],
-         problems=[(gateway_location("qa"), "cannot tell which repository is the gateway")],
+         problems=[(gateway_location("qa"), "GATEWAY node gateway-1 is unreachable")],
          blocked=frozenset({"qa"}),
          notes=["node gateway-1 is unreachable: connection refused"]),
     Case("pinned node unreachable: blocked where the sandbox starts and at the service",
@@ -546,14 +546,9 @@ def test_dict_and_list_order_of_the_inputs_does_not_change_the_plan(seed: int) -
     assert fingerprint(result) == fingerprint(reference.plan)
 
 
-# -- known bugs (strict xfails: the owner removes the mark with the fix) ---------------------------
+# -- regressions: bugs these tables found, fixed -------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "planning._known_urls only knows URLs of services placed this pass, so the route SDP "
-    "itself wrote for a service now switched to OCP/target (or given a new port) is "
-    "reported as 'drift: config.php routes edited by hand'"
-))
 @pytest.mark.parametrize("desired", [
     qa(account=ocp()), qa(account=target(STAGING)), qa(account=branch("main", port=9005)),
 ], ids=["to OCP", "to target", "port changed"])
@@ -573,11 +568,6 @@ def from_template(name: str, template_origin: Location) -> Desired:
                                    services={**resolved.services, "account": account})))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "planning._sandbox_of_problem returns the first sandbox whose entry comes from the "
-    "problem's template file, so only that one is blocked; the others go on and REMOVE the "
-    "running container of the entry that failed ('orphan owned by this installation')"
-))
 def test_a_problem_in_a_template_blocks_every_sandbox_using_it() -> None:
     template = Location("state/templates/T.yaml", 5, 5)
     before = Desired(by_name(*(sandbox(n, {"account": branch("main"), "payment": ocp()})
@@ -591,11 +581,6 @@ def test_a_problem_in_a_template_blocks_every_sandbox_using_it() -> None:
     assert result.changes == (), result.render()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "placement._place_one ignores that the service runs (per ports.yaml) on an unreachable "
-    "node and places it on another MICRO node serving the repository: the planner deploys a "
-    "second copy and moves the route, instead of leaving the sandbox as is"
-))
 def test_a_service_on_an_unreachable_node_is_not_moved_to_another_node() -> None:
     micro2 = node("micro-2", NodeType.MICRO, "10.0.0.3", (9001, 9010))
     observed = converged(BASE, nodes(extra={micro2: [go_repository("account")]}))
@@ -606,11 +591,6 @@ def test_a_service_on_an_unreachable_node_is_not_moved_to_another_node() -> None
     assert result.blocked == {"qa"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "placement._current_node returns the node of the first container of that name in "
-    "world.nodes' order: with the same container on two nodes the placement (and the plan) "
-    "depends on the order of nodes.yaml rather than on the inputs' content"
-))
 def test_placement_does_not_depend_on_the_order_of_world_nodes() -> None:
     from sdp_reconciler.placement import place
 

@@ -165,11 +165,6 @@ def test_kept_allocations_keep_their_time_and_new_ones_get_now() -> None:
         ("account", EARLIER), ("gateway", NOW)}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ports.allocate gives an explicit port to its claimant without checking that the "
-    "sdp.port label of another sandbox's container holds it (ports.yaml empty: a fresh "
-    "clone), and recovers that container's port too: two owners of micro-1:9001"
-))
 def test_an_explicit_claim_on_a_port_another_sandbox_runs_on_is_not_a_second_owner() -> None:
     allocations, problems = allocate_for(
         [micro_only("other"), micro_only("qa", port=9001)], (), running(micro_only("other"))())

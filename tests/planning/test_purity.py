@@ -15,8 +15,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
-
 from sdp_reconciler.models import NodeType
 from sdp_reconciler.planning import plan
 from tests.planning.builders import (
@@ -132,13 +130,6 @@ def file_io_calls(module: str) -> list[str]:
     return found
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DESIGN/STYLE: 'planner, models and diffs import nothing that does I/O'. The planner's "
-    "import graph reaches file I/O: ports.py:161-180 (write_ports_file: exists, read_text, "
-    "open, os.replace; planning imports ports for the Allocation type) and, through "
-    "resolve.py (imported for ResolvedSandbox), loading.py:98-117 and sources.py:108-118 "
-    "(load_state: exists, iterdir, stat, read_bytes)"
-))
 def test_the_planner_imports_no_module_that_reads_or_writes_files() -> None:
     calls = [c for module in sorted(import_graph("sdp_reconciler.planning"))
              for c in file_io_calls(module)]

@@ -51,7 +51,7 @@ DIFFERENCES: list[tuple[str, dict[str, Any] | None, dict[str, Any], list[str]]] 
     ("port", BASE, spec(port=9002), ["port 9001→9002"]),
     ("image", BASE, spec(image="alpine:3.21"), ["image alpine:3.20→alpine:3.21"]),
     ("limits", BASE, spec(cpu_millicores=500, memory_bytes=268435456),
-     ["cpu_millicores none→500", "memory_bytes none→268435456"]),
+     ["cpu none→500m", "memory none→256Mi"]),
     ("commit and branch are the planner's to word", BASE,
      spec(commit="e4f5a6b" + "0" * 33, branch="develop"), []),
     ("several fields, in name order", BASE,
@@ -59,7 +59,7 @@ DIFFERENCES: list[tuple[str, dict[str, Any] | None, dict[str, Any], list[str]]] 
      ["container_port 8080→80", "env A added", "port 9001→9002"]),
     ("a field the old spec did not have (older agent)", {k: v for k, v in BASE.items()
                                                          if k != "memory_bytes"},
-     spec(memory_bytes=1024), ["memory_bytes none→1024"]),
+     spec(memory_bytes=1024), ["memory none→1Ki"]),
 ]
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import pytest
-
 from sdp_reconciler.applying import ApplyOutcome
 from sdp_reconciler.history import StatusRow
 from sdp_reconciler.status import status_rows
@@ -146,10 +144,6 @@ def test_a_service_stopped_by_hand_and_started_again() -> None:
     assert facts(rows["account"])[:3] == ("InSync", "Healthy", "Started")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "status.status_rows only looks at SERVICE and GATEWAY changes, so a failed route-only "
-    "change (SetRoutes, Subject.ROUTES) leaves the gateway InSync / Healthy / UpToDate"
-))
 def test_a_failed_route_change_is_out_of_sync() -> None:
     observed = converged(QA)
     observed.edit_routes_by_hand("sandbox-qa-gateway", payment_url="http://10.9.9.9:1")
