@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import random
 import time
 import urllib.error
 import urllib.request
@@ -253,8 +254,8 @@ class Engine:
                 )
             configs = (existing.get("IPAM") or {}).get("Config") or [{}]
             return False, str(configs[0].get("Subnet", ""))
-        for attempt in range(8):
-            subnet = self._free_subnet()
+        for attempt in range(24):
+            subnet = self._free_subnet(spread=attempt > 0)
             try:
                 self.api.create_network(
                     name, driver="bridge", labels=self.own_labels(**labels),
@@ -263,7 +264,7 @@ class Engine:
                 )
                 return True, str(subnet)
             except APIError as e:
-                if "overlap" in str(e).lower() and attempt < 7:
+                if "overlap" in str(e).lower() and attempt < 23:
                     continue  # another agent on this engine took it meanwhile
                 if e.status_code == 409:
                     return self.ensure_network(name, labels)
@@ -279,7 +280,11 @@ class Engine:
             raise NodeError(f"cannot inspect network {name!r}: {e}") from e
         return None
 
-    def _free_subnet(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    def _free_subnet(
+        self, *, spread: bool = False
+    ) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        """The first free subnet of the range; after a collision with another creator (two
+        agents on one engine), one of the next free ones at random, so they stop colliding."""
         used = []
         for network in self.api.networks():
             details = network
@@ -287,9 +292,14 @@ class Engine:
                 with contextlib.suppress(ValueError, KeyError):
                     used.append(ipaddress.ip_network(config["Subnet"]))
         span = ipaddress.ip_network(self.config.subnet_range)
+        free = []
         for candidate in span.subnets(new_prefix=self.config.subnet_prefix):
             if not any(candidate.overlaps(u) for u in used):
-                return candidate
+                free.append(candidate)
+                if len(free) == (16 if spread else 1):
+                    break
+        if free:
+            return random.choice(free) if spread else free[0]
         raise NodeError(
             f"no free /{self.config.subnet_prefix} subnet left in {self.config.subnet_range} on "
             f"node {self.config.name}: widen subnet_range in node.yaml"
