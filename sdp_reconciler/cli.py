@@ -202,7 +202,55 @@ def build_parser() -> argparse.ArgumentParser:
                        "SDP_GIT_USERNAME/SDP_GIT_PASSWORD)")
     watch.add_argument("--branch", default="main", help="branch of --remote (default main)")
     watch.set_defaults(handler=cmd_watch)
+    _add_editing_commands(commands_)
     return parser
+
+
+def _add_editing_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    from sdp_reconciler import editing_commands as edit
+
+    new = commands_parser(commands, "new", help="write a new sandbox file from a template",
+                          description="Write sandboxes/SANDBOX.yaml starting from TEMPLATE, "
+                          "with the services given by --branch on branches. Review, commit "
+                          "and push it; nothing is deployed by this command.")
+    new.add_argument("sandbox", metavar="SANDBOX")
+    new.add_argument("--from", dest="template", required=True, metavar="TEMPLATE")
+    new.add_argument("--branch", action="append", default=[], metavar="SERVICE=BRANCH",
+                     help="deploy SERVICE from BRANCH in the sandbox (repeatable)")
+    new.add_argument("--gateway-branch", metavar="BRANCH",
+                     help="the gateway's branch (default: the template's)")
+    new.set_defaults(handler=edit.cmd_new)
+
+    clone = commands_parser(commands, "clone", help="copy a sandbox under a new name",
+                            description="Write sandboxes/DEST.yaml as a copy of SOURCE (same "
+                            "branches, environment, routes; comments kept), without its "
+                            "ports: the copy gets new ones.")
+    clone.add_argument("source", metavar="SOURCE")
+    clone.add_argument("destination", metavar="DEST")
+    clone.set_defaults(handler=edit.cmd_clone)
+
+    route = commands_parser(commands, "route", help="route a sandbox service to a branch, "
+                            "OCP or a URL", description="Set SERVICE of SANDBOX to one of: a "
+                            "branch deployed in the sandbox, the OCP value, or a URL.")
+    route.add_argument("sandbox", metavar="SANDBOX")
+    route.add_argument("service", metavar="SERVICE")
+    to = route.add_mutually_exclusive_group(required=True)
+    to.add_argument("--branch", metavar="BRANCH", help="deploy this branch in the sandbox")
+    to.add_argument("--ocp", action="store_true", help="route to OCP")
+    to.add_argument("--target", metavar="URL", help="route to this http(s) URL")
+    route.set_defaults(handler=edit.cmd_route)
+
+    snap = commands_parser(commands, "snapshot", help="capture a sandbox as a template "
+                           "pinning its running commits", description="Write templates/NAME."
+                           "yaml pinning the commits SANDBOX runs now (from the history), its "
+                           "routes, and environments/NAME.yaml copying its environment; "
+                           "recreate it later with 'sdp-reconcile new X --from NAME'.")
+    snap.add_argument("sandbox", metavar="SANDBOX")
+    snap.add_argument("name", metavar="NAME")
+    _add_history(snap)
+    snap.set_defaults(handler=edit.cmd_snapshot)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
