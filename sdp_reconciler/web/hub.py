@@ -56,14 +56,17 @@ class Subscription:
         self.notices.append(notice)
         self.wake.set()
 
-    async def next_batch(self) -> list[Notice]:
-        """Wait for notices; [] when the hub closed (the stream should end)."""
-        while not self.notices and not self.closed:
+    async def next_batch(self, timeout: float) -> list[Notice] | None:
+        """Notices, waiting up to ``timeout`` s ([] if none came); None once the hub closed."""
+        if not self.notices and not self.closed:
             self.wake.clear()
-            await self.wake.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout)
+        if self.closed:
+            return None
         batch = list(self.notices)
         self.notices.clear()
-        return [] if self.closed else batch
+        return batch
 
 
 class EventHub:

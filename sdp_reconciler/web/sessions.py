@@ -106,6 +106,10 @@ class LoginThrottle:
     def failed(self, username: str, address: str) -> None:
         now = self._clock()
         with self._lock:
+            if len(self._failures) > 10_000:  # forget users and addresses with no recent failure
+                for key in list(self._failures):
+                    if not self._recent(key, now):
+                        del self._failures[key]
             for key in self._keys(username, address):
                 self._recent(key, now).append(now)
 

@@ -8,7 +8,8 @@ changed, so the page refetches its summaries. A stream starts after ``Last-Event
 browser sends when it reconnects), else after ``?after=ID`` (the last event the page was
 rendered with), else at the present; a reconnect further behind than ``catch_up_limit`` gets
 ``event: reload``. Idle streams carry a comment heartbeat. When the client goes away the
-subscription is dropped at once (``open_streams`` in /healthz counts them).
+subscription is dropped at once (``open_streams`` in /healthz counts them); a stream whose
+session ended (sign-out, expiry) closes within a heartbeat interval.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ async def events(request: Request) -> Response:
     after = _start_after(request)
     settings = context.settings
     history = context.history
+    token = request.scope.get("state", {}).get("session_token")
 
     async def read(after_id: int) -> list[dict[str, Any]]:
         return await anyio.to_thread.run_sync(
@@ -68,9 +70,9 @@ async def events(request: Request) -> Response:
                         sent = int(row["id"])
                     caught_up = len(rows) < BATCH
                     continue
-                notices = await subscription.next_batch()
-                if not notices:
-                    return
+                notices = await subscription.next_batch(settings.heartbeat_seconds)
+                if notices is None or context.sessions.get(token) is None:
+                    return  # the server is stopping, or the viewer signed out
                 if subscription.overflowed:
                     subscription.overflowed = False
                     caught_up = False

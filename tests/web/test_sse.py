@@ -233,3 +233,20 @@ def test_stopping_the_server_ends_open_streams(tmp_path: Path) -> None:
     finally:
         live.server.stop()
         live.history.close()
+
+
+@pytest.mark.parametrize("page", [WebSettings(poll_interval=0.05, heartbeat_seconds=0.3)],
+                         indirect=True)
+def test_signing_out_ends_the_streams_of_that_session(page: LivePage) -> None:
+    with page.client(timeout=10) as client:
+        response = open_stream(client)
+        events = parse(response.iter_lines())
+        assert next(events).comment == "connected"
+        page.wait_open_streams(1, timeout=10)
+        started = time.monotonic()
+        assert client.post("/logout").status_code == 303
+        rest = list(events)
+        response.close()
+    assert time.monotonic() - started < 5
+    assert all(e.event != "progress" for e in rest)
+    page.wait_open_streams(0, timeout=10)

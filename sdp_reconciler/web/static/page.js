@@ -228,7 +228,14 @@
       if (opened) { refreshFragments(); }
       opened = true;
     });
-    source.addEventListener("error", function () { show("○ reconnecting…", "down"); });
+    source.addEventListener("error", function () {
+      // CLOSED: the server refused the stream (signed out or expired); the browser gives up.
+      if (source.readyState === EventSource.CLOSED) {
+        show("○ not live: reload the page to sign in again", "down");
+      } else {
+        show("○ reconnecting…", "down");
+      }
+    });
     source.addEventListener("progress", function (event) {
       var row = JSON.parse(event.data);
       recent.push(row);
