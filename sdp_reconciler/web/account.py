@@ -71,7 +71,7 @@ async def login(request: Request) -> Response:
         log.warning("login refused (client %s)", address)
         return again(403, str(e))
     except LoginUnavailable as e:
-        log.warning("login could not be checked (client %s): %s", address, e)
+        log.warning("login could not be checked (client %s): %s", address, e.detail)
         return again(503, str(e))
     context.throttle.succeeded(username)
     token = context.sessions.create(username, replacing=request.cookies.get(COOKIE))

@@ -27,7 +27,15 @@ class LoginRefused(Exception):
 
 
 class LoginUnavailable(Exception):
-    """The login could not be checked (no gateway node, agent unreachable, state invalid)."""
+    """The login could not be checked (no gateway node, agent unreachable, state invalid).
+
+    ``str()`` is what a viewer who is not signed in may read (which node, what kind of
+    failure); ``detail`` adds the agents' own messages, addresses included, for the log.
+    """
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 class LoginCheck(Protocol):
@@ -50,17 +58,21 @@ class GatewayLogin:
         try:
             state = self._state()
         except SdpError as e:
-            raise LoginUnavailable(f"the state directory cannot be loaded: {e}") from None
+            raise LoginUnavailable("the login cannot be checked while the state directory has "
+                                   "problems", f"the state directory cannot be loaded: {e}"
+                                   ) from None
         gateways = sorted((n for n in state.nodes.model.nodes if n.type is NodeType.GATEWAY),
                           key=lambda n: n.name)
         if not gateways:
             raise LoginUnavailable("nodes.yaml names no GATEWAY node to check logins with")
-        problems: list[str] = []
+        public: list[str] = []
+        details: list[str] = []
         for node in gateways:
             try:
                 token = creds.resolve(node.agent_token, state.root, self._env).reveal()
             except SdpError as e:
-                problems.append(f"agent token of node {node.name}: {e}")
+                public.append(f"node {node.name}: its agent token is not configured here")
+                details.append(f"agent token of node {node.name}: {e}")
                 continue
             with NodeClient(node.name, node.agent_url, token, timeout=self._timeout) as client:
                 try:
@@ -71,10 +83,16 @@ class GatewayLogin:
                     if e.status == 403:
                         raise LoginRefused("LOGIN FAILED: Bitbucket refused the username or "
                                            "password") from None
-                    problems.append(redact(str(e)))
-                except (NodeUnreachable, LoginUnavailable) as e:
-                    problems.append(redact(str(e)))
-        raise LoginUnavailable("the login cannot be checked now: " + "; ".join(problems))
+                    public.append(f"node {node.name}: its agent answered HTTP {e.status}")
+                    details.append(redact(str(e)))
+                except NodeUnreachable as e:
+                    public.append(f"node {node.name}: its agent is unreachable")
+                    details.append(redact(str(e)))
+                except LoginUnavailable as e:
+                    public.append(str(e))
+                    details.append(e.detail)
+        raise LoginUnavailable("the login cannot be checked now (" + "; ".join(public) + ")",
+                               "; ".join(details))
 
 
 def _gateway_repository(client: NodeClient, state: LoadedState) -> str:

@@ -233,3 +233,14 @@ def test_the_page_only_reads(make_app: Callable[..., Starlette]) -> None:
             assert methods <= {"GET", "HEAD", "POST"}
             if "POST" in methods:
                 assert route.path in ("/login", "/logout")
+
+
+def test_a_login_page_shows_strangers_no_state_or_agent_details(
+        make_app: Callable[..., Starlette], state_copy: Path, deployed: Deployed) -> None:
+    (state_copy / "sandboxes" / "BAD.yaml").write_text("sandbox: BAD\nservices: [1]\n")
+    with TestClient(make_app(state_dir=state_copy), follow_redirects=False) as browser:
+        answer = sign_in(browser)
+        assert answer.status_code == 503
+        assert "state directory has problems" in answer.text
+        assert "BAD.yaml" not in answer.text and str(state_copy) not in answer.text
+        assert deployed.stack.gateway.url not in answer.text
