@@ -167,7 +167,8 @@ class Converger:
                     operation.emit("state", step_id=step.step_id, state=DeployState.QUEUED)
             for step in request.steps:
                 context = StepContext(operation, step.step_id, request.credentials)
-                operation.emit("result", result=self._run_step(step, context))
+                operation.emit("result", step_id=step.step_id,
+                               result=self._run_step(step, context))
         finally:
             operation.finish()
 

@@ -22,7 +22,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from watchfiles import Change, watch
 
@@ -32,6 +31,7 @@ from sdp_reconciler.history import History
 from sdp_reconciler.loading import PORTS_FILE, load_state
 from sdp_reconciler.reconcile import prepare, run
 from sdp_reconciler.statesync import StateSync
+from sdp_reconciler.web import WebServer, create_app
 
 Report = Callable[[str], None]
 
@@ -155,31 +155,21 @@ class Watcher:
         finally:
             self.stop.set()
             if page is not None:
-                page.should_exit = True
+                page.stop()
             history.close()
             shutil.rmtree(self._snapshot, ignore_errors=True)
         return 0
 
 
 def start_page(options: WatchOptions, env: Mapping[str, str] | None,
-               report: Report) -> Any:
-    """The status page on a uvicorn server in a thread; returns the server (or None)."""
-    try:
-        from sdp_reconciler.web.app import create_app
-    except ImportError:  # pragma: no cover - the page ships with the package
-        report("status page unavailable: sdp_reconciler.web is missing")
-        return None
-    import uvicorn
-
+               report: Report) -> WebServer:
+    """The status page on a uvicorn server in a thread; returns once it listens."""
     assert options.listen is not None
-    host, _, port = options.listen.rpartition(":")
     app = create_app(state_dir=options.state_dir, history_path=options.history_path, env=env)
-    server = uvicorn.Server(uvicorn.Config(app, host=host or "127.0.0.1", port=int(port),
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, name="sdp-page", daemon=True)
-    thread.start()
-    report(f"status page on http://{host or '127.0.0.1'}:{port}/")
-    return server
+    page = WebServer(app, options.listen)
+    page.start()
+    report(f"status page on http://{options.listen}/")
+    return page
 
 
 def main_loop(options: WatchOptions, env: Mapping[str, str] | None = None) -> int:

@@ -16,7 +16,7 @@ from sdp_testbed.gitserver import GitServer
 from sdp_testbed.repos import commit_files, init_bare
 from sdp_testbed.waiting import http_get, wait_for
 from tests.e2e.stack import BIN, QA_DEFAULT, QA_ENV, Stack, build_stack, sandbox_yaml, stop_stack
-from tests.support.agents import AgentProcess
+from tests.support.agents import AgentProcess, free_port
 
 
 @pytest.fixture
@@ -34,8 +34,9 @@ def stack(
 class WatchProcess:
     def __init__(self, stack: Stack, *args: str) -> None:
         self.lines: list[str] = []
+        listen = [] if "--listen" in args else ["--listen", "off"]
         self.process = subprocess.Popen(
-            [str(BIN / "sdp-reconcile"), "watch", "--listen", "off", "--history",
+            [str(BIN / "sdp-reconcile"), "watch", *listen, "--history",
              str(stack.history), *args], env=stack.env, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, cwd=stack.root,
         )
@@ -78,9 +79,15 @@ def gateway_port(stack: Stack, sandbox: str) -> int | None:
 
 
 def test_watch_reconciles_on_state_changes_and_ignores_its_own_writes(stack: Stack) -> None:
-    watcher = WatchProcess(stack, "--state", str(stack.state), "--interval", "300")
+    page = free_port()
+    watcher = WatchProcess(stack, "--state", str(stack.state), "--interval", "300",
+                           "--listen", f"127.0.0.1:{page}")
     try:
         mark = watcher.wait_for_line("pass 1: Plan")
+        assert watcher.saw(f"status page on http://127.0.0.1:{page}/")
+        health = http_get(f"http://127.0.0.1:{page}/healthz")
+        assert health.status == 200
+        assert http_get(f"http://127.0.0.1:{page}/").status == 401  # a session is needed
         stack.write("sandboxes/QA-W.yaml", sandbox_yaml("QA-W", account_branch="main"))
         mark = watcher.wait_for_line("converged", after=mark)
         port = wait_for(lambda: gateway_port(stack, "QA-W"), what="the gateway port")
