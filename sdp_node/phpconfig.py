@@ -24,7 +24,6 @@ What it promises:
 from __future__ import annotations
 
 import bisect
-import enum
 import os
 import re
 import secrets
@@ -37,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from sdp_node.errors import RouteConfigError
+from sdp_node.phplexer import Kind, Lexer, LexError, Token
 
 __all__ = [
     "RouteConfigError",
@@ -102,280 +102,6 @@ def validate_route_url(url: str) -> str:
     return url
 
 
-# --------------------------------------------------------------------------- the PHP lexer
-
-
-class _Kind(enum.Enum):
-    OPEN_TAG = "open tag"
-    CLOSE_TAG = "close tag"
-    VARIABLE = "variable"
-    IDENT = "identifier"
-    NUMBER = "number"
-    STRING = "string"
-    PUNCT = "punctuation"
-
-
-@dataclass(frozen=True, slots=True)
-class _Token:
-    kind: _Kind
-    start: int
-    end: int
-    text: str
-    # For a single- or double-quoted literal without interpolation that decodes as UTF-8:
-    # its value. ``None`` for every other token (heredocs and interpolated strings included).
-    value: str | None = None
-
-
-class _LexError(Exception):
-    def __init__(self, message: str, pos: int) -> None:
-        super().__init__(message)
-        self.pos = pos
-
-
-_LABEL_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_") | frozenset(
-    map(chr, range(0x80, 0x100))
-)
-_LABEL_RE = "[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*"
-_OPEN_TAG = re.compile(r"<\?php(?:[ \t\r\n]|\Z)", re.IGNORECASE)
-_LINE_COMMENT_END = re.compile(r"\r|\n|\?>")
-_SINGLE_QUOTED = re.compile(r"'([^'\\]*(?:\\.[^'\\]*)*)'", re.DOTALL)
-_HEREDOC_HEAD = re.compile(
-    rf"[bB]?<<<[ \t]*(?:(?P<bare>{_LABEL_RE})|\"(?P<dq>{_LABEL_RE})\"|'(?P<nowdoc>{_LABEL_RE})')"
-    r"(?:\r\n|\n|\r)"
-)
-_NUMBER = re.compile(r"[0-9][0-9A-Za-z_]*(?:\.[0-9A-Za-z_]*)?")
-_IDENT = re.compile(_LABEL_RE)
-_OPERATORS = (
-    "<<=", ">>=", "**=", "...", "<=>", "===", "!==", "??=", "?->",
-    "**", "++", "--", "->", "=>", "::", "==", "!=", "<>", "<=", ">=", "&&", "||", "??",
-    "+=", "-=", "*=", "/=", ".=", "%=", "&=", "|=", "^=", "<<", ">>", "#[",
-)  # fmt: skip
-_OPERATOR = re.compile("|".join(map(re.escape, _OPERATORS)) + "|.", re.DOTALL)  # longest first
-_SIMPLE_ESCAPES = {"n": 10, "t": 9, "r": 13, "v": 11, "e": 27, "f": 12, "\\": 92, "$": 36, '"': 34}
-_OCTAL = re.compile(r"[0-7]{1,3}")
-_HEX = re.compile(r"[0-9A-Fa-f]{1,2}")
-_UNICODE = re.compile(r"\{([0-9A-Fa-f]+)\}")
-
-
-def _match_end(pattern: re.Pattern[str], src: str, pos: int) -> int:
-    m = pattern.match(src, pos)
-    assert m is not None, "callers check the first character"
-    return m.end()
-
-
-def _utf8(raw: bytes | bytearray) -> str | None:
-    try:
-        return bytes(raw).decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
-def _decode_double_quoted(body: str) -> str | None:
-    """The value of a double-quoted literal without interpolation; ``None`` if not UTF-8."""
-    out = bytearray()
-    i = 0
-    while i < len(body):
-        ch = body[i]
-        nxt = body[i + 1] if i + 1 < len(body) else ""
-        if ch != "\\" or not nxt:
-            out.append(ord(ch))
-            i += 1
-        elif nxt in _SIMPLE_ESCAPES:
-            out.append(_SIMPLE_ESCAPES[nxt])
-            i += 2
-        elif (m := _OCTAL.match(body, i + 1)) is not None:
-            out.append(int(m.group(), 8) & 0xFF)  # PHP wraps \400 and above, with a warning
-            i = m.end()
-        elif nxt == "x" and (m := _HEX.match(body, i + 2)) is not None:
-            out.append(int(m.group(), 16))
-            i = m.end()
-        elif nxt == "u" and body.startswith("{", i + 2):
-            m = _UNICODE.match(body, i + 2)
-            if m is None or int(m[1], 16) > 0x10FFFF:
-                return None  # a compile error in PHP
-            out += chr(int(m[1], 16)).encode("utf-8", "surrogatepass")
-            i = m.end()
-        else:  # an unknown escape keeps its backslash
-            out.append(92)
-            i += 1
-    return _utf8(out)
-
-
-class _Lexer:
-    """Splits PHP source (bytes decoded as latin-1, so offsets are byte offsets) into the
-    tokens that matter; whitespace and comments are dropped."""
-
-    def __init__(self, src: str) -> None:
-        self.src = src
-        self.pos = 0
-        self.tokens: list[_Token] = []
-
-    def run(self) -> list[_Token]:
-        while self.pos < len(self.src) and self._inline_html():
-            self._code(in_string=False)
-        return self.tokens
-
-    def _inline_html(self) -> bool:
-        """Skip inline HTML up to an open tag; return whether there is one."""
-        src = self.src
-        at = src.find("<?", self.pos)
-        if at < 0:
-            self.pos = len(src)
-            return False
-        if (m := _OPEN_TAG.match(src, at)) is not None:
-            self.tokens.append(_Token(_Kind.OPEN_TAG, at, m.end(), m.group()))
-            self.pos = m.end()
-        elif src.startswith("<?=", at):
-            # `<?=` opens an echo statement: what follows is an expression, not a statement.
-            self.tokens.append(_Token(_Kind.IDENT, at, at + 3, "echo"))
-            self.pos = at + 3
-        else:
-            raise _LexError(
-                "'<?' without 'php' is code or text depending on short_open_tag; refusing to guess",
-                at,
-            )
-        return True
-
-    def _code(self, *, in_string: bool) -> None:
-        """Lex PHP code up to a close tag, or (in_string) up to the `}` that ends `{$...}`."""
-        src, n = self.src, len(self.src)
-        depth = 0
-        while True:
-            self._skip_space_and_comments()
-            if self.pos >= n:
-                if in_string:
-                    raise _LexError("unterminated '{$' in a string", self.pos)
-                return
-            start = self.pos
-            if src.startswith("?>", start):
-                if in_string:
-                    raise _LexError("'?>' inside string interpolation", start)
-                end = start + 2
-                end += 2 if src.startswith("\r\n", end) else 1 if src.startswith("\n", end) else 0
-                self.tokens.append(_Token(_Kind.CLOSE_TAG, start, end, src[start:end]))
-                self.pos = end
-                return
-            token = self._token()
-            if in_string:
-                if token.text == "{":
-                    depth += 1
-                elif token.text == "}":
-                    if depth == 0:
-                        return
-                    depth -= 1
-                continue
-            self.tokens.append(token)
-            if token.kind is _Kind.IDENT and token.text.lower() == "__halt_compiler":
-                self.pos = n  # everything after __halt_compiler(); is data, not code
-                return
-
-    def _skip_space_and_comments(self) -> None:
-        src, n = self.src, len(self.src)
-        while self.pos < n:
-            ch = src[self.pos]
-            if ch in " \t\r\n":
-                self.pos += 1
-            elif src.startswith("//", self.pos) or (
-                ch == "#" and not src.startswith("#[", self.pos)
-            ):
-                # A line comment ends at a newline or at `?>`, which still closes PHP mode.
-                m = _LINE_COMMENT_END.search(src, self.pos)
-                self.pos = m.start() if m is not None else n
-            elif src.startswith("/*", self.pos):
-                end = src.find("*/", self.pos + 2)
-                if end < 0:
-                    raise _LexError("unterminated /* comment", self.pos)
-                self.pos = end + 2
-            else:
-                return
-
-    def _token(self) -> _Token:
-        src, start = self.src, self.pos
-        ch = src[start]
-        nxt = src[start + 1 : start + 2]
-        if ch == "$" and nxt and nxt in _LABEL_START:
-            return self._take(_Kind.VARIABLE, _match_end(_IDENT, src, start + 1))
-        quote_at = start + 1 if ch in "bB" and nxt in ("'", '"') else start
-        if src[quote_at] == "'":
-            return self._single_quoted(quote_at)
-        if src[quote_at] in '"`':
-            return self._double_quoted(quote_at)
-        if (m := _HEREDOC_HEAD.match(src, start)) is not None:
-            return self._heredoc(m)
-        if ch in _LABEL_START:
-            return self._take(_Kind.IDENT, _match_end(_IDENT, src, start))
-        if ch in "0123456789":
-            return self._take(_Kind.NUMBER, _match_end(_NUMBER, src, start))
-        return self._take(_Kind.PUNCT, _match_end(_OPERATOR, src, start))
-
-    def _take(self, kind: _Kind, end: int, value: str | None = None) -> _Token:
-        token = _Token(kind, self.pos, end, self.src[self.pos : end], value)
-        self.pos = end
-        return token
-
-    def _single_quoted(self, quote_at: int) -> _Token:
-        m = _SINGLE_QUOTED.match(self.src, quote_at)
-        if m is None:
-            raise _LexError("unterminated single-quoted string", self.pos)
-        raw = re.sub(r"\\([\\'])", r"\1", m[1])
-        return self._take(_Kind.STRING, m.end(), _utf8(raw.encode("latin-1")))
-
-    def _double_quoted(self, quote_at: int) -> _Token:
-        """A `"..."` or `` `...` `` string; interpolated ones get no value."""
-        src, n, closer = self.src, len(self.src), self.src[quote_at]
-        i = quote_at + 1
-        interpolated = closer == "`"  # backticks run a shell command: never a plain value
-        while True:
-            if i >= n:
-                raise _LexError("unterminated double-quoted string", self.pos)
-            ch = src[i]
-            if ch == closer:
-                break
-            if ch == "\\":
-                i += 2
-                continue
-            skipped = self._interpolation(i)
-            interpolated = interpolated or skipped != i
-            i = skipped if skipped != i else i + 1
-        value = None if interpolated else _decode_double_quoted(src[quote_at + 1 : i])
-        return self._take(_Kind.STRING, i + 1, value)
-
-    def _interpolation(self, i: int) -> int:
-        """If an interpolation starts at ``i``, the offset just past it (or past its `$`)."""
-        src = self.src
-        pair = src[i : i + 2]
-        if pair in ("{$", "${"):
-            saved = self.pos
-            self.pos = i + 1 if pair == "{$" else i + 2
-            self._code(in_string=True)  # may contain strings, comments and braces of its own
-            end, self.pos = self.pos, saved
-            return end
-        if pair[:1] == "$" and pair[1:] and pair[1] in _LABEL_START:
-            return i + 1  # a simple "$name", "$name[..]" or "$name->x" holds no quote or brace
-        return i
-
-    def _heredoc(self, head: re.Match[str]) -> _Token:
-        src, n = self.src, len(self.src)
-        label = head["bare"] or head["dq"] or head["nowdoc"]
-        nowdoc = head["nowdoc"] is not None
-        closing = re.compile(rf"[ \t]*{re.escape(label)}(?![A-Za-z0-9_\x80-\xff])")
-        i = head.end()
-        while (m := closing.match(src, i)) is None:  # i is at the start of a line
-            while True:
-                if i >= n:
-                    raise _LexError(f"unterminated heredoc <<<{label}", self.pos)
-                ch = src[i]
-                if ch in "\r\n":
-                    i += 1
-                    break
-                if not nowdoc and ch == "\\":
-                    i += 1 if src[i + 1 : i + 2] in ("", "\r", "\n") else 2
-                    continue
-                skipped = i if nowdoc else self._interpolation(i)
-                i = skipped if skipped != i else i + 1
-        return self._take(_Kind.STRING, m.end())
-
-
 # --------------------------------------------------------------------------- the statement reader
 
 _ASSIGN_OPS = frozenset(
@@ -432,12 +158,12 @@ def _is_route_key(key: str | None) -> bool:
     return key is not None and key.endswith(ROUTE_SUFFIX) and len(key) > len(ROUTE_SUFFIX)
 
 
-def _matching_closers(tokens: list[_Token]) -> dict[int, int]:
+def _matching_closers(tokens: list[Token]) -> dict[int, int]:
     """Index of each opening bracket -> index of the token that closes it."""
     pairs: dict[int, int] = {}
     stack: list[int] = []
     for i, tok in enumerate(tokens):
-        if tok.kind is not _Kind.PUNCT:
+        if tok.kind is not Kind.PUNCT:
             continue
         if tok.text in _OPENERS:
             stack.append(i)
@@ -446,7 +172,7 @@ def _matching_closers(tokens: list[_Token]) -> dict[int, int]:
     return pairs
 
 
-def _scan_writes(lines: _Lines, tokens: list[_Token]) -> list[_Write]:
+def _scan_writes(lines: _Lines, tokens: list[Token]) -> list[_Write]:
     closers = _matching_closers(tokens)
     writes: list[_Write] = []
     enclosing: list[int] = []  # indexes of the open brackets around the current token
@@ -457,22 +183,22 @@ def _scan_writes(lines: _Lines, tokens: list[_Token]) -> list[_Write]:
 
     for i, tok in enumerate(tokens):
         low = tok.text.lower()
-        if tok.kind is _Kind.PUNCT and tok.text in _OPENERS:
+        if tok.kind is Kind.PUNCT and tok.text in _OPENERS:
             enclosing.append(i)
             continue
-        if tok.kind is _Kind.PUNCT and tok.text in (")", "]", "}"):
+        if tok.kind is Kind.PUNCT and tok.text in (")", "]", "}"):
             if enclosing and closers.get(enclosing[-1]) == i:
                 enclosing.pop()
             continue
-        if tok.kind is _Kind.IDENT and low in _ALT_BLOCK_OPENERS and text(i + 1) == "(":
+        if tok.kind is Kind.IDENT and low in _ALT_BLOCK_OPENERS and text(i + 1) == "(":
             if i + 1 in closers and text(closers[i + 1] + 1) == ":":
                 alt_depth += 1
-        elif tok.kind is _Kind.IDENT and low in _ALT_BLOCK_CLOSERS:
+        elif tok.kind is Kind.IDENT and low in _ALT_BLOCK_CLOSERS:
             alt_depth = max(0, alt_depth - 1)
         nested = bool(enclosing) or alt_depth > 0
-        if tok.kind is _Kind.IDENT and low in _CLOBBERING_CALLS:
+        if tok.kind is Kind.IDENT and low in _CLOBBERING_CALLS:
             writes.append(_Write(None, lines.of(tok.start), uncertain=nested))
-        if tok.kind is _Kind.VARIABLE and tok.text == "$config":
+        if tok.kind is Kind.VARIABLE and tok.text == "$config":
             write = _config_write(lines, tokens, i, closers, enclosing, nested=nested)
             if write is not None:
                 writes.append(write)
@@ -481,7 +207,7 @@ def _scan_writes(lines: _Lines, tokens: list[_Token]) -> list[_Write]:
 
 def _config_write(
     lines: _Lines,
-    tokens: list[_Token],
+    tokens: list[Token],
     i: int,
     closers: dict[int, int],
     enclosing: list[int],
@@ -522,8 +248,8 @@ def _config_write(
     prev = tokens[i - 1] if i > 0 else None
     statement_start = (
         prev is None
-        or prev.kind in (_Kind.OPEN_TAG, _Kind.CLOSE_TAG)
-        or (prev.kind is _Kind.PUNCT and prev.text in (";", "}"))
+        or prev.kind in (Kind.OPEN_TAG, Kind.CLOSE_TAG)
+        or (prev.kind is Kind.PUNCT and prev.text in (";", "}"))
     )
     value = tokens[i + 5] if i + 5 < len(tokens) else None
     end = tokens[i + 6] if i + 6 < len(tokens) else None
@@ -534,7 +260,7 @@ def _config_write(
         and value is not None
         and value.value is not None
         and end is not None
-        and (end.text == ";" or end.kind is _Kind.CLOSE_TAG)
+        and (end.text == ";" or end.kind is Kind.CLOSE_TAG)
     ):
         return _Write(key, line, value=value.value, span=(value.start, value.end))
     if not target:
@@ -543,21 +269,21 @@ def _config_write(
     return _Write(key, line, uncertain=nested or by_ref)
 
 
-def _is_callee(tokens: list[_Token], paren: int) -> bool:
+def _is_callee(tokens: list[Token], paren: int) -> bool:
     """Whether the `(` at ``paren`` opens the arguments of a call (which may take references)."""
     before = tokens[paren - 1] if paren > 0 else None
     if before is None:
         return False
-    if before.kind is _Kind.IDENT:
+    if before.kind is Kind.IDENT:
         return before.text.lower() not in _NOT_CALLS
-    return before.kind is _Kind.VARIABLE or before.text in (")", "]")
+    return before.kind is Kind.VARIABLE or before.text in (")", "]")
 
 
 def _model(source: bytes, path_label: str) -> _ConfigModel:
     src = source.decode("latin-1")
     try:
-        tokens = _Lexer(src).run()
-    except _LexError as e:
+        tokens = Lexer(src).run()
+    except LexError as e:
         raise RouteConfigError(f"{path_label}:{_Lines(src).of(e.pos)}: {e}") from None
     writes = _scan_writes(_Lines(src), tokens)
     # In file order: the last top-level write decides a key's value (None when not a plain
