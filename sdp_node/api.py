@@ -189,7 +189,7 @@ class NodeApp:
                 node=self.info,
                 containers=self.engine.list_containers(),
                 networks=self.engine.list_networks(),
-                gateways=self.converger.observe_gateways(),
+                gateways=self.converger.routes.observe_gateways(),
                 last_applied=self.converger.specs.all(),
                 operations_in_flight=self.operations.in_flight(),
             )
@@ -199,7 +199,8 @@ class NodeApp:
     async def committed_routes(self, request: Request) -> Response:
         body = await request.json()
         repository, commit = str(body.get("repository", "")), str(body.get("commit", ""))
-        routes = await run_in_threadpool(self.converger.committed_routes, repository, commit)
+        routes = await run_in_threadpool(self.converger.routes.committed_routes, repository,
+                                          commit)
         return JSONResponse({"repository": repository, "commit": commit, "routes": routes})
 
     async def stats(self, request: Request) -> Response:

@@ -17,12 +17,8 @@ stage, the reason and the tail of the output. Promises:
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +26,7 @@ from sdp_node.build import GoBuilder, binary_name
 from sdp_node.config import NodeConfig, RepositoryConfig
 from sdp_node.containers import ASIDE_SUFFIX, Engine, Mount, RunSpec
 from sdp_node.errors import BadRequest, NodeError, NotFound
-from sdp_node.gateway import ROUTER_TARGET, GatewayFiles
+from sdp_node.gateway import GatewayFiles
 from sdp_node.git import GitStore
 from sdp_node.naming import (
     GATEWAY,
@@ -41,7 +37,7 @@ from sdp_node.naming import (
     network_name,
 )
 from sdp_node.operations import Operation
-from sdp_node.phpconfig import read_routes, read_routes_file, replace_routes_file
+from sdp_node.phpconfig import replace_routes_file
 from sdp_node.protocol import (
     LABEL_BRANCH,
     LABEL_COMMIT,
@@ -51,17 +47,14 @@ from sdp_node.protocol import (
     LABEL_SANDBOX,
     LABEL_SERVICE,
     LABEL_SPEC,
-    STAGE_EVENTS,
     ApplyRequest,
     ContainerSpec,
-    Credentials,
     DeployGateway,
     DeployService,
     DeployState,
     EnsureNetwork,
     EventName,
     NodeType,
-    ObservedGateway,
     RemoveContainer,
     RemoveNetwork,
     RepositoryKind,
@@ -72,75 +65,10 @@ from sdp_node.protocol import (
     StepResult,
     StopContainer,
 )
+from sdp_node.routes import GatewayRoutes
+from sdp_node.steps import SpecStore, StepContext, StepFailed
 
 TAIL = 30
-
-
-class StepFailed(Exception):
-    def __init__(self, stage: Stage | None, message: str, tail: list[str]) -> None:
-        super().__init__(message)
-        self.stage = stage
-        self.message = message
-        self.tail = tail
-
-
-class StepContext:
-    """Events of one step: stages, log lines, and the tail kept for a failure report."""
-
-    def __init__(self, operation: Operation, step_id: str, credentials: Credentials | None):
-        self.operation = operation
-        self.step_id = step_id
-        self.credentials = credentials
-        self.current: Stage | None = None
-        self.tail: deque[str] = deque(maxlen=TAIL)
-
-    def log(self, line: str) -> None:
-        self.tail.append(line)
-        self.operation.emit("log", step_id=self.step_id, stage=self.current, message=line)
-
-    def state(self, state: DeployState, message: str = "") -> None:
-        self.operation.emit("state", step_id=self.step_id, state=state, message=message)
-
-    @contextmanager
-    def stage(self, stage: Stage) -> Iterator[None]:
-        started, completed = STAGE_EVENTS.get(stage, (None, None))
-        self.current = stage
-        self.tail.clear()
-        if started:
-            self.operation.emit("event", step_id=self.step_id, stage=stage, event=started)
-        try:
-            yield
-        except StepFailed:
-            raise
-        except NodeError as e:
-            raise StepFailed(stage, str(e), list(self.tail)) from e
-        if completed:
-            self.operation.emit("event", step_id=self.step_id, stage=stage, event=completed)
-
-
-class SpecStore:
-    """The last applied public spec of each container (secret values never reach it)."""
-
-    def __init__(self, workspace: Path) -> None:
-        self._dir = workspace / "specs"
-        self._dir.mkdir(parents=True, exist_ok=True)
-
-    def save(self, container: str, spec: dict[str, Any]) -> None:
-        partial = self._dir / f".{container}.json.partial"
-        partial.write_text(json.dumps(spec, sort_keys=True, indent=1))
-        os.replace(partial, self._dir / f"{container}.json")
-
-    def forget(self, container: str) -> None:
-        (self._dir / f"{container}.json").unlink(missing_ok=True)
-
-    def all(self) -> dict[str, dict[str, Any]]:
-        out = {}
-        for path in sorted(self._dir.glob("*.json")):
-            try:
-                out[path.stem] = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-        return out
 
 
 class Converger:
@@ -156,7 +84,7 @@ class Converger:
         self._files = workspace / "files"
         self._trees.mkdir(parents=True, exist_ok=True)
         self._files.mkdir(parents=True, exist_ok=True)
-        self._committed_routes: dict[tuple[str, str], dict[str, str]] = {}
+        self.routes = GatewayRoutes(config, engine, self.git, self.gateway_files)
 
     # -- running a plan --------------------------------------------------------------------------
 
@@ -209,7 +137,7 @@ class Converger:
         if isinstance(step, DeployGateway):
             return self.deploy(step.spec, context, network=None, routes=step.routes)
         if isinstance(step, SetRoutes):
-            return self.set_routes(step, context)
+            return self.routes.set_routes(step, context)
         if isinstance(step, StopContainer):
             return self.stop(step, context)
         if isinstance(step, StartContainer):
@@ -496,83 +424,6 @@ class Converger:
                 restored.append(name)
         return restored
 
-    # -- routes ----------------------------------------------------------------------------------
-
-    def set_routes(self, step: SetRoutes, context: StepContext) -> StepResult:
-        if step.container != container_name(step.sandbox, GATEWAY):
-            raise BadRequest(f"{step.container!r} is not the gateway of {step.sandbox!r}")
-        current = self._own_container(step.container)
-        if current is None:
-            raise NotFound(f"no gateway container {step.container!r} on this node")
-        labels = current["Config"]["Labels"]
-        repository = self.config.repository(labels[LABEL_REPOSITORY])
-        tree = self.gateway_files.tree(step.sandbox, labels[LABEL_COMMIT])
-        with context.stage(Stage.ROUTES):
-            before = read_routes_file(tree, repository.routes_file)
-            after = replace_routes_file(tree, repository.routes_file, step.routes)
-            changed = {k for k in step.routes if before.get(k) != after.get(k)}
-            for key in sorted(changed):
-                context.log(f"{key}_url: {before.get(key)} -> {after.get(key)}")
-            if changed and self.config.reload_command:
-                code, output = self.engine.exec(current["Id"], self.config.reload_command)
-                for line in output.splitlines():
-                    context.log(line)
-                if code != 0:
-                    raise StepFailed(
-                        Stage.ROUTES,
-                        f"{' '.join(self.config.reload_command)} exited with {code} in "
-                        f"{step.container}", list(context.tail),
-                    )
-                context.log(f"reloaded ({' '.join(self.config.reload_command)})")
-            if not changed:
-                context.log("routes already as asked; nothing to do")
-        context.state(DeployState.RUNNING)
-        return StepResult(
-            step_id=step.step_id, action=step.action, ok=True, state=DeployState.RUNNING,
-            changed=bool(changed), container=step.container,
-        )
-
-    def observe_gateways(self) -> list[ObservedGateway]:
-        out = []
-        for container in self.engine.list_containers():
-            labels = container.labels
-            if labels.get(LABEL_KIND) != "gateway" or container.aside:
-                continue
-            sandbox, commit = labels.get(LABEL_SANDBOX, ""), labels.get(LABEL_COMMIT, "")
-            live: dict[str, str] = {}
-            committed: dict[str, str] = {}
-            problem = None
-            try:
-                repository = self.config.repository(labels.get(LABEL_REPOSITORY, ""))
-                committed = self._committed(repository, commit)
-                live = _service_routes(repository, read_routes_file(
-                    self.gateway_files.tree(sandbox, commit), repository.routes_file))
-            except NodeError as e:
-                problem = str(e)
-            out.append(
-                ObservedGateway(
-                    container=container.name, sandbox=sandbox, commit=commit, live_routes=live,
-                    committed_routes=committed, problem=problem,
-                )
-            )
-        return out
-
-    def _committed(self, repository: RepositoryConfig, commit: str) -> dict[str, str]:
-        key = (repository.name, commit)
-        if key not in self._committed_routes:
-            source = self.git.read_file(repository, commit, repository.routes_file)
-            if source is None:
-                raise NotFound(
-                    f"{repository.routes_file} is missing from {repository.name} at {commit[:12]}"
-                )
-            self._committed_routes[key] = _service_routes(
-                repository, read_routes(source, path_label=repository.routes_file)
-            )
-        return self._committed_routes[key]
-
-    def committed_routes(self, repository: str, commit: str) -> dict[str, str]:
-        return self._committed(self.config.repository(repository), commit)
-
     # -- stop, start, remove ---------------------------------------------------------------------
 
     def stop(self, step: StopContainer, context: StepContext) -> StepResult:
@@ -635,8 +486,4 @@ class Converger:
         )
 
 
-def _service_routes(repository: RepositoryConfig, routes: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in routes.items() if k not in repository.ignored_route_keys}
-
-
-__all__ = ["ROUTER_TARGET", "Converger", "SpecStore", "StepContext", "StepFailed"]
+__all__ = ["Converger", "SpecStore", "StepContext", "StepFailed"]

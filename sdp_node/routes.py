@@ -1,0 +1,119 @@
+"""The route tables of running gateways: change them in place, read them back, and know the
+values each gateway commit carries (the OCP values), read from git so hand edits and earlier
+overrides never leak into them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sdp_node.config import NodeConfig, RepositoryConfig
+from sdp_node.containers import Engine
+from sdp_node.errors import BadRequest, NodeError, NotFound
+from sdp_node.gateway import GatewayFiles
+from sdp_node.git import GitStore
+from sdp_node.naming import GATEWAY, container_name
+from sdp_node.phpconfig import read_routes, read_routes_file, replace_routes_file
+from sdp_node.protocol import (
+    LABEL_COMMIT,
+    LABEL_KIND,
+    LABEL_REPOSITORY,
+    LABEL_SANDBOX,
+    DeployState,
+    ObservedGateway,
+    SetRoutes,
+    Stage,
+    StepResult,
+)
+from sdp_node.steps import StepContext, StepFailed
+
+
+class GatewayRoutes:
+    def __init__(self, config: NodeConfig, engine: Engine, git: GitStore,
+                 files: GatewayFiles) -> None:
+        self.config = config
+        self.engine = engine
+        self.git = git
+        self.files = files
+        self._cache: dict[tuple[str, str], dict[str, str]] = {}
+
+    def _own(self, name: str) -> dict[str, Any] | None:
+        return self.engine.find(name)
+
+    def set_routes(self, step: SetRoutes, context: StepContext) -> StepResult:
+        if step.container != container_name(step.sandbox, GATEWAY):
+            raise BadRequest(f"{step.container!r} is not the gateway of {step.sandbox!r}")
+        current = self._own(step.container)
+        if current is None:
+            raise NotFound(f"no gateway container {step.container!r} on this node")
+        labels = current["Config"]["Labels"]
+        repository = self.config.repository(labels[LABEL_REPOSITORY])
+        tree = self.files.tree(step.sandbox, labels[LABEL_COMMIT])
+        with context.stage(Stage.ROUTES):
+            before = read_routes_file(tree, repository.routes_file)
+            after = replace_routes_file(tree, repository.routes_file, step.routes)
+            changed = {k for k in step.routes if before.get(k) != after.get(k)}
+            for key in sorted(changed):
+                context.log(f"{key}_url: {before.get(key)} -> {after.get(key)}")
+            if changed and self.config.reload_command:
+                code, output = self.engine.exec(current["Id"], self.config.reload_command)
+                for line in output.splitlines():
+                    context.log(line)
+                if code != 0:
+                    raise StepFailed(
+                        Stage.ROUTES,
+                        f"{' '.join(self.config.reload_command)} exited with {code} in "
+                        f"{step.container}", list(context.tail),
+                    )
+                context.log(f"reloaded ({' '.join(self.config.reload_command)})")
+            if not changed:
+                context.log("routes already as asked; nothing to do")
+        context.state(DeployState.RUNNING)
+        return StepResult(
+            step_id=step.step_id, action=step.action, ok=True, state=DeployState.RUNNING,
+            changed=bool(changed), container=step.container,
+        )
+
+    def observe_gateways(self) -> list[ObservedGateway]:
+        out = []
+        for container in self.engine.list_containers():
+            labels = container.labels
+            if labels.get(LABEL_KIND) != "gateway" or container.aside:
+                continue
+            sandbox, commit = labels.get(LABEL_SANDBOX, ""), labels.get(LABEL_COMMIT, "")
+            live: dict[str, str] = {}
+            committed: dict[str, str] = {}
+            problem = None
+            try:
+                repository = self.config.repository(labels.get(LABEL_REPOSITORY, ""))
+                committed = self._committed(repository, commit)
+                live = _service_routes(repository, read_routes_file(
+                    self.files.tree(sandbox, commit), repository.routes_file))
+            except NodeError as e:
+                problem = str(e)
+            out.append(
+                ObservedGateway(
+                    container=container.name, sandbox=sandbox, commit=commit, live_routes=live,
+                    committed_routes=committed, problem=problem,
+                )
+            )
+        return out
+
+    def _committed(self, repository: RepositoryConfig, commit: str) -> dict[str, str]:
+        key = (repository.name, commit)
+        if key not in self._cache:
+            source = self.git.read_file(repository, commit, repository.routes_file)
+            if source is None:
+                raise NotFound(
+                    f"{repository.routes_file} is missing from {repository.name} at {commit[:12]}"
+                )
+            self._cache[key] = _service_routes(
+                repository, read_routes(source, path_label=repository.routes_file)
+            )
+        return self._cache[key]
+
+    def committed_routes(self, repository: str, commit: str) -> dict[str, str]:
+        return self._committed(self.config.repository(repository), commit)
+
+
+def _service_routes(repository: RepositoryConfig, routes: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in routes.items() if k not in repository.ignored_route_keys}
