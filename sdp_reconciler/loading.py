@@ -22,6 +22,7 @@ from sdp_reconciler.models import (
     EnvironmentFile,
     Frozen,
     NodesFile,
+    NotificationsFile,
     PortsFile,
     SandboxFile,
     SecretRef,
@@ -51,6 +52,7 @@ _KIND_MODELS: dict[str, type[Frozen]] = {
 }
 NODES_FILE = "nodes.yaml"
 PORTS_FILE = "ports.yaml"
+NOTIFICATIONS_FILE = "notifications.yaml"
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
@@ -76,6 +78,7 @@ class LoadedState:
     templates: dict[str, Document[TemplateFile]]
     environments: dict[str, Document[EnvironmentFile]]
     ports: Document[PortsFile] | None
+    notifications: Document[NotificationsFile] | None = None
     unreadable: frozenset[tuple[str, str]] = frozenset()
     """(kind, stem) of files that failed to load: references to them are not reported again."""
 
@@ -107,6 +110,8 @@ def load_state(root: Path) -> LoadedState:
         )
     ports = _load_one(root, PORTS_FILE, PortsFile, problems) if (root / PORTS_FILE).exists() \
         else None
+    notifications = _load_one(root, NOTIFICATIONS_FILE, NotificationsFile, problems) \
+        if (root / NOTIFICATIONS_FILE).exists() else None
     loaded: dict[str, dict[str, Document[Any]]] = {}
     unreadable: set[tuple[str, str]] = set()
     for kind, directory in KIND_DIRS.items():
@@ -140,6 +145,7 @@ def load_state(root: Path) -> LoadedState:
             templates=loaded["template"],
             environments=loaded["environment"],
             ports=ports,
+            notifications=notifications,
             unreadable=frozenset(unreadable),
         )
         problems.extend(check_state(state))

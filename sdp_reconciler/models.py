@@ -489,10 +489,55 @@ class PortsFile(Frozen):
     allocations: list[PortAllocation] = Field(default_factory=list)
 
 
+# --- notifications.yaml -------------------------------------------------------------------------
+
+
+class NotificationEvent(StrEnum):
+    DEPLOYMENT_STARTED = "DEPLOYMENT_STARTED"
+    DEPLOYMENT_SUCCEEDED = "DEPLOYMENT_SUCCEEDED"
+    DEPLOYMENT_FAILED = "DEPLOYMENT_FAILED"
+    SANDBOX_EXPIRED = "SANDBOX_EXPIRED"
+
+
+class WebhookFormat(StrEnum):
+    JSON = "json"
+    SLACK = "slack"
+    TEAMS = "teams"
+
+
+class Notification(Frozen):
+    """Where to announce deployments: an incoming webhook (Slack, Microsoft Teams, or JSON)."""
+
+    name: Name
+    webhook: SecretRef = Field(
+        description="the webhook URL, as a reference: such URLs carry their own token"
+    )
+    format: WebhookFormat = WebhookFormat.JSON
+    events: list[NotificationEvent] = Field(
+        default_factory=lambda: list(NotificationEvent),
+        description="which events to send (default: all)",
+    )
+    sandboxes: list[str] = Field(
+        default_factory=list,
+        description="only these sandboxes (shell patterns like 'QA-*'; default: all)",
+    )
+
+
+class NotificationsFile(Frozen):
+    """``state/notifications.yaml``: deployment notifications (optional)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"$id": f"{SCHEMA_BASE}/notifications.schema.json"},
+        title="SDP notifications",
+    )
+    notifications: list[Notification] = Field(default_factory=list)
+
+
 SCHEMA_MODELS: dict[str, type[Frozen]] = {
     "nodes": NodesFile,
     "sandbox": SandboxFile,
     "template": TemplateFile,
     "environment": EnvironmentFile,
     "ports": PortsFile,
+    "notifications": NotificationsFile,
 }

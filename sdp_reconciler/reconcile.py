@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sdp_node.naming import GATEWAY
 from sdp_node.protocol import LABEL_SANDBOX, LABEL_SERVICE, Credentials, OperationEvent
 from sdp_node.redact import Redactor
 from sdp_reconciler import credentials as creds
@@ -25,6 +26,7 @@ from sdp_reconciler.gitinfo import Authorship, StateRepository, last_change
 from sdp_reconciler.history import History
 from sdp_reconciler.loading import PORTS_FILE, LoadedState, load_state
 from sdp_reconciler.node_client import NodeClient
+from sdp_reconciler.notify import Notifier, finished_notices, started_notices
 from sdp_reconciler.observing import check_installation, observe_nodes, resolve_heads
 from sdp_reconciler.placement import Placement, place
 from sdp_reconciler.plan import Action, Change, Plan, Subject
@@ -190,6 +192,7 @@ def run(
     repository = StateRepository(state.root)
     result = PassResult(prepared=prepared)
     pass_id = history.start_pass(mode=mode, runner=runner, state_revision=repository.revision)
+    notifier: Notifier | None = None
     try:
         ports_path = state.root / PORTS_FILE
         existing = state.ports.model.allocations if state.ports else []
@@ -208,6 +211,11 @@ def run(
                                                  Path(document.source.file).name)
             return Authorship(author=None, uncommitted=False)
 
+        notifier = Notifier(
+            state.notifications.model.notifications if state.notifications else [],
+            root=state.root, env=env, redactor=prepared.redactor, report=report,
+        )
+        notifier.send(started_notices(prepared.plan))
         applier = Applier(
             clients=prepared.clients, history=history, pass_id=pass_id, runner=runner,
             credentials=prepared.credentials, redactor=prepared.redactor,
@@ -227,6 +235,13 @@ def run(
             world=prepared.world, placements=prepared.placements, allocations=remaining,
         )
         rows += retired_rows(prepared.retired)
+        urls = {r.sandbox: r.url for r in rows if r.service == GATEWAY and r.url}
+
+        def failure(change: Change) -> str:
+            found = result.outcome.results.get(change.step_id)
+            return found.message if found else result.outcome.errors.get(change.step_id, "")
+
+        notifier.send(finished_notices(prepared.plan, result.outcome.ok, failure, urls))
         known = set(prepared.sandboxes) | set(prepared.retired)
         history.set_status(rows, sandboxes=known)
         history.forget_sandboxes_except(known)
@@ -237,6 +252,8 @@ def run(
         history.finish_pass(pass_id, status="ERROR", summary=prepared.redactor(str(e)))
         raise
     finally:
+        if notifier is not None:
+            notifier.close()
         repository.close()
 
 

@@ -368,6 +368,10 @@ def secrets_are_references(state: LoadedState) -> Iterator[Problem]:
     ]
     for index, node in enumerate(state.nodes.model.nodes):
         references.append((state.nodes, ("nodes", index, "agent_token"), node.agent_token))
+    if state.notifications is not None:
+        for index, notification in enumerate(state.notifications.model.notifications):
+            references.append((state.notifications, ("notifications", index, "webhook"),
+                               notification.webhook))
     for document in state.environments.values():
         model = document.model
         for variable, value in model.variables.items():
@@ -395,6 +399,21 @@ def secrets_are_references(state: LoadedState) -> Iterator[Problem]:
             )
 
 
+def notifications_are_distinct(state: LoadedState) -> Iterator[Problem]:
+    if state.notifications is None:
+        return
+    seen: dict[str, int] = {}
+    for index, notification in enumerate(state.notifications.model.notifications):
+        if notification.name in seen:
+            yield Problem(
+                state.notifications.at("notifications", index, "name"),
+                f"notifications[{index}].name",
+                f"notification {notification.name!r} is already defined at "
+                f"notifications[{seen[notification.name]}]",
+            )
+        seen.setdefault(notification.name, index)
+
+
 RULES: list[Rule] = [
     names_match_files,
     nodes_are_consistent,
@@ -406,4 +425,5 @@ RULES: list[Rule] = [
     sandboxes_are_complete,
     ports_are_valid,
     secrets_are_references,
+    notifications_are_distinct,
 ]
