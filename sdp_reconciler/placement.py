@@ -29,16 +29,16 @@ class Placement:
     location: Location
 
 
-def _current_nodes(world: World, sandbox: str, service: str) -> list[str]:
-    """Nodes running this container now, by name (a container can be on two after a move)."""
-    name = container_name(sandbox, service)
-    found = []
+def _running_nodes(world: World) -> dict[str, list[str]]:
+    """Container name -> the nodes running it, by node name (two after a move)."""
+    found: dict[str, list[str]] = {}
     for node, view in sorted(world.nodes.items()):
         if view.observation is None:
             continue
         for container in view.observation.containers:
-            if container.name == name and not container.aside:
-                found.append(container.labels.get(LABEL_NODE) or node)
+            if not container.aside:
+                found.setdefault(container.name, []).append(
+                    container.labels.get(LABEL_NODE) or node)
     return found
 
 
@@ -49,6 +49,7 @@ def place(
     """Where each deployed service and gateway runs; ``previous`` is ports.yaml's memory of
     where they ran (it keeps a service on its node while that node is unreachable)."""
     before = {(a.sandbox, a.service): a.node for a in previous}
+    running = _running_nodes(world)
     placements: dict[tuple[str, str], Placement] = {}
     problems: list[Problem] = []
     micro = world.nodes_of(NodeType.MICRO)
@@ -59,6 +60,7 @@ def place(
                 world, micro, sandbox=name, service=service.name, repository=service.name,
                 pinned=service.spec.node, kind=RepositoryKind.GO, location=service.origin,
                 previous=before.get((name, service.name)),
+                running=running.get(container_name(name, service.name), []),
             )
             if isinstance(placed, Problem):
                 problems.append(placed)
@@ -83,6 +85,7 @@ def place(
             world, gateways, sandbox=name, service=GATEWAY, repository=repository,
             pinned=spec.node, kind=RepositoryKind.PHP, location=sandbox.gateway.origin,
             previous=before.get((name, GATEWAY)),
+            running=running.get(container_name(name, GATEWAY), []),
         )
         if isinstance(placed, Problem):
             problems.append(placed)
@@ -103,6 +106,7 @@ def _only_php_repository(gateways: list[NodeView], pinned: str | None) -> str | 
 def _place_one(
     world: World, candidates: list[NodeView], *, sandbox: str, service: str, repository: str,
     pinned: str | None, kind: RepositoryKind, location: Location, previous: str | None = None,
+    running: list[str] | None = None,
 ) -> Placement | Problem:
     path = "gateway" if service == GATEWAY else f"services.{service}"
     kind_name = "GATEWAY" if service == GATEWAY else "MICRO"
@@ -136,7 +140,7 @@ def _place_one(
             f"no {kind_name} node serves a {kind.value} repository named {repository!r} "
             f"({detail})",
         )
-    running = _current_nodes(world, sandbox, service)
+    running = running or []
     preferred = [previous] if previous in running else running
     chosen = next((v for n in preferred for v in serving if v.node.name == n), serving[0])
     return Placement(sandbox, service, chosen.node.name, repository, location)

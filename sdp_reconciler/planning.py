@@ -92,23 +92,42 @@ class _Planner:
     changes: list[Change] = field(default_factory=list)
     blocked: set[str] = field(default_factory=set)
     deploy_steps: dict[tuple[str, str], str] = field(default_factory=dict)
+    planned_networks: set[tuple[str, str]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        # Indexes of what the nodes reported, built once: the plan stays linear in its size.
+        self._containers: dict[tuple[str, str], ObservedContainer] = {}
+        self._gateways: dict[tuple[str, str], ObservedGateway] = {}
+        self._by_sandbox: dict[str, list[ObservedContainer]] = {}
+        self._networks: set[tuple[str, str]] = set()
+        for node, view in sorted(self.world.nodes.items()):
+            if view.observation is None:
+                continue
+            for container in view.observation.containers:
+                if container.aside:
+                    continue
+                self._containers[(node, container.name)] = container
+                sandbox = container.labels.get(LABEL_SANDBOX)
+                if sandbox is not None:
+                    self._by_sandbox.setdefault(sandbox, []).append(container)
+            for gateway in view.observation.gateways:
+                self._gateways[(node, gateway.container)] = gateway
+            self._networks |= {(node, n.name) for n in view.observation.networks}
+        self._known: set[str] | None = None
+        self.nodes_of_sandbox: dict[str, set[str]] = {}
+        for (sandbox, _service), placement in self.placements.items():
+            self.nodes_of_sandbox.setdefault(sandbox, set()).add(placement.node)
 
     # -- observed ---------------------------------------------------------------------------------
 
     def observed(self, node: str, name: str) -> ObservedContainer | None:
-        view = self.world.nodes.get(node)
-        if view is None or view.observation is None:
-            return None
-        for container in view.observation.containers:
-            if container.name == name and not container.aside:
-                return container
-        return None
+        return self._containers.get((node, name))
 
     def observed_gateway(self, node: str, name: str) -> ObservedGateway | None:
-        view = self.world.nodes.get(node)
-        if view is None or view.observation is None:
-            return None
-        return next((g for g in view.observation.gateways if g.container == name), None)
+        return self._gateways.get((node, name))
+
+    def network_exists(self, node: str, network: str) -> bool:
+        return (node, network) in self._networks
 
     def last_applied(self, node: str, name: str) -> dict[str, object] | None:
         view = self.world.nodes.get(node)
@@ -273,13 +292,7 @@ class _Planner:
         return None
 
     def sandbox_containers(self, sandbox: str) -> list[ObservedContainer]:
-        out = []
-        for view in self.world.nodes.values():
-            if view.observation is None:
-                continue
-            out += [c for c in view.observation.containers
-                    if c.labels.get(LABEL_SANDBOX) == sandbox and not c.aside]
-        return out
+        return self._by_sandbox.get(sandbox, [])
 
     def missing_reason(self, draft: _Draft, node: str) -> str:
         if self.last_applied(node, draft.spec.container) is not None:
@@ -388,6 +401,8 @@ class _Planner:
 
     def _known_urls(self) -> set[str]:
         """URLs SDP itself may have written: every allocation's and every running service's."""
+        if self._known is not None:
+            return self._known
         urls = set()
         for allocation in self.ports.values():
             view = self.world.nodes.get(allocation.node)
@@ -398,6 +413,7 @@ class _Planner:
                 port = container.labels.get(LABEL_PORT)
                 if port and container.labels.get(LABEL_KIND) == "service":
                     urls.add(f"http://{view.node.address}:{port}")
+        self._known = urls
         for resolved in self.sandboxes.values():
             urls |= {s.spec.target for s in resolved.services.values() if s.spec.target}
         return urls
@@ -516,7 +532,7 @@ def plan(
     for name, sandbox in sorted(sandboxes.items()):
         if name in planner.blocked:
             continue
-        for node in {p.node for (s, _), p in placements.items() if s == name}:
+        for node in sorted(planner.nodes_of_sandbox.get(name, ())):
             if not world.nodes[node].reachable:
                 planner.block(name, Problem(sandbox.location, "sandbox",
                                             f"node {node} is unreachable; sandbox left as is"))
@@ -536,8 +552,10 @@ def plan(
             if draft.network is None:
                 continue
             wanted_networks.add((draft.placement.node, draft.network))
-            if not _network_exists(world, draft.placement.node, draft.network) and \
-                    not draft.sandbox.suspended:
+            key = (draft.placement.node, draft.network)
+            if not planner.network_exists(*key) and not draft.sandbox.suspended \
+                    and key not in planner.planned_networks:
+                planner.planned_networks.add(key)
                 step = EnsureNetwork(step_id=f"services:{draft.placement.node}:{draft.network}",
                                      sandbox=name, network=draft.network)
                 change = Change(
@@ -546,9 +564,7 @@ def plan(
                     resource=draft.network, reason="the sandbox's services need it",
                     step=step, location=draft.sandbox.location,
                 )
-                if all(c.resource != draft.network or c.node != change.node
-                       for c in planner.changes):
-                    planner.changes.append(change)
+                planner.changes.append(change)
         for draft in sandbox_drafts:
             if draft.service == GATEWAY:
                 continue
@@ -575,12 +591,6 @@ def plan(
 
 def _phase_index(phase: Phase) -> int:
     return [Phase.SERVICES, Phase.ROUTES, Phase.CLEANUP].index(phase)
-
-
-def _network_exists(world: World, node: str, network: str) -> bool:
-    view = world.nodes.get(node)
-    return view is not None and view.observation is not None and any(
-        n.name == network for n in view.observation.networks)
 
 
 def _sandboxes_of_problem(problem: Problem,

@@ -87,6 +87,7 @@ def allocate(
 
     result: dict[tuple[str, str], Allocation] = {}
     problems: list[Problem] = []
+    cursor: dict[str, int] = {}
     for key in sorted(placements):
         sandbox, service = key
         node = placements[key].node
@@ -111,7 +112,7 @@ def allocate(
         elif seen is not None and seen[0] == node:
             result[key] = Allocation(sandbox, service, node, seen[1], now)
         else:
-            free = _lowest_free(world, node, used[node])
+            free = _lowest_free(world, node, used[node], cursor)
             if free is None:
                 span = world.nodes[node].node.port_range()
                 problems.append(Problem(
@@ -135,11 +136,15 @@ def allocate(
     return [result[k] for k in sorted(result)], problems
 
 
-def _lowest_free(world: World, node: str, used: set[int]) -> int | None:
+def _lowest_free(world: World, node: str, used: set[int], cursor: dict[str, int]) -> int | None:
+    """The lowest port of the node's range not in ``used``. Ports are only ever added to
+    ``used`` during one allocation, so the search resumes where the last one stopped."""
     span = world.nodes[node].node.port_range()
-    for port in range(span.first, span.last + 1):
+    for port in range(max(span.first, cursor.get(node, span.first)), span.last + 1):
         if port not in used:
+            cursor[node] = port
             return port
+    cursor[node] = span.last + 1
     return None
 
 
