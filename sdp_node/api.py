@@ -185,11 +185,12 @@ class NodeApp:
 
     async def observe(self, request: Request) -> Response:
         def collect() -> Observation:
+            containers = self.engine.list_containers()
             return Observation(
                 node=self.info,
-                containers=self.engine.list_containers(),
+                containers=containers,
                 networks=self.engine.list_networks(),
-                gateways=self.converger.routes.observe_gateways(),
+                gateways=self.converger.routes.observe_gateways(containers),
                 last_applied=self.converger.specs.all(),
                 operations_in_flight=self.operations.in_flight(),
             )

@@ -18,10 +18,12 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import random
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,6 +44,8 @@ from sdp_node.protocol import (
 )
 
 ASIDE_SUFFIX = "--previous"
+Runtime = tuple[datetime | None, int, str | None]
+"""started at, restart count, health"""
 STOP_TIMEOUT = 10
 Log = Callable[[str], None]
 
@@ -90,6 +94,8 @@ class Engine:
             self.api = self.client.api
         except DockerException as e:
             raise NodeError(f"cannot reach the Docker engine: {e}") from e
+        self._runtime_cache: dict[str, tuple[tuple[str, str], Runtime]] = {}
+        self._runtime_lock = threading.Lock()
 
     # -- ownership -------------------------------------------------------------------------------
 
@@ -125,11 +131,11 @@ class Engine:
             summaries = self.api.containers(all=True, filters=self._filters())
         except DockerException as e:
             raise NodeError(f"cannot list containers: {e}") from e
+        runtime = self._runtime(summaries)
         observed = []
         for summary in summaries:
             name = summary["Names"][0].lstrip("/") if summary.get("Names") else summary["Id"]
-            details = self._inspect(summary["Id"]) or {}
-            state = details.get("State", {})
+            started_at, restart_count, health = runtime.get(summary["Id"], (None, 0, None))
             observed.append(
                 ObservedContainer(
                     name=name,
@@ -137,14 +143,40 @@ class Engine:
                     labels=summary.get("Labels") or {},
                     state=summary.get("State", "unknown"),
                     status=summary.get("Status", ""),
-                    started_at=_parse_time(state.get("StartedAt")),
-                    restart_count=int(details.get("RestartCount", 0)),
-                    health=(state.get("Health") or {}).get("Status"),
+                    started_at=started_at,
+                    restart_count=restart_count,
+                    health=health,
                     image=summary.get("Image", ""),
                     aside=name.endswith(ASIDE_SUFFIX),
                 )
             )
         return sorted(observed, key=lambda c: c.name)
+
+    def _runtime(self, summaries: list[dict[str, Any]]) -> dict[str, Runtime]:
+        """Start time, restart count and health of each container, inspected only when its
+        state or status text changed since the last listing (a restart or a health change
+        always changes the status text), the inspections run side by side."""
+        keys = {s["Id"]: (s.get("State", ""), s.get("Status", "")) for s in summaries}
+        with self._runtime_lock:
+            return self._runtime_locked(keys)
+
+    def _runtime_locked(self, keys: dict[str, tuple[str, str]]) -> dict[str, Runtime]:
+        stale = [ident for ident, key in keys.items()
+                 if self._runtime_cache.get(ident, (None,))[0] != key]
+        if stale:
+            with ThreadPoolExecutor(max_workers=min(8, len(stale))) as pool:
+                inspected = dict(zip(stale, pool.map(self._inspect, stale), strict=True))
+            for ident, details in inspected.items():
+                state = (details or {}).get("State", {})
+                self._runtime_cache[ident] = (keys[ident], (
+                    _parse_time(state.get("StartedAt")),
+                    int((details or {}).get("RestartCount", 0)),
+                    (state.get("Health") or {}).get("Status"),
+                ))
+        for ident in list(self._runtime_cache):
+            if ident not in keys:
+                del self._runtime_cache[ident]
+        return {ident: self._runtime_cache[ident][1] for ident in keys}
 
     def _inspect(self, ident: str) -> dict[str, Any] | None:
         try:

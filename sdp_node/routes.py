@@ -19,6 +19,7 @@ from sdp_node.protocol import (
     LABEL_REPOSITORY,
     LABEL_SANDBOX,
     DeployState,
+    ObservedContainer,
     ObservedGateway,
     SetRoutes,
     Stage,
@@ -73,9 +74,10 @@ class GatewayRoutes:
             changed=bool(changed), container=step.container,
         )
 
-    def observe_gateways(self) -> list[ObservedGateway]:
+    def observe_gateways(self, containers: list[ObservedContainer]) -> list[ObservedGateway]:
+        """Live and committed routes of the gateway containers among ``containers``."""
         out = []
-        for container in self.engine.list_containers():
+        for container in containers:
             labels = container.labels
             if labels.get(LABEL_KIND) != "gateway" or container.aside:
                 continue
