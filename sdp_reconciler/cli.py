@@ -9,6 +9,7 @@ wires them to argparse. Exit statuses: 0 success / nothing to do, 1 error, 2 cha
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -78,6 +79,16 @@ def _add_state(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
     )
 
 
+def _lazy(module: str, name: str) -> Handler:
+    """A handler imported only when its command runs: --help and validate stay quick."""
+
+    def run(args: argparse.Namespace) -> int:
+        handler: Handler = getattr(importlib.import_module(f"sdp_reconciler.{module}"), name)
+        return handler(args)
+
+    return run
+
+
 def commands_parser(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, *, help: str,
     description: str,
@@ -142,8 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
                          help="fail when the files in DIR differ from the generated ones")
     schemas.set_defaults(handler=cmd_schemas)
 
-    from sdp_reconciler import commands
-
     plan = commands_parser(commands_, "plan", help="show what a reconcile would change",
                            description="Observe the nodes and print the changes a reconcile "
                            "would make, with the reason for each, like 'terraform plan'. "
@@ -151,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "1: error or problems in the state.")
     _add_history(plan)
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
-    plan.set_defaults(handler=commands.cmd_plan)
+    plan.set_defaults(handler=_lazy("commands", "cmd_plan"))
 
     once = commands_parser(commands_, "once", help="converge once and exit (what CI runs)",
                            description="Converge the nodes to the state once. Exit 0 only "
@@ -159,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "Same as 'sdp-reconcile --once'.")
     _add_history(once)
     _add_apply_options(once)
-    once.set_defaults(handler=commands.cmd_once)
+    once.set_defaults(handler=_lazy("commands", "cmd_once"))
 
     restart = commands_parser(commands_, "restart", help="recreate a sandbox's containers",
                               description="Recreate the running containers of SANDBOX (or "
@@ -169,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a service name, or 'gateway'")
     _add_history(restart)
     _add_apply_options(restart)
-    restart.set_defaults(handler=commands.cmd_restart)
+    restart.set_defaults(handler=_lazy("commands", "cmd_restart"))
 
     serve = commands_parser(commands_, "serve", help="serve the status page only",
                             description="Serve the read-only status page over the history "
@@ -209,8 +218,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_editing_commands(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
-    from sdp_reconciler import editing_commands as edit
-
     new = commands_parser(commands, "new", help="write a new sandbox file from a template",
                           description="Write sandboxes/SANDBOX.yaml starting from TEMPLATE, "
                           "with the services given by --branch on branches. Review, commit "
@@ -221,7 +228,7 @@ def _add_editing_commands(
                      help="deploy SERVICE from BRANCH in the sandbox (repeatable)")
     new.add_argument("--gateway-branch", metavar="BRANCH",
                      help="the gateway's branch (default: the template's)")
-    new.set_defaults(handler=edit.cmd_new)
+    new.set_defaults(handler=_lazy("editing_commands", "cmd_new"))
 
     clone = commands_parser(commands, "clone", help="copy a sandbox under a new name",
                             description="Write sandboxes/DEST.yaml as a copy of SOURCE (same "
@@ -229,7 +236,7 @@ def _add_editing_commands(
                             "ports: the copy gets new ones.")
     clone.add_argument("source", metavar="SOURCE")
     clone.add_argument("destination", metavar="DEST")
-    clone.set_defaults(handler=edit.cmd_clone)
+    clone.set_defaults(handler=_lazy("editing_commands", "cmd_clone"))
 
     route = commands_parser(commands, "route", help="route a sandbox service to a branch, "
                             "OCP or a URL", description="Set SERVICE of SANDBOX to one of: a "
@@ -240,7 +247,7 @@ def _add_editing_commands(
     to.add_argument("--branch", metavar="BRANCH", help="deploy this branch in the sandbox")
     to.add_argument("--ocp", action="store_true", help="route to OCP")
     to.add_argument("--target", metavar="URL", help="route to this http(s) URL")
-    route.set_defaults(handler=edit.cmd_route)
+    route.set_defaults(handler=_lazy("editing_commands", "cmd_route"))
 
     snap = commands_parser(commands, "snapshot", help="capture a sandbox as a template "
                            "pinning its running commits", description="Write templates/NAME."
@@ -250,7 +257,7 @@ def _add_editing_commands(
     snap.add_argument("sandbox", metavar="SANDBOX")
     snap.add_argument("name", metavar="NAME")
     _add_history(snap)
-    snap.set_defaults(handler=edit.cmd_snapshot)
+    snap.set_defaults(handler=_lazy("editing_commands", "cmd_snapshot"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
