@@ -530,8 +530,8 @@ def plan(
 
     drafts: dict[str, list[_Draft]] = {}
     for name, sandbox in sorted(sandboxes.items()):
-        if name in planner.blocked:
-            continue
+        # A blocked sandbox is still drafted, so that all of its problems are reported at
+        # once; only its changes are dropped.
         for node in sorted(planner.nodes_of_sandbox.get(name, ())):
             if not world.nodes[node].reachable:
                 planner.block(name, Problem(sandbox.location, "sandbox",

@@ -235,3 +235,27 @@ def test_an_idle_sandbox_expires_then_retires_and_comes_back_when_touched(
     back = stack.reconcile("once", history=tmp_path / "h4.sqlite")
     assert back.code == 0, back.output
     assert len(containers(docker_client, installation)) == 2
+
+
+def test_plan_json_and_agent_checks_reported_at_their_line(stack: Stack) -> None:
+    import json
+
+    stack.write("sandboxes/QA-J.yaml", sandbox_yaml("QA-J", account_branch="main"))
+    planned = stack.reconcile("plan", "--json")
+    assert planned.code == 2, planned.output
+    document = json.loads(planned.stdout)
+    assert document["summary"] == "Plan: 3 to create, 0 to change, 0 to remove."
+    assert {(c["symbol"], c["subject"], c["resource"]) for c in document["changes"]} == {
+        ("+", "network", "sandbox-qa-j"), ("+", "service", "sandbox-qa-j-account"),
+        ("+", "gateway", "sandbox-qa-j-gateway")}
+    assert all(c["location"].startswith(str(stack.state)) for c in document["changes"])
+
+    # A service no MICRO node serves, and a branch the repository lacks: plan names the line.
+    stack.write("sandboxes/QA-J.yaml", "sandbox: QA-J\nextends: QA-DEFAULT\nservices:\n"
+                "  acount:\n    branch: main\n  account:\n    branch: feature/nope\n")
+    problems = stack.reconcile("plan")
+    assert problems.code == 1
+    assert f"{stack.state}/sandboxes/QA-J.yaml:5:5: services.acount: no MICRO node serves a " \
+           "go repository named 'acount' (served: account, payment, user)" in problems.stdout
+    assert f"{stack.state}/sandboxes/QA-J.yaml:7:5: services.account.branch: branch " \
+           "'feature/nope' does not exist in repository account" in problems.stdout

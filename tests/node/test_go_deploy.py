@@ -227,3 +227,37 @@ def test_a_plan_cannot_name_a_container_outside_the_scheme(
     outcome = run(client, [DeployService(step_id="x", spec=bad, network="sandbox-s1")], canary)
     assert not outcome.ok
     assert "is not SDP's name" in outcome.last().message
+
+
+def test_environment_files_limits_and_host_git_config_ignored(
+    make_agent: Callable[..., AgentProcess], images: dict[str, str], canary: Credentials,
+    account: tuple[Path, str, dict[str, str]], docker_client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
+    from sdp_node.protocol import EnvFileMount, Secret
+
+    _path, url, heads = account
+    # A hostile host git config: any URL rewrite or credential helper it names is ignored.
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text(
+        f'[url "http://127.0.0.1:9/nowhere/"]\n\tinsteadOf = {url.rsplit("/", 1)[0]}/\n'
+        "[credential]\n\thelper = store\n")
+    agent = make_agent(repositories=[go_repo(url, images)], start=False)
+    agent.start_env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home)}
+    client = agent.start()
+    port = free_port()
+    wanted = spec(sandbox="s1", service="account", repository="account", branch="main",
+                  commit=heads["main"], port=port, cpu_millicores=500,
+                  memory_bytes=64 * 1024 * 1024,
+                  files=[EnvFileMount(path="/etc/sdp/flags.json", content=Secret('{"x": 1}'))])
+    outcome = run(client, deploy(wanted), canary)
+    assert outcome.ok, outcome.last()
+    container = docker_client.containers.get("sandbox-s1-account")
+    code, output = container.exec_run(["cat", "/etc/sdp/flags.json"])
+    assert code == 0 and output == b'{"x": 1}'
+    code, _ = container.exec_run(["sh", "-c", "echo x > /etc/sdp/flags.json"])
+    assert code != 0  # mounted read-only
+    host = container.attrs["HostConfig"]
+    assert host["NanoCpus"] == 500_000_000 and host["Memory"] == 64 * 1024 * 1024
+    assert not (home / ".git-credentials").exists()

@@ -43,6 +43,8 @@ class AgentProcess:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    start_env: dict[str, str] = field(default_factory=dict)
+    """extra environment of the agent process (e.g. a HOME with a hostile .gitconfig)"""
 
     @property
     def url(self) -> str:
@@ -78,7 +80,7 @@ class AgentProcess:
         )
 
     def start(self) -> NodeClient:
-        env = {**os.environ, "SDP_TEST_AGENT_TOKEN": self.token}
+        env = {**os.environ, **self.start_env, "SDP_TEST_AGENT_TOKEN": self.token}
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [str(BIN / "sdp-node"), "--config", str(self.config_path)],
