@@ -41,6 +41,8 @@ def fake_bin(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     env = {
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
         "SDP_CI_DOCKERD_LOG": str(tmp_path / "dockerd.log"),
+        # The real engine's pid file is not the stand-in's business.
+        "SDP_CI_DOCKERD_PIDFILE": str(tmp_path / "no-docker.pid"),
     }
     yield state, env
     pid_file = state / "dockerd.pid"
@@ -71,6 +73,18 @@ def test_starts_dockerd_with_the_address_pool_and_waits(
     assert result.returncode == 0, result.stderr
     args = (state / "dockerd.args").read_text().split()
     assert args == ["--default-address-pool", "base=10.200.0.0/16,size=24"]
+
+
+def test_clears_a_stale_pid_file_before_starting(
+    fake_bin: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    state, env = fake_bin
+    stale = tmp_path / "no-docker.pid"
+    stale.write_text("999999\n")  # no such process
+    done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert not stale.exists()
 
 
 def test_fails_loudly_when_dockerd_dies(fake_bin: tuple[Path, dict[str, str]]) -> None:
