@@ -9,29 +9,13 @@ once, the gateway answering with the right backend.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import docker
 import pytest
 from ruamel.yaml import YAML
 
-from sdp_node.protocol import Credentials
 from sdp_testbed.waiting import HttpAnswer, http_get, wait_for
-from tests.e2e.stack import Stack, build_stack, sandbox_yaml, stop_stack
-from tests.support.agents import AgentProcess
-
-
-@pytest.fixture
-def stack(
-    tmp_path: Path, installation: str, make_agent: Callable[..., AgentProcess],
-    make_repo: Callable[[str], tuple[Path, str]], images: dict[str, str], canary: Credentials,
-) -> Iterator[Stack]:
-    built = build_stack(tmp_path, installation, make_agent, make_repo, images, canary)
-    try:
-        yield built
-    finally:
-        stop_stack(built)
+from tests.e2e.stack import Stack, sandbox_yaml
 
 
 def seen_event(stack: Stack, event: str, resource: str) -> bool:

@@ -8,30 +8,14 @@ QA-MAIN (account on main).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
-import pytest
 from ruamel.yaml import YAML
 
-from sdp_node.protocol import Credentials
 from sdp_testbed.waiting import http_get, wait_for
-from tests.e2e.stack import Stack, build_stack, clone_state, sandbox_yaml, stop_stack
-from tests.support.agents import AgentProcess
-
-
-@pytest.fixture
-def stack(
-    tmp_path: Path, installation: str, make_agent: Callable[..., AgentProcess],
-    make_repo: Callable[[str], tuple[Path, str]], images: dict[str, str], canary: Credentials,
-) -> Iterator[Stack]:
-    built = build_stack(tmp_path, installation, make_agent, make_repo, images, canary)
-    try:
-        yield built
-    finally:
-        stop_stack(built)
+from tests.e2e.stack import Stack, clone_state, sandbox_yaml
 
 
 def gateway_urls(output: str) -> dict[str, str]:

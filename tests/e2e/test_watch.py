@@ -5,30 +5,15 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
-import pytest
 
-from sdp_node.protocol import Credentials
 from sdp_testbed.gitserver import GitServer
 from sdp_testbed.repos import commit_files, init_bare
 from sdp_testbed.waiting import http_get, wait_for
-from tests.e2e.stack import BIN, QA_DEFAULT, QA_ENV, Stack, build_stack, sandbox_yaml, stop_stack
-from tests.support.agents import AgentProcess, free_port
-
-
-@pytest.fixture
-def stack(
-    tmp_path: Path, installation: str, make_agent: Callable[..., AgentProcess],
-    make_repo: Callable[[str], tuple[Path, str]], images: dict[str, str], canary: Credentials,
-) -> Iterator[Stack]:
-    built = build_stack(tmp_path, installation, make_agent, make_repo, images, canary)
-    try:
-        yield built
-    finally:
-        stop_stack(built)
+from tests.e2e.stack import BIN, QA_DEFAULT, QA_ENV, Stack, sandbox_yaml
+from tests.support.agents import free_port
 
 
 class WatchProcess:
