@@ -44,6 +44,8 @@ from sdp_node.protocol import (
     BranchesResponse,
     DeployGateway,
     DeployService,
+    ErrorBody,
+    ErrorResponse,
     LeaseRequest,
     NodeInfo,
     Observation,
@@ -55,10 +57,9 @@ M = TypeVar("M", bound=BaseModel)
 HEARTBEAT_SECONDS = 15
 
 
-def error_response(error: NodeError) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": error.code, "message": str(error)}}, status_code=error.status
-    )
+def error_response(error: NodeError) -> Response:
+    body = ErrorResponse(error=ErrorBody(code=error.code, message=str(error)))
+    return model_response(body, status=error.status)
 
 
 def model_response(model: BaseModel, status: int = 200) -> Response:

@@ -22,7 +22,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -245,11 +245,6 @@ class Engine:
         except DockerException:
             return []
         return raw.decode("utf-8", "replace").splitlines()[-lines:]  # type: ignore[no-any-return]
-
-    def follow_logs(self, ident: str, tail: int) -> Iterator[bytes]:
-        return self.api.logs(  # type: ignore[no-any-return]
-            ident, stdout=True, stderr=True, stream=True, follow=True, tail=tail
-        )
 
     def stats(self, name: str) -> ContainerStats:
         details = self.find(name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -210,5 +210,3 @@ def _write_new(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
 
-
-Command = Callable[..., Path]

@@ -9,7 +9,6 @@ the values it knows); rows are only ever added or updated, never rewritten whole
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
@@ -227,9 +226,6 @@ class History:
     def status(self) -> list[dict[str, Any]]:
         return self.query("SELECT * FROM status ORDER BY sandbox, service")
 
-    def previous_applied(self) -> dict[tuple[str, str], str | None]:
-        return {(r["sandbox"], r["service"]): r["applied_commit"] for r in self.status()}
-
     def last_deploys(self) -> dict[str, datetime]:
         """Sandbox -> when its last successful deploy completed."""
         out: dict[str, datetime] = {}
@@ -249,6 +245,3 @@ class History:
             "SELECT * FROM events WHERE id > ? AND sandbox = ? ORDER BY id LIMIT ?",
             (last_id, sandbox, limit))
 
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)

@@ -430,9 +430,6 @@ class EnvFile(Frozen):
         return self
 
 
-Scalar = str | int | float | bool
-
-
 def _stringify(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -37,12 +37,6 @@ class Action(StrEnum):
             Action.STOP: "~", Action.REMOVE: "-",
         }[self]
 
-    @property
-    def mutating_verb(self) -> str:
-        return {
-            Action.CREATE: "create", Action.UPDATE: "update", Action.RECREATE: "recreate",
-            Action.START: "start", Action.STOP: "stop", Action.REMOVE: "remove",
-        }[self]
 
 
 class Subject(StrEnum):
