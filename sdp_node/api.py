@@ -272,11 +272,12 @@ class NodeApp:
         tail_param = request.query_params.get("tail", "100")
         tail = int(tail_param) if tail_param.isdigit() else 100
         since = request.headers.get("last-event-id")
+        follow = request.query_params.get("follow", "true") != "false"
         ident = details["Id"]
 
         async def stream() -> AsyncIterator[ServerSentEvent]:
             kwargs: dict[str, Any] = {"stdout": True, "stderr": True, "stream": True,
-                                      "follow": True, "timestamps": True}
+                                      "follow": follow, "timestamps": True}
             if since:
                 kwargs["since"] = _docker_since(since)
             else:
@@ -297,6 +298,7 @@ class NodeApp:
                 while True:
                     chunk = await queue.get()
                     if chunk is None:
+                        yield ServerSentEvent("{}", event="end")
                         return
                     for raw in chunk.decode("utf-8", "replace").splitlines():
                         stamp, _, text = raw.partition(" ")

@@ -211,6 +211,22 @@ def build_parser() -> argparse.ArgumentParser:
                        "SDP_GIT_USERNAME/SDP_GIT_PASSWORD)")
     watch.add_argument("--branch", default="main", help="branch of --remote (default main)")
     watch.set_defaults(handler=cmd_watch)
+    status = commands_parser(commands_, "status", help="show the status the last passes "
+                             "recorded", description="Print each sandbox's sync and health, "
+                             "its services (branch, commit, port) and the last pass, from the "
+                             "history. Contacts no node. Exit 0 when all are InSync, else 2.")
+    _add_history(status)
+    status.add_argument("sandbox", metavar="SANDBOX", nargs="?", help="only this sandbox")
+    status.set_defaults(handler=_lazy("commands", "cmd_status"))
+
+    logs = commands_parser(commands_, "logs", help="print a sandbox service's container log",
+                           description="Print the log of SERVICE's container in SANDBOX (or "
+                           "'gateway'), through the agent that runs it.")
+    logs.add_argument("sandbox", metavar="SANDBOX")
+    logs.add_argument("service", metavar="SERVICE", help="a service name, or 'gateway'")
+    logs.add_argument("--tail", type=int, default=100, help="lines to start with (100)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.set_defaults(handler=_lazy("commands", "cmd_logs"))
     _add_editing_commands(commands_)
     return parser
 

@@ -70,8 +70,8 @@ class Progress:
             print(line, file=self.out, flush=True)
 
 
-def summary_table(history: History) -> str:
-    rows = history.status()
+def summary_table(history: History, *, sandbox: str | None = None) -> str:
+    rows = [r for r in history.status() if sandbox is None or r["sandbox"] == sandbox]
     if not rows:
         return "no sandboxes"
     header = ("SANDBOX", "SERVICE", "NODE", "BRANCH", "COMMIT", "PORT", "SYNC", "HEALTH",
@@ -134,3 +134,57 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 def cmd_restart(args: argparse.Namespace) -> int:
     return _apply(args, mode="restart", restarts=frozenset({(args.sandbox, args.service)}))[0]
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """The status the last passes recorded, from the history: no node is contacted."""
+    path = history_path(args)
+    if not path.exists():
+        raise SdpError(f"no history at {path}: run 'sdp-reconcile --once' (or give --history)")
+    history = History(path)
+    try:
+        rows = history.status()
+        if args.sandbox:
+            rows = [r for r in rows if r["sandbox"] == args.sandbox]
+            if not rows:
+                raise SdpError(f"no status recorded for sandbox {args.sandbox!r}")
+        for row in rows:
+            if row["service"] == "":
+                line = f"{row['sandbox']}: {row['sync']} {row['health']} ({row['reason']})"
+                if row["message"]:
+                    line += f": {row['message']}"
+                print(line)
+        print(summary_table(history, sandbox=args.sandbox))
+        last = history.query("SELECT * FROM passes ORDER BY id DESC LIMIT 1")
+        if last:
+            print(f"last pass: {last[0]['started_at']} by {last[0]['runner']} "
+                  f"({last[0]['mode']}): {last[0]['status']} {last[0]['summary']}".rstrip())
+        return 0 if all(r["sync"] == "InSync" for r in rows) else 2
+    finally:
+        history.close()
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """A sandbox service's container log, through the agent that runs it."""
+    from sdp_node.naming import container_name
+    from sdp_reconciler import credentials as creds
+    from sdp_reconciler.loading import load_state
+    from sdp_reconciler.node_client import NodeClient
+
+    state = load_state(state_dir(args))
+    tokens = creds.agent_tokens(state)
+    name = container_name(args.sandbox, args.service)
+    for node in state.nodes.model.nodes:
+        with NodeClient(node.name, node.agent_url, tokens[node.name]) as client:
+            try:
+                running = {c.name for c in client.observe().containers}
+            except SdpError as e:
+                _say(f"node {node.name}: {e}")
+                continue
+            if name not in running:
+                continue
+            for _stamp, line in client.container_logs(name, tail=args.tail,
+                                                       follow=args.follow):
+                print(line, flush=True)
+            return 0
+    raise SdpError(f"no node runs {name} (sandbox {args.sandbox!r}, service {args.service!r})")

@@ -114,6 +114,28 @@ class NodeClient:
     def stats(self, container: str) -> ContainerStats:
         return self._get(f"/containers/{container}/stats", ContainerStats, timeout=30)
 
+    def container_logs(self, container: str, *, tail: int = 100,
+                       follow: bool = False) -> Iterator[tuple[str, str]]:
+        """(timestamp, line) of a container's log: the last ``tail`` lines, then new ones
+        while ``follow``."""
+        params = {"tail": str(tail), "follow": "true" if follow else "false"}
+        try:
+            with self._client.stream(
+                "GET", f"/containers/{container}/logs", params=params,
+                timeout=httpx.Timeout(10.0, read=None if follow else 60.0),
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise AgentError(self.name, response.status_code, _error_message(response))
+                for data in _sse_data(response.iter_lines()):
+                    item = json.loads(data)
+                    if "line" not in item:
+                        return
+                    yield str(item.get("at", "")), str(item["line"])
+        except httpx.HTTPError as e:
+            raise NodeUnreachable(f"node {self.name}: the log stream broke: "
+                                  f"{type(e).__name__}") from e
+
     def acquire_lease(self, holder: str, ttl: float) -> Lease:
         body = LeaseRequest(holder=holder, ttl_seconds=ttl)
         return Lease.model_validate_json(self._request("POST", "/lease", body=body).content)

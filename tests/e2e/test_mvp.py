@@ -243,3 +243,21 @@ def test_plan_json_and_agent_checks_reported_at_their_line(stack: Stack) -> None
            "go repository named 'acount' (served: account, payment, user)" in problems.stdout
     assert f"{stack.state}/sandboxes/QA-J.yaml:7:5: services.account.branch: branch " \
            "'feature/nope' does not exist in repository account" in problems.stdout
+
+
+def test_status_and_logs_commands(stack: Stack) -> None:
+    stack.write("sandboxes/QA-S.yaml", sandbox_yaml("QA-S", account_branch="main"))
+    assert stack.reconcile("once").code == 0
+    status = stack.reconcile("status", "--history", str(stack.history))
+    assert status.code == 0, status.output
+    assert "QA-S: InSync Healthy (UpToDate)" in status.stdout
+    assert "last pass:" in status.stdout and "by ci-runner (once): CONVERGED" in status.stdout
+    logs = stack.reconcile("logs", "QA-S", "account")
+    assert logs.code == 0, logs.output
+    assert "account main listening on :8080" in logs.stdout
+    gateway = stack.reconcile("logs", "QA-S", "gateway", "--tail", "5")
+    assert gateway.code == 0
+    missing = stack.reconcile("logs", "QA-S", "ledger")
+    assert missing.code == 1 and "no node runs sandbox-qa-s-ledger" in missing.stderr
+    unknown = stack.reconcile("status", "NOPE", "--history", str(stack.history))
+    assert unknown.code == 1 and "no status recorded for sandbox 'NOPE'" in unknown.stderr
