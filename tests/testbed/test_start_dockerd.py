@@ -78,7 +78,7 @@ def test_starts_dockerd_with_the_address_pool_and_waits(
 def test_clears_a_stale_pid_file_before_starting(
     fake_bin: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
-    state, env = fake_bin
+    _state, env = fake_bin
     stale = tmp_path / "no-docker.pid"
     stale.write_text("999999\n")  # no such process
     done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True,
