@@ -8,6 +8,7 @@ it. Everything a test starts is stopped by pid or removed by its ``sdp.instance`
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +28,33 @@ CANARY_USER = "sdp-canary-user"
 CANARY_PASSWORD = "Pa$$:w@rd%^/é-canary"
 IMAGE_CACHE = Path(os.environ.get("SDP_TESTBED_CACHE", "/var/cache/sdp-testbed"))
 GO_CACHE = Path(os.environ.get("SDP_TEST_GOCACHE", str(IMAGE_CACHE / "gocache")))
+
+
+INSTALLED_BY_CI = {"php": "php-cli", "composer": "composer", "git": "git", "go": "golang-go"}
+
+
+def require(tool: str) -> str:
+    """The tool's path; a missing one fails the test (CI installs it), never skips it."""
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool} is not installed: apt-get install -y {INSTALLED_BY_CI[tool]} "
+                    "(bash scripts/setup and .ci/run do)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def php() -> str:
+    return require("php")
+
+
+@pytest.fixture(scope="session")
+def composer() -> str:
+    return require("composer")
+
+
+@pytest.fixture(scope="session")
+def git_cli() -> str:
+    return require("git")
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -137,7 +136,7 @@ def test_push_with_the_right_credentials_moves_the_branch(
     assert branch_head(git_server.repo_path("account"), "main") == pushed.decode()
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="the git CLI is not installed")
+@pytest.mark.usefixtures("git_cli")
 def test_the_git_cli_sends_utf8_credentials_and_gets_in(
     git_server: GitServer, git_credentials: tuple[str, str], account_head: str, tmp_path: Path
 ) -> None:
