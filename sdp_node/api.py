@@ -42,6 +42,8 @@ from sdp_node.protocol import (
     ApplyResponse,
     BranchesRequest,
     BranchesResponse,
+    CommittedRoutesRequest,
+    CommittedRoutesResponse,
     DeployGateway,
     DeployService,
     ErrorBody,
@@ -199,11 +201,13 @@ class NodeApp:
         return model_response(await run_in_threadpool(collect))
 
     async def committed_routes(self, request: Request) -> Response:
-        body = await request.json()
-        repository, commit = str(body.get("repository", "")), str(body.get("commit", ""))
-        routes = await run_in_threadpool(self.converger.routes.committed_routes, repository,
-                                          commit)
-        return JSONResponse({"repository": repository, "commit": commit, "routes": routes})
+        body = await read_model(request, CommittedRoutesRequest)
+        routes = await run_in_threadpool(
+            self.converger.routes.committed_routes, body.repository, body.commit,
+            body.credentials,
+        )
+        return model_response(CommittedRoutesResponse(
+            repository=body.repository, commit=body.commit, routes=routes))
 
     async def stats(self, request: Request) -> Response:
         name = request.path_params["name"]

@@ -124,6 +124,20 @@ class BranchesRequest(Wire):
     credentials: Credentials
 
 
+class CommittedRoutesRequest(Wire):
+    repository: str
+    commit: str
+    credentials: Credentials | None = Field(
+        default=None, description="to fetch the commit first when the node lacks it"
+    )
+
+
+class CommittedRoutesResponse(Wire):
+    repository: str
+    commit: str
+    routes: dict[str, str] = Field(description="service key -> URL the commit carries")
+
+
 class BranchesResponse(Wire):
     repository: str
     heads: dict[str, str] = Field(description="branch name -> commit SHA")

@@ -11,13 +11,14 @@ from sdp_node.containers import Engine
 from sdp_node.errors import BadRequest, NodeError, NotFound
 from sdp_node.gateway import GatewayFiles
 from sdp_node.git import GitStore
-from sdp_node.naming import GATEWAY, container_name
+from sdp_node.naming import GATEWAY, commit_problem, container_name
 from sdp_node.phpconfig import read_routes, read_routes_file, replace_routes_file
 from sdp_node.protocol import (
     LABEL_COMMIT,
     LABEL_KIND,
     LABEL_REPOSITORY,
     LABEL_SANDBOX,
+    Credentials,
     DeployState,
     ObservedContainer,
     ObservedGateway,
@@ -113,8 +114,16 @@ class GatewayRoutes:
             )
         return self._cache[key]
 
-    def committed_routes(self, repository: str, commit: str) -> dict[str, str]:
-        return self._committed(self.config.repository(repository), commit)
+    def committed_routes(self, repository: str, commit: str,
+                         credentials: Credentials | None = None) -> dict[str, str]:
+        """The routes ``commit`` carries; fetched first (with ``credentials``) if missing."""
+        config = self.config.repository(repository)
+        problem = commit_problem(commit)
+        if problem:
+            raise BadRequest(problem)
+        if credentials is not None and not self.git.has_commit(config, commit):
+            self.git.fetch(config, credentials, log=lambda _line: None)
+        return self._committed(config, commit)
 
 
 def _service_routes(repository: RepositoryConfig, routes: dict[str, str]) -> dict[str, str]:

@@ -22,6 +22,8 @@ from sdp_node.protocol import (
     ApplyResponse,
     BranchesRequest,
     BranchesResponse,
+    CommittedRoutesRequest,
+    CommittedRoutesResponse,
     ContainerStats,
     Credentials,
     Lease,
@@ -103,13 +105,13 @@ class NodeClient:
     def observe(self, *, timeout: float | None = None) -> Observation:
         return self._get("/observe", Observation, timeout=timeout)
 
-    def committed_routes(self, repository: str, commit: str) -> dict[str, str]:
-        response = self._client.post(
-            "/committed-routes", json={"repository": repository, "commit": commit}
-        )
-        if response.status_code >= 400:
-            raise AgentError(self.name, response.status_code, _error_message(response))
-        return dict(response.json()["routes"])
+    def committed_routes(self, repository: str, commit: str,
+                         credentials: Credentials | None = None) -> dict[str, str]:
+        """The route values a gateway commit carries (the node fetches it if it must)."""
+        body = CommittedRoutesRequest(repository=repository, commit=commit,
+                                      credentials=credentials)
+        response = self._request("POST", "/committed-routes", body=body, timeout=90)
+        return CommittedRoutesResponse.model_validate_json(response.content).routes
 
     def stats(self, container: str) -> ContainerStats:
         return self._get(f"/containers/{container}/stats", ContainerStats, timeout=30)

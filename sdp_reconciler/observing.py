@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+from sdp_node.naming import GATEWAY
 from sdp_node.protocol import Credentials
+from sdp_reconciler.desired import ResolvedSandbox
 from sdp_reconciler.errors import AgentError, CredentialsError, SdpError
 from sdp_reconciler.models import Node
 from sdp_reconciler.node_client import NodeClient
@@ -102,3 +104,41 @@ def resolve_heads(
     if heads:
         report("LOGIN SUCCESS")
     return heads, errors
+
+
+def gateway_commit_routes(
+    sandboxes: dict[str, ResolvedSandbox], placements: dict[tuple[str, str], Placement],
+    heads: dict[str, dict[str, str]], views: dict[str, NodeView],
+    clients: dict[str, NodeClient], credentials: Credentials | None, *, report: Report,
+) -> dict[str, dict[str, str]]:
+    """Gateway commit -> the route values it carries, for every gateway commit this pass
+    wants: from what running gateways reported, else asked of the gateway's agent (which
+    fetches the commit if it must). Lets the plan check route keys at file:line:col."""
+    known: dict[str, dict[str, str]] = {}
+    for view in views.values():
+        for running in view.observation.gateways if view.observation else []:
+            if running.problem is None:
+                known.setdefault(running.commit, running.committed_routes)
+    wanted: dict[str, tuple[str, str]] = {}
+    for (name, service), placement in placements.items():
+        gateway = sandboxes[name].gateway if service == GATEWAY else None
+        if gateway is None or not views[placement.node].reachable:
+            continue
+        commit = gateway.spec.commit or heads.get(placement.repository, {}).get(
+            gateway.spec.branch or "")
+        if commit and commit not in known:
+            wanted.setdefault(commit, (placement.node, placement.repository))
+
+    def one(item: tuple[str, tuple[str, str]]) -> tuple[str, dict[str, str] | None]:
+        commit, (node, repository) = item
+        try:
+            return commit, clients[node].committed_routes(repository, commit, credentials)
+        except SdpError as e:
+            report(f"routes of {repository} at {commit[:7]} unknown before deploying: {e}")
+            return commit, None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(4, len(wanted)))) as pool:
+        for commit, routes in pool.map(one, sorted(wanted.items())):
+            if routes is not None:
+                known[commit] = routes
+    return known

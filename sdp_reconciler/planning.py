@@ -204,6 +204,8 @@ class _Planner:
         environment = self.environment(sandbox.name, environment_name, location, path)
         if commit is None or environment is None:
             return None
+        if service == GATEWAY:
+            self.check_route_keys(sandbox, placement.repository, commit)
         network = network_name(sandbox.name) if service != GATEWAY else None
         spec = self.container_spec(
             sandbox=sandbox.name, service=service, placement=placement, info=info,
@@ -211,6 +213,20 @@ class _Planner:
             environment=environment, resources=resources,
         )
         return _Draft(sandbox, service, placement, spec, network, location, environment_name)
+
+    def check_route_keys(self, sandbox: ResolvedSandbox, repository: str, commit: str) -> None:
+        """Every service the sandbox routes must have a ``<key>_url`` in the gateway's commit."""
+        committed = self.world.committed_routes.get(commit)
+        if committed is None:
+            return  # unknown this pass: the agent refuses an unknown key when it writes
+        for name, entry in sorted(sandbox.services.items()):
+            if entry.spec.use_ocp or name in committed:
+                continue
+            self.block(sandbox.name, Problem(
+                entry.origin, f"services.{name}",
+                f"the gateway's {repository} at {commit[:7]} has no '{name}_url' in its "
+                "config: this service cannot be routed",
+            ))
 
     def container_spec(
         self, *, sandbox: str, service: str, placement: Placement, info: RepositoryInfo,

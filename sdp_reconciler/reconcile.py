@@ -27,7 +27,12 @@ from sdp_reconciler.history import History
 from sdp_reconciler.loading import PORTS_FILE, LoadedState, load_state
 from sdp_reconciler.node_client import NodeClient
 from sdp_reconciler.notify import Notifier, finished_notices, started_notices
-from sdp_reconciler.observing import check_installation, observe_nodes, resolve_heads
+from sdp_reconciler.observing import (
+    check_installation,
+    gateway_commit_routes,
+    observe_nodes,
+    resolve_heads,
+)
 from sdp_reconciler.placement import Placement, place
 from sdp_reconciler.plan import Action, Change, Plan, Subject
 from sdp_reconciler.planning import Restart, plan
@@ -129,11 +134,13 @@ def prepare(
             credentials = creds.git_credentials(env)
             heads, head_errors = resolve_heads(placements.values(), views, clients, credentials,
                                                report=report)
+        committed = gateway_commit_routes(sandboxes, placements, heads, views, clients,
+                                          credentials, report=report)
         environments, environment_errors = creds.resolve_environments(state, env)
         world = World(
             installation=world.installation, spec_key=key, nodes=views, heads=heads,
             head_errors=head_errors, environments=environments,
-            environment_errors=environment_errors,
+            environment_errors=environment_errors, committed_routes=committed,
         )
         allocations, port_problems = allocate(
             sandboxes=sandboxes, placements=placements,

@@ -47,6 +47,8 @@ class World:
     head_errors: dict[str, str] = field(default_factory=dict)
     environments: dict[str, ResolvedEnvironment] = field(default_factory=dict)
     environment_errors: dict[str, str] = field(default_factory=dict)
+    committed_routes: dict[str, dict[str, str]] = field(default_factory=dict)
+    """gateway commit -> the route values it carries (the OCP values), where known"""
 
     def nodes_of(self, node_type: NodeType) -> list[NodeView]:
         return [v for _, v in sorted(self.nodes.items()) if v.node.type is node_type]

@@ -261,3 +261,25 @@ def test_status_and_logs_commands(stack: Stack) -> None:
     assert missing.code == 1 and "no node runs sandbox-qa-s-ledger" in missing.stderr
     unknown = stack.reconcile("status", "NOPE", "--history", str(stack.history))
     assert unknown.code == 1 and "no status recorded for sandbox 'NOPE'" in unknown.stderr
+
+
+def test_a_service_missing_from_a_new_gateway_commit_is_reported_at_its_line(
+    stack: Stack, docker_client: docker.DockerClient, installation: str
+) -> None:
+    from sdp_testbed.erangel import gateway_files
+    from sdp_testbed.repos import commit_files
+
+    commit_files(stack.repos["erangel"], branch="slim", base="develop", message="no user_url",
+                 files=gateway_files(revision="slim", ocp_urls={
+                     "account": stack.ocp["account"].url_for_containers,
+                     "payment": stack.ocp["payment"].url_for_containers}))
+    stack.write("sandboxes/QA-SLIM.yaml", "sandbox: QA-SLIM\nextends: QA-DEFAULT\n"
+                "gateway:\n  branch: slim\nservices:\n  user:\n    branch: main\n")
+    planned = stack.reconcile("plan")
+    assert planned.code == 1, planned.output
+    assert f"{stack.state}/sandboxes/QA-SLIM.yaml:7:5: services.user: the gateway's erangel " \
+           "at" in planned.stdout
+    assert "has no 'user_url' in its config" in planned.stdout
+    once = stack.reconcile("once")
+    assert once.code == 2
+    assert containers(docker_client, installation) == {}  # the sandbox was left alone
