@@ -8,7 +8,6 @@ real ``sdp-reconcile`` console script as a subprocess with the installation's en
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import subprocess
@@ -22,6 +21,7 @@ from sdp_testbed.go_service import go_service_files
 from sdp_testbed.ocp import OcpStandIn
 from sdp_testbed.repos import commit_files
 from tests.support.agents import AgentProcess
+from tests.support.statedirs import NodeEntry, commit_state, write_nodes
 
 BIN = Path(sys.executable).parent
 SERVICES = ("account", "payment", "user")
@@ -63,17 +63,7 @@ class Stack:
 
     def commit_state(self, message: str, author: str = "Achmad <achmad@example.invalid>",
                      date: str | None = None) -> str:
-        """Commit everything in the state directory (additions, edits, deletions) with git."""
-        name, _, email = author.partition(" <")
-        git_env = {**os.environ, "GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email.rstrip(">"),
-                   "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email.rstrip(">")}
-        if date is not None:
-            git_env.update(GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date)
-        subprocess.run(["git", "-C", str(self.state), "add", "-A"], check=True, env=git_env)
-        subprocess.run(["git", "-C", str(self.state), "commit", "-q", "--allow-empty", "-m",
-                        message], check=True, env=git_env)
-        return subprocess.run(["git", "-C", str(self.state), "rev-parse", "HEAD"], check=True,
-                              capture_output=True, text=True).stdout.strip()
+        return commit_state(self.state, message, author=author, date=date)
 
     # -- fixture repositories --------------------------------------------------------------------
 
@@ -107,23 +97,15 @@ class Stack:
                                 stderr=subprocess.STDOUT, text=True, cwd=self.root)
 
 
-def nodes_yaml(stack_installation: str, micro: AgentProcess, gateway: AgentProcess) -> str:
+def write_nodes_yaml(state: Path, installation: str, micro: AgentProcess,
+                    gateway: AgentProcess) -> None:
     # Port ranges differ per test so that two test runs on one engine never collide.
     base = 22000 + 200 * secrets.randbelow(50)
-    nodes = {
-        "installation": stack_installation,
-        "spec_hash_key": {"env": "SDP_SPEC_HASH_KEY"},
-        "nodes": [
-            {"name": micro.name, "type": "MICRO", "agent_url": micro.url,
-             "agent_token": {"env": "SDP_TEST_MICRO_TOKEN"}, "address": "host.docker.internal",
-             "public_address": "127.0.0.1", "ports": {"first": base, "last": base + 99}},
-            {"name": gateway.name, "type": "GATEWAY", "agent_url": gateway.url,
-             "agent_token": {"env": "SDP_TEST_GATEWAY_TOKEN"},
-             "address": "host.docker.internal", "public_address": "127.0.0.1",
-             "ports": {"first": base + 100, "last": base + 199}},
-        ],
-    }
-    return json.dumps(nodes, indent=1) + "\n"
+    write_nodes(state, installation=installation, nodes=[
+        NodeEntry(micro, "MICRO", (base, base + 99), token_env="SDP_TEST_MICRO_TOKEN"),
+        NodeEntry(gateway, "GATEWAY", (base + 100, base + 199),
+                  token_env="SDP_TEST_GATEWAY_TOKEN"),
+    ])
 
 
 QA_DEFAULT = """\
@@ -201,7 +183,7 @@ def build_stack(root: Path, installation: str, make_agent: Any, make_repo: Any,
     stack = Stack(root=root, installation=installation, micro=micro, gateway=gateway,
                   repos=repos, ocp=ocp, env=env, state=state, history=root / "history.sqlite",
                   heads=stack_heads)
-    stack.write("nodes.yaml", nodes_yaml(installation, micro, gateway))
+    write_nodes_yaml(state, installation, micro, gateway)
     stack.write("templates/QA-DEFAULT.yaml", QA_DEFAULT)
     stack.write("environments/qa.yaml", QA_ENV)
     return stack

@@ -161,12 +161,15 @@ def reconciler_env(
 
 
 def commit_state(state: Path, message: str = "state",
-                 author: str = "Tester <tester@example.invalid>") -> str:
-    """Commit everything under ``state`` (a git repository is made on first use)."""
+                 author: str = "Tester <tester@example.invalid>", date: str | None = None) -> str:
+    """Commit everything under ``state``: additions, edits, deletions (a git repository is
+    made on first use); ``date`` back-dates the commit (ISO 8601)."""
     name, _, email = author.partition(" <")
     email = email.rstrip(">")
     env = {**os.environ, "GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
            "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+    if date is not None:
+        env.update(GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date)
     if not (state / ".git").exists():
         subprocess.run(["git", "init", "-q", "-b", "main", str(state)], check=True, env=env)
     subprocess.run(["git", "-C", str(state), "add", "-A"], check=True, env=env)
