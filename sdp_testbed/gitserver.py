@@ -31,12 +31,14 @@ import sys
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from dulwich.server import FileSystemBackend
 from dulwich.web import make_wsgi_chain
+
+from sdp_testbed.serving import ServerThread
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -116,7 +118,7 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     allow_reuse_address = True
 
 
-class GitServer:
+class GitServer(ServerThread[_ThreadingWSGIServer]):
     """Serves the bare repositories under `root` over smart HTTP with Basic auth."""
 
     def __init__(
@@ -128,13 +130,13 @@ class GitServer:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        super().__init__()
+        self.thread_name = "sdp-testbed-git"
         self._root = Path(root).resolve()
         self._host = host
         self._requested_port = port
         git_app = make_wsgi_chain(_RootRelativeBackend(str(self._root)))
         self._app = BasicAuthMiddleware(git_app, username=username, password=password)
-        self._server: _ThreadingWSGIServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def root(self) -> Path:
@@ -142,9 +144,7 @@ class GitServer:
 
     @property
     def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the git server is not started")
-        return int(self._server.server_address[1])
+        return int(self._running().server_address[1])
 
     @property
     def base_url(self) -> str:
@@ -156,46 +156,12 @@ class GitServer:
     def repo_path(self, name: str) -> Path:
         return self._root / f"{name}.git"
 
-    def start(self) -> None:
-        if self._server is not None:
-            raise RuntimeError("the git server is already started")
-        server = make_server(
-            self._host,
-            self._requested_port,
-            self._app,
-            server_class=_ThreadingWSGIServer,
-            handler_class=_QuietRequestHandler,
-        )
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"sdp-testbed-git:{server.server_address[1]}",
-            daemon=True,
-        )
-        thread.start()
-        self._server, self._thread = server, thread
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _make_server(self) -> _ThreadingWSGIServer:
+        server = make_server(self._host, self._requested_port, self._app,
+                             server_class=_ThreadingWSGIServer,
+                             handler_class=_QuietRequestHandler)
+        self.thread_name = f"sdp-testbed-git:{server.server_address[1]}"
+        return server
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

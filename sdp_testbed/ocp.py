@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Self
+
+from sdp_testbed.serving import ServerThread
 
 __all__ = ["OcpStandIn"]
 
@@ -48,14 +48,17 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-class OcpStandIn:
+class OcpStandIn(ServerThread[_Server]):
     """Answers for OCP service `name` on 0.0.0.0:<free port> until stopped."""
 
     def __init__(self, name: str, *, host: str = "0.0.0.0", port: int = 0) -> None:
+        super().__init__()
         self._name = name
         self._address = (host, port)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self.thread_name = f"sdp-testbed-ocp:{name}"
+
+    def _make_server(self) -> _Server:
+        return _Server(self._address, name=self._name)
 
     @property
     def name(self) -> str:
@@ -79,42 +82,3 @@ class OcpStandIn:
         with server.answered_lock:
             return list(server.answered)
 
-    def start(self) -> None:
-        if self._server is not None:
-            raise RuntimeError(f"the OCP stand-in {self._name!r} is already started")
-        server = _Server(self._address, name=self._name)
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"sdp-testbed-ocp:{self._name}",
-            daemon=True,
-        )
-        thread.start()
-        self._server, self._thread = server, thread
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join()
-
-    def _running(self) -> _Server:
-        if self._server is None:
-            raise RuntimeError(f"the OCP stand-in {self._name!r} is not started")
-        return self._server
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -7,6 +7,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from sdp_testbed.serving import ServerThread
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
@@ -34,25 +36,22 @@ class _Server(ThreadingHTTPServer):
         self.status = status
 
 
-class WebhookReceiver:
+class WebhookReceiver(ServerThread[_Server]):
+    thread_name = "test-webhook"
+
     def __init__(self, status: int = 200) -> None:
-        self._server = _Server(status)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__()
+        self._status = status
+
+    def _make_server(self) -> _Server:
+        return _Server(self._status)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/hooks/sdp"
+        return f"http://127.0.0.1:{self._running().server_address[1]}/hooks/sdp"
 
     @property
     def received(self) -> list[tuple[str, Any]]:
-        with self._server.lock:
-            return list(self._server.received)
-
-    def __enter__(self) -> WebhookReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        server = self._running()
+        with server.lock:
+            return list(server.received)
