@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import random
+import re
 import threading
 import time
 import urllib.error
@@ -33,7 +34,14 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import IPAMConfig, IPAMPool
 
 from sdp_node.config import NodeConfig
-from sdp_node.errors import Conflict, ContainerError, HealthCheckFailed, ImageMissing, NodeError
+from sdp_node.errors import (
+    BadRequest,
+    Conflict,
+    ContainerError,
+    HealthCheckFailed,
+    ImageMissing,
+    NodeError,
+)
 from sdp_node.protocol import (
     LABEL_INSTANCE,
     LABEL_MANAGED,
@@ -44,6 +52,7 @@ from sdp_node.protocol import (
 )
 
 ASIDE_SUFFIX = "--previous"
+_CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 Runtime = tuple[datetime | None, int, str | None]
 """started at, restart count, health"""
 STOP_TIMEOUT = 10
@@ -204,6 +213,9 @@ class Engine:
 
     def find(self, name: str) -> dict[str, Any] | None:
         """The container called ``name`` if SDP owns it; Conflict if someone else does."""
+        if not _CONTAINER_NAME.fullmatch(name):
+            # Names reach Docker's URL paths: only plain container names get that far.
+            raise BadRequest(f"{name[:80]!r} is not a container name")
         details = self._inspect(name)
         if details is None:
             return None

@@ -192,3 +192,14 @@ def test_container_logs_stream_and_resume_and_stats(
     with pytest.raises(AgentError) as caught:
         client.stats("sandbox-nope-account")
     assert caught.value.status == 404
+
+
+def test_container_names_in_paths_are_checked(agent: AgentProcess) -> None:
+    headers = {"Authorization": f"Bearer {agent.token}"}
+    for name in ("..%2F..%2Fimages%2Fjson", "a b", "%2Fetc"):
+        answer = httpx.get(f"{agent.url}/v1/containers/{name}/stats", headers=headers)
+        assert answer.status_code in (400, 404), (name, answer.text)
+        if answer.status_code == 400:
+            assert "is not a container name" in answer.json()["error"]["message"]
+    answer = httpx.get(f"{agent.url}/v1/containers/a%20b/logs", headers=headers)
+    assert answer.status_code == 400
