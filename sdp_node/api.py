@@ -37,6 +37,8 @@ from sdp_node.lease import LeaseKeeper
 from sdp_node.operations import Operations
 from sdp_node.protocol import (
     API_PREFIX,
+    LABEL_PORT,
+    LABEL_REPOSITORY,
     MAX_REQUEST_BYTES,
     ApplyRequest,
     ApplyResponse,
@@ -51,6 +53,7 @@ from sdp_node.protocol import (
     LeaseRequest,
     NodeInfo,
     Observation,
+    ObservedContainer,
 )
 from sdp_node.redact import Redactor
 
@@ -188,7 +191,7 @@ class NodeApp:
 
     async def observe(self, request: Request) -> Response:
         def collect() -> Observation:
-            containers = self.engine.list_containers()
+            containers = self._with_health_checks(self.engine.list_containers())
             return Observation(
                 node=self.info,
                 containers=containers,
@@ -199,6 +202,23 @@ class NodeApp:
             )
 
         return model_response(await run_in_threadpool(collect))
+
+    def _with_health_checks(self, containers: list[ObservedContainer]) -> list[ObservedContainer]:
+        """Each running container with its health path's answer (the seed's health endpoint
+        status), probed side by side with a short time limit."""
+        targets: dict[str, tuple[int, str]] = {}
+        for container in containers:
+            labels = container.labels
+            port = labels.get(LABEL_PORT, "")
+            if container.state != "running" or container.aside or not port.isdigit():
+                continue
+            try:
+                repository = self.config.repository(labels.get(LABEL_REPOSITORY, ""))
+            except NodeError:
+                continue
+            targets[container.name] = (int(port), repository.effective_health_path)
+        results = self.engine.probe_all(targets)
+        return [c.model_copy(update={"health_check": results.get(c.name)}) for c in containers]
 
     async def committed_routes(self, request: Request) -> Response:
         body = await read_model(request, CommittedRoutesRequest)

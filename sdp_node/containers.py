@@ -455,13 +455,31 @@ class Engine:
             raise ContainerError(f"cannot run {command[0]!r} in {ident!r}: {e.explanation}") from e
         return int(code if code is not None else -1), output.decode("utf-8", "replace")
 
+    def probe(self, port: int, path: str, *, timeout: float = 2.0) -> tuple[bool, str]:
+        """One GET of ``path`` on the published port: (healthy, "HTTP 200" or why not)."""
+        host = "127.0.0.1" if self.config.publish_address in ("0.0.0.0", "") else \
+            self.config.publish_address
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout) as answer:
+                return answer.status < 400, f"HTTP {answer.status}"
+        except urllib.error.HTTPError as e:
+            return False, f"HTTP {e.code}"
+        except (urllib.error.URLError, OSError) as e:
+            return False, str(getattr(e, "reason", e)) or type(e).__name__
+
+    def probe_all(self, targets: dict[str, tuple[int, str]]) -> dict[str, str]:
+        """Container name -> probe result, for (port, health path) targets, side by side."""
+        if not targets:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
+            results = pool.map(lambda t: self.probe(t[0], t[1], timeout=1.0), targets.values())
+            return {name: "ok" if healthy else text
+                    for name, (healthy, text) in zip(targets, results, strict=True)}
+
     def wait_healthy(
         self, ident: str, *, name: str, port: int, path: str, timeout: float, log: Log
     ) -> None:
         """Poll ``path`` on the published port until it answers below 400 or time runs out."""
-        host = "127.0.0.1" if self.config.publish_address in ("0.0.0.0", "") else \
-            self.config.publish_address
-        url = f"http://{host}:{port}{path}"
         deadline = time.monotonic() + timeout
         delay = 0.05
         last = "no answer yet"
@@ -473,16 +491,10 @@ class Engine:
                     f"container {name!r} exited with code {state.get('ExitCode')} before "
                     f"answering on {path}"
                 )
-            try:
-                with urllib.request.urlopen(url, timeout=2) as answer:
-                    if answer.status < 400:
-                        log(f"health check {path} answered {answer.status}")
-                        return
-                    last = f"HTTP {answer.status}"
-            except urllib.error.HTTPError as e:
-                last = f"HTTP {e.code}"
-            except (urllib.error.URLError, OSError) as e:
-                last = str(getattr(e, "reason", e))
+            healthy, last = self.probe(port, path)
+            if healthy:
+                log(f"health check {path} answered {last.removeprefix('HTTP ')}")
+                return
             if time.monotonic() >= deadline:
                 raise HealthCheckFailed(
                     f"container {name!r} did not answer {path} on port {port} within "

@@ -155,6 +155,11 @@ class ObservedContainer(Wire):
     started_at: datetime | None = None
     restart_count: int = 0
     health: str | None = Field(default=None, description="healthy / unhealthy / starting")
+    health_check: str | None = Field(
+        default=None,
+        description="the health path's answer at observe time: 'ok', 'HTTP 503', or why it "
+        "failed (running containers only)",
+    )
     image: str
     aside: bool = Field(
         default=False, description="a previous container kept aside during a replacement"

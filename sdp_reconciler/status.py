@@ -33,14 +33,19 @@ def _observed(world: World, node: str | None, name: str) -> ObservedContainer | 
                 None)
 
 
-def _health_of(container: ObservedContainer | None) -> str:
+def _health_of(container: ObservedContainer | None) -> tuple[str, str, str]:
+    """(health, reason, message) of a container as the node last reported it."""
     if container is None:
-        return "Unhealthy"
+        return "Unhealthy", "ContainerMissing", "no container"
     if container.state == "running":
-        return "Degraded" if container.restart_count > 0 else "Healthy"
+        if container.health_check not in (None, "ok"):
+            return "Degraded", "HealthCheckFailing", f"health check: {container.health_check}"
+        if container.restart_count > 0:
+            return "Degraded", "Restarted", f"restarted {container.restart_count} time(s)"
+        return "Healthy", "UpToDate", ""
     if container.state == "restarting":
-        return "Degraded"
-    return "Unhealthy"
+        return "Degraded", "Restarting", "the container keeps restarting"
+    return "Unhealthy", "ContainerStopped", f"container {container.state}"
 
 
 def status_rows(
@@ -88,9 +93,10 @@ def status_rows(
                       f":{port}"
             previous = observed.labels.get(LABEL_COMMIT) if observed else None
             attempted = planned.detail.get("commit") if planned else previous
+            health, reason, why = _health_of(observed)
             row = StatusRow(
                 sandbox=name, service=service, node=node, sync="InSync",
-                health=_health_of(observed), reason="UpToDate", branch=branch,
+                health=health, reason=reason, message=why, branch=branch,
                 attempted_commit=attempted, applied_commit=previous, port=port, url=url,
                 route="sandbox" if service != GATEWAY else None,
             )
@@ -147,7 +153,8 @@ def _sandbox_row(name: str, sandbox: ResolvedSandbox, rows: list[StatusRow],
     health = max((r.health for r in rows), key=_HEALTH_ORDER.index, default="Healthy")
     if sandbox.suspended:
         health = "Suspended"
-    failing = [r for r in rows if r.sync != "InSync"]
+    failing = [r for r in rows if r.sync != "InSync"] or [
+        r for r in rows if r.health in ("Degraded", "Unhealthy") and not sandbox.suspended]
     reason = failing[0].reason if failing else (
         ("Expired" if sandbox.suspended_because else "Suspended") if sandbox.suspended
         else "UpToDate")

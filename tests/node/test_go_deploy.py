@@ -261,3 +261,22 @@ def test_environment_files_limits_and_host_git_config_ignored(
     host = container.attrs["HostConfig"]
     assert host["NanoCpus"] == 500_000_000 and host["Memory"] == 64 * 1024 * 1024
     assert not (home / ".git-credentials").exists()
+
+
+def test_observe_reports_each_running_container_health_endpoint(
+    make_agent: Callable[..., AgentProcess], images: dict[str, str], canary: Credentials,
+    account: tuple[Path, str, dict[str, str]],
+) -> None:
+    path, url, _heads = account
+    sick = commit_files(path, branch="main", message="sick", files=go_service_files(
+        service="account", revision="sick", healthy=False))
+    # Deployed while the node checked "/", which the service answers...
+    lenient = make_agent(name="micro-1", repositories=[go_repo(url, images, health_path="/")])
+    assert run(lenient.client(), deploy(spec(sandbox="s1", service="account",
+                                             repository="account", branch="main",
+                                             commit=sick, port=free_port())), canary).ok
+    assert [c.health_check for c in lenient.client().observe().containers] == ["ok"]
+    # ...then observed by the same node configured with the real health path.
+    strict = make_agent(name="micro-1", repositories=[go_repo(url, images)])
+    (container,) = strict.client().observe().containers
+    assert container.health_check == "HTTP 500"

@@ -155,3 +155,16 @@ def test_a_failed_route_change_is_out_of_sync() -> None:
         placements=result.placements, allocations=result.allocations)}
     assert rows["gateway"].sync == "OutOfSync"
     assert rows[""].sync == "OutOfSync"
+
+
+def test_a_running_service_whose_health_endpoint_fails_is_degraded() -> None:
+    observed = converged(QA)
+    node = observed.nodes[MICRO]
+    account = node.containers["sandbox-qa-account"]
+    node.containers["sandbox-qa-account"] = account.model_copy(
+        update={"health_check": "HTTP 503"})
+    rows = rows_after(QA, observed)
+    assert facts(rows["account"])[:3] == ("InSync", "Degraded", "HealthCheckFailing")
+    assert rows["account"].message == "health check: HTTP 503"
+    assert facts(rows[""])[:3] == ("InSync", "Degraded", "HealthCheckFailing")
+    assert rows[""].message == "account: health check: HTTP 503"
