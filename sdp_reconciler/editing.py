@@ -65,21 +65,17 @@ def _write_checked(state_dir: Path, path: Path, text: str) -> Path:
     return path
 
 
-def _load(state_dir: Path) -> LoadedState:
-    return load_state(state_dir)
-
-
 def _sandbox_path(state: LoadedState, name: str) -> Path:
     if name not in state.sandboxes:
         known = ", ".join(sorted(state.sandboxes)) or "none"
         raise SdpError(f"no sandbox {name!r} in {state.root} (sandboxes: {known})")
-    return state.root / "sandboxes" / Path(state.sandboxes[name].source.file).name
+    return state.sandboxes[name].path
 
 
 def new_sandbox(state_dir: Path, name: str, *, template: str,
                 branches: Mapping[str, str], gateway_branch: str | None = None) -> Path:
     """A sandbox file that starts from ``template`` with some services on branches."""
-    state = _load(state_dir)
+    state = load_state(state_dir)
     _check_name("sandbox", name)
     if name in state.sandboxes:
         raise SdpError(f"sandbox {name!r} already exists")
@@ -102,7 +98,7 @@ def new_sandbox(state_dir: Path, name: str, *, template: str,
 
 def clone_sandbox(state_dir: Path, source: str, destination: str) -> Path:
     """A copy of ``source`` named ``destination``, without ports (it gets new ones)."""
-    state = _load(state_dir)
+    state = load_state(state_dir)
     _check_name("sandbox", destination)
     if destination in state.sandboxes:
         raise SdpError(f"sandbox {destination!r} already exists")
@@ -132,7 +128,7 @@ def set_route(state_dir: Path, sandbox: str, service: str, *, branch: str | None
         raise SdpError("the gateway is not routed; set gateway.branch in the sandbox file")
     if target is not None and url_problem(target):
         raise SdpError(f"--target: {url_problem(target)}")
-    state = _load(state_dir)
+    state = load_state(state_dir)
     path = _sandbox_path(state, sandbox)
     document = _yaml().load(path.read_text())
     services = document.setdefault("services", CommentedMap())
@@ -150,7 +146,7 @@ def set_route(state_dir: Path, sandbox: str, service: str, *, branch: str | None
 def snapshot(state_dir: Path, sandbox: str, name: str, history: History) -> list[Path]:
     """A template ``name`` pinning the sandbox's running commits, with a copy of its
     environment: the sandbox can be recreated from it later (``new --from NAME``)."""
-    state = _load(state_dir)
+    state = load_state(state_dir)
     _check_name("snapshot", name)
     if name in state.templates:
         raise SdpError(f"template {name!r} already exists")
@@ -186,8 +182,7 @@ def snapshot(state_dir: Path, sandbox: str, name: str, history: History) -> list
             services[service_name] = CommentedMap(use_ocp=True)
     document["services"] = services
     if environment is not None:
-        source = state.root / "environments" / Path(
-            state.environments[environment].source.file).name
+        source = state.environments[environment].path
         env_document = _yaml().load(source.read_text())
         env_document["environment"] = name
         env_text = SCHEMA_LINE.format(kind="environment") + _dump(env_document) \

@@ -63,6 +63,8 @@ class Document(Generic[M]):
     model: M
     stem: str
     source: SourceDoc
+    path: Path
+    """the file on disk"""
 
     def at(self, *path: str | int, key: bool = False) -> Location:
         return self.source.locate(tuple(path), key=key)
@@ -173,7 +175,8 @@ def _load_one(
     except ValidationError as e:
         problems.extend(validation_problems(e, source, model))
         return None
-    return Document(model=instance, stem=Path(relative).stem, source=source)
+    return Document(model=instance, stem=Path(relative).stem, source=source,
+                    path=root / relative)
 
 
 def validation_problems(

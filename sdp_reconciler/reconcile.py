@@ -92,7 +92,7 @@ def activity(state: LoadedState, sandboxes: dict[str, ResolvedSandbox],
     try:
         out = {}
         for name in wanted:
-            path = state.root / "sandboxes" / Path(state.sandboxes[name].source.file).name
+            path = state.sandboxes[name].path
             times = [t for t in (last_change(repository, path), deploys.get(name)) if t]
             if times:
                 out[name] = max(times)
@@ -212,11 +212,10 @@ def run(
             return result
 
         def authorship(sandbox: str) -> Authorship:
-            for name, document in state.sandboxes.items():
-                if name == sandbox:
-                    return repository.authorship(state.root / "sandboxes" /
-                                                 Path(document.source.file).name)
-            return Authorship(author=None, uncommitted=False)
+            document = state.sandboxes.get(sandbox)
+            if document is None:  # a removed sandbox: its file is gone
+                return Authorship(author=None, uncommitted=False)
+            return repository.authorship(document.path)
 
         notifier = Notifier(
             state.notifications.model.notifications if state.notifications else [],

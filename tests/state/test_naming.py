@@ -106,7 +106,8 @@ def _sandbox_document(name: str, services: list[str]) -> Document[SandboxFile]:
     lines = [f'sandbox: "{name}"', "gateway: {branch: develop}", "services:"]
     lines += [f'  "{service}": {{use_ocp: true}}' for service in services] or ["  {}"]
     source = parse_source("\n".join(lines) + "\n", f"sandboxes/{name}.yaml")
-    return Document(model=SandboxFile.model_validate(source.data), stem=name, source=source)
+    return Document(model=SandboxFile.model_validate(source.data), stem=name, source=source,
+                    path=Path(f"sandboxes/{name}.yaml"))
 
 
 def _state(sandboxes: dict[str, list[str]]) -> LoadedState:
