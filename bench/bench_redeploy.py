@@ -46,7 +46,7 @@ from common import (
     write_results,
 )
 
-from sdp_node.naming import network_name
+from sdp_node.naming import DEFAULT_NAMES
 from sdp_node.protocol import Credentials, DeployService, Secret
 from sdp_reconciler.node_client import NodeClient
 from sdp_testbed.go_service import go_service_files
@@ -67,7 +67,7 @@ class AgentRedeploy:
 
     def step(self, commit: str, branch: str) -> DeployService:
         return DeployService(
-            step_id=uuid.uuid4().hex[:8], network=network_name(self.sandbox),
+            step_id=uuid.uuid4().hex[:8], network=DEFAULT_NAMES.network(self.sandbox),
             spec=spec(sandbox=self.sandbox, service="account", repository="account",
                       branch=branch, commit=commit, port=AGENT_PORT),
         )

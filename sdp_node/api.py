@@ -138,6 +138,7 @@ class NodeApp:
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdp-apply")
         self.info = NodeInfo(
             name=config.name, type=config.type, installation=config.installation,
+            resource_prefix=config.resource_prefix,
             version=__version__,
         )
 

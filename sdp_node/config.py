@@ -20,7 +20,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from sdp_node.errors import NodeError
-from sdp_node.naming import name_problem
+from sdp_node.naming import DEFAULT_PREFIX, ResourceNames, name_problem, prefix_problem
 from sdp_node.protocol import NodeType, RepositoryInfo, RepositoryKind
 
 
@@ -150,6 +150,11 @@ class NodeConfig(_Model):
     name: Name
     type: NodeType
     installation: Name
+    resource_prefix: str = Field(
+        default=DEFAULT_PREFIX,
+        description="first part of every container and network name this node creates; must "
+        "equal nodes.yaml's resource_prefix (two installations on one engine use different ones)",
+    )
     listen: str = Field(default="127.0.0.1:3453", description="host:port to listen on")
     token: TokenSource
     workspace: Path
@@ -184,10 +189,17 @@ class NodeConfig(_Model):
             raise ValueError(
                 f"subnet_range {self.subnet_range} is smaller than one /{self.subnet_prefix}"
             )
+        problem = prefix_problem(self.resource_prefix)
+        if problem:
+            raise ValueError(problem)
         host, _, port = self.listen.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"listen {self.listen!r} must be host:port")
         return self
+
+    @property
+    def names(self) -> ResourceNames:
+        return ResourceNames(self.resource_prefix)
 
     @property
     def listen_host(self) -> str:

@@ -32,9 +32,7 @@ from sdp_node.naming import (
     GATEWAY,
     branch_problem,
     commit_problem,
-    container_name,
     name_problem,
-    network_name,
 )
 from sdp_node.operations import Operation
 from sdp_node.phpconfig import replace_routes_file
@@ -75,6 +73,7 @@ class Converger:
     def __init__(self, config: NodeConfig, engine: Engine) -> None:
         self.config = config
         self.engine = engine
+        self.names = config.names
         workspace = config.workspace
         self.git = GitStore(workspace)
         self.builder = GoBuilder(workspace, go_cache=config.go_cache)
@@ -158,10 +157,11 @@ class Converger:
         if gateway != (spec.service == GATEWAY):
             raise BadRequest(f"service {spec.service!r} does not fit a "
                              f"{'gateway' if gateway else 'service'} step")
-        if spec.container != container_name(spec.sandbox, spec.service):
+        expected = self.names.container(spec.sandbox, spec.service)
+        if spec.container != expected:
             raise BadRequest(
                 f"container {spec.container!r} is not SDP's name for sandbox {spec.sandbox!r} "
-                f"service {spec.service!r} ({container_name(spec.sandbox, spec.service)!r})"
+                f"service {spec.service!r} ({expected!r})"
             )
         for problem in (branch_problem(spec.branch), commit_problem(spec.commit)):
             if problem:
@@ -176,8 +176,9 @@ class Converger:
         return repository
 
     def _own_container(self, name: str) -> dict[str, Any] | None:
-        if not name.startswith("sandbox-"):
-            raise BadRequest(f"{name!r} is not an SDP container name")
+        if not self.names.owns(name):
+            raise BadRequest(f"{name!r} is not a container name of this installation "
+                             f"(they start with {self.names.prefix}-)")
         return self.engine.find(name)
 
     # -- networks --------------------------------------------------------------------------------
@@ -185,7 +186,7 @@ class Converger:
     def ensure_network(self, step: EnsureNetwork, context: StepContext) -> StepResult:
         if self.config.type is not NodeType.MICRO:
             raise BadRequest("only MICRO nodes create sandbox networks")
-        if step.network != network_name(step.sandbox):
+        if step.network != self.names.network(step.sandbox):
             raise BadRequest(f"network {step.network!r} is not SDP's name for {step.sandbox!r}")
         created, subnet = self.engine.ensure_network(
             step.network, {LABEL_SANDBOX: step.sandbox}
@@ -197,8 +198,9 @@ class Converger:
         )
 
     def remove_network(self, step: RemoveNetwork, context: StepContext) -> StepResult:
-        if not step.network.startswith("sandbox-"):
-            raise BadRequest(f"{step.network!r} is not an SDP network name")
+        if not self.names.owns(step.network):
+            raise BadRequest(f"{step.network!r} is not a network name of this installation "
+                             f"(they start with {self.names.prefix}-)")
         removed = self.engine.remove_network(step.network)
         context.log(f"network {step.network} {'removed' if removed else 'was already gone'}")
         return StepResult(
@@ -214,7 +216,7 @@ class Converger:
     ) -> StepResult:
         gateway = routes is not None
         repository = self._check_spec(spec, gateway=gateway)
-        if network is not None and network != network_name(spec.sandbox):
+        if network is not None and network != self.names.network(spec.sandbox):
             raise BadRequest(f"network {network!r} is not SDP's name for {spec.sandbox!r}")
         self.recover_aside(spec.container, log=context.log)
         current = self.engine.find(spec.container)

@@ -11,8 +11,12 @@ The mapping, documented in docs/state.md:
   (``QA-LOGIN-ERROR``, ``qa_login``, ``account``);
 * its *slug* is the name lower-cased with ``_`` turned into ``-`` (``QA-LOGIN-ERROR`` ->
   ``qa-login-error``);
-* sandbox ``S`` gets network ``sandbox-{slug(S)}``; its service ``X`` runs in container
-  ``sandbox-{slug(S)}-{slug(X)}``; its gateway in ``sandbox-{slug(S)}-gateway``.
+* sandbox ``S`` gets network ``{prefix}-{slug(S)}``; its service ``X`` runs in container
+  ``{prefix}-{slug(S)}-{slug(X)}``; its gateway in ``{prefix}-{slug(S)}-gateway``;
+* ``prefix`` is the installation's ``resource_prefix`` (default ``sandbox``, so
+  ``QA-LOGIN-ERROR``/``account`` runs in ``sandbox-qa-login-error-account``). Docker names are
+  global to an engine: two installations sharing one (a demo and a test run, say) set different
+  prefixes, and the reconciler refuses an agent whose prefix differs from the state's.
 
 Distinct names can share a slug (``QA-X`` and ``qa_x``) and distinct (sandbox, service) pairs can
 share a container name (``a-b``/``c`` and ``a``/``b-c``): the loader reports both as errors, so
@@ -22,6 +26,7 @@ within one state directory a resource name identifies exactly one thing.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 NAME_MAX = 40
 RESOURCE_NAME_MAX = 63
@@ -51,24 +56,55 @@ def slug(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
-def network_name(sandbox: str) -> str:
-    return f"sandbox-{slug(sandbox)}"
+DEFAULT_PREFIX = "sandbox"
+PREFIX_MAX = 20
+_PREFIX = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
-def container_name(sandbox: str, service: str) -> str:
-    """Container of ``service`` in ``sandbox``; ``service == GATEWAY`` names the gateway."""
-    return f"sandbox-{slug(sandbox)}-{slug(service)}"
-
-
-def resource_name_problem(sandbox: str, service: str) -> str | None:
-    """Why the container name of (sandbox, service) is unusable, or None."""
-    name = container_name(sandbox, service)
-    if len(name) > RESOURCE_NAME_MAX:
+def prefix_problem(prefix: str) -> str | None:
+    """Why ``prefix`` cannot start SDP's resource names, or None when it can."""
+    if not _PREFIX.fullmatch(prefix) or len(prefix) > PREFIX_MAX:
         return (
-            f"container name {name!r} would be {len(name)} characters; Docker DNS names have at "
-            f"most {RESOURCE_NAME_MAX}: shorten the sandbox or service name"
+            f"resource prefix {prefix!r} must be 1-{PREFIX_MAX} lower-case letters and digits "
+            "in runs joined by single '-' (e.g. 'sandbox', 'sdp-staging')"
         )
     return None
+
+
+@dataclass(frozen=True)
+class ResourceNames:
+    """The one mapping from (sandbox, service) to Docker names, for one installation."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        problem = prefix_problem(self.prefix)
+        if problem:
+            raise ValueError(problem)
+
+    def network(self, sandbox: str) -> str:
+        return f"{self.prefix}-{slug(sandbox)}"
+
+    def container(self, sandbox: str, service: str) -> str:
+        """Container of ``service`` in ``sandbox``; ``service == GATEWAY`` names the gateway."""
+        return f"{self.prefix}-{slug(sandbox)}-{slug(service)}"
+
+    def owns(self, name: str) -> bool:
+        """Whether ``name`` is in this installation's name space (a container or network)."""
+        return name.startswith(f"{self.prefix}-")
+
+    def problem(self, sandbox: str, service: str) -> str | None:
+        """Why the container name of (sandbox, service) is unusable, or None."""
+        name = self.container(sandbox, service)
+        if len(name) > RESOURCE_NAME_MAX:
+            return (
+                f"container name {name!r} would be {len(name)} characters; Docker DNS names "
+                f"have at most {RESOURCE_NAME_MAX}: shorten the sandbox or service name"
+            )
+        return None
+
+
+DEFAULT_NAMES = ResourceNames()
 
 
 # git check-ref-format --branch rules (which include "no leading '-'", so a branch can never read

@@ -105,6 +105,9 @@ class NodeInfo(Wire):
     name: str
     type: NodeType
     installation: str
+    resource_prefix: str = Field(
+        default="sandbox", description="first part of every container and network name"
+    )
     protocol: int = PROTOCOL_VERSION
     version: str
 

@@ -11,7 +11,7 @@ from sdp_node.containers import Engine
 from sdp_node.errors import BadRequest, NodeError, NotFound
 from sdp_node.gateway import GatewayFiles
 from sdp_node.git import GitStore
-from sdp_node.naming import GATEWAY, commit_problem, container_name
+from sdp_node.naming import GATEWAY, commit_problem
 from sdp_node.phpconfig import read_routes, read_routes_file, replace_routes_file
 from sdp_node.protocol import (
     LABEL_COMMIT,
@@ -42,7 +42,7 @@ class GatewayRoutes:
         return self.engine.find(name)
 
     def set_routes(self, step: SetRoutes, context: StepContext) -> StepResult:
-        if step.container != container_name(step.sandbox, GATEWAY):
+        if step.container != self.config.names.container(step.sandbox, GATEWAY):
             raise BadRequest(f"{step.container!r} is not the gateway of {step.sandbox!r}")
         current = self._own(step.container)
         if current is None:

@@ -166,14 +166,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     """A sandbox service's container log, through the agent that runs it."""
-    from sdp_node.naming import container_name
     from sdp_reconciler import credentials as creds
     from sdp_reconciler.loading import load_state
     from sdp_reconciler.node_client import NodeClient
 
     state = load_state(state_dir(args))
     tokens = creds.agent_tokens(state)
-    name = container_name(args.sandbox, args.service)
+    name = state.nodes.model.names.container(args.sandbox, args.service)
     for node in state.nodes.model.nodes:
         with NodeClient(node.name, node.agent_url, tokens[node.name]) as client:
             try:

@@ -24,7 +24,14 @@ from pydantic import (
     model_validator,
 )
 
-from sdp_node.naming import branch_problem, commit_problem, name_problem
+from sdp_node.naming import (
+    DEFAULT_PREFIX,
+    ResourceNames,
+    branch_problem,
+    commit_problem,
+    name_problem,
+    prefix_problem,
+)
 
 SCHEMA_BASE = "https://sdp.invalid/schemas"
 
@@ -156,6 +163,13 @@ def _check_agent_url(value: str) -> str:
             "no path)"
         )
     return value.rstrip("/")
+
+
+def _check_prefix(value: str) -> str:
+    problem = prefix_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 def _check_host(value: str) -> str:
@@ -291,10 +305,19 @@ class NodesFile(Frozen):
     installation: Name = Field(
         description="this SDP installation's name; stamped on every object it creates"
     )
+    resource_prefix: Annotated[str, AfterValidator(_check_prefix)] = Field(
+        default=DEFAULT_PREFIX,
+        description="first part of every container and network name (sandbox-qa-x-account); "
+        "two installations sharing one Docker engine need different prefixes",
+    )
     spec_hash_key: SecretRef = Field(
         description="key of the spec-hash HMAC; the same in every clone of the state"
     )
     nodes: list[Node] = Field(min_length=1)
+
+    @property
+    def names(self) -> ResourceNames:
+        return ResourceNames(self.resource_prefix)
 
 
 # --- sandboxes and templates --------------------------------------------------------------------

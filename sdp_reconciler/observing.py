@@ -48,11 +48,21 @@ def observe_nodes(
     return {view.node.name: view for view in views}
 
 
-def check_installation(views: dict[str, NodeView], installation: str) -> dict[str, NodeView]:
+def check_installation(views: dict[str, NodeView], installation: str,
+                       prefix: str) -> dict[str, NodeView]:
     """Views of agents of another installation become unreachable (never acted upon)."""
     out = {}
     for name, view in views.items():
-        if view.observation is not None and view.observation.node.installation != installation:
+        info = view.observation.node if view.observation is not None else None
+        if info is not None and info.installation == installation \
+                and info.resource_prefix != prefix:
+            out[name] = NodeView(
+                node=view.node,
+                unreachable=f"the agent at {view.node.agent_url} names its containers "
+                f"{info.resource_prefix}-..., nodes.yaml says resource_prefix {prefix!r}: "
+                "set the same resource_prefix in the agent's node.yaml and in nodes.yaml",
+            )
+        elif view.observation is not None and view.observation.node.installation != installation:
             out[name] = NodeView(
                 node=view.node,
                 unreachable=f"the agent at {view.node.agent_url} belongs to installation "

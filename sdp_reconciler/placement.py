@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sdp_node.naming import GATEWAY, container_name
+from sdp_node.naming import GATEWAY
 from sdp_node.protocol import LABEL_NODE, RepositoryKind
 from sdp_reconciler.desired import ResolvedSandbox
 from sdp_reconciler.locations import Location, Problem
@@ -60,7 +60,7 @@ def place(
                 world, micro, sandbox=name, service=service.name, repository=service.name,
                 pinned=service.spec.node, kind=RepositoryKind.GO, location=service.origin,
                 previous=before.get((name, service.name)),
-                running=running.get(container_name(name, service.name), []),
+                running=running.get(world.names.container(name, service.name), []),
             )
             if isinstance(placed, Problem):
                 problems.append(placed)
@@ -85,7 +85,7 @@ def place(
             world, gateways, sandbox=name, service=GATEWAY, repository=repository,
             pinned=spec.node, kind=RepositoryKind.PHP, location=sandbox.gateway.origin,
             previous=before.get((name, GATEWAY)),
-            running=running.get(container_name(name, GATEWAY), []),
+            running=running.get(world.names.container(name, GATEWAY), []),
         )
         if isinstance(placed, Problem):
             problems.append(placed)

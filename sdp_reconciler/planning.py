@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sdp_node.naming import GATEWAY, container_name, network_name
+from sdp_node.naming import GATEWAY
 from sdp_node.protocol import (
     LABEL_BRANCH,
     LABEL_COMMIT,
@@ -206,7 +206,7 @@ class _Planner:
             return None
         if service == GATEWAY:
             self.check_route_keys(sandbox, placement.repository, commit)
-        network = network_name(sandbox.name) if service != GATEWAY else None
+        network = self.world.names.network(sandbox.name) if service != GATEWAY else None
         spec = self.container_spec(
             sandbox=sandbox.name, service=service, placement=placement, info=info,
             branch=branch, commit=commit, port=allocation.port, network=network,
@@ -246,7 +246,8 @@ class _Planner:
         )
         restart = (sandbox, service) in self.restarts or (sandbox, None) in self.restarts
         return ContainerSpec(
-            sandbox=sandbox, service=service, container=container_name(sandbox, service),
+            sandbox=sandbox, service=service,
+            container=self.world.names.container(sandbox, service),
             repository=placement.repository, branch=branch, commit=commit, port=port,
             spec_hash=spec_hash(key, public), public_spec=public,
             env=dict(environment.variables), secret_env=dict(environment.secrets),

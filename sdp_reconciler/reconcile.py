@@ -120,11 +120,14 @@ def prepare(
                for n in nodes}
     try:
         views = check_installation(observe_nodes(nodes, clients, timeout=client_timeout),
-                                   state.nodes.model.installation)
+                                   state.nodes.model.installation,
+                                   state.nodes.model.resource_prefix)
         for name, view in sorted(views.items()):
             if view.unreachable:
                 report(f"node {name}: unreachable ({view.unreachable})")
-        world = World(installation=state.nodes.model.installation, spec_key=key, nodes=views)
+        names = state.nodes.model.names
+        world = World(installation=state.nodes.model.installation, spec_key=key, nodes=views,
+                      names=names)
         placements, problems = place(
             sandboxes, world, state.ports.model.allocations if state.ports else ())
         credentials = None
@@ -138,7 +141,7 @@ def prepare(
                                           credentials, report=report)
         environments, environment_errors = creds.resolve_environments(state, env)
         world = World(
-            installation=world.installation, spec_key=key, nodes=views, heads=heads,
+            installation=world.installation, spec_key=key, nodes=views, names=names, heads=heads,
             head_errors=head_errors, environments=environments,
             environment_errors=environment_errors, committed_routes=committed,
         )

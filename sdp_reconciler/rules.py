@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from sdp_node.naming import GATEWAY, container_name, resource_name_problem, slug
+from sdp_node.naming import GATEWAY, slug
 from sdp_reconciler.loading import Document, LoadedState
 from sdp_reconciler.locations import Location, Problem, dotted
 from sdp_reconciler.models import NodeType, SecretRef
@@ -81,6 +81,7 @@ def nodes_are_consistent(state: LoadedState) -> Iterator[Problem]:
 
 
 def names_do_not_collide(state: LoadedState) -> Iterator[Problem]:
+    names = state.nodes.model.names
     by_slug: dict[str, str] = {}
     for name in sorted(state.sandboxes):
         other = by_slug.get(slug(name))
@@ -88,7 +89,7 @@ def names_do_not_collide(state: LoadedState) -> Iterator[Problem]:
             yield Problem(
                 state.sandboxes[name].at("sandbox"), "sandbox",
                 f"sandbox {name!r} maps to the same resource names as sandbox {other!r} "
-                f"({'sandbox-' + slug(name)}): names differing only in case or '_'/'-' "
+                f"({names.network(name)}): names differing only in case or '_'/'-' "
                 "cannot coexist",
             )
         else:
@@ -105,11 +106,11 @@ def names_do_not_collide(state: LoadedState) -> Iterator[Problem]:
                 resolved.services[service].origin if service in resolved.services
                 else state.sandboxes[name].at("sandbox")
             )
-            problem = resource_name_problem(name, service)
+            problem = names.problem(name, service)
             if problem:
                 yield Problem(location, f"services.{service}", problem)
                 continue
-            resource = container_name(name, service)
+            resource = names.container(name, service)
             if resource in owners and owners[resource] != (name, service):
                 other_sandbox, other_service = owners[resource]
                 yield Problem(

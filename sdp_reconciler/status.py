@@ -9,7 +9,7 @@ still the old one, its attempted commit the new one (as Flux keeps them).
 
 from __future__ import annotations
 
-from sdp_node.naming import GATEWAY, container_name
+from sdp_node.naming import GATEWAY
 from sdp_node.protocol import LABEL_COMMIT, ObservedContainer
 from sdp_reconciler.applying import ApplyOutcome
 from sdp_reconciler.desired import ResolvedSandbox
@@ -83,7 +83,7 @@ def status_rows(
                 continue
             placement = placements.get((name, service))
             node = placement.node if placement else None
-            observed = _observed(world, node, container_name(name, service))
+            observed = _observed(world, node, world.names.container(name, service))
             planned = changes.get((name, service))
             port = ports.get((name, service))
             url = None

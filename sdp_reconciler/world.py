@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sdp_node.naming import DEFAULT_NAMES, ResourceNames
 from sdp_node.protocol import EnvFileMount, Observation, RepositoryInfo, RepositoryKind, Secret
 from sdp_reconciler.models import Node, NodeType
 
@@ -42,6 +43,8 @@ class World:
     installation: str
     spec_key: bytes
     nodes: dict[str, NodeView]
+    names: ResourceNames = DEFAULT_NAMES
+    """the installation's container and network names"""
     heads: dict[str, dict[str, str]] = field(default_factory=dict)
     """repository -> branch -> commit, as ls-remote reported them this pass"""
     head_errors: dict[str, str] = field(default_factory=dict)

@@ -21,6 +21,7 @@ from sdp_testbed.go_service import go_service_files
 from sdp_testbed.ocp import OcpStandIn
 from sdp_testbed.repos import commit_files
 from tests.support.agents import AgentProcess
+from tests.support.ports import port_block
 from tests.support.statedirs import NodeEntry, commit_state, write_nodes
 
 BIN = Path(sys.executable).parent
@@ -99,12 +100,10 @@ class Stack:
 
 def write_nodes_yaml(state: Path, installation: str, micro: AgentProcess,
                     gateway: AgentProcess) -> None:
-    # Port ranges differ per test so that two test runs on one engine never collide.
-    base = 22000 + 200 * secrets.randbelow(50)
+    # Ports of this run's own lane, so that two test runs on one engine never collide.
     write_nodes(state, installation=installation, nodes=[
-        NodeEntry(micro, "MICRO", (base, base + 99), token_env="SDP_TEST_MICRO_TOKEN"),
-        NodeEntry(gateway, "GATEWAY", (base + 100, base + 199),
-                  token_env="SDP_TEST_GATEWAY_TOKEN"),
+        NodeEntry(micro, "MICRO", port_block(100), token_env="SDP_TEST_MICRO_TOKEN"),
+        NodeEntry(gateway, "GATEWAY", port_block(100), token_env="SDP_TEST_GATEWAY_TOKEN"),
     ])
 
 

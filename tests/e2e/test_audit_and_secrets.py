@@ -15,6 +15,7 @@ import docker
 
 from tests.e2e.stack import Stack, sandbox_yaml
 from tests.node.test_credentials import ArgvSampler, find_canary
+from tests.support.names import PREFIX
 
 
 def rows(stack: Stack, sql: str) -> list[dict[str, Any]]:
@@ -94,5 +95,5 @@ def test_credentials_and_secret_values_are_stored_nowhere(
         labels = json.dumps(container.labels).encode()
         assert find_canary(labels) == [] and jwt.encode() not in labels
     # The secret does reach the service's environment, as configured.
-    env = docker_client.containers.get("sandbox-qa-main-account").attrs["Config"]["Env"]
+    env = docker_client.containers.get(f"{PREFIX}-qa-main-account").attrs["Config"]["Env"]
     assert f"JWT_SECRET={jwt}" in env

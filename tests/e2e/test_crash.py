@@ -16,6 +16,7 @@ from ruamel.yaml import YAML
 
 from sdp_testbed.waiting import HttpAnswer, http_get, wait_for
 from tests.e2e.stack import Stack, sandbox_yaml
+from tests.support.names import PREFIX
 
 
 def seen_event(stack: Stack, event: str, resource: str) -> bool:
@@ -40,7 +41,7 @@ def check_converged(stack: Stack, client: docker.DockerClient, installation: str
                     revision: str) -> None:
     names = sorted(c.name for c in client.containers.list(
         all=True, filters={"label": f"sdp.instance={installation}"}))
-    assert names == ["sandbox-qa-x-account", "sandbox-qa-x-gateway"]
+    assert names == [f"{PREFIX}-qa-x-account", f"{PREFIX}-qa-x-gateway"]
     allocations = YAML(typ="safe").load((stack.state / "ports.yaml").read_text())["allocations"]
     owners = [(a["sandbox"], a["service"]) for a in allocations]
     ports = [(a["node"], a["port"]) for a in allocations]
@@ -59,12 +60,12 @@ def check_converged(stack: Stack, client: docker.DockerClient, installation: str
 
 
 KILL_POINTS = {
-    "after fetch": lambda s, c: seen_event(s, "FETCH_COMPLETED", "sandbox-qa-x-account"),
-    "during the build": lambda s, c: seen_event(s, "BUILD_STARTED", "sandbox-qa-x-account"),
-    "after the container is created": lambda s, c: container_exists(c, "sandbox-qa-x-account"),
+    "after fetch": lambda s, c: seen_event(s, "FETCH_COMPLETED", f"{PREFIX}-qa-x-account"),
+    "during the build": lambda s, c: seen_event(s, "BUILD_STARTED", f"{PREFIX}-qa-x-account"),
+    "after the container is created": lambda s, c: container_exists(c, f"{PREFIX}-qa-x-account"),
     "during the routes write": lambda s, c: seen_event(s, "ROUTES_STARTED",
-                                                       "sandbox-qa-x-gateway"),
-    "mid-apply across nodes": lambda s, c: seen_event(s, "RUNNING", "sandbox-qa-x-account"),
+                                                       f"{PREFIX}-qa-x-gateway"),
+    "mid-apply across nodes": lambda s, c: seen_event(s, "RUNNING", f"{PREFIX}-qa-x-account"),
 }
 
 
@@ -96,7 +97,7 @@ def test_an_agent_killed_during_a_replacement_restores_the_previous_container(
     stack.push_service("account", "feature/login-error", "account replaced")
     process = stack.popen("once")
     try:
-        wait_for(lambda: container_exists(docker_client, "sandbox-qa-x-account--previous")
+        wait_for(lambda: container_exists(docker_client, f"{PREFIX}-qa-x-account--previous")
                  or None, what="the old container moved aside", timeout=120)
         stack.micro.kill()
     finally:
@@ -105,7 +106,7 @@ def test_an_agent_killed_during_a_replacement_restores_the_previous_container(
     stack.micro.start()  # at start the agent restores what it left aside
     names = {c.name for c in docker_client.containers.list(
         all=True, filters={"label": f"sdp.instance={installation}"})}
-    assert "sandbox-qa-x-account--previous" not in names
+    assert f"{PREFIX}-qa-x-account--previous" not in names
     healed = stack.reconcile("once")
     assert healed.code == 0, healed.output
     check_converged(stack, docker_client, installation, "account replaced")
@@ -116,7 +117,7 @@ def test_two_reconcilers_never_apply_at_once(
 ) -> None:
     stack.write("sandboxes/QA-X.yaml", sandbox_yaml("QA-X", account_branch="main"))
     first = stack.popen("once")
-    wait_for(lambda: seen_event(stack, "QUEUED", "sandbox-qa-x-account") or None,
+    wait_for(lambda: seen_event(stack, "QUEUED", f"{PREFIX}-qa-x-account") or None,
              what="the first reconciler to hold the leases", timeout=60)
     second = stack.reconcile("once", "--lease-wait", "0")
     assert second.code == 1

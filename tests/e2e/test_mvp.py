@@ -16,6 +16,7 @@ from ruamel.yaml import YAML
 
 from sdp_testbed.waiting import http_get, wait_for
 from tests.e2e.stack import Stack, clone_state, sandbox_yaml
+from tests.support.names import PREFIX
 
 
 def gateway_urls(output: str) -> dict[str, str]:
@@ -80,7 +81,7 @@ def test_the_seed_mvp_end_to_end(
     assert through(urls["QA-MAIN"], "account")["body"]["revision"] == "account main"
 
     # A container removed by hand comes back; one SDP does not own is left alone.
-    docker_client.containers.get("sandbox-qa-main-account").remove(force=True)
+    docker_client.containers.get(f"{PREFIX}-qa-main-account").remove(force=True)
     foreign = docker_client.containers.run(
         images["micro"], ["sleep", "600"], name=f"not-sdp-{installation}", detach=True,
         labels={"sdp.test.foreign": installation})
@@ -113,8 +114,8 @@ def test_the_seed_mvp_end_to_end(
     assert removed.code == 0, removed.output
     names = containers(docker_client, installation)
     assert not any("qa-main" in name for name in names)
-    assert "sandbox-qa-login-error-account" in names
-    assert not docker_client.networks.list(names=["sandbox-qa-main"])
+    assert f"{PREFIX}-qa-login-error-account" in names
+    assert not docker_client.networks.list(names=[f"{PREFIX}-qa-main"])
     assert {a["sandbox"] for a in allocations(stack)} == {"QA-LOGIN-ERROR"}
     assert running.keys() >= names.keys()
 
@@ -158,7 +159,7 @@ def test_suspend_resume_and_restart(
     assert "sandbox suspended" in suspended.stderr
     states = {c.name: c.status for c in docker_client.containers.list(
         all=True, filters={"label": f"sdp.instance={installation}"})}
-    assert states == {"sandbox-qa-main-account": "exited", "sandbox-qa-main-gateway": "exited"}
+    assert states == {f"{PREFIX}-qa-main-account": "exited", f"{PREFIX}-qa-main-gateway": "exited"}
     assert allocations(stack) == ports_before
 
     stack.write("sandboxes/QA-MAIN.yaml", sandbox_yaml("QA-MAIN", account_branch="main"))
@@ -169,11 +170,11 @@ def test_suspend_resume_and_restart(
     assert wait_for(lambda: through(url, "account"), what="the resumed sandbox")["body"][
         "revision"] == "account main"
 
-    old = docker_client.containers.get("sandbox-qa-main-account").id
+    old = docker_client.containers.get(f"{PREFIX}-qa-main-account").id
     restarted = stack.reconcile("restart", "QA-MAIN", "account")
     assert restarted.code == 0, restarted.output
     assert "restart requested" in restarted.stderr
-    assert docker_client.containers.get("sandbox-qa-main-account").id != old
+    assert docker_client.containers.get(f"{PREFIX}-qa-main-account").id != old
     history = stack.reconcile("plan")
     assert history.code == 0
     unknown = stack.reconcile("restart", "NOPE")
@@ -230,8 +231,8 @@ def test_plan_json_and_agent_checks_reported_at_their_line(stack: Stack) -> None
     document = json.loads(planned.stdout)
     assert document["summary"] == "Plan: 3 to create, 0 to change, 0 to remove."
     assert {(c["symbol"], c["subject"], c["resource"]) for c in document["changes"]} == {
-        ("+", "network", "sandbox-qa-j"), ("+", "service", "sandbox-qa-j-account"),
-        ("+", "gateway", "sandbox-qa-j-gateway")}
+        ("+", "network", f"{PREFIX}-qa-j"), ("+", "service", f"{PREFIX}-qa-j-account"),
+        ("+", "gateway", f"{PREFIX}-qa-j-gateway")}
     assert all(c["location"].startswith(str(stack.state)) for c in document["changes"])
 
     # A service no MICRO node serves, and a branch the repository lacks: plan names the line.
@@ -258,7 +259,7 @@ def test_status_and_logs_commands(stack: Stack) -> None:
     gateway = stack.reconcile("logs", "QA-S", "gateway", "--tail", "5")
     assert gateway.code == 0
     missing = stack.reconcile("logs", "QA-S", "ledger")
-    assert missing.code == 1 and "no node runs sandbox-qa-s-ledger" in missing.stderr
+    assert missing.code == 1 and f"no node runs {PREFIX}-qa-s-ledger" in missing.stderr
     unknown = stack.reconcile("status", "NOPE", "--history", str(stack.history))
     assert unknown.code == 1 and "no status recorded for sandbox 'NOPE'" in unknown.stderr
 

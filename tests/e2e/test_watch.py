@@ -14,6 +14,7 @@ from sdp_testbed.repos import commit_files, init_bare
 from sdp_testbed.waiting import http_get, wait_for
 from tests.e2e.stack import BIN, QA_DEFAULT, QA_ENV, Stack, sandbox_yaml
 from tests.support.agents import free_port
+from tests.support.names import PREFIX
 
 
 class WatchProcess:
@@ -122,7 +123,7 @@ def test_watch_follows_a_remote_state_repository_and_survives_an_invalid_commit(
             "sandboxes/QA-R.yaml": b"sandbox: QA-R\nextends: QA-DEFAULT\nservices: [\n"})
         mark = watcher.wait_for_line("state is invalid", after=mark)
         watcher.wait_for_line("sandboxes/QA-R.yaml:4:1", after=mark - 1)
-        docker_client.containers.get("sandbox-qa-r-account").remove(force=True)
+        docker_client.containers.get(f"{PREFIX}-qa-r-account").remove(force=True)
         watcher.wait_for_line("converging to the last valid state", after=mark)
         wait_for(lambda: gateway_revision(port) == "account login-error 1" or None,
                  what="the removed container to come back from the last valid state")

@@ -20,6 +20,7 @@ from sdp_reconciler.errors import AgentError
 from sdp_testbed.go_service import go_service_files
 from sdp_testbed.repos import commit_files
 from tests.support.agents import AgentProcess, free_port
+from tests.support.names import PREFIX
 from tests.support.plans import deploy, run, spec
 
 
@@ -141,17 +142,17 @@ def test_a_hundred_sandbox_networks_on_one_node(
 ) -> None:
     client = agent.client()
     names = [f"load-{i:03d}" for i in range(100)]
-    outcome = run(client, [EnsureNetwork(step_id=n, sandbox=n, network=f"sandbox-{n}")
+    outcome = run(client, [EnsureNetwork(step_id=n, sandbox=n, network=f"{PREFIX}-{n}")
                            for n in names], None)
     assert outcome.ok, [r.message for r in outcome.results if not r.ok][:3]
     networks = docker_client.networks.list(filters={"label": f"sdp.instance={installation}"})
     subnets = {n.attrs["IPAM"]["Config"][0]["Subnet"] for n in networks}
     assert len(networks) == 100 and len(subnets) == 100
     assert all(s.startswith("10.231.") for s in subnets)
-    again = run(client, [EnsureNetwork(step_id=n, sandbox=n, network=f"sandbox-{n}")
+    again = run(client, [EnsureNetwork(step_id=n, sandbox=n, network=f"{PREFIX}-{n}")
                          for n in names], None)
     assert again.ok and not any(r.changed for r in again.results)
-    removed = run(client, [RemoveNetwork(step_id=n, network=f"sandbox-{n}") for n in names], None)
+    removed = run(client, [RemoveNetwork(step_id=n, network=f"{PREFIX}-{n}") for n in names], None)
     assert removed.ok
     assert docker_client.networks.list(filters={"label": f"sdp.instance={installation}"}) == []
 
@@ -160,7 +161,7 @@ def _log_lines(agent: AgentProcess, *, last_id: str | None, until: str) -> list[
     headers = {"Authorization": f"Bearer {agent.token}"}
     if last_id is not None:
         headers["Last-Event-ID"] = last_id
-    url = f"{agent.url}/v1/containers/sandbox-s1-account/logs"
+    url = f"{agent.url}/v1/containers/{PREFIX}-s1-account/logs"
     lines: list[tuple[str, str]] = []
     with httpx.stream("GET", url, headers=headers, params={"tail": "50"}) as response:
         event_id = None
@@ -183,14 +184,14 @@ def test_container_logs_stream_and_resume_and_stats(
                                    port=free_port())), canary).ok
     first = _log_lines(agent, last_id=None, until="listening")
     assert len(first) == 1 and "1 listening on :8080" in first[0][1]
-    docker_client.containers.get("sandbox-s1-account").restart(timeout=1)
+    docker_client.containers.get(f"{PREFIX}-s1-account").restart(timeout=1)
     # Resuming after the last id seen gives the second start's line, not the first again.
     resumed = _log_lines(agent, last_id=first[0][0], until="listening")
     assert len(resumed) == 1 and resumed[0][0] > first[0][0]
-    stats = client.stats("sandbox-s1-account")
+    stats = client.stats(f"{PREFIX}-s1-account")
     assert stats.memory_bytes > 0 and stats.memory_limit_bytes > 0
     with pytest.raises(AgentError) as caught:
-        client.stats("sandbox-nope-account")
+        client.stats(f"{PREFIX}-nope-account")
     assert caught.value.status == 404
 
 

@@ -15,7 +15,6 @@ from typing import Any
 import docker
 import pytest
 
-from sdp_node.naming import container_name
 from sdp_node.protocol import Credentials, SetRoutes
 from sdp_testbed.erangel import CONFIG_PATH, gateway_files
 from sdp_testbed.go_service import go_service_files
@@ -23,6 +22,7 @@ from sdp_testbed.ocp import OcpStandIn
 from sdp_testbed.repos import commit_files
 from sdp_testbed.waiting import http_get
 from tests.support.agents import AgentProcess, free_port
+from tests.support.names import NAMES
 from tests.support.plans import deploy, deploy_gateway, run, spec
 
 SERVICES = ("account", "payment", "user")
@@ -124,7 +124,7 @@ def test_account_routed_to_the_sandbox_and_the_rest_to_ocp(topology: Topology) -
         assert answer["body"] == {"backend": "ocp", "service": f"ocp-{service}", "path": "/ping"}
     assert via_gateway(port, "account")["gateway_revision"] == "gw-1"
     observed = {g.container: g for g in topology.gateway.client().observe().gateways}
-    gateway = observed[container_name("QA-LOGIN-ERROR", "gateway")]
+    gateway = observed[NAMES.container("QA-LOGIN-ERROR", "gateway")]
     assert gateway.committed_routes == topology.ocp_urls()
     assert gateway.live_routes == {
         **topology.ocp_urls(), "account": f"http://host.docker.internal:{account_port}"}
@@ -146,7 +146,7 @@ def test_a_route_only_change_keeps_the_container(
     account_port = topology.deploy_account("s1")
     outcome = topology.deploy_gateway("s1", {})
     assert via_gateway(outcome.port, "account")["body"]["backend"] == "ocp"
-    name = container_name("s1", "gateway")
+    name = NAMES.container("s1", "gateway")
     before = docker_client.containers.get(name).id
     change = run(topology.gateway.client(), [SetRoutes(
         step_id="r", sandbox="s1", container=name,
@@ -174,7 +174,7 @@ def test_injection_attempts_are_refused_and_change_nothing(
     config = tree / CONFIG_PATH
     before = config.read_bytes()
     change = run(topology.gateway.client(), [SetRoutes(
-        step_id="r", sandbox="s1", container=container_name("s1", "gateway"),
+        step_id="r", sandbox="s1", container=NAMES.container("s1", "gateway"),
         routes={"account": value})], None)
     result = change.last()
     assert not result.ok and result.stage == "routes"
@@ -206,7 +206,7 @@ def test_routes_edited_by_hand_are_reported_by_observe(topology: Topology) -> No
     config.write_text(config.read_text().replace(
         topology.ocp["payment"].url_for_containers, "http://hand-edited.invalid"))
     observed = {g.container: g for g in topology.gateway.client().observe().gateways}
-    gateway = observed[container_name("s1", "gateway")]
+    gateway = observed[NAMES.container("s1", "gateway")]
     assert gateway.live_routes["payment"] == "http://hand-edited.invalid"
     assert gateway.committed_routes["payment"] == topology.ocp["payment"].url_for_containers
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import docker
 import pytest
 
-from sdp_node.naming import container_name
 from sdp_node.protocol import Credentials, SetRoutes
 from sdp_testbed.erangel import gateway_files
 from sdp_testbed.ocp import OcpStandIn
 from sdp_testbed.repos import commit_files
 from sdp_testbed.waiting import http_get
 from tests.support.agents import AgentProcess, free_port
+from tests.support.names import NAMES
 from tests.support.plans import deploy_gateway, run, spec
 
 pytestmark = pytest.mark.apache
@@ -46,7 +46,7 @@ def test_real_apache_serves_the_gateway_and_reloads_routes_gracefully(
         assert first["gateway_revision"] == "apache-1"
         assert first["body"]["service"] == "ocp-account"
 
-        name = container_name("apache", "gateway")
+        name = NAMES.container("apache", "gateway")
         before = docker_client.containers.get(name)
         assert before.attrs["Config"]["Image"] == apache_image
         change = run(agent.client(), [SetRoutes(

@@ -14,6 +14,7 @@ from sdp_testbed.go_service import go_service_files
 from sdp_testbed.repos import commit_files
 from sdp_testbed.waiting import http_get, wait_for
 from tests.support.agents import AgentProcess, free_port
+from tests.support.names import PREFIX
 from tests.support.plans import deploy, run, spec
 
 
@@ -64,13 +65,13 @@ def test_two_sandboxes_run_two_branches_of_one_repository_at_once(
         "FETCH_STARTED", "FETCH_COMPLETED", "CHECKOUT_STARTED", "CHECKOUT_COMPLETED",
         "BUILD_STARTED", "BUILD_COMPLETED", "DEPLOY_STARTED", "DEPLOY_COMPLETED",
     ]
-    container = docker_client.containers.get("sandbox-qa-login-error-account")
+    container = docker_client.containers.get(f"{PREFIX}-qa-login-error-account")
     labels = container.labels
     assert labels["sdp.commit"] == heads["feature/login-error"]
     assert labels["sdp.port"] == str(port_a) and labels["sdp.sandbox"] == "QA-LOGIN-ERROR"
     networks = container.attrs["NetworkSettings"]["Networks"]
-    assert list(networks) == ["sandbox-qa-login-error"]
-    assert "account" in networks["sandbox-qa-login-error"]["Aliases"]
+    assert list(networks) == [f"{PREFIX}-qa-login-error"]
+    assert "account" in networks[f"{PREFIX}-qa-login-error"]["Aliases"]
     host_config = container.attrs["HostConfig"]
     assert "host.docker.internal:host-gateway" in host_config["ExtraHosts"]
     assert host_config["RestartPolicy"]["Name"] == "unless-stopped"
@@ -121,7 +122,7 @@ def test_failed_build_leaves_the_old_container_answering(
     port = free_port()
     assert run(client, deploy(spec(sandbox="s1", service="account", repository="account",
                                    branch="main", commit=heads["main"], port=port)), canary).ok
-    before = docker_client.containers.get("sandbox-s1-account").id
+    before = docker_client.containers.get(f"{PREFIX}-s1-account").id
     broken = commit_files(path, branch="main", message="broken",
                           files=go_service_files(service="account", revision="main-2",
                                                  compile_error=True))
@@ -134,7 +135,7 @@ def test_failed_build_leaves_the_old_container_answering(
     assert any("main.go" in line for line in result.output_tail)
     assert "DEPLOY_FAILED" in outcome.stage_events()
     assert answer(port)["revision"] == "main-1"
-    assert docker_client.containers.get("sandbox-s1-account").id == before
+    assert docker_client.containers.get(f"{PREFIX}-s1-account").id == before
 
 
 def test_unhealthy_new_container_brings_the_old_one_back(
@@ -159,7 +160,7 @@ def test_unhealthy_new_container_brings_the_old_one_back(
         "revision"] == "main-1"
     names = [c.name for c in docker_client.containers.list(
         all=True, filters={"label": "sdp.sandbox=s1"})]
-    assert names == ["sandbox-s1-account"]
+    assert names == [f"{PREFIX}-s1-account"]
 
 
 def test_missing_image_is_a_clear_error_and_nothing_is_pulled(
@@ -187,11 +188,11 @@ def test_foreign_containers_are_never_touched(
     _path, url, heads = account
     client = make_agent(repositories=[go_repo(url, images)]).client()
     unlabelled = docker_client.containers.create(
-        images["micro"], ["sleep", "300"], name="sandbox-s1-account",
+        images["micro"], ["sleep", "300"], name=f"{PREFIX}-s1-account",
         labels={"sdp.test.foreign": installation},
     )
     other_node = docker_client.containers.create(
-        images["micro"], ["sleep", "300"], name="sandbox-s2-account",
+        images["micro"], ["sleep", "300"], name=f"{PREFIX}-s2-account",
         labels={"sdp.managed": "true", "sdp.instance": installation, "sdp.node": "micro-9",
                 "sdp.test.foreign": installation},
     )
@@ -224,7 +225,7 @@ def test_a_plan_cannot_name_a_container_outside_the_scheme(
     client = make_agent(repositories=[go_repo(url, images)]).client()
     bad = spec(sandbox="s1", service="account", repository="account", branch="main",
                commit=heads["main"], port=free_port()).model_copy(update={"container": "db"})
-    outcome = run(client, [DeployService(step_id="x", spec=bad, network="sandbox-s1")], canary)
+    outcome = run(client, [DeployService(step_id="x", spec=bad, network=f"{PREFIX}-s1")], canary)
     assert not outcome.ok
     assert "is not SDP's name" in outcome.last().message
 
@@ -253,7 +254,7 @@ def test_environment_files_limits_and_host_git_config_ignored(
                   files=[EnvFileMount(path="/etc/sdp/flags.json", content=Secret('{"x": 1}'))])
     outcome = run(client, deploy(wanted), canary)
     assert outcome.ok, outcome.last()
-    container = docker_client.containers.get("sandbox-s1-account")
+    container = docker_client.containers.get(f"{PREFIX}-s1-account")
     code, output = container.exec_run(["cat", "/etc/sdp/flags.json"])
     assert code == 0 and output == b'{"x": 1}'
     code, _ = container.exec_run(["sh", "-c", "echo x > /etc/sdp/flags.json"])

@@ -24,7 +24,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from sdp_node.naming import container_name
+from sdp_node.naming import DEFAULT_NAMES
 from sdp_node.protocol import (
     ContainerSpec,
     DeployGateway,
@@ -288,7 +288,7 @@ def desired_spec(desired: Desired, sandbox: str, service: str) -> ContainerSpec:
     a node that already runs the sandbox as desired would report in its labels.
     """
     result = plan_pass(desired, nodes()).plan
-    name = container_name(sandbox, service)
+    name = DEFAULT_NAMES.container(sandbox, service)
     for change in result.changes:
         step = change.step
         if isinstance(step, DeployService | DeployGateway) and step.spec.container == name:

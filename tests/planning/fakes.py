@@ -17,7 +17,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sdp_node.naming import GATEWAY, network_name
+from sdp_node.naming import DEFAULT_NAMES, GATEWAY
 from sdp_node.protocol import (
     LABEL_BRANCH,
     LABEL_COMMIT,
@@ -193,7 +193,7 @@ class InMemoryNodes:
         spec = step.spec
         gateway = isinstance(step, DeployGateway)
         if isinstance(step, DeployService):
-            assert step.network == network_name(spec.sandbox)
+            assert step.network == DEFAULT_NAMES.network(spec.sandbox)
             assert step.network in node.networks, f"{step.network} missing on {node.node.name}"
         node.containers[spec.container] = observed_container(
             node.labels(), spec, image=node.repositories[spec.repository].image, id=self._id())

@@ -14,7 +14,7 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sdp_node.naming import GATEWAY, container_name
+from sdp_node.naming import DEFAULT_NAMES, GATEWAY
 from sdp_reconciler.models import GatewaySpec, ServiceSpec
 from tests.planning.builders import (
     HEADS,
@@ -178,13 +178,14 @@ def test_a_failed_service_keeps_its_previous_route_and_the_next_pass_heals(
     observed = nodes()
     _, _, before = reconcile_once(without_restarts(before), observed)
     after = replace(after, ports_file=before.ports_file)
-    candidates = sorted(container_name(s, service) for s, resolved in after.sandboxes.items()
+    candidates = sorted(DEFAULT_NAMES.container(s, service)
+                        for s, resolved in after.sandboxes.items()
                         for service in route_keys(after, s))
     failing = set(data.draw(st.lists(st.sampled_from(candidates), unique=True)
                             if candidates else st.just([]), label="failing"))
     live_before = {
         s: dict(g.live_routes) for s in after.sandboxes
-        if (g := observed.gateway(container_name(s, GATEWAY))) is not None
+        if (g := observed.gateway(DEFAULT_NAMES.container(s, GATEWAY))) is not None
     }
     result, outcome, after = reconcile_once(after, observed, failing=failing)
     failed_services = {
@@ -192,7 +193,7 @@ def test_a_failed_service_keeps_its_previous_route_and_the_next_pass_heals(
         if c.step_id in outcome.failed_steps() and c.service is not None
     }
     for sandbox_name, service in failed_services:
-        gateway = observed.gateway(container_name(sandbox_name, GATEWAY))
+        gateway = observed.gateway(DEFAULT_NAMES.container(sandbox_name, GATEWAY))
         if gateway is None or service == GATEWAY:
             continue
         previous = live_before.get(sandbox_name, {}).get(service, OCP[service])

@@ -19,14 +19,14 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from sdp_node.naming import (
+    DEFAULT_NAMES,
     GATEWAY,
     NAME_MAX,
     RESOURCE_NAME_MAX,
+    ResourceNames,
     branch_problem,
-    container_name,
     name_problem,
-    network_name,
-    resource_name_problem,
+    prefix_problem,
     slug,
 )
 from sdp_reconciler import rules
@@ -55,8 +55,23 @@ DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 )
 def test_seed_style_names_map_to_resource_names(name: str, expected: str) -> None:
     assert name_problem(name) is None
-    assert container_name(name, "account") == expected
-    assert network_name(name) == expected.removesuffix("-account")
+    assert DEFAULT_NAMES.container(name, "account") == expected
+    assert DEFAULT_NAMES.network(name) == expected.removesuffix("-account")
+
+
+def test_an_installation_prefix_starts_every_resource_name() -> None:
+    names = ResourceNames("sdp-staging")
+    assert names.container("QA-LOGIN-ERROR", "account") == "sdp-staging-qa-login-error-account"
+    assert names.network("QA-LOGIN-ERROR") == "sdp-staging-qa-login-error"
+    assert names.owns("sdp-staging-qa-x") and not names.owns("sandbox-qa-x")
+    assert not DEFAULT_NAMES.owns("sdp-staging-qa-x")
+
+
+@pytest.mark.parametrize("prefix", ["", "Sandbox", "a_b", "-a", "a-", "a--b", "x" * 21])
+def test_invalid_prefixes_are_refused(prefix: str) -> None:
+    assert prefix_problem(prefix) is not None
+    with pytest.raises(ValueError, match="resource prefix"):
+        ResourceNames(prefix)
 
 
 @pytest.mark.parametrize(
@@ -83,14 +98,14 @@ def test_name_problem_accepts_exactly_the_documented_names(text: str) -> None:
 @settings(max_examples=60)
 @given(valid_names, st.one_of(valid_names, st.just(GATEWAY)))
 def test_valid_names_make_valid_docker_and_dns_names(sandbox: str, service: str) -> None:
-    container = container_name(sandbox, service)
+    container = DEFAULT_NAMES.container(sandbox, service)
     assert DOCKER_NAME.fullmatch(container)
-    assert DOCKER_NAME.fullmatch(network_name(sandbox))
+    assert DOCKER_NAME.fullmatch(DEFAULT_NAMES.network(sandbox))
     if len(container) <= RESOURCE_NAME_MAX:
-        assert resource_name_problem(sandbox, service) is None
+        assert DEFAULT_NAMES.problem(sandbox, service) is None
         assert DNS_LABEL.fullmatch(container)
     else:
-        problem = resource_name_problem(sandbox, service)
+        problem = DEFAULT_NAMES.problem(sandbox, service)
         assert problem is not None and container in problem
 
 
@@ -133,9 +148,9 @@ def test_distinct_pairs_never_share_a_container_name_silently(
     # (sandbox, service, is the gateway): a service named 'gateway' is not the gateway.
     owners: dict[str, set[tuple[str, str, bool]]] = defaultdict(set)
     for sandbox, services in sandboxes.items():
-        owners[container_name(sandbox, GATEWAY)].add((sandbox, GATEWAY, True))
+        owners[DEFAULT_NAMES.container(sandbox, GATEWAY)].add((sandbox, GATEWAY, True))
         for service in services:
-            owners[container_name(sandbox, service)].add((sandbox, service, False))
+            owners[DEFAULT_NAMES.container(sandbox, service)].add((sandbox, service, False))
     shared = {name for name, pairs in owners.items() if len(pairs) > 1}
 
     state = _state(sandboxes)
@@ -147,7 +162,7 @@ def test_distinct_pairs_never_share_a_container_name_silently(
 
     assert bool(messages) == bool(shared), (shared, messages)
     for name in shared:
-        sandbox_part = {network_name(s) for s, _, _ in owners[name]}
+        sandbox_part = {DEFAULT_NAMES.network(s) for s, _, _ in owners[name]}
         assert any(
             name in m
             or any(f"({n})" in m for n in sandbox_part)  # two sandboxes share every name

@@ -22,6 +22,7 @@ import docker
 
 from sdp_reconciler.node_client import NodeClient
 from sdp_testbed.waiting import wait_for, wait_for_http
+from tests.support.names import PREFIX
 
 BIN = Path(sys.executable).parent
 
@@ -66,6 +67,7 @@ class AgentProcess:
             "name": name,
             "type": node_type,
             "installation": installation,
+            "resource_prefix": PREFIX,
             "listen": f"127.0.0.1:{port}",
             "token": {"env": "SDP_TEST_AGENT_TOKEN"},
             "workspace": str(folder / "workspace"),

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sdp_node.naming import GATEWAY, container_name, network_name
+from sdp_node.naming import GATEWAY
 from sdp_node.protocol import (
     ContainerSpec,
     Credentials,
@@ -20,6 +20,7 @@ from sdp_node.protocol import (
     StepResult,
 )
 from sdp_reconciler.node_client import NodeClient
+from tests.support.names import NAMES
 
 
 def spec(
@@ -28,7 +29,7 @@ def spec(
     secret_env: dict[str, str] | None = None, **extra: Any,
 ) -> ContainerSpec:
     return ContainerSpec(
-        sandbox=sandbox, service=service, container=container_name(sandbox, service),
+        sandbox=sandbox, service=service, container=NAMES.container(sandbox, service),
         repository=repository, branch=branch, commit=commit, port=port,
         spec_hash=spec_hash or f"{commit[:12]}-{port}",
         public_spec={"commit": commit, "port": port, "env": env or {}},
@@ -39,8 +40,8 @@ def spec(
 
 def deploy(spec_: ContainerSpec) -> list[Step]:
     return [
-        EnsureNetwork(step_id=_id(), sandbox=spec_.sandbox, network=network_name(spec_.sandbox)),
-        DeployService(step_id=_id(), spec=spec_, network=network_name(spec_.sandbox)),
+        EnsureNetwork(step_id=_id(), sandbox=spec_.sandbox, network=NAMES.network(spec_.sandbox)),
+        DeployService(step_id=_id(), spec=spec_, network=NAMES.network(spec_.sandbox)),
     ]
 
 

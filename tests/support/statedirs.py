@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import secrets
-import socket
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +22,8 @@ from typing import Any
 
 from sdp_node.protocol import Credentials
 from tests.support.agents import AgentProcess
+from tests.support.names import PREFIX
+from tests.support.ports import port_block
 
 
 @dataclass(frozen=True)
@@ -44,22 +44,9 @@ class NodeEntry:
         return self.token_env or "SDP_TEST_TOKEN_" + self.agent.name.upper().replace("-", "_")
 
 
-def free_port_range(size: int = 20, *, low: int = 20000, high: int = 29000) -> tuple[int, int]:
-    """A random block of ``size`` ports that are all free right now (first, last)."""
-    for _ in range(200):
-        first = random.randrange(low, high - size)
-        if all(_port_free(p) for p in range(first, first + size)):
-            return first, first + size - 1
-    raise RuntimeError(f"no free block of {size} ports between {low} and {high}")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
+def free_port_range(size: int = 20) -> tuple[int, int]:
+    """A block of ``size`` ports that are free now and no other test run uses (first, last)."""
+    return port_block(size)
 
 
 def _write(path: Path, document: Mapping[str, Any]) -> Path:
@@ -77,6 +64,7 @@ def write_nodes(state: Path, *, installation: str, nodes: Sequence[NodeEntry],
     """
     document = {
         "installation": installation,
+        "resource_prefix": PREFIX,
         "spec_hash_key": {"env": spec_key_env},
         "nodes": [
             {

@@ -29,6 +29,7 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from sdp_node.protocol import Credentials
 from sdp_testbed.gitserver import GitServer
 from tests.conftest import CANARY_PASSWORD, CANARY_USER
+from tests.support.names import PREFIX
 from tests.support.statedirs import commit_state, write_sandbox
 from tests.web.stack import WebStack, build_stack
 
@@ -102,8 +103,8 @@ def test_a_deploy_appears_live_on_the_open_sandbox_page(
         loaded = len(navigations)
 
         once = stack.start_reconcile("once", log=tmp_path / "once.log")
-        account = card(page, f"sandbox-{sandbox.lower()}-account")
-        gateway = card(page, f"sandbox-{sandbox.lower()}-gateway")
+        account = card(page, f"{PREFIX}-{sandbox.lower()}-account")
+        gateway = card(page, f"{PREFIX}-{sandbox.lower()}-gateway")
         for stage in ("git fetch", "git checkout", "go build", "start container"):
             expect(account.locator(f'.stage[data-stage="{stage}"]')).to_have_text(
                 f"✓ {stage}", timeout=90_000)

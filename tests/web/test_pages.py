@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 
 from sdp_reconciler.history import History, StatusRow
 from tests.support.agents import free_port
+from tests.support.names import PREFIX
 from tests.support.statedirs import write_nodes
 from tests.web.conftest import Deployed, sign_in
 from tests.web.stack import JWT_SECRET_VALUE
@@ -191,7 +192,7 @@ def test_nodes_page_asks_the_agents(client: TestClient, deployed: Deployed) -> N
     words = text(micro)
     assert "Reachable" in words and "Unreachable" not in words
     account = status_of(deployed, deployed.ok, "account")
-    container = f"sandbox-{deployed.ok.lower()}-account"
+    container = f"{PREFIX}-{deployed.ok.lower()}-account"
     assert container in words and str(account["port"]) in words
     assert "Ports in use" in words
     assert "feature/login-error" in words and "feature/broken" in words and "main" in words
