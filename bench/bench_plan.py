@@ -85,12 +85,12 @@ OCP = {s: f"https://{s}.ocp.company.invalid" for s in SERVICES}
 def nodes() -> tuple[models.Node, models.Node]:
     micro = models.Node(
         name="micro-1", type=models.NodeType.MICRO, agent_url="http://127.0.0.1:3453",
-        agent_token=models.SecretRef(env="T1"), address="10.0.0.1", public_address="10.0.0.1",
+        address="10.0.0.1", public_address="10.0.0.1",
         ports=models.PortRange(first=10000, last=19999),
     )
     gateway = models.Node(
         name="gateway-1", type=models.NodeType.GATEWAY, agent_url="http://127.0.0.1:3454",
-        agent_token=models.SecretRef(env="T2"), address="10.0.0.2", public_address="10.0.0.2",
+        address="10.0.0.2", public_address="10.0.0.2",
         ports=models.PortRange(first=30000, last=31999),
     )
     return micro, gateway

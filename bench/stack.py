@@ -133,21 +133,33 @@ def build_stack(
                      heads=heads)
     stack.write("nodes.yaml", nodes_yaml(bench.installation, micro, gateway,
                                          micro_ports=micro_ports, gateway_ports=gateway_ports))
+    host = bench.workdir / "reconciler.yaml"
+    host.write_text(host_config(bench.installation, micro, gateway))
+    env["SDP_RECONCILER_CONFIG"] = str(host)
     return stack
+
+
+def host_config(installation: str, micro: AgentProcess, gateway: AgentProcess) -> str:
+    """The bench reconciler host's config: the two agents pinned, the key by reference."""
+    return json.dumps({
+        "installation": installation,
+        "spec_hash_key": {"env": "SDP_SPEC_HASH_KEY"},
+        "agents": {
+            micro.name: {"url": micro.url, "token": {"env": "SDP_BENCH_MICRO_TOKEN"}},
+            gateway.name: {"url": gateway.url, "token": {"env": "SDP_BENCH_GATEWAY_TOKEN"}},
+        },
+    }, indent=1) + "\n"
 
 
 def nodes_yaml(installation: str, micro: AgentProcess, gateway: AgentProcess, *,
                micro_ports: tuple[int, int], gateway_ports: tuple[int, int]) -> str:
     nodes: dict[str, Any] = {
         "installation": installation,
-        "spec_hash_key": {"env": "SDP_SPEC_HASH_KEY"},
         "nodes": [
             {"name": micro.name, "type": "MICRO", "agent_url": micro.url,
-             "agent_token": {"env": "SDP_BENCH_MICRO_TOKEN"}, "address": "host.docker.internal",
-             "public_address": "127.0.0.1",
+             "address": "host.docker.internal", "public_address": "127.0.0.1",
              "ports": {"first": micro_ports[0], "last": micro_ports[1]}},
             {"name": gateway.name, "type": "GATEWAY", "agent_url": gateway.url,
-             "agent_token": {"env": "SDP_BENCH_GATEWAY_TOKEN"},
              "address": "host.docker.internal", "public_address": "127.0.0.1",
              "ports": {"first": gateway_ports[0], "last": gateway_ports[1]}},
         ],

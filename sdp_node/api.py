@@ -50,16 +50,20 @@ from sdp_node.protocol import (
     DeployService,
     ErrorBody,
     ErrorResponse,
+    IdentityProof,
+    IdentityRequest,
     LeaseRequest,
     NodeInfo,
     Observation,
     ObservedContainer,
+    identity_proof,
 )
 from sdp_node.redact import Redactor
 
 log = logging.getLogger("sdp_node")
 M = TypeVar("M", bound=BaseModel)
 HEARTBEAT_SECONDS = 15
+UNAUTHENTICATED = frozenset({"/healthz", f"{API_PREFIX}/identify"})
 
 
 def error_response(error: NodeError) -> Response:
@@ -79,7 +83,7 @@ class TokenGuard:
         self._token = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == "/healthz":
+        if scope["type"] != "http" or scope["path"] in UNAUTHENTICATED:
             await self.app(scope, receive, send)
             return
         given = b""
@@ -147,6 +151,7 @@ class NodeApp:
         routes = [
             Route("/healthz", self.healthz),
             Route(f"{p}/info", guarded(self.get_info)),
+            Route(f"{p}/identify", guarded(self.identify), methods=["POST"]),
             Route(f"{p}/repositories", guarded(self.repositories)),
             Route(f"{p}/branches", guarded(self.branches), methods=["POST"]),
             Route(f"{p}/observe", guarded(self.observe)),
@@ -178,6 +183,13 @@ class NodeApp:
 
     async def get_info(self, request: Request) -> Response:
         return model_response(self.info)
+
+    async def identify(self, request: Request) -> Response:
+        """Prove this agent holds its token, without the caller sending one (see
+        ``protocol.identity_proof``)."""
+        body = await read_model(request, IdentityRequest)
+        proof = identity_proof(self.token, body.nonce, self.info)
+        return model_response(IdentityProof(node=self.info, proof=proof))
 
     async def repositories(self, request: Request) -> Response:
         return JSONResponse([r.info().model_dump(mode="json") for r in self.config.repositories])
@@ -249,7 +261,7 @@ class NodeApp:
                 secrets += [f.content.reveal() for f in step.spec.files if f.secret]
         operation = self.operations.create(
             requested_by=body.requested_by, steps=len(body.steps),
-            redactor=Redactor(secrets, pairs=pairs),
+            redactor=Redactor([*secrets, self.token], pairs=pairs),
         )
         self.worker.submit(self.converger.run, operation, body)
         return model_response(ApplyResponse(operation_id=operation.id), status=202)

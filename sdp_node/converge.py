@@ -32,6 +32,7 @@ from sdp_node.naming import (
     GATEWAY,
     branch_problem,
     commit_problem,
+    container_path_problem,
     name_problem,
 )
 from sdp_node.operations import Operation
@@ -173,6 +174,15 @@ class Converger:
                 f"repository {repository.name} is a {repository.kind.value} repository; a "
                 f"{'gateway' if gateway else 'service'} needs a {wanted.value} one"
             )
+        tree = "/src" if repository.kind is RepositoryKind.GO else \
+            repository.effective_mount_target
+        for env_file in spec.files:
+            problem = container_path_problem(env_file.path)
+            if problem is None and (env_file.path == tree or env_file.path.startswith(tree + "/")):
+                problem = (f"file path {env_file.path!r} is under {tree}, where the "
+                           "repository's tree is mounted")
+            if problem:
+                raise BadRequest(problem)
         return repository
 
     def _own_container(self, name: str) -> dict[str, Any] | None:

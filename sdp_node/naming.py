@@ -25,6 +25,7 @@ within one state directory a resource name identifies exactly one thing.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 
@@ -148,3 +149,24 @@ def commit_problem(commit: str) -> str | None:
     if _SHA.fullmatch(commit):
         return None
     return f"commit {commit!r} is not a full 40-character lower-case hex SHA"
+
+
+FORBIDDEN_CONTAINER_DIRS = ("/proc", "/sys", "/dev")
+
+
+def container_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be where an environment file is mounted in a container, or None.
+
+    Absolute and normalised (no ``.``, ``..``, ``//`` or trailing ``/``), and never under the
+    kernel's pseudo file systems, where a mount either fails with the runtime's error text or
+    shadows what the process reads about itself. (The agent also refuses the repository's
+    own mount target, which only it knows.)
+    """
+    if "\x00" in path or not path.startswith("/") or posixpath.normpath(path) != path \
+            or path.startswith("//") or path == "/":
+        return (f"file path {path!r} must be an absolute, normalised path to a file (no '.', "
+                "'..', '//' or trailing '/')")
+    for folder in FORBIDDEN_CONTAINER_DIRS:
+        if path == folder or path.startswith(folder + "/"):
+            return f"file path {path!r} is under {folder}, where SDP mounts nothing"
+    return None

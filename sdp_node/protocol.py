@@ -12,6 +12,8 @@ requests, answers, convergence steps and the events an agent streams. Promises:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -110,6 +112,32 @@ class NodeInfo(Wire):
     )
     protocol: int = PROTOCOL_VERSION
     version: str
+
+
+IDENTITY_CONTEXT = "sdp-agent-identity/1"
+
+
+class IdentityRequest(Wire):
+    """``POST /v1/identify``, sent before any credential: prove you hold the token."""
+
+    nonce: str = Field(pattern=r"^[0-9a-f]{32,128}$", description="fresh random hex")
+
+
+class IdentityProof(Wire):
+    node: NodeInfo
+    proof: str = Field(description="identity_proof(token, nonce, node), hex")
+
+
+def identity_proof(token: str, nonce: str, node: NodeInfo) -> str:
+    """HMAC-SHA256 under the agent's token of the nonce and who the agent says it is.
+
+    The reconciler, which holds the same token, checks it before it sends the token or any
+    credential: a host that took over an agent's address, or an agent of another node or
+    installation, cannot produce it. Domain-separated from every other use of the token.
+    """
+    message = "\n".join([IDENTITY_CONTEXT, nonce, node.name, node.type.value,
+                         node.installation, node.resource_prefix])
+    return hmac.new(token.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
 class RepositoryInfo(Wire):

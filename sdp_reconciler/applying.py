@@ -29,7 +29,6 @@ from sdp_node.protocol import (
     Step,
     StepResult,
 )
-from sdp_node.redact import Redactor
 from sdp_reconciler.errors import LeaseRefused, SdpError
 from sdp_reconciler.gitinfo import Authorship
 from sdp_reconciler.history import History
@@ -87,7 +86,7 @@ class Applier:
         pass_id: int,
         runner: str,
         credentials: Credentials | None,
-        redactor: Redactor,
+        redactor: Callable[[str], str],
         authorship: Callable[[str], Authorship],
         progress: Progress | None = None,
         lease_wait: float = LEASE_SECONDS + 10,

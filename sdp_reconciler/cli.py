@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sdp_reconciler.errors import SdpError
+from sdp_reconciler.redaction import RedactingWriter
 
 DEFAULT_STATE = "state"
 Handler = Callable[[argparse.Namespace], int]
@@ -26,10 +27,11 @@ def _state_dir(args: argparse.Namespace) -> Path:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from sdp_reconciler.hostconfig import host_rules
     from sdp_reconciler.loading import load_state
     from sdp_reconciler.summary import summarize
 
-    state = load_state(_state_dir(args))
+    state = load_state(_state_dir(args), host=host_rules())
     print(f"valid: {summarize(state)}")
     return 0
 
@@ -287,6 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 1
+    # Everything this process prints passes the redaction of every secret it resolved.
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingWriter(stdout), RedactingWriter(stderr)
     try:
         return handler(args)
     except SdpError as e:
@@ -295,6 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = stdout, stderr
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -165,16 +165,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    """A sandbox service's container log, through the agent that runs it."""
-    from sdp_reconciler import credentials as creds
+    """A sandbox service's container log, through the agent that runs it, printed without the
+    terminal control sequences branch code may have written."""
+    from sdp_reconciler.agents import pinned_client
+    from sdp_reconciler.hostconfig import require_host_config
     from sdp_reconciler.loading import load_state
-    from sdp_reconciler.node_client import NodeClient
+    from sdp_reconciler.terminal import printable
 
-    state = load_state(state_dir(args))
-    tokens = creds.agent_tokens(state)
+    host = require_host_config()
+    state = load_state(state_dir(args), host=host.rules())
     name = state.nodes.model.names.container(args.sandbox, args.service)
     for node in state.nodes.model.nodes:
-        with NodeClient(node.name, node.agent_url, tokens[node.name]) as client:
+        with pinned_client(host, node.name) as client:
             try:
                 running = {c.name for c in client.observe().containers}
             except SdpError as e:
@@ -184,6 +186,6 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 continue
             for _stamp, line in client.container_logs(name, tail=args.tail,
                                                        follow=args.follow):
-                print(line, flush=True)
+                print(printable(line), flush=True)
             return 0
     raise SdpError(f"no node runs {name} (sandbox {args.sandbox!r}, service {args.service!r})")

@@ -4,8 +4,13 @@
   ``SDP_GIT_USERNAME`` and ``SDP_GIT_PASSWORD``, or from the file ``SDP_GIT_CREDENTIALS_FILE``
   in git-credential form (``username=...`` and ``password=...`` lines). They are returned as
   ``Secret`` values and go nowhere but the agents' request bodies.
-* Secret references (``{env: NAME}`` or ``{file: PATH}``; relative paths are relative to the
-  state directory, ``~`` expands) are resolved at apply time, never stored.
+* Secret references of the state (``{env: NAME}`` or ``{file: PATH}``; relative paths are
+  relative to the state directory, ``~`` expands) are resolved at apply time, never stored,
+  and only when the host's policy allows them (``trust.SecretPolicy``, checked again here
+  after symlinks are resolved). Agent tokens and the spec-hash key come from the reconciler
+  host's config (``hostconfig``), never from the state.
+* Every value resolved here is registered with ``redaction.SECRETS`` at once, so every text
+  that leaves the process is redacted of it.
 * The runner (who runs this reconcile, for the audit) is ``SDP_RUNNER`` or ``user@host``: never
   the git username, which must not be written anywhere.
 """
@@ -20,8 +25,11 @@ from pathlib import Path
 
 from sdp_node.protocol import Credentials, EnvFileMount, Secret
 from sdp_reconciler.errors import CredentialsError, SdpError
+from sdp_reconciler.hostconfig import HostConfig
 from sdp_reconciler.loading import LoadedState
 from sdp_reconciler.models import SecretRef
+from sdp_reconciler.redaction import SECRETS
+from sdp_reconciler.trust import SecretPolicy, resolved_file
 from sdp_reconciler.world import ResolvedEnvironment
 
 USERNAME_ENV = "SDP_GIT_USERNAME"
@@ -50,6 +58,7 @@ def git_credentials(env: Mapping[str, str] | None = None) -> Credentials:
             "with username= and password= lines); deploys use the Bitbucket account of whoever "
             "runs the reconcile"
         )
+    SECRETS.add_pair(username, password)
     return Credentials(username=Secret(username), password=Secret(password))
 
 
@@ -64,21 +73,33 @@ def runner(env: Mapping[str, str] | None = None) -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def resolve(reference: SecretRef, root: Path, env: Mapping[str, str] | None = None) -> Secret:
-    """The value a reference points at; SdpError naming the reference (never the value)."""
+def resolve(reference: SecretRef, root: Path, env: Mapping[str, str] | None = None, *,
+            policy: SecretPolicy | None = None) -> Secret:
+    """The value a reference points at; SdpError naming the reference (never the value).
+
+    ``policy`` is given for the state's references (the host config's own are trusted).
+    """
     env = os.environ if env is None else env
     if reference.env is not None:
+        problem = policy.env_problem(reference.env) if policy is not None else None
+        if problem:
+            raise SdpError(problem)
         value = env.get(reference.env)
         if value is None:
             raise SdpError(f"environment variable {reference.env} is not set")
+        SECRETS.add(value)
         return Secret(value)
     assert reference.file is not None
-    path = Path(reference.file).expanduser()
-    path = path if path.is_absolute() else root / path
+    path = resolved_file(reference.file, root)
+    problem = policy.file_problem(path, reference.file) if policy is not None else None
+    if problem:
+        raise SdpError(problem)
     try:
-        return Secret(path.read_text().rstrip("\n"))
+        value = path.read_text().rstrip("\n")
     except OSError as e:
-        raise SdpError(f"cannot read secret file {path}: {e.strerror}") from e
+        raise SdpError(f"cannot read secret file {reference.file}: {e.strerror}") from e
+    SECRETS.add(value)
+    return Secret(value)
 
 
 def resolve_environments(
@@ -87,14 +108,16 @@ def resolve_environments(
     """Every environment with its secrets resolved, and why each unresolvable one failed."""
     resolved: dict[str, ResolvedEnvironment] = {}
     errors: dict[str, str] = {}
+    policy = state.host.policy
     for name, document in sorted(state.environments.items()):
         model = document.model
         try:
-            secrets = {k: resolve(r, state.root, env) for k, r in model.secrets.items()}
+            secrets = {k: resolve(r, state.root, env, policy=policy)
+                       for k, r in model.secrets.items()}
             files = []
             for env_file in model.files:
                 if env_file.secret is not None:
-                    content = resolve(env_file.secret, state.root, env)
+                    content = resolve(env_file.secret, state.root, env, policy=policy)
                     files.append(EnvFileMount(path=env_file.path, content=content, secret=True))
                 else:
                     files.append(EnvFileMount(path=env_file.path,
@@ -108,18 +131,19 @@ def resolve_environments(
     return resolved, errors
 
 
-def agent_tokens(state: LoadedState, env: Mapping[str, str] | None = None) -> dict[str, str]:
-    tokens = {}
-    for node in state.nodes.model.nodes:
-        try:
-            tokens[node.name] = resolve(node.agent_token, state.root, env).reveal()
-        except SdpError as e:
-            raise SdpError(f"agent token of node {node.name}: {e}") from None
-    return tokens
-
-
-def spec_key(state: LoadedState, env: Mapping[str, str] | None = None) -> bytes:
+def agent_token(host: HostConfig, node: str, env: Mapping[str, str] | None = None) -> str:
+    """The bearer token pinned for ``node`` on this host."""
+    pin = host.model.agents.get(node)
+    if pin is None:
+        raise SdpError(f"node {node!r} has no agent pinned in {host.path}")
     try:
-        return resolve(state.nodes.model.spec_hash_key, state.root, env).reveal().encode()
+        return resolve(pin.token, host.directory, env).reveal()
     except SdpError as e:
-        raise SdpError(f"spec_hash_key of nodes.yaml: {e}") from None
+        raise SdpError(f"agent token of node {node} ({host.path}): {e}") from None
+
+
+def spec_key(host: HostConfig, env: Mapping[str, str] | None = None) -> bytes:
+    try:
+        return resolve(host.model.spec_hash_key, host.directory, env).reveal().encode()
+    except SdpError as e:
+        raise SdpError(f"spec_hash_key of {host.path}: {e}") from None

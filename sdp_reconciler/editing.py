@@ -20,6 +20,7 @@ from ruamel.yaml.comments import CommentedMap
 from sdp_node.naming import GATEWAY, name_problem
 from sdp_reconciler.errors import SdpError, StateError
 from sdp_reconciler.history import History
+from sdp_reconciler.hostconfig import host_rules
 from sdp_reconciler.loading import LoadedState, load_state
 from sdp_reconciler.models import url_problem
 from sdp_reconciler.resolve import resolve_sandbox
@@ -54,7 +55,7 @@ def _write_checked(state_dir: Path, path: Path, text: str) -> Path:
     partial.write_text(text)
     os.replace(partial, path)
     try:
-        load_state(state_dir)
+        load_state(state_dir, host=host_rules())
     except StateError as e:
         if before is None:
             path.unlink()
@@ -75,7 +76,7 @@ def _sandbox_path(state: LoadedState, name: str) -> Path:
 def new_sandbox(state_dir: Path, name: str, *, template: str,
                 branches: Mapping[str, str], gateway_branch: str | None = None) -> Path:
     """A sandbox file that starts from ``template`` with some services on branches."""
-    state = load_state(state_dir)
+    state = load_state(state_dir, host=host_rules())
     _check_name("sandbox", name)
     if name in state.sandboxes:
         raise SdpError(f"sandbox {name!r} already exists")
@@ -98,7 +99,7 @@ def new_sandbox(state_dir: Path, name: str, *, template: str,
 
 def clone_sandbox(state_dir: Path, source: str, destination: str) -> Path:
     """A copy of ``source`` named ``destination``, without ports (it gets new ones)."""
-    state = load_state(state_dir)
+    state = load_state(state_dir, host=host_rules())
     _check_name("sandbox", destination)
     if destination in state.sandboxes:
         raise SdpError(f"sandbox {destination!r} already exists")
@@ -128,7 +129,7 @@ def set_route(state_dir: Path, sandbox: str, service: str, *, branch: str | None
         raise SdpError("the gateway is not routed; set gateway.branch in the sandbox file")
     if target is not None and url_problem(target):
         raise SdpError(f"--target: {url_problem(target)}")
-    state = load_state(state_dir)
+    state = load_state(state_dir, host=host_rules())
     path = _sandbox_path(state, sandbox)
     document = _yaml().load(path.read_text())
     services = document.setdefault("services", CommentedMap())
@@ -146,7 +147,7 @@ def set_route(state_dir: Path, sandbox: str, service: str, *, branch: str | None
 def snapshot(state_dir: Path, sandbox: str, name: str, history: History) -> list[Path]:
     """A template ``name`` pinning the sandbox's running commits, with a copy of its
     environment: the sandbox can be recreated from it later (``new --from NAME``)."""
-    state = load_state(state_dir)
+    state = load_state(state_dir, host=host_rules())
     _check_name("snapshot", name)
     if name in state.templates:
         raise SdpError(f"template {name!r} already exists")

@@ -19,17 +19,22 @@ class SdpError(Exception):
 class StateError(SdpError):
     """The state directory is invalid; ``problems`` holds every problem found, sorted."""
 
-    def __init__(self, problems: Sequence[Problem]) -> None:
+    def __init__(self, problems: Sequence[Problem], *, subject: str = "the state") -> None:
         self.problems = sorted(set(problems))
         count = len(self.problems)
         lines = [str(p) for p in self.problems]
         super().__init__(
-            "\n".join([*lines, f"{count} problem{'s' if count != 1 else ''} in the state"])
+            "\n".join([*lines, f"{count} problem{'s' if count != 1 else ''} in {subject}"])
         )
 
 
 class NodeUnreachable(SdpError):
     """An agent did not answer (connection refused, timeout, TLS)."""
+
+
+class AgentIdentityError(SdpError):
+    """An agent did not prove it is the pinned node of this installation; nothing secret was
+    sent to it."""
 
 
 class AgentError(SdpError):

@@ -3,8 +3,9 @@
 One file (path configurable), WAL mode, so ``--once``, ``watch`` and ``serve`` on one host share
 it: the reconciler writes as things happen, with increasing ids, and a ``serve`` process tails
 the ``events`` table to stream progress live. Promises: nothing here stores a credential or a
-secret value (the texts it receives were redacted by the agents, and again by the applier, with
-the values it knows); rows are only ever added or updated, never rewritten wholesale.
+secret value (every text written passes ``redaction.SECRETS``, which holds every secret this
+process resolved, after the agents redacted theirs); rows are only ever added or updated,
+never rewritten wholesale.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sdp_reconciler.errors import SdpError
+from sdp_reconciler.redaction import redact
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS passes (
@@ -107,6 +109,10 @@ CREATE TABLE IF NOT EXISTS status (
 """
 
 
+def _redacted(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: redact(v) if isinstance(v, str) else v for k, v in values.items()}
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -158,6 +164,7 @@ class History:
                 raise SdpError(f"cannot write the history database {self.path}: {e}") from e
 
     def _insert(self, table: str, values: Mapping[str, Any]) -> int:
+        values = _redacted(values)
         columns = ", ".join(values)
         marks = ", ".join("?" for _ in values)
         with self._write() as db:
@@ -166,6 +173,7 @@ class History:
             return int(cursor.lastrowid or 0)
 
     def _update(self, table: str, row_id: int, values: Mapping[str, Any]) -> None:
+        values = _redacted(values)
         assignments = ", ".join(f"{k} = ?" for k in values)
         with self._write() as db:
             db.execute(f"UPDATE {table} SET {assignments} WHERE id = ?",  # noqa: S608
@@ -201,6 +209,7 @@ class History:
             for sandbox in sandboxes:
                 db.execute("DELETE FROM status WHERE sandbox = ?", (sandbox,))
             for row in rows:
+                row = StatusRow(**_redacted(vars(row)))
                 db.execute(
                     "INSERT OR REPLACE INTO status (sandbox, service, node, sync, health, reason,"
                     " message, branch, attempted_commit, applied_commit, port, url, route,"

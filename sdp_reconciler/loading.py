@@ -9,9 +9,10 @@ Loading reads files and nothing else: no network, no Docker, no git.
 
 from __future__ import annotations
 
+import os
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -37,6 +38,7 @@ from sdp_reconciler.sources import (
     dotted,
     load_source,
 )
+from sdp_reconciler.trust import HostRules, default_rules
 
 M = TypeVar("M", bound=Frozen)
 
@@ -83,6 +85,8 @@ class LoadedState:
     notifications: Document[NotificationsFile] | None = None
     unreadable: frozenset[tuple[str, str]] = frozenset()
     """(kind, stem) of files that failed to load: references to them are not reported again."""
+    host: HostRules = field(default_factory=default_rules)
+    """what the reconciler host allows this state: secret references, agent URLs"""
 
     def display(self, relative: str) -> str:
         return _display(self.root, relative)
@@ -92,13 +96,18 @@ def _display(root: Path, relative: str) -> str:
     return str(root / relative) if str(root) not in ("", ".") else relative
 
 
-def load_state(root: Path) -> LoadedState:
-    """Load and validate ``root``; raise StateError with every problem found."""
+def load_state(root: Path, *, host: HostRules | None = None) -> LoadedState:
+    """Load and validate ``root`` under the host's rules (the default rules when None);
+    raise StateError with every problem found."""
     from sdp_reconciler.rules import check_state
 
     problems: list[Problem] = []
     if not root.is_dir():
         raise StateError([Problem(Location(str(root)), "", "state directory does not exist")])
+    links = symlink_problems(root)
+    if links:
+        # Nothing is read through a link: its target may be any file of this host.
+        raise StateError(links)
 
     nodes = _load_one(root, NODES_FILE, NodesFile, problems) if (root / NODES_FILE).exists() \
         else None
@@ -149,11 +158,35 @@ def load_state(root: Path) -> LoadedState:
             ports=ports,
             notifications=notifications,
             unreadable=frozenset(unreadable),
+            host=host or default_rules(),
         )
         problems.extend(check_state(state))
         if not problems:
             return state
     raise StateError(problems)
+
+
+def symlink_problems(root: Path) -> list[Problem]:
+    """Every symbolic link in the state directory (its ``.git`` aside), named, never followed.
+
+    A state file that is a link could make the loader read (and echo in an error) any file of
+    the reconciler host; a linked folder, likewise. The target is not shown either.
+    """
+    problems: list[Problem] = []
+    for folder, directories, files in os.walk(root):
+        base = Path(folder)
+        directories[:] = [d for d in directories if d != ".git" or base != root]
+        for name in sorted([*directories, *files]):
+            path = base / name
+            if path.is_symlink():
+                relative = str(path.relative_to(root))
+                problems.append(Problem(
+                    Location(_display(root, relative)), "",
+                    "is a symbolic link: state files and folders must be real files in the "
+                    "state repository (SDP never follows links there)",
+                ))
+        directories[:] = [d for d in directories if not (base / d).is_symlink()]
+    return problems
 
 
 def _load_one(

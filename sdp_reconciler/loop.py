@@ -28,6 +28,7 @@ from watchfiles import Change, watch
 from sdp_reconciler import credentials as creds
 from sdp_reconciler.errors import SdpError, StateError
 from sdp_reconciler.history import History
+from sdp_reconciler.hostconfig import host_rules
 from sdp_reconciler.loading import PORTS_FILE, load_state
 from sdp_reconciler.reconcile import prepare, run
 from sdp_reconciler.statesync import StateSync
@@ -89,7 +90,7 @@ class Watcher:
     def _valid_state_dir(self, history: History) -> Path | None:
         """The state directory if valid (and snapshot it), else the last valid snapshot."""
         try:
-            load_state(self.options.state_dir)
+            load_state(self.options.state_dir, host=host_rules(self.env))
         except StateError as e:
             pass_id = history.start_pass(mode="watch", runner=creds.runner(self.env),
                                          state_revision=None)

@@ -29,6 +29,7 @@ from sdp_node.naming import (
     ResourceNames,
     branch_problem,
     commit_problem,
+    container_path_problem,
     name_problem,
     prefix_problem,
 )
@@ -179,6 +180,7 @@ def _check_host(value: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(_check_name)]
+AgentUrl = Annotated[str, AfterValidator(_check_agent_url)]
 Branch = Annotated[str, AfterValidator(_check_branch)]
 Commit = Annotated[str, AfterValidator(_check_commit)]
 def _number_as_text(value: Any) -> Any:
@@ -273,10 +275,16 @@ class Node(Frozen):
 
     name: Name
     type: NodeType
-    agent_url: Annotated[str, AfterValidator(_check_agent_url)] = Field(
-        description="where the reconciler reaches the agent, e.g. http://127.0.0.1:3453"
+    agent_url: AgentUrl | None = Field(
+        default=None,
+        description="optional: where the agent listens, for readers; it must equal the URL "
+        "pinned for this node on the reconciler host (reconciler.yaml), which is what is used",
     )
-    agent_token: SecretRef = Field(description="the agent's bearer token, as a reference")
+    agent_token: SecretRef | None = Field(
+        default=None,
+        description="no longer allowed here: agent tokens are pinned on the reconciler host "
+        "(reconciler.yaml agents.<node>.token)",
+    )
     address: Host = Field(
         description="what gateways use to reach ports published on this node"
     )
@@ -310,8 +318,10 @@ class NodesFile(Frozen):
         description="first part of every container and network name (sandbox-qa-x-account); "
         "two installations sharing one Docker engine need different prefixes",
     )
-    spec_hash_key: SecretRef = Field(
-        description="key of the spec-hash HMAC; the same in every clone of the state"
+    spec_hash_key: SecretRef | None = Field(
+        default=None,
+        description="no longer allowed here: the spec-hash key is pinned on the reconciler "
+        "host (reconciler.yaml spec_hash_key)",
     )
     nodes: list[Node] = Field(min_length=1)
 
@@ -446,8 +456,9 @@ class EnvFile(Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> EnvFile:
-        if not self.path.startswith("/") or "/../" in f"{self.path}/" or "\x00" in self.path:
-            raise ValueError(f"file path {self.path!r} must be absolute, without '..'")
+        problem = container_path_problem(self.path)
+        if problem:
+            raise ValueError(problem)
         if (self.content is None) == (self.secret is None):
             raise ValueError("a file has exactly one of 'content' or 'secret'")
         return self

@@ -4,11 +4,18 @@ Thin: one method per endpoint of ``sdp_node.protocol``. httpx errors become
 ``NodeUnreachable``; an agent's JSON error becomes ``AgentError`` carrying the agent's message.
 ``follow`` streams an operation's events and, when the connection drops, reconnects with
 ``Last-Event-ID`` so no event is lost or repeated.
+
+Identity first: before its first request that carries the bearer token (and so before any git
+credential), the client asks the agent to prove, over a fresh nonce, that it holds that token
+and is the expected node of the expected installation (``protocol.identity_proof``). Until it
+has, nothing secret is sent; a wrong or missing proof is ``AgentIdentityError``.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
+import secrets
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
@@ -26,6 +33,8 @@ from sdp_node.protocol import (
     CommittedRoutesResponse,
     ContainerStats,
     Credentials,
+    IdentityProof,
+    IdentityRequest,
     Lease,
     LeaseRequest,
     NodeInfo,
@@ -34,8 +43,9 @@ from sdp_node.protocol import (
     OperationSummary,
     RepositoryInfo,
     Step,
+    identity_proof,
 )
-from sdp_reconciler.errors import AgentError, NodeUnreachable
+from sdp_reconciler.errors import AgentError, AgentIdentityError, NodeUnreachable
 
 M = TypeVar("M", bound=BaseModel)
 RECONNECT_ATTEMPTS = 20
@@ -43,14 +53,19 @@ RECONNECT_ATTEMPTS = 20
 
 class NodeClient:
     def __init__(
-        self, name: str, url: str, token: str, *, timeout: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
+        self, name: str, url: str, token: str, *, installation: str | None,
+        timeout: float = 30.0, transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """A client of node ``name``'s agent at ``url``. The agent must prove it is that node
+        of ``installation`` before the token is sent; ``installation=None`` (tests that talk
+        to an agent they started) skips the check."""
         self.name = name
         self.url = url.rstrip("/")
+        self._token = token
+        self._installation = installation
+        self._proven = installation is None
         self._client = httpx.Client(
             base_url=self.url + API_PREFIX,
-            headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,
             transport=transport,
         )
@@ -66,13 +81,50 @@ class NodeClient:
 
     # -- plumbing --------------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, *, body: BaseModel | None = None,
-                 timeout: float | None = None) -> httpx.Response:
-        content = body.model_dump_json().encode() if body is not None else None
+    def identify(self) -> NodeInfo:
+        """Ask the agent to prove who it is; nothing secret is sent. AgentIdentityError when
+        the proof is wrong or the agent is another node or installation."""
+        nonce = secrets.token_hex(32)
+        try:
+            response = self._send(
+                "POST", "/identify", content=IdentityRequest(nonce=nonce).model_dump_json()
+                .encode(), headers={"Content-Type": "application/json"}, timeout=None)
+        except AgentError as e:
+            raise AgentIdentityError(
+                f"the agent at {self.url} does not answer the identity check of node "
+                f"{self.name} (HTTP {e.status}; an agent older than this reconciler? upgrade "
+                "it): nothing secret was sent to it") from None
+        try:
+            answer = IdentityProof.model_validate_json(response.content)
+        except ValueError:
+            raise AgentIdentityError(
+                f"the agent at {self.url} did not answer the identity check of node "
+                f"{self.name}: nothing was sent to it") from None
+        expected = identity_proof(self._token, nonce, answer.node)
+        if not hmac.compare_digest(expected, answer.proof):
+            raise AgentIdentityError(
+                f"the agent at {self.url} could not prove it holds node {self.name}'s token "
+                "(its proof does not match the token pinned on this host): no token or "
+                "credential was sent to it")
+        if answer.node.name != self.name or (
+                self._installation is not None and answer.node.installation != self._installation):
+            raise AgentIdentityError(
+                f"the agent at {self.url} is node {answer.node.name!r} of installation "
+                f"{answer.node.installation!r}, not node {self.name!r} of installation "
+                f"{self._installation!r}: nothing secret was sent to it")
+        self._proven = True
+        return answer.node
+
+    def _authorization(self) -> dict[str, str]:
+        if not self._proven:
+            self.identify()
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def _send(self, method: str, path: str, *, content: bytes | None,
+              headers: dict[str, str] | None, timeout: float | None) -> httpx.Response:
         try:
             response = self._client.request(
-                method, path, content=content,
-                headers={"Content-Type": "application/json"} if content else None,
+                method, path, content=content, headers=headers,
                 timeout=timeout if timeout is not None else self._client.timeout,
             )
         except httpx.TimeoutException as e:
@@ -84,6 +136,14 @@ class NodeClient:
         if response.status_code >= 400:
             raise AgentError(self.name, response.status_code, _error_message(response))
         return response
+
+    def _request(self, method: str, path: str, *, body: BaseModel | None = None,
+                 timeout: float | None = None) -> httpx.Response:
+        content = body.model_dump_json().encode() if body is not None else None
+        headers = self._authorization()
+        if content:
+            headers["Content-Type"] = "application/json"
+        return self._send(method, path, content=content, headers=headers, timeout=timeout)
 
     def _get(self, path: str, model: type[M], *, timeout: float | None = None) -> M:
         return model.model_validate_json(self._request("GET", path, timeout=timeout).content)
@@ -124,6 +184,7 @@ class NodeClient:
         try:
             with self._client.stream(
                 "GET", f"/containers/{container}/logs", params=params,
+                headers=self._authorization(),
                 timeout=httpx.Timeout(10.0, read=None if follow else 60.0),
             ) as response:
                 if response.status_code >= 400:
@@ -191,7 +252,8 @@ class NodeClient:
                 time.sleep(min(0.1 * failures, 2.0))
 
     def _stream(self, operation_id: str, last: int) -> Iterator[OperationEvent]:
-        headers = {"Last-Event-ID": str(last), "Accept": "text/event-stream"}
+        headers = {"Last-Event-ID": str(last), "Accept": "text/event-stream",
+                   **self._authorization()}
         with self._client.stream(
             "GET", f"/operations/{operation_id}/events", headers=headers,
             timeout=httpx.Timeout(10.0, read=60.0),

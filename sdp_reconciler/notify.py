@@ -19,11 +19,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from sdp_node.redact import Redactor
 from sdp_reconciler import credentials as creds
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.models import Notification, NotificationEvent, WebhookFormat
 from sdp_reconciler.plan import Action, Change, Plan
+from sdp_reconciler.trust import SecretPolicy
 
 Report = Callable[[str], None]
 TIMEOUT_SECONDS = 5.0
@@ -118,15 +118,15 @@ def _webhook_ok(url: str) -> bool:
 
 class Notifier:
     def __init__(self, notifications: Iterable[Notification], *, root: Path,
-                 env: Mapping[str, str] | None, redactor: Redactor,
-                 report: Report = lambda _m: None,
+                 env: Mapping[str, str] | None, redactor: Callable[[str], str],
+                 policy: SecretPolicy | None = None, report: Report = lambda _m: None,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.redact = redactor
         self.report = report
         self.targets: list[tuple[Notification, str]] = []
         for notification in notifications:
             try:
-                url = creds.resolve(notification.webhook, root, env).reveal()
+                url = creds.resolve(notification.webhook, root, env, policy=policy).reveal()
             except SdpError as e:
                 report(f"notification {notification.name}: webhook unavailable: {e}")
                 continue

@@ -17,13 +17,14 @@ from pathlib import Path
 
 from sdp_node.naming import GATEWAY
 from sdp_node.protocol import LABEL_SANDBOX, LABEL_SERVICE, Credentials, OperationEvent
-from sdp_node.redact import Redactor
 from sdp_reconciler import credentials as creds
+from sdp_reconciler.agents import pinned_client
 from sdp_reconciler.applying import Applier, ApplyOutcome
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.expiry import apply_expiry
 from sdp_reconciler.gitinfo import Authorship, StateRepository, last_change
 from sdp_reconciler.history import History
+from sdp_reconciler.hostconfig import require_host_config
 from sdp_reconciler.loading import PORTS_FILE, LoadedState, load_state
 from sdp_reconciler.node_client import NodeClient
 from sdp_reconciler.notify import Notifier, finished_notices, started_notices
@@ -37,6 +38,7 @@ from sdp_reconciler.placement import Placement, place
 from sdp_reconciler.plan import Action, Change, Plan, Subject
 from sdp_reconciler.planning import Restart, plan
 from sdp_reconciler.ports import allocate, release, same_allocations, write_ports_file
+from sdp_reconciler.redaction import SECRETS
 from sdp_reconciler.resolve import ResolvedSandbox, resolve_all
 from sdp_reconciler.status import retired_rows, status_rows
 from sdp_reconciler.world import Allocation, World
@@ -56,7 +58,8 @@ class Prepared:
     plan: Plan
     clients: dict[str, NodeClient]
     credentials: Credentials | None
-    redactor: Redactor
+    redactor: Callable[[str], str]
+    """every secret this process resolved (``redaction.SECRETS``)"""
 
     def close(self) -> None:
         for client in self.clients.values():
@@ -108,17 +111,18 @@ def prepare(
     now: datetime | None = None,
 ) -> Prepared:
     env = os.environ if env is None else env
-    state = load_state(state_dir)
+    host = require_host_config(env)
+    state = load_state(state_dir, host=host.rules(env))
     everything = resolve_all(state)
     sandboxes, retired = apply_expiry(
         everything, activity(state, everything, history), now or datetime.now(UTC)
     )
-    tokens = creds.agent_tokens(state, env)
-    key = creds.spec_key(state, env)
+    key = creds.spec_key(host, env)
     nodes = state.nodes.model.nodes
-    clients = {n.name: NodeClient(n.name, n.agent_url, tokens[n.name], timeout=client_timeout)
-               for n in nodes}
+    clients: dict[str, NodeClient] = {}
     try:
+        for node in nodes:
+            clients[node.name] = pinned_client(host, node.name, env, timeout=client_timeout)
         views = check_installation(observe_nodes(nodes, clients, timeout=client_timeout),
                                    state.nodes.model.installation,
                                    state.nodes.model.resource_prefix)
@@ -158,17 +162,10 @@ def prepare(
         for client in clients.values():
             client.close()
         raise
-    secrets = [s.reveal() for e in environments.values() for s in e.secrets.values()]
-    secrets += [f.content.reveal() for e in environments.values() for f in e.files if f.secret]
-    pairs = []
-    if credentials is not None:
-        user, password = credentials.username.reveal(), credentials.password.reveal()
-        secrets += [user, password]
-        pairs.append((user, password))
     return Prepared(
         state=state, sandboxes=sandboxes, retired=retired, world=world, placements=placements,
         allocations=allocations, plan=the_plan, clients=clients, credentials=credentials,
-        redactor=Redactor([*secrets, *tokens.values()], pairs=pairs),
+        redactor=SECRETS,
     )
 
 
@@ -222,7 +219,8 @@ def run(
 
         notifier = Notifier(
             state.notifications.model.notifications if state.notifications else [],
-            root=state.root, env=env, redactor=prepared.redactor, report=report,
+            root=state.root, env=env, redactor=prepared.redactor, policy=state.host.policy,
+            report=report,
         )
         notifier.send(started_notices(prepared.plan))
         applier = Applier(

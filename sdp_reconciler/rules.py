@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 
 from sdp_node.naming import GATEWAY, slug
 from sdp_reconciler.loading import Document, LoadedState
 from sdp_reconciler.locations import Location, Problem, dotted
 from sdp_reconciler.models import NodeType, SecretRef
 from sdp_reconciler.resolve import resolve_sandbox, template_chain
+from sdp_reconciler.trust import resolved_file
 
 Rule = Callable[[LoadedState], Iterator[Problem]]
 Claims = dict[tuple[NodeType | None, int], list[tuple[str | None, str, str, Location]]]
@@ -62,6 +62,8 @@ def nodes_are_consistent(state: LoadedState) -> Iterator[Problem]:
                 f"node {node.name!r} is already defined at nodes[{seen[node.name]}]",
             )
         seen.setdefault(node.name, index)
+        if node.agent_url is None:
+            continue
         if node.agent_url in urls:
             yield Problem(
                 nodes.at("nodes", index, "agent_url"), f"nodes[{index}].agent_url",
@@ -327,6 +329,7 @@ def _allocations_are_valid(
     document = state.ports
     nodes = {n.name for n in state.nodes.model.nodes}
     types = {n.name: n.type for n in state.nodes.model.nodes}
+    by_name = {n.name: n for n in state.nodes.model.nodes}
     by_port: dict[tuple[str, int], int] = {}
     by_owner: dict[tuple[str, str], int] = {}
     for index, allocation in enumerate(document.model.allocations):
@@ -352,6 +355,15 @@ def _allocations_are_valid(
                 f"allocations (also allocations[{by_owner[owner]}])",
             )
         by_owner.setdefault(owner, index)
+        holder = by_name.get(allocation.node)
+        if holder is not None and allocation.port not in holder.port_range():
+            span = holder.port_range()
+            yield Problem(
+                document.at(*path, "port"), f"allocations[{index}].port",
+                f"port {allocation.port} is outside the range of node {allocation.node!r}, "
+                f"{span.first}-{span.last} (nodes.yaml): remove this allocation and SDP "
+                "allocates a port in the range",
+            )
         node_type = types.get(allocation.node)
         for node, sandbox, service, location in claims.get((node_type, allocation.port), []):
             if (sandbox, service) != owner and node in (None, allocation.node):
@@ -363,12 +375,50 @@ def _allocations_are_valid(
                 )
 
 
+def agents_are_pinned_on_the_host(state: LoadedState) -> Iterator[Problem]:
+    """Agent URLs, tokens and the spec-hash key belong to the reconciler host, not the state."""
+    nodes = state.nodes
+    host = state.host
+    if nodes.model.spec_hash_key is not None:
+        yield Problem(
+            nodes.at("spec_hash_key", key=True), "spec_hash_key",
+            "the spec-hash key is pinned on the reconciler host now: move this reference to "
+            "reconciler.yaml's spec_hash_key and remove it here (see docs/operations.md)",
+        )
+    if host.installation is not None and host.installation != nodes.model.installation:
+        yield Problem(
+            nodes.at("installation"), "installation",
+            f"this reconciler host reconciles installation {host.installation!r} "
+            f"(reconciler.yaml), not {nodes.model.installation!r}",
+        )
+    for index, node in enumerate(nodes.model.nodes):
+        path = ("nodes", index)
+        if node.agent_token is not None:
+            yield Problem(
+                nodes.at(*path, "agent_token", key=True), f"nodes[{index}].agent_token",
+                f"agent tokens are pinned on the reconciler host now: move this reference to "
+                f"reconciler.yaml's agents.{node.name}.token and remove it here",
+            )
+        if host.pins is None:
+            continue
+        pinned = host.pins.get(node.name)
+        if pinned is None:
+            yield Problem(
+                nodes.at(*path, "name"), f"nodes[{index}].name",
+                f"node {node.name!r} has no agent pinned on this reconciler host: add "
+                f"agents.{node.name}: {{url: ..., token: ...}} to reconciler.yaml",
+            )
+        elif node.agent_url is not None and node.agent_url != pinned:
+            yield Problem(
+                nodes.at(*path, "agent_url"), f"nodes[{index}].agent_url",
+                f"agent URL {node.agent_url!r} differs from the URL pinned for node "
+                f"{node.name!r} on this reconciler host ({pinned}); the state cannot move an "
+                "agent: fix or remove agent_url here, or change the pin in reconciler.yaml",
+            )
+
+
 def secrets_are_references(state: LoadedState) -> Iterator[Problem]:
-    references: list[tuple[Document, tuple[str | int, ...], SecretRef]] = [  # type: ignore[type-arg]
-        (state.nodes, ("spec_hash_key",), state.nodes.model.spec_hash_key)
-    ]
-    for index, node in enumerate(state.nodes.model.nodes):
-        references.append((state.nodes, ("nodes", index, "agent_token"), node.agent_token))
+    references: list[tuple[Document, tuple[str | int, ...], SecretRef]] = []  # type: ignore[type-arg]
     if state.notifications is not None:
         for index, notification in enumerate(state.notifications.model.notifications):
             references.append((state.notifications, ("notifications", index, "webhook"),
@@ -388,16 +438,25 @@ def secrets_are_references(state: LoadedState) -> Iterator[Problem]:
             if env_file.secret is not None:
                 references.append((document, ("files", index, "secret"), env_file.secret))
     root = state.root.resolve()
+    policy = state.host.policy
     for document, path, reference in references:
-        if reference.file is None:
+        if reference.env is not None:
+            problem = policy.env_problem(reference.env)
+            if problem:
+                yield Problem(document.at(*path, "env"), dotted((*path, "env")), problem)
             continue
-        resolved = (state.root / Path(reference.file).expanduser()).resolve()
+        assert reference.file is not None
+        resolved = resolved_file(reference.file, state.root)
         if resolved == root or root in resolved.parents:
             yield Problem(
                 document.at(*path, "file"), dotted((*path, "file")),
                 f"secret file {reference.file!r} is inside the state directory and would be "
                 "committed with it: keep secret files outside the state repository",
             )
+            continue
+        problem = policy.file_problem(resolved, reference.file)
+        if problem:
+            yield Problem(document.at(*path, "file"), dotted((*path, "file")), problem)
 
 
 def notifications_are_distinct(state: LoadedState) -> Iterator[Problem]:
@@ -418,6 +477,7 @@ def notifications_are_distinct(state: LoadedState) -> Iterator[Problem]:
 RULES: list[Rule] = [
     names_match_files,
     nodes_are_consistent,
+    agents_are_pinned_on_the_host,
     gateway_is_not_a_service,
     references_exist,
     templates_have_no_cycles,

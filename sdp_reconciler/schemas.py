@@ -1,4 +1,5 @@
-"""JSON Schemas of the state files, generated from the models.
+"""JSON Schemas of the state files (and of the reconciler host's ``reconciler.yaml``),
+generated from the models.
 
 ``sdp-reconcile schemas`` writes them into ``schemas/``; ``--check`` (run by the tests) fails
 when the committed files differ from what the models generate. Editors use them through the
@@ -10,15 +11,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from sdp_reconciler.models import SCHEMA_MODELS
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 
 def generate() -> dict[str, str]:
-    """File name -> schema text, for every kind of state file."""
+    """File name -> schema text, for every kind of state file and the host config."""
+    from sdp_reconciler.hostconfig import HostConfigFile
+
+    models: dict[str, type[BaseModel]] = {**SCHEMA_MODELS, "reconciler": HostConfigFile}
     out = {}
-    for kind, model in SCHEMA_MODELS.items():
+    for kind, model in models.items():
         schema = {"$schema": DRAFT, **model.model_json_schema(mode="validation")}
         out[f"{kind}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     return out

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -47,20 +48,43 @@ SERVICE_BRANCHES = {
 
 
 def _secrets(root: Path) -> dict[str, str]:
+    """The demo's secrets, made once; a value a newer demo needs is added to an older file."""
     path = root / "secrets.env"
+    wanted: dict[str, Callable[[], str]] = {
+        "SDP_SPEC_HASH_KEY": lambda: secrets.token_hex(32),
+        "SDP_MICRO_TOKEN": lambda: secrets.token_hex(24),
+        "SDP_GATEWAY_TOKEN": lambda: secrets.token_hex(24),
+        "SDP_SECRET_QA_JWT": lambda: secrets.token_hex(16),
+        "SDP_GIT_USERNAME": lambda: "demo-developer",
+        "SDP_GIT_PASSWORD": lambda: secrets.token_urlsafe(18),
+    }
     if not path.exists():
-        values = {
-            "SDP_SPEC_HASH_KEY": secrets.token_hex(32),
-            "SDP_MICRO_TOKEN": secrets.token_hex(24),
-            "SDP_GATEWAY_TOKEN": secrets.token_hex(24),
-            "SDP_QA_JWT_SECRET": secrets.token_hex(16),
-            "SDP_GIT_USERNAME": "demo-developer",
-            "SDP_GIT_PASSWORD": secrets.token_urlsafe(18),
-        }
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.writelines(f"{k}={v}\n" for k, v in values.items())
-    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+        os.close(fd)
+    values = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    missing = {k: make() for k, make in wanted.items() if k not in values}
+    if missing:
+        with path.open("a") as handle:
+            handle.writelines(f"{k}={v}\n" for k, v in missing.items())
+        values.update(missing)
+    return values
+
+
+def _host_config(root: Path) -> Path:
+    """The demo reconciler host's reconciler.yaml: agents pinned, tokens and key by reference."""
+    path = root / "reconciler.yaml"
+    path.write_text(json.dumps({
+        "installation": INSTALLATION,
+        "spec_hash_key": {"env": "SDP_SPEC_HASH_KEY"},
+        "agents": {
+            name: {"url": f"http://127.0.0.1:{port}",
+                   "token": {"env": "SDP_MICRO_TOKEN" if kind == "MICRO" else
+                             "SDP_GATEWAY_TOKEN"}}
+            for name, (kind, port) in AGENTS.items()
+        },
+        "secrets": {"env_prefix": "SDP_SECRET_"},
+    }, indent=1) + "\n")
+    return path
 
 
 def _fill_repositories(git_root: Path) -> None:
@@ -126,6 +150,7 @@ def _start(name: str, command: list[str], env: dict[str, str]) -> None:
 def up() -> int:
     ROOT.mkdir(exist_ok=True)
     values = _secrets(ROOT)
+    _host_config(ROOT)
     env = {**os.environ, **values,
            USERNAME_ENV: values["SDP_GIT_USERNAME"], PASSWORD_ENV: values["SDP_GIT_PASSWORD"]}
     _fill_repositories(ROOT / "git")

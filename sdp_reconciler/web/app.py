@@ -20,7 +20,9 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from sdp_reconciler.errors import SdpError
 from sdp_reconciler.history import History
+from sdp_reconciler.hostconfig import find_host_config
 from sdp_reconciler.web import account, pages, stream
 from sdp_reconciler.web.context import PageContext
 from sdp_reconciler.web.guard import SecurityHeaders, SessionGuard
@@ -63,7 +65,7 @@ def create_app(
     settings = settings or WebSettings()
     env = dict(os.environ) if env is None else env
     history = History(history_path)
-    state = StateView(state_dir)
+    state = StateView(state_dir, env)
     sessions = SessionStore(lifetime=settings.session_seconds)
     context = PageContext(
         settings=settings, history=history, state=state, env=env,
@@ -89,4 +91,11 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.context = context
+    # Forwarded headers are believed only from proxies the host names (reconciler.yaml
+    # page.trusted_proxies): otherwise anyone could pick the address the login throttle counts.
+    try:
+        host = find_host_config(env)
+    except SdpError:  # the login says why; the page still serves
+        host = None
+    app.state.trusted_proxies = list(host.model.page.trusted_proxies) if host else []
     return app

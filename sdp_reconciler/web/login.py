@@ -15,11 +15,13 @@ from typing import Protocol
 
 from sdp_node.protocol import Credentials, RepositoryKind, Secret
 from sdp_node.redact import Redactor
-from sdp_reconciler import credentials as creds
-from sdp_reconciler.errors import AgentError, NodeUnreachable, SdpError
+from sdp_reconciler.agents import pinned_client
+from sdp_reconciler.errors import AgentError, AgentIdentityError, NodeUnreachable, SdpError
+from sdp_reconciler.hostconfig import require_host_config
 from sdp_reconciler.loading import LoadedState
 from sdp_reconciler.models import NodeType
 from sdp_reconciler.node_client import NodeClient
+from sdp_reconciler.redaction import SECRETS
 
 
 class LoginRefused(Exception):
@@ -65,16 +67,21 @@ class GatewayLogin:
                           key=lambda n: n.name)
         if not gateways:
             raise LoginUnavailable("nodes.yaml names no GATEWAY node to check logins with")
+        try:
+            host = require_host_config(self._env)
+        except SdpError as e:
+            raise LoginUnavailable("the login cannot be checked: this host has no reconciler "
+                                   "config", str(e)) from None
         public: list[str] = []
         details: list[str] = []
         for node in gateways:
             try:
-                token = creds.resolve(node.agent_token, state.root, self._env).reveal()
+                client = pinned_client(host, node.name, self._env, timeout=self._timeout)
             except SdpError as e:
-                public.append(f"node {node.name}: its agent token is not configured here")
-                details.append(f"agent token of node {node.name}: {e}")
+                public.append(f"node {node.name}: its agent is not pinned on this host")
+                details.append(str(e))
                 continue
-            with NodeClient(node.name, node.agent_url, token, timeout=self._timeout) as client:
+            with client:
                 try:
                     repository = _gateway_repository(client, state)
                     client.branches(repository, credentials)
@@ -84,10 +91,10 @@ class GatewayLogin:
                         raise LoginRefused("LOGIN FAILED: Bitbucket refused the username or "
                                            "password") from None
                     public.append(f"node {node.name}: its agent answered HTTP {e.status}")
-                    details.append(redact(str(e)))
-                except NodeUnreachable as e:
+                    details.append(SECRETS(redact(str(e))))
+                except (NodeUnreachable, AgentIdentityError) as e:
                     public.append(f"node {node.name}: its agent is unreachable")
-                    details.append(redact(str(e)))
+                    details.append(SECRETS(redact(str(e))))
                 except LoginUnavailable as e:
                     public.append(str(e))
                     details.append(e.detail)

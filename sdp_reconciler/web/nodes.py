@@ -24,12 +24,14 @@ from sdp_node.protocol import (
     LABEL_SERVICE,
     Credentials,
 )
-from sdp_node.redact import Redactor
 from sdp_reconciler import credentials as creds
+from sdp_reconciler.agents import pinned_client
 from sdp_reconciler.errors import SdpError
+from sdp_reconciler.hostconfig import HostConfig, require_host_config
 from sdp_reconciler.loading import LoadedState
 from sdp_reconciler.models import Node
 from sdp_reconciler.node_client import NodeClient
+from sdp_reconciler.redaction import SECRETS
 
 
 class CappedTimeouts(httpx.HTTPTransport):
@@ -95,41 +97,37 @@ def survey(state: LoadedState, env: Mapping[str, str], *, timeout: float) -> lis
         no_credentials = None
     except SdpError as e:
         credentials, no_credentials = None, f"branches not listed: {e}"
-    tokens: dict[str, str] = {}
-    problems: dict[str, str] = {}
-    for node in nodes:
-        try:
-            tokens[node.name] = creds.resolve(node.agent_token, state.root, env).reveal()
-        except SdpError as e:
-            problems[node.name] = f"agent token: {e}"
-    secrets = list(tokens.values())
-    pairs = []
-    if credentials is not None:
-        user, password = credentials.username.reveal(), credentials.password.reveal()
-        secrets += [user, password]
-        pairs.append((user, password))
-    redact = Redactor(secrets, pairs=pairs)
+    try:
+        host: HostConfig | None = require_host_config(env)
+        no_host = None
+    except SdpError as e:
+        host, no_host = None, str(e)
 
     def one(node: Node) -> NodeReport:
+        pin = host.model.agents.get(node.name) if host is not None else None
         report = NodeReport(
-            name=node.name, type=node.type.value, agent_url=node.agent_url,
+            name=node.name, type=node.type.value, agent_url=pin.url if pin else "not pinned",
             address=node.address, public_address=node.public_address,
             port_range=f"{node.port_range().first}-{node.port_range().last}",
         )
-        if node.name in problems:
-            report.problem = problems[node.name]
+        if host is None:
+            report.problem = no_host
             return report
-        client = NodeClient(node.name, node.agent_url, tokens[node.name], timeout=timeout,
-                            transport=CappedTimeouts(timeout))
+        try:
+            client = pinned_client(host, node.name, env, timeout=timeout,
+                                   transport=CappedTimeouts(timeout))
+        except SdpError as e:
+            report.problem = str(e)
+            return report
         try:
             _ask(client, report, credentials, no_credentials, state.nodes.model.installation)
         except SdpError as e:
             report.problem = str(e)
         finally:
             client.close()
-        report.problem = redact(report.problem) if report.problem else None
+        report.problem = SECRETS(report.problem) if report.problem else None
         for repository in report.repositories:
-            repository.problem = redact(repository.problem) if repository.problem else None
+            repository.problem = SECRETS(repository.problem) if repository.problem else None
         return report
 
     with ThreadPoolExecutor(max_workers=max(1, len(nodes)),

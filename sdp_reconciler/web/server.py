@@ -34,9 +34,12 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 def _config(app: Starlette, listen: str) -> uvicorn.Config:
     host, port = parse_listen(listen)
+    trusted: list[str] = list(getattr(app.state, "trusted_proxies", []))
     return uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False,
         timeout_graceful_shutdown=3, lifespan="on",
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: only from named proxies.
+        proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None,
     )
 
 

@@ -10,9 +10,11 @@ Reading only: nothing here writes to the state directory or resolves a secret.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 from sdp_reconciler.errors import SdpError
+from sdp_reconciler.hostconfig import host_rules
 from sdp_reconciler.loading import LoadedState, load_state
 from sdp_reconciler.resolve import ResolvedSandbox, resolve_all
 
@@ -20,8 +22,9 @@ Fingerprint = tuple[tuple[str, int, int], ...]
 
 
 class StateView:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, env: Mapping[str, str] | None = None) -> None:
         self.root = root
+        self.env = env
         self._lock = threading.Lock()
         self._fingerprint: Fingerprint | None = None
         self._loaded: LoadedState | None = None
@@ -46,7 +49,7 @@ class StateView:
         if fingerprint == self._fingerprint:
             return
         try:
-            self._loaded = load_state(self.root)
+            self._loaded = load_state(self.root, host=host_rules(self.env))
             self._sandboxes = resolve_all(self._loaded)
             self._error = None
         except SdpError as e:

@@ -99,9 +99,10 @@ class Stack:
 
 
 def write_nodes_yaml(state: Path, installation: str, micro: AgentProcess,
-                    gateway: AgentProcess) -> None:
+                    gateway: AgentProcess) -> dict[str, str]:
+    """nodes.yaml and the host config pinning the two agents; the environment they need."""
     # Ports of this run's own lane, so that two test runs on one engine never collide.
-    write_nodes(state, installation=installation, nodes=[
+    return write_nodes(state, installation=installation, nodes=[
         NodeEntry(micro, "MICRO", port_block(100), token_env="SDP_TEST_MICRO_TOKEN"),
         NodeEntry(gateway, "GATEWAY", port_block(100), token_env="SDP_TEST_GATEWAY_TOKEN"),
     ])
@@ -126,7 +127,7 @@ environment: qa
 variables:
   DB_HOST: qa-db.internal.invalid
 secrets:
-  JWT_SECRET: {env: SDP_TEST_JWT_SECRET}
+  JWT_SECRET: {env: SDP_SECRET_TEST_JWT}
 """
 
 
@@ -173,7 +174,7 @@ def build_stack(root: Path, installation: str, make_agent: Any, make_repo: Any,
         "SDP_SPEC_HASH_KEY": secrets.token_hex(16),
         "SDP_TEST_MICRO_TOKEN": micro.token,
         "SDP_TEST_GATEWAY_TOKEN": gateway.token,
-        "SDP_TEST_JWT_SECRET": "jwt-" + secrets.token_hex(8),
+        "SDP_SECRET_TEST_JWT": "jwt-" + secrets.token_hex(8),
         "SDP_GIT_USERNAME": canary.username.reveal(),
         "SDP_GIT_PASSWORD": canary.password.reveal(),
         "SDP_RUNNER": "ci-runner",
@@ -182,7 +183,7 @@ def build_stack(root: Path, installation: str, make_agent: Any, make_repo: Any,
     stack = Stack(root=root, installation=installation, micro=micro, gateway=gateway,
                   repos=repos, ocp=ocp, env=env, state=state, history=root / "history.sqlite",
                   heads=stack_heads)
-    write_nodes_yaml(state, installation, micro, gateway)
+    env.update(write_nodes_yaml(state, installation, micro, gateway))
     stack.write("templates/QA-DEFAULT.yaml", QA_DEFAULT)
     stack.write("environments/qa.yaml", QA_ENV)
     return stack

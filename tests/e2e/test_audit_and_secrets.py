@@ -72,7 +72,7 @@ def test_wrong_git_credentials_are_login_failed_before_any_deploy(
 def test_credentials_and_secret_values_are_stored_nowhere(
     stack: Stack, docker_client: docker.DockerClient, installation: str
 ) -> None:
-    jwt = stack.env["SDP_TEST_JWT_SECRET"]
+    jwt = stack.env["SDP_SECRET_TEST_JWT"]
     stack.write("sandboxes/QA-MAIN.yaml", sandbox_yaml("QA-MAIN", account_branch="main"))
     stack.commit_state("QA-MAIN")
     with ArgvSampler() as sampler:
@@ -87,13 +87,24 @@ def test_credentials_and_secret_values_are_stored_nowhere(
     for file in stack.state.rglob("*"):
         if file.is_file() and ".git" not in file.parts:
             blobs.append(file.read_bytes())
+    # SDP's own secrets: the agents' tokens and the spec-hash key reach nothing at all.
+    own = [stack.micro.token.encode(), stack.gateway.token.encode(),
+           stack.env["SDP_SPEC_HASH_KEY"].encode()]
     for blob in blobs:
         assert find_canary(blob) == []
         assert jwt.encode() not in blob
+        assert [o for o in own if o in blob] == []
     for container in docker_client.containers.list(
             all=True, filters={"label": f"sdp.instance={installation}"}):
         labels = json.dumps(container.labels).encode()
         assert find_canary(labels) == [] and jwt.encode() not in labels
+        inspected = json.dumps(container.attrs).encode()
+        assert find_canary(inspected) == [] and [o for o in own if o in inspected] == []
+    for agent in (stack.micro, stack.gateway):
+        operations = agent.client().operations()
+        text = json.dumps([o.model_dump(mode="json") for o in operations]).encode()
+        assert find_canary(text) == [] and [o for o in own if o in text] == []
+        assert [o for o in own if o in agent.log_path.read_bytes()] == []
     # The secret does reach the service's environment, as configured.
     env = docker_client.containers.get(f"{PREFIX}-qa-main-account").attrs["Config"]["Env"]
     assert f"JWT_SECRET={jwt}" in env

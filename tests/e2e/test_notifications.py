@@ -10,14 +10,14 @@ from tests.support.webhook import WebhookReceiver
 NOTIFICATIONS = """\
 notifications:
   - name: qa-json
-    webhook: {env: SDP_TEST_WEBHOOK}
+    webhook: {env: SDP_SECRET_TEST_WEBHOOK}
   - name: qa-slack
-    webhook: {env: SDP_TEST_SLACK}
+    webhook: {env: SDP_SECRET_TEST_SLACK}
     format: slack
     events: [DEPLOYMENT_FAILED]
     sandboxes: ["QA-*"]
   - name: down
-    webhook: {env: SDP_TEST_DOWN}
+    webhook: {env: SDP_SECRET_TEST_DOWN}
 """
 
 
@@ -25,8 +25,8 @@ def test_deployments_are_announced_and_a_dead_webhook_fails_nothing(stack: Stack
     stack.write("notifications.yaml", NOTIFICATIONS)
     stack.write("sandboxes/QA-N.yaml", sandbox_yaml("QA-N", account_branch="main"))
     with WebhookReceiver() as hook, WebhookReceiver() as slack:
-        env = {"SDP_TEST_WEBHOOK": hook.url, "SDP_TEST_SLACK": slack.url,
-               "SDP_TEST_DOWN": f"http://127.0.0.1:{free_port()}/nobody-listens"}
+        env = {"SDP_SECRET_TEST_WEBHOOK": hook.url, "SDP_SECRET_TEST_SLACK": slack.url,
+               "SDP_SECRET_TEST_DOWN": f"http://127.0.0.1:{free_port()}/nobody-listens"}
         first = stack.reconcile("once", env=env)
         assert first.code == 0, first.output
         assert "notification down: DEPLOYMENT_STARTED not delivered" in first.stderr

@@ -42,7 +42,6 @@ from sdp_reconciler.models import (
     PortAllocation,
     PortRange,
     Resources,
-    SecretRef,
     ServiceSpec,
 )
 from sdp_reconciler.placement import Placement, place
@@ -164,7 +163,6 @@ def node(name: str, node_type: NodeType, address: str, ports: tuple[int, int],
          public_address: str | None = None) -> Node:
     return Node(
         name=name, type=node_type, agent_url="http://127.0.0.1:3453",
-        agent_token=SecretRef(env=f"TOKEN_{name.upper().replace('-', '_')}"),
         address=address, public_address=public_address or address,
         ports=PortRange(first=ports[0], last=ports[1]),
     )

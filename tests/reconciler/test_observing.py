@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sdp_node.protocol import NodeInfo, NodeType, Observation
-from sdp_reconciler.models import Node, SecretRef
+from sdp_reconciler.models import Node
 from sdp_reconciler.observing import check_installation
 from sdp_reconciler.world import NodeView
 
@@ -14,8 +14,7 @@ from sdp_reconciler.world import NodeView
 def view(*, name: str = "micro-1", installation: str = "demo",
          prefix: str = "sandbox") -> NodeView:
     node = Node(name="micro-1", type="MICRO", agent_url="http://127.0.0.1:3453",
-                agent_token=SecretRef(env="SDP_MICRO_TOKEN"), address="127.0.0.1",
-                public_address="127.0.0.1")
+                address="127.0.0.1", public_address="127.0.0.1")
     info = NodeInfo(name=name, type=NodeType.MICRO, installation=installation,
                     resource_prefix=prefix, version="test")
     observation = Observation(node=info, containers=[], networks=[], gateways=[],

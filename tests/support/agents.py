@@ -52,7 +52,8 @@ class AgentProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def client(self) -> NodeClient:
-        return NodeClient(self.name, self.url, self.token, timeout=60)
+        return NodeClient(self.name, self.url, self.token, installation=self.installation,
+                          timeout=60)
 
     @classmethod
     def create(

@@ -55,29 +55,52 @@ def _write(path: Path, document: Mapping[str, Any]) -> Path:
     return path
 
 
+def host_config_path(state: Path) -> Path:
+    """Where the tests keep the reconciler host config of ``state``: beside it, never in it."""
+    return state.parent / f"{state.name}-reconciler.yaml"
+
+
 def write_nodes(state: Path, *, installation: str, nodes: Sequence[NodeEntry],
                 spec_key_env: str = "SDP_SPEC_HASH_KEY",
-                extra_nodes: Sequence[Mapping[str, Any]] = ()) -> dict[str, str]:
-    """Write ``state/nodes.yaml``; return {token variable: token} for the agents named.
+                extra_nodes: Sequence[Mapping[str, Any]] = (),
+                host: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Write ``state/nodes.yaml`` and the reconciler host config pinning its agents (beside
+    the state directory); return the environment a reconciler needs for them: each agent's
+    token variable and ``SDP_RECONCILER_CONFIG``.
 
-    ``extra_nodes`` are written as given (e.g. a node whose agent is not running).
+    ``extra_nodes`` are written as given (e.g. a node whose agent is not running); their
+    ``agent_url`` and ``agent_token`` become their pin. ``host`` adds settings to the host
+    config (``secrets``, ``page``).
     """
+    pins: dict[str, Any] = {
+        entry.agent.name: {"url": entry.agent.url, "token": {"env": entry.token_variable}}
+        for entry in nodes
+    }
+    extra: list[dict[str, Any]] = []
+    for node in extra_nodes:
+        node = dict(node)
+        url, token = node.pop("agent_url", None), node.pop("agent_token", None)
+        if url is not None and token is not None:
+            pins[str(node["name"])] = {"url": url, "token": token}
+        extra.append(node)
     document = {
         "installation": installation,
         "resource_prefix": PREFIX,
-        "spec_hash_key": {"env": spec_key_env},
         "nodes": [
             {
                 "name": entry.agent.name, "type": entry.type, "agent_url": entry.agent.url,
-                "agent_token": {"env": entry.token_variable}, "address": entry.address,
-                "public_address": entry.public_address,
+                "address": entry.address, "public_address": entry.public_address,
                 "ports": {"first": entry.ports[0], "last": entry.ports[1]},
             }
             for entry in nodes
-        ] + [dict(node) for node in extra_nodes],
+        ] + extra,
     }
     _write(state / "nodes.yaml", document)
-    return {entry.token_variable: entry.agent.token for entry in nodes}
+    config = host_config_path(state)
+    _write(config, {"installation": installation, "spec_hash_key": {"env": spec_key_env},
+                    "agents": pins, **(host or {})})
+    return {**{entry.token_variable: entry.agent.token for entry in nodes},
+            "SDP_RECONCILER_CONFIG": str(config)}
 
 
 def _sandbox_shape(*, extends: str | None, gateway: Mapping[str, Any] | None,

@@ -145,10 +145,10 @@ def build_stack(root: Path, *, installation: str, git_server: GitServer,
                    services={s: {"use_ocp": True} for s in ("account", "payment", "user")})
     write_environment(state, "qa", variables={"DB_HOST": "qa-db.internal.invalid",
                                               "DB_PORT": "5432"},
-                      secrets={"JWT_SECRET": "SDP_TEST_JWT_SECRET"},
+                      secrets={"JWT_SECRET": "SDP_SECRET_TEST_JWT"},
                       files=[{"path": "/etc/sdp/flags.json", "content": '{"banner": true}\n'}])
     env = reconciler_env(tokens=tokens, credentials=canary, runner="ci-runner",
-                         SDP_TEST_JWT_SECRET=JWT_SECRET_VALUE, SDP_LEASE_SECONDS="10")
+                         SDP_SECRET_TEST_JWT=JWT_SECRET_VALUE, SDP_LEASE_SECONDS="10")
     return WebStack(root=root, installation=installation, micro=micro, gateway=gateway,
                     state=state, history=root / "history.sqlite", env=env,
                     repos={"account": account, "erangel": erangel})

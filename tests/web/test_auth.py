@@ -213,11 +213,16 @@ def test_a_huge_login_form_is_refused(make_app: Callable[..., Starlette]) -> Non
 
 def test_login_says_so_when_the_gateway_agent_cannot_check_it(
         make_app: Callable[..., Starlette], state_copy: Path, deployed: Deployed) -> None:
-    nodes = (state_copy / "nodes.yaml").read_text()
+    # The host's pin names an agent that is down (the state cannot move an agent itself).
     dead = f"http://127.0.0.1:{free_port()}"
+    nodes = (state_copy / "nodes.yaml").read_text()
     (state_copy / "nodes.yaml").write_text(nodes.replace(deployed.stack.gateway.url, dead))
+    config = Path(deployed.stack.env["SDP_RECONCILER_CONFIG"])
+    moved = state_copy.parent / "moved-reconciler.yaml"
+    moved.write_text(config.read_text().replace(deployed.stack.gateway.url, dead))
+    env = {**deployed.stack.env, "SDP_RECONCILER_CONFIG": str(moved)}
     settings = type(FAST)(**{**FAST.__dict__, "login_failures_per_user": 1})
-    with TestClient(make_app(state_dir=state_copy, settings=settings),
+    with TestClient(make_app(state_dir=state_copy, settings=settings, env=env),
                     follow_redirects=False) as browser:
         answer = sign_in(browser)
         assert answer.status_code == 503

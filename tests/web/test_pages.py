@@ -179,7 +179,7 @@ def test_environments_show_variables_and_secret_references_never_values(
     page = client.get("/environments").text
     words = text(page)
     assert "DB_HOST qa-db.internal.invalid" in words and "DB_PORT 5432" in words
-    assert "JWT_SECRET secret env:SDP_TEST_JWT_SECRET" in words
+    assert "JWT_SECRET secret env:SDP_SECRET_TEST_JWT" in words
     assert "/etc/sdp/flags.json" in words and '{"banner": true}' in page.replace("&#34;", '"')
     assert JWT_SECRET_VALUE not in page
 
@@ -208,12 +208,12 @@ def test_an_unreachable_node_is_shown_as_such(make_app: Callable[..., Starlette]
 
     nodes = [NodeEntry(stack.micro, "MICRO", ports=(20000, 20019)),
              NodeEntry(stack.gateway, "GATEWAY", ports=(20020, 20039))]
-    write_nodes(state_copy, installation=stack.installation, nodes=nodes, extra_nodes=[{
+    env = write_nodes(state_copy, installation=stack.installation, nodes=nodes, extra_nodes=[{
         "name": "micro-2", "type": "MICRO", "agent_url": f"http://127.0.0.1:{free_port()}",
         "agent_token": {"env": "SDP_TEST_TOKEN_MICRO_1"}, "address": "127.0.0.1",
         "public_address": "127.0.0.1", "ports": {"first": 20040, "last": 20059}}])
     (state_copy / "ports.yaml").unlink(missing_ok=True)
-    with TestClient(make_app(state_dir=state_copy)) as test_client:
+    with TestClient(make_app(state_dir=state_copy, env={**stack.env, **env})) as test_client:
         assert sign_in(test_client).status_code == 303
         html = test_client.get("/nodes").text
     dead = text(html.split('data-node="micro-2"')[1].split("</article>")[0])
