@@ -62,6 +62,14 @@ def git_credentials(env: Mapping[str, str] | None = None) -> Credentials:
     return Credentials(username=Secret(username), password=Secret(password))
 
 
+def source(env: Mapping[str, str] | None = None) -> str:
+    """Where ``git_credentials`` takes them from, for messages (never the values)."""
+    env = os.environ if env is None else env
+    if (env.get(USERNAME_ENV) is None or env.get(PASSWORD_ENV) is None) and env.get(FILE_ENV):
+        return f"{FILE_ENV} ({env[FILE_ENV]})"
+    return f"{USERNAME_ENV} / {PASSWORD_ENV}"
+
+
 def runner(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     if env.get("SDP_RUNNER"):

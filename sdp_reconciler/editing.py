@@ -25,7 +25,47 @@ from sdp_reconciler.loading import LoadedState, load_state
 from sdp_reconciler.models import url_problem
 from sdp_reconciler.resolve import resolve_sandbox
 
-SCHEMA_LINE = "# yaml-language-server: $schema=../../schemas/{kind}.schema.json\n"
+
+def _repository_folders(state_root: Path) -> list[Path]:
+    """The state directory and its parents up to the top of the git repository holding it
+    (only the state directory itself when it is in none)."""
+    folders = [state_root.resolve()]
+    for folder in folders[0].parents:
+        if any((f / ".git").exists() for f in folders):
+            break
+        folders.append(folder)
+    return folders if any((f / ".git").exists() for f in folders) else folders[:1]
+
+
+def schemas_dir(state_root: Path) -> Path:
+    """Where the JSON Schemas of this state's files are, inside its repository: the nearest
+    ``schemas/`` holding them from the state directory up to the repository's top (a state
+    repository's own ``schemas/``, or this checkout's for its example state), else the state
+    directory's own ``schemas/`` (``ensure_schemas`` writes it after a successful edit)."""
+    for folder in _repository_folders(state_root):
+        if (folder / "schemas" / "sandbox.schema.json").is_file():
+            return folder / "schemas"
+    return state_root / "schemas"
+
+
+def ensure_schemas(state_root: Path) -> Path | None:
+    """Write the schemas into the state repository when its files point at none; the folder
+    written (to be committed with the state), else None."""
+    folder = schemas_dir(state_root)
+    if (folder / "sandbox.schema.json").is_file():
+        return None
+    from sdp_reconciler import schemas
+
+    schemas.write(folder)
+    return folder
+
+
+def schema_line(state_root: Path, path: Path, kind: str) -> str:
+    """The ``yaml-language-server`` line of a new file ``path``, relative to it, so it resolves
+    in the state repository wherever that is checked out."""
+    target = schemas_dir(state_root) / f"{kind}.schema.json"
+    relative = os.path.relpath(target.resolve(), path.parent.resolve())
+    return f"# yaml-language-server: $schema={relative}\n"
 
 
 def _yaml() -> YAML:
@@ -93,8 +133,11 @@ def new_sandbox(state_dir: Path, name: str, *, template: str,
         for service, branch in sorted(branches.items()):
             services[service] = CommentedMap(branch=branch)
         document["services"] = services
-    text = SCHEMA_LINE.format(kind="sandbox") + _dump(document)
-    return _write_checked(state_dir, state.root / "sandboxes" / f"{name}.yaml", text)
+    path = state.root / "sandboxes" / f"{name}.yaml"
+    text = schema_line(state.root, path, "sandbox") + _dump(document)
+    written = _write_checked(state_dir, path, text)
+    ensure_schemas(state.root)
+    return written
 
 
 def clone_sandbox(state_dir: Path, source: str, destination: str) -> Path:
@@ -186,13 +229,15 @@ def snapshot(state_dir: Path, sandbox: str, name: str, history: History) -> list
         source = state.environments[environment].path
         env_document = _yaml().load(source.read_text())
         env_document["environment"] = name
-        env_text = SCHEMA_LINE.format(kind="environment") + _dump(env_document) \
+        env_path = state.root / "environments" / f"{name}.yaml"
+        env_text = schema_line(state.root, env_path, "environment") + _dump(env_document) \
             if not source.read_text().startswith("#") else _dump(env_document)
-        written.append(_write_new(state.root / "environments" / f"{name}.yaml", env_text))
-    text = SCHEMA_LINE.format(kind="template") + _dump(document)
+        written.append(_write_new(env_path, env_text))
+    template_path = state.root / "templates" / f"{name}.yaml"
+    text = schema_line(state.root, template_path, "template") + _dump(document)
     try:
-        written.append(_write_checked(state_dir, state.root / "templates" / f"{name}.yaml",
-                                      text))
+        written.append(_write_checked(state_dir, template_path, text))
+        ensure_schemas(state.root)
     except SdpError:
         for path in written:
             path.unlink()

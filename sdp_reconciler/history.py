@@ -10,12 +10,14 @@ never rewritten wholesale.
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,12 @@ CREATE TABLE IF NOT EXISTS audit (
     service TEXT,
     status TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_at ON events(at);
+CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
 CREATE TABLE IF NOT EXISTS status (
     sandbox TEXT NOT NULL,
     service TEXT NOT NULL,
@@ -111,6 +119,34 @@ CREATE TABLE IF NOT EXISTS status (
 
 def _redacted(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: redact(v) if isinstance(v, str) else v for k, v in values.items()}
+
+
+MIGRATIONS: list[tuple[str, ...]] = [
+    # 1: who runs a pass, so that the next pass can tell a dead one from a live one
+    ("ALTER TABLE passes ADD COLUMN host TEXT", "ALTER TABLE passes ADD COLUMN pid INTEGER"),
+]
+"""Schema changes after the first version, applied in order (PRAGMA user_version counts them)."""
+PRUNE_EVERY_SECONDS = 3600
+STALE_PASS_SECONDS = 24 * 3600
+"""A pass of another host that has not finished after this long is taken as interrupted."""
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long the history keeps what (days); audit rows outlive deployments."""
+
+    deployments_days: int = 90
+    audit_days: int = 730
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def now() -> str:
@@ -146,9 +182,26 @@ class History:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            self._migrate()
         except (OSError, sqlite3.Error) as e:
             raise SdpError(f"cannot open the history database {path}: {e}") from e
         self._lock = threading.Lock()
+
+    def _migrate(self) -> None:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > len(MIGRATIONS):
+            raise SdpError(
+                f"the history database {self.path} has schema version {version}, newer than "
+                f"this sdp-reconcile knows ({len(MIGRATIONS)}): upgrade sdp-reconcile")
+        with self._db:
+            for number in range(version, len(MIGRATIONS)):
+                for statement in MIGRATIONS[number]:
+                    try:
+                        self._db.execute(statement)
+                    except sqlite3.OperationalError as e:
+                        if "duplicate column" not in str(e):  # a half-applied old run
+                            raise
+                self._db.execute(f"PRAGMA user_version = {number + 1}")
 
     def close(self) -> None:
         with self._lock:
@@ -182,8 +235,65 @@ class History:
     # -- passes -----------------------------------------------------------------------------------
 
     def start_pass(self, *, mode: str, runner: str, state_revision: str | None) -> int:
+        self.mark_interrupted()
         return self._insert("passes", {"started_at": now(), "mode": mode, "runner": runner,
-                                       "state_revision": state_revision})
+                                       "state_revision": state_revision,
+                                       "host": socket.gethostname(), "pid": os.getpid()})
+
+    def mark_interrupted(self) -> list[int]:
+        """Passes left RUNNING by a process that died: marked INTERRUPTED, with why.
+
+        A pass of this host whose process is gone; a pass of another host that has not
+        finished after ``STALE_PASS_SECONDS`` (that host's processes cannot be asked).
+        """
+        host = socket.gethostname()
+        cutoff = datetime.now(UTC).timestamp() - STALE_PASS_SECONDS
+        dead = []
+        for row in self.query("SELECT id, host, pid, started_at FROM passes "
+                              "WHERE status = 'RUNNING'"):
+            if row["host"] == host and row["pid"] is not None and row["pid"] != os.getpid():
+                if not _alive(int(row["pid"])):
+                    dead.append((row["id"], f"interrupted: process {row['pid']} on {host} "
+                                             "ended before the pass finished"))
+            elif datetime.fromisoformat(row["started_at"]).timestamp() < cutoff:
+                dead.append((row["id"], "interrupted: no word from the pass for a day"))
+        for pass_id, why in dead:
+            self._update("passes", pass_id, {"status": "INTERRUPTED", "finished_at": now(),
+                                             "summary": why})
+            self._write_deployments_of_interrupted(pass_id)
+        return [pass_id for pass_id, _ in dead]
+
+    def _write_deployments_of_interrupted(self, pass_id: int) -> None:
+        with self._write() as db:
+            db.execute("UPDATE deployments SET status = 'INTERRUPTED', completed_at = ? "
+                       "WHERE pass_id = ? AND completed_at IS NULL", (now(), pass_id))
+
+    def prune(self, retention: Retention, *, force: bool = False) -> dict[str, int]:
+        """Forget deployments, events and passes older than ``retention`` (audit rows after
+        their own, longer, time); at most once an hour unless ``force``. Counts removed."""
+        stamp = datetime.now(UTC)
+        last = self.query("SELECT value FROM meta WHERE key = 'pruned_at'")
+        if not force and last and stamp.timestamp() - datetime.fromisoformat(
+                last[0]["value"]).timestamp() < PRUNE_EVERY_SECONDS:
+            return {}
+        old = (stamp - timedelta(days=retention.deployments_days)).isoformat(
+            timespec="milliseconds")
+        old_audit = (stamp - timedelta(days=retention.audit_days)).isoformat(
+            timespec="milliseconds")
+        with self._write() as db:
+            removed = {
+                "events": db.execute("DELETE FROM events WHERE at < ?", (old,)).rowcount,
+                # Audit rows carry their own fields: they outlive the deployments they name.
+                "deployments": db.execute("DELETE FROM deployments WHERE started_at < ?",
+                                          (old,)).rowcount,
+                "audit": db.execute("DELETE FROM audit WHERE at < ?", (old_audit,)).rowcount,
+            }
+            removed["passes"] = db.execute(
+                "DELETE FROM passes WHERE started_at < ? AND id NOT IN "
+                "(SELECT pass_id FROM deployments)", (old,)).rowcount
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('pruned_at', ?)",
+                       (stamp.isoformat(timespec="milliseconds"),))
+        return removed
 
     def finish_pass(self, pass_id: int, *, status: str, summary: str) -> None:
         self._update("passes", pass_id, {"finished_at": now(), "status": status,

@@ -12,8 +12,9 @@ state repository:
 * the **spec-hash key** (an HMAC key: a state that could point it at another secret could
   brute-force that secret offline from the hashes on the containers);
 * the **secret-reference policy**: which environment variables (a prefix) and which
-  directories environment secrets may be read from (``secretpolicy``);
-* the **page**: which proxy addresses may set forwarded headers.
+  directories environment secrets may be read from (``trust``);
+* the **page**: which proxy addresses may set forwarded headers;
+* the **history**'s retention (deployments 90 days, audit rows 730, by default).
 
 References inside this file (``{env: NAME}`` / ``{file: PATH}``) may name anything on the host
 (the file is the host administrator's); relative file paths are relative to this file. Found at
@@ -94,6 +95,13 @@ class PageSettings(Frozen):
         return value
 
 
+class HistorySettings(Frozen):
+    retention_days: int = Field(
+        default=90, ge=1, description="deployments, their events and passes are kept this long")
+    audit_retention_days: int = Field(
+        default=730, ge=1, description="audit rows are kept this long (longer, by default)")
+
+
 class HostConfigFile(Frozen):
     """``reconciler.yaml``: the reconciler host's settings, never part of the state."""
 
@@ -110,6 +118,7 @@ class HostConfigFile(Frozen):
     agents: dict[Name, AgentPin] = Field(description="node name -> its pinned agent")
     secrets: SecretSources = Field(default_factory=SecretSources)
     page: PageSettings = Field(default_factory=PageSettings)
+    history: HistorySettings = Field(default_factory=HistorySettings)
 
 
 @dataclass(frozen=True)

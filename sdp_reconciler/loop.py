@@ -30,7 +30,7 @@ from sdp_reconciler.errors import SdpError, StateError
 from sdp_reconciler.history import History
 from sdp_reconciler.hostconfig import host_rules
 from sdp_reconciler.loading import PORTS_FILE, load_state
-from sdp_reconciler.reconcile import prepare, run
+from sdp_reconciler.reconcile import PassResult, prepare, run
 from sdp_reconciler.statesync import StateSync
 from sdp_reconciler.web import WebServer, create_app
 
@@ -130,6 +130,8 @@ class Watcher:
             if result.refused:
                 self.report(f"pass {self.passes}: refused: {result.refused}")
             else:
+                for line in change_lines(result):
+                    self.report(f"pass {self.passes}: {line}")
                 self.report(f"pass {self.passes}: {prepared.plan.summary()} "
                             f"{'converged' if result.converged else 'not converged'}")
         except SdpError as e:
@@ -160,6 +162,22 @@ class Watcher:
             history.close()
             shutil.rmtree(self._snapshot, ignore_errors=True)
         return 0
+
+
+def change_lines(result: PassResult) -> list[str]:
+    """One line per change a pass applied: symbol, what, reason, and how it went."""
+    lines = []
+    for change in result.plan.changes:
+        outcome = result.outcome.results.get(change.step_id)
+        if outcome is not None and outcome.ok:
+            how = "done"
+        else:
+            why = outcome.message if outcome else result.outcome.errors.get(change.step_id, "")
+            how = f"FAILED: {why}" if why else "FAILED"
+        lines.append(f"{change.action.symbol} {change.describe()}: {change.reason} ({how})")
+    for problem in result.plan.problems:
+        lines.append(f"problem: {problem}")
+    return lines
 
 
 def start_page(options: WatchOptions, env: Mapping[str, str] | None,

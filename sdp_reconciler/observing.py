@@ -82,6 +82,7 @@ def check_installation(views: dict[str, NodeView], installation: str,
 def resolve_heads(
     placements: Iterable[Placement], views: dict[str, NodeView], clients: dict[str, NodeClient],
     credentials: Credentials, *, report: Report,
+    source: str = "SDP_GIT_USERNAME / SDP_GIT_PASSWORD",
 ) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """repository -> branch -> commit, and repository -> why it is unknown. LOGIN FAILED raises."""
     wanted: dict[str, str] = {}
@@ -105,7 +106,7 @@ def resolve_heads(
         if isinstance(error, AgentError) and error.status == 403:
             report("LOGIN FAILED")
             raise CredentialsError(
-                f"LOGIN FAILED: {error}. Check SDP_GIT_USERNAME / SDP_GIT_PASSWORD"
+                f"LOGIN FAILED: {error}. Check the git credentials in {source}"
             )
         if error is not None:
             errors[repository] = f"cannot list the branches of {repository}: {error}"

@@ -23,8 +23,8 @@ from sdp_reconciler.applying import Applier, ApplyOutcome
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.expiry import apply_expiry
 from sdp_reconciler.gitinfo import Authorship, StateRepository, last_change
-from sdp_reconciler.history import History
-from sdp_reconciler.hostconfig import require_host_config
+from sdp_reconciler.history import History, Retention
+from sdp_reconciler.hostconfig import HostConfig, require_host_config
 from sdp_reconciler.loading import PORTS_FILE, LoadedState, load_state
 from sdp_reconciler.node_client import NodeClient
 from sdp_reconciler.notify import Notifier, finished_notices, started_notices
@@ -58,6 +58,7 @@ class Prepared:
     plan: Plan
     clients: dict[str, NodeClient]
     credentials: Credentials | None
+    host: HostConfig
     redactor: Callable[[str], str]
     """every secret this process resolved (``redaction.SECRETS``)"""
 
@@ -140,7 +141,7 @@ def prepare(
         if placements:
             credentials = creds.git_credentials(env)
             heads, head_errors = resolve_heads(placements.values(), views, clients, credentials,
-                                               report=report)
+                                               report=report, source=creds.source(env))
         committed = gateway_commit_routes(sandboxes, placements, heads, views, clients,
                                           credentials, report=report)
         environments, environment_errors = creds.resolve_environments(state, env)
@@ -165,7 +166,7 @@ def prepare(
     return Prepared(
         state=state, sandboxes=sandboxes, retired=retired, world=world, placements=placements,
         allocations=allocations, plan=the_plan, clients=clients, credentials=credentials,
-        redactor=SECRETS,
+        redactor=SECRETS, host=host,
     )
 
 
@@ -254,6 +255,9 @@ def run(
         history.forget_sandboxes_except(known)
         status = "CONVERGED" if result.converged else "NOT_CONVERGED"
         history.finish_pass(pass_id, status=status, summary=prepared.plan.summary())
+        settings = prepared.host.model.history
+        history.prune(Retention(deployments_days=settings.retention_days,
+                                audit_days=settings.audit_retention_days))
         return result
     except BaseException as e:
         history.finish_pass(pass_id, status="ERROR", summary=prepared.redactor(str(e)))

@@ -87,7 +87,10 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     if not same_origin(request):
         return PlainTextResponse("cross-site logout refused", status_code=403)
-    _context(request).sessions.end(request.cookies.get(COOKIE))
+    context = _context(request)
+    token = request.cookies.get(COOKIE)
+    context.sessions.end(token)
+    context.hub.end_session(token)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax")
     return response

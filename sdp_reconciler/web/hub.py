@@ -10,7 +10,8 @@ summaries.
 Promises: a subscription receives every row committed after it subscribed (rows before that
 are read by the stream itself, see ``stream.py``); a slow subscription never blocks the poller
 (past ``queue_size`` rows it is marked ``overflowed`` and reads the history itself); closing
-the hub wakes every subscription so streams end; ``open_streams`` counts live subscriptions.
+the hub wakes every subscription so streams end; ending a session (sign-out) wakes and ends
+its streams at once; ``open_streams`` counts live subscriptions.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Notice:
 class Subscription:
     sandbox: str | None
     limit: int
+    session: str | None = None
+    """the session token of the viewer the stream is for"""
     notices: deque[Notice] = field(default_factory=deque)
     overflowed: bool = False
     closed: bool = False
@@ -89,7 +92,7 @@ class EventHub:
     def polling(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    async def subscribe(self, sandbox: str | None) -> Subscription:
+    async def subscribe(self, sandbox: str | None, *, session: str | None = None) -> Subscription:
         async with self._start_lock:
             if not self.polling:
                 # Read the starting point before anyone subscribes: every row up to it is
@@ -98,7 +101,7 @@ class EventHub:
                                                                self.history)
                 self._marker = await anyio.to_thread.run_sync(queries.change_marker,
                                                               self.history)
-            subscription = Subscription(sandbox=sandbox, limit=self.queue_size)
+            subscription = Subscription(sandbox=sandbox, limit=self.queue_size, session=session)
             subscription.closed = self._closed
             self._subscriptions.add(subscription)
             if not self.polling and not self._closed:
@@ -107,6 +110,13 @@ class EventHub:
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)
+
+    def end_session(self, session: str | None) -> None:
+        """End at once every stream opened by ``session`` (its viewer signed out)."""
+        for subscription in list(self._subscriptions):
+            if session is not None and subscription.session == session:
+                subscription.closed = True
+                subscription.wake.set()
 
     async def close(self) -> None:
         self._closed = True

@@ -8,8 +8,8 @@ changed, so the page refetches its summaries. A stream starts after ``Last-Event
 browser sends when it reconnects), else after ``?after=ID`` (the last event the page was
 rendered with), else at the present; a reconnect further behind than ``catch_up_limit`` gets
 ``event: reload``. Idle streams carry a comment heartbeat. When the client goes away the
-subscription is dropped at once (``open_streams`` in /healthz counts them); a stream whose
-session ended (sign-out, expiry) closes within a heartbeat interval.
+subscription is dropped at once (``open_streams`` in /healthz counts them); a sign-out ends
+that session's streams at once, an expired session's within a heartbeat interval.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _progress(row: dict[str, Any]) -> ServerSentEvent:
 def _start_after(request: Request) -> int | None:
     for value in (request.headers.get("last-event-id"), request.query_params.get("after")):
         if value is not None and value.strip().isdigit():
-            return int(value.strip())
+            return min(int(value.strip()), 2**63 - 1)
     return None
 
 
@@ -53,7 +53,7 @@ async def events(request: Request) -> Response:
             lambda: queries.events_after(history, after_id, sandbox=sandbox, limit=BATCH))
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
-        subscription = await context.hub.subscribe(sandbox)
+        subscription = await context.hub.subscribe(sandbox, session=token)
         try:
             yield ServerSentEvent(comment="connected", retry=settings.retry_ms)
             last = await anyio.to_thread.run_sync(queries.last_event_id, history)

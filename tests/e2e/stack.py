@@ -79,14 +79,17 @@ class Stack:
     # -- running the CLI -------------------------------------------------------------------------
 
     def reconcile(self, *args: str, state: Path | None = None, history: Path | None = None,
-                  env: dict[str, str] | None = None, timeout: float = 300) -> Run:
+                  env: dict[str, str | None] | None = None, timeout: float = 300) -> Run:
+        """Run ``sdp-reconcile ARGS``; ``env`` adds variables (None: unset one)."""
         command = [str(BIN / "sdp-reconcile"), *args]
         if "--state" not in args and args[:1] != ("validate",):
             command += ["--state", str(state or self.state)]
         if args and args[0] in ("once", "restart", "plan") and "--history" not in args:
             command += ["--history", str(history or self.history)]
+        merged = {**self.env, **(env or {})}
         done = subprocess.run(
-            command, env={**self.env, **(env or {})}, capture_output=True, text=True,
+            command, env={k: v for k, v in merged.items() if v is not None},
+            capture_output=True, text=True,
             timeout=timeout, cwd=self.root,
         )
         return Run(done.returncode, done.stdout, done.stderr)

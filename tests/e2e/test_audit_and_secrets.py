@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import docker
 
+from tests.conftest import CANARY_USER
 from tests.e2e.stack import Stack, sandbox_yaml
 from tests.node.test_credentials import ArgvSampler, find_canary
 from tests.support.names import PREFIX
@@ -67,6 +69,17 @@ def test_wrong_git_credentials_are_login_failed_before_any_deploy(
         all=True, filters={"label": f"sdp.instance={installation}"}) == []
     missing = stack.reconcile("once", env={"SDP_GIT_PASSWORD": ""})
     assert missing.code == 1 and "SDP_GIT_USERNAME" in missing.stderr
+
+
+def test_login_failed_names_the_credentials_file_in_use(stack: Stack, tmp_path: Path) -> None:
+    credentials = tmp_path / "git-credentials"
+    credentials.write_text(f"username={CANARY_USER}\npassword=wrong-password\n")
+    stack.write("sandboxes/QA-MAIN.yaml", sandbox_yaml("QA-MAIN", account_branch="main"))
+    failed = stack.reconcile("once", env={"SDP_GIT_USERNAME": None, "SDP_GIT_PASSWORD": None,
+                                          "SDP_GIT_CREDENTIALS_FILE": str(credentials)})
+    assert failed.code == 1 and "LOGIN FAILED" in failed.stderr
+    assert f"SDP_GIT_CREDENTIALS_FILE ({credentials})" in failed.stderr
+    assert "SDP_GIT_USERNAME" not in failed.stderr and "wrong-password" not in failed.output
 
 
 def test_credentials_and_secret_values_are_stored_nowhere(

@@ -76,6 +76,9 @@ def test_watch_reconciles_on_state_changes_and_ignores_its_own_writes(stack: Sta
         assert http_get(f"http://127.0.0.1:{page}/").status == 401  # a session is needed
         stack.write("sandboxes/QA-W.yaml", sandbox_yaml("QA-W", account_branch="main"))
         mark = watcher.wait_for_line("converged", after=mark)
+        # Each change applied has its own line: symbol, what, reason, outcome.
+        assert watcher.saw(f"+ service {PREFIX}-qa-w-account on micro-1 (account@main")
+        assert watcher.saw("new sandbox (done)")
         port = wait_for(lambda: gateway_port(stack, "QA-W"), what="the gateway port")
         assert gateway_revision(port) == "account main"
 

@@ -109,3 +109,32 @@ def test_the_commands_say_what_they_wrote(state: Path) -> None:
                               "--state", str(state)], capture_output=True, text=True)
     assert refused.returncode == 1
     assert "nothing written" in refused.stderr and "which git forbids" in refused.stderr
+
+
+def _schema_target(path: Path) -> Path:
+    line = path.read_text().splitlines()[0]
+    assert line.startswith("# yaml-language-server: $schema=")
+    return (path.parent / line.split("$schema=", 1)[1]).resolve()
+
+
+def test_a_state_repository_gets_schemas_its_new_files_resolve(state: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(state)], check=True)
+    path = editing.new_sandbox(state, "QA-2", template="QA-DEFAULT", branches={},
+                               gateway_branch=None)
+    target = _schema_target(path)
+    assert target == (state / "schemas" / "sandbox.schema.json").resolve()
+    assert target.is_file(), "written into the state repository, to be committed with it"
+    again = editing.new_sandbox(state, "QA-3", template="QA-DEFAULT", branches={},
+                                gateway_branch=None)
+    assert _schema_target(again) == target
+
+
+def test_the_checkouts_example_state_uses_the_checkouts_schemas(tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout"
+    shutil.copytree(EXAMPLE, checkout / "state")
+    shutil.copytree(EXAMPLE.parent / "schemas", checkout / "schemas")
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    path = editing.new_sandbox(checkout / "state", "QA-2", template="QA-DEFAULT", branches={},
+                               gateway_branch=None)
+    assert _schema_target(path) == (checkout / "schemas" / "sandbox.schema.json").resolve()
+    assert not (checkout / "state" / "schemas").exists()

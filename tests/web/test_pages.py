@@ -103,6 +103,9 @@ def test_fragments_render_the_live_regions(client: TestClient, deployed: Deploye
 def test_unknown_sandbox_and_deployment_are_404(client: TestClient) -> None:
     assert client.get("/sandboxes/NOPE").status_code == 404
     assert client.get("/deployments/999999").status_code == 404
+    assert client.get(f"/deployments/{10**30}").status_code == 404  # past SQLite's integers
+    assert client.get(f"/history?before={10**30}").status_code == 200
+    assert client.get(f"/audit?before={10**30}").status_code == 200
 
 
 def test_history_filters_by_sandbox_repository_and_status(client: TestClient,
