@@ -310,7 +310,7 @@ class NodeApp:
         tail = int(tail_param) if tail_param.isdigit() else 100
         since = request.headers.get("last-event-id")
         follow = request.query_params.get("follow", "true") != "false"
-        ident = details["Id"]
+        ident = details.id
 
         async def stream() -> AsyncIterator[ServerSentEvent]:
             kwargs: dict[str, Any] = {"stdout": True, "stderr": True, "stream": True,
@@ -337,7 +337,12 @@ class NodeApp:
                     if chunk is None:
                         yield ServerSentEvent("{}", event="end")
                         return
-                    for raw in chunk.decode("utf-8", "replace").splitlines():
+                    # Lines end at a newline only: a carriage return or any other control
+                    # character is part of the text (the reader strips what its terminal must
+                    # not see; the stream carries it intact, JSON-escaped).
+                    for raw in chunk.decode("utf-8", "replace").split("\n"):
+                        if not raw:
+                            continue
                         stamp, _, text = raw.partition(" ")
                         if since and stamp <= since:
                             continue

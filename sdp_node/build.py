@@ -2,23 +2,36 @@
 
 ``go build`` runs in the commit's own tree with the node's Go: ``CGO_ENABLED=0``,
 ``GOTOOLCHAIN=local``, ``-trimpath``, ``GOPROXY`` off unless the repository's settings say
-otherwise, one shared ``GOCACHE`` and the node's module cache. The binary lands in the tree as
-``app-<repository>``; a tree that already holds it is not built again, so the same commit in a
-second sandbox builds nothing. Before building, go.mod is read so that a Go too old for it, or a
-module that neither ``vendor/`` nor the module cache holds, fails with a message naming it.
+otherwise, one shared ``GOCACHE`` and the node's module cache, and an environment of its own
+(``sdp_node.childenv``: never the agent's token). Promises:
+
+* the binary is written to ``builds/<repository>/<commit>/app-<repository>``, outside every
+  checked-out tree, where no commit can put a file: a file of that name in the commit is never
+  taken for the build, nor executed;
+* "already built" is decided by SDP's own record of the build (``build.json`` beside the
+  binary, written after a successful build, with the binary's size and SHA-256), never by a
+  file's presence, so the same commit in a second sandbox builds nothing and a damaged binary
+  is built again;
+* before building, go.mod is read so that a Go too old for it, or a module that neither
+  ``vendor/`` nor the module cache holds, fails with a message naming it.
+
 Output lines are passed to ``log`` as the compiler produces them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import subprocess
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from sdp_node.childenv import child_environment
 from sdp_node.config import RepositoryConfig
 from sdp_node.errors import BuildError
 
@@ -48,7 +61,7 @@ def local_go_version() -> tuple[int, ...]:
     try:
         out = subprocess.run(
             ["go", "env", "GOVERSION"], capture_output=True, text=True, check=True, timeout=30,
-            env={**os.environ, "GOTOOLCHAIN": "local"},
+            env=child_environment(GOTOOLCHAIN="local", GOENV="off", GOTELEMETRY="off"),
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError) as e:
         raise BuildError(f"the Go toolchain is not usable on this node: {e}") from e
@@ -90,44 +103,104 @@ def check_go_mod(tree: Path, repository: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Build:
+    """A binary SDP built for one commit of one repository."""
+
+    repository: str
+    commit: str
+    binary: Path
+    built: bool
+    """False when SDP's record said this commit was already built"""
+
+
+RECORD = "build.json"
+
+
+def _digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
 class GoBuilder:
     def __init__(self, workspace: Path, *, go_cache: Path | None = None) -> None:
         self._cache = go_cache or workspace / "gocache"
         self._default_modcache = workspace / "gomodcache"
         self._home = workspace / "home"
-        for path in (self._cache, self._default_modcache, self._home):
+        self._builds = workspace / "builds"
+        for path in (self._cache, self._default_modcache, self._home, self._builds):
             path.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
 
     def environment(self, repository: RepositoryConfig) -> dict[str, str]:
         settings = repository.go
         modcache = settings.module_cache or self._default_modcache
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "HOME": str(self._home),
-            "GOPATH": str(self._home / "go"),
-            "GOCACHE": str(self._cache),
-            "GOMODCACHE": str(modcache),
-            "GOPROXY": settings.proxy,
-            "GOFLAGS": settings.flags,
-            "GOTOOLCHAIN": "local",
-            "CGO_ENABLED": "0",
-            "GOENV": "off",
-            "GOSUMDB": "off" if settings.proxy == "off" else os.environ.get("GOSUMDB", ""),
-            "GOTELEMETRY": "off",
-        }
-        return {k: v for k, v in env.items() if v != ""}
+        return child_environment(
+            HOME=str(self._home),
+            GOPATH=str(self._home / "go"),
+            GOCACHE=str(self._cache),
+            GOMODCACHE=str(modcache),
+            GOPROXY=settings.proxy,
+            GOFLAGS=settings.flags,
+            GOTOOLCHAIN="local",
+            CGO_ENABLED="0",
+            GOENV="off",
+            GOSUMDB="off" if settings.proxy == "off" else os.environ.get("GOSUMDB", ""),
+            GOTELEMETRY="off",
+        )
 
-    def build(self, repository: RepositoryConfig, tree: Path, *, log: Log) -> bool:
-        """Build ``app-<name>`` in ``tree``; False when the tree already holds it."""
-        output = tree / binary_name(repository.name)
-        if output.is_file():
-            log(f"{output.name} already built for this commit; nothing to do")
-            return False
+    def folder(self, repository: str, commit: str) -> Path:
+        return self._builds / repository / commit
+
+    def recorded(self, repository: str, commit: str) -> Path | None:
+        """The binary SDP's record names for this commit, if the record and binary agree."""
+        folder = self.folder(repository, commit)
+        try:
+            record = json.loads((folder / RECORD).read_text())
+            binary = folder / binary_name(repository)
+            if (
+                record.get("repository") == repository and record.get("commit") == commit
+                and binary.is_file() and not binary.is_symlink()
+                and binary.stat().st_size == record.get("size")
+                and _digest(binary) == record.get("sha256")
+            ):
+                return binary
+        except (OSError, ValueError, AttributeError):
+            pass
+        return None
+
+    def build(
+        self, repository: RepositoryConfig, tree: Path, *, commit: str, log: Log
+    ) -> Build:
+        """Build ``commit`` (checked out in ``tree``) unless SDP's record has it already."""
+        existing = self.recorded(repository.name, commit)
+        if existing is not None:
+            log(f"{existing.name} already built for this commit; nothing to do")
+            return Build(repository.name, commit, existing, built=False)
         check_go_mod(tree, repository.name)
-        partial = tree / f".{output.name}.partial"
+        folder = self.folder(repository.name, commit)
+        folder.mkdir(parents=True, exist_ok=True)
+        output = folder / binary_name(repository.name)
+        partial = folder / f".{output.name}.partial"
         command = ["go", "build", "-trimpath", "-o", str(partial), repository.build_target]
         log(f"$ {' '.join(command[:3])} -o {output.name} {repository.build_target}")
+        code, lines = self._run(repository, tree, command, log=log)
+        if code != 0:
+            partial.unlink(missing_ok=True)
+            raise BuildError(_explain(repository, tree, lines, code))
+        os.replace(partial, output)
+        record = {"repository": repository.name, "commit": commit, "size": output.stat().st_size,
+                  "sha256": _digest(output)}
+        (folder / f".{RECORD}.partial").write_text(json.dumps(record, indent=1))
+        os.replace(folder / f".{RECORD}.partial", folder / RECORD)
+        return Build(repository.name, commit, output, built=True)
+
+    def _run(
+        self, repository: RepositoryConfig, tree: Path, command: list[str], *, log: Log
+    ) -> tuple[int, list[str]]:
         lines: list[str] = []
         with self._lock:
             try:
@@ -146,14 +219,9 @@ class GoBuilder:
                     line = line.rstrip("\n")
                     lines.append(line)
                     log(line)
-                code = process.wait()
+                return process.wait(), lines
             finally:
                 timer.cancel()
-        if code != 0:
-            partial.unlink(missing_ok=True)
-            raise BuildError(_explain(repository, tree, lines, code))
-        os.replace(partial, output)
-        return True
 
 
 def _explain(repository: RepositoryConfig, tree: Path, lines: list[str], code: int) -> str:

@@ -1,7 +1,8 @@
 """``sdp-node --config node.yaml``: run the agent.
 
 Loads the node's configuration, reads its bearer token (from an environment variable or a
-file, never from argv), heals any replacement an earlier run left half-done, and serves the API
+file, never from argv), heals any replacement an earlier run left half-done, puts its port
+isolation rules back (they do not survive a reboot; the containers do), and serves the API
 with uvicorn until SIGTERM/SIGINT.
 """
 
@@ -50,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in restored:
             logging.getLogger("sdp_node").info("restored %s after an interrupted replacement",
                                                name)
+        node.converger.restore_isolation()
     except NodeError as e:
         print(f"sdp-node: {e}", file=sys.stderr)
         return 1

@@ -2,8 +2,10 @@
 
 The node's name and type, the SDP installation it belongs to, where it listens, where its
 bearer token comes from, its workspace, the address it publishes ports on, the subnet range of
-sandbox networks, the reload command of gateways, and the repositories it serves. Loaded once at
-start; an invalid file is refused with ``file:line:col``-free but key-naming messages (the
+sandbox networks, the reload command of gateways, how containers are hardened, which sources may
+reach the sandboxes' published ports, and the repositories it serves. These are the node's own
+trust decisions: nothing in the state repository can change them. Loaded once at start; an
+invalid file is refused with ``file:line:col``-free but key-naming messages (the
 reconciler's positioned loader is for the state directory, which people edit far more often).
 """
 
@@ -79,6 +81,95 @@ class GoSettings(_Model):
     build_timeout_seconds: float = 600
 
 
+_CAPABILITY = re.compile(r"[A-Z][A-Z0-9_]{1,40}")
+PHP_CAPABILITIES = ("SETUID", "SETGID", "KILL")
+"""What Apache + mod_php needs after ``--cap-drop ALL`` (measured, docs/node.md): SETUID and
+SETGID so its children become www-data instead of staying root, KILL so a graceful reload can
+replace those children. Binding port 80 needs nothing: Docker (20.10+) sets
+``net.ipv4.ip_unprivileged_port_start=0`` in the container."""
+
+
+def _capability(value: str) -> str:
+    name = value.upper().removeprefix("CAP_")
+    if not _CAPABILITY.fullmatch(name):
+        raise ValueError(f"{value!r} is not a capability name (like NET_BIND_SERVICE)")
+    return name
+
+
+Capability = Annotated[str, AfterValidator(_capability)]
+
+
+class Hardening(_Model):
+    """How every container of this node is confined; each setting can be turned off."""
+
+    pids_limit: int | None = Field(
+        default=512, ge=16, description="at most this many processes/threads (None = no limit)"
+    )
+    no_new_privileges: bool = Field(
+        default=True, description="setuid binaries cannot raise privileges (no-new-privileges)"
+    )
+    drop_capabilities: bool = Field(
+        default=True, description="--cap-drop ALL, then add back the repository's capabilities"
+    )
+    read_only_trees: bool = Field(
+        default=True, description="mount service and gateway trees read-only (the agent edits "
+        "config.php from the host side)"
+    )
+    cpu_millicores: int | None = Field(
+        default=1000, ge=1, description="CPU limit when the plan sets none (None = unlimited)"
+    )
+    memory_bytes: int | None = Field(
+        default=512 * 1024 * 1024, ge=4 * 1024 * 1024,
+        description="memory limit when the plan sets none (None = unlimited)",
+    )
+    composer_user: str | None = Field(
+        default="nobody", description="the unprivileged user composer runs as when the agent "
+        "is root (None = the agent's own user)",
+    )
+
+
+DOCKER_BRIDGE = "docker-bridge"
+"""In ``isolation.allow_from``: the subnet of Docker's default bridge network, where gateway
+containers run (they use ``network_mode: bridge``); on one machine that is where gateways
+come from."""
+
+
+class Isolation(_Model):
+    """Which sources may reach the sandboxes' published ports (MICRO nodes)."""
+
+    enabled: bool = Field(
+        default=True, description="guard the published ports of this node's services with "
+        "iptables rules the agent owns (MICRO nodes only)",
+    )
+    allow_from: list[str] = Field(
+        default_factory=lambda: [DOCKER_BRIDGE],
+        description="gateway source addresses or CIDRs (across VMs: the gateway VM's address), "
+        f"or {DOCKER_BRIDGE!r}; the host itself (loopback) is always allowed",
+    )
+    iptables: str = Field(
+        default="iptables", description="the iptables command Docker uses (iptables, "
+        "iptables-nft or iptables-legacy); '<command>-restore' must exist beside it",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Isolation:
+        for source in self.allow_from:
+            if source == DOCKER_BRIDGE:
+                continue
+            try:
+                network = ipaddress.ip_network(source, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"isolation.allow_from: {source!r} is neither an IPv4 address or CIDR nor "
+                    f"{DOCKER_BRIDGE!r}"
+                ) from None
+            if network.version != 4:
+                raise ValueError(f"isolation.allow_from: {source!r}: only IPv4 is guarded")
+        if not re.fullmatch(r"[A-Za-z0-9_./-]+", self.iptables):
+            raise ValueError(f"isolation.iptables: {self.iptables!r} is not a command name")
+        return self
+
+
 class RepositoryConfig(_Model):
     name: Name
     url: str = Field(description="remote URL (http or https); credentials never go here")
@@ -87,8 +178,12 @@ class RepositoryConfig(_Model):
     container_port: int | None = None
     image: str | None = None
     command: list[str] | None = Field(
-        default=None, description="container command (default: /src/app-<name> for go, the "
-        "image's own for php)"
+        default=None, description="container command (default: /sdp/app-<name>, the binary SDP "
+        "built, for go; the image's own for php)"
+    )
+    capabilities: list[Capability] | None = Field(
+        default=None, description="capabilities added back after --cap-drop ALL (default: none "
+        f"for go, {', '.join(PHP_CAPABILITIES)} for php)",
     )
     init: bool = Field(default=False, description="run an init process as PID 1 (docker --init)")
     health_path: str | None = None
@@ -115,6 +210,12 @@ class RepositoryConfig(_Model):
         if not self.url_prefix.startswith("/") or self.url_prefix.endswith("/"):
             raise ValueError(f"repository {self.name}: url_prefix is like '/erangel'")
         return self
+
+    @property
+    def effective_capabilities(self) -> list[str]:
+        if self.capabilities is not None:
+            return list(self.capabilities)
+        return [] if self.kind is RepositoryKind.GO else list(PHP_CAPABILITIES)
 
     @property
     def effective_image(self) -> str:
@@ -174,6 +275,8 @@ class NodeConfig(_Model):
     go_cache: Path | None = Field(
         default=None, description="GOCACHE shared by all builds (default <workspace>/gocache)"
     )
+    hardening: Hardening = Field(default_factory=Hardening)
+    isolation: Isolation = Field(default_factory=Isolation)
 
     @model_validator(mode="after")
     def _check(self) -> NodeConfig:

@@ -10,6 +10,10 @@ Responsible for every Docker engine call the agent makes. Promises:
   ``docker load -i`` remedy (the low-level create call does not pull, and we check first);
 * sandbox networks get a subnet of their own from the node's ``subnet_range`` (Docker's default
   pools stop at about 30 networks);
+* every container it creates is hardened as its ``RunSpec`` says (pids limit,
+  ``no-new-privileges``, capabilities dropped to a list, read-only mounts);
+* what Docker reports about a container reaches the rest of the agent as a typed
+  ``ContainerDetails``, never as Docker's raw dict;
 * docker's exceptions are translated here.
 """
 
@@ -23,9 +27,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -67,6 +71,16 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class Confinement:
+    """What a container may do beyond its image's defaults."""
+
+    pids_limit: int | None = None
+    no_new_privileges: bool = False
+    capabilities: tuple[str, ...] | None = None
+    """None keeps Docker's default set; a tuple drops ALL and adds these back"""
+
+
+@dataclass(frozen=True)
 class RunSpec:
     name: str
     image: str
@@ -81,6 +95,55 @@ class RunSpec:
     nano_cpus: int | None
     memory_bytes: int | None
     init: bool
+    confinement: Confinement = field(default_factory=Confinement)
+
+
+@dataclass(frozen=True)
+class ContainerDetails:
+    """One container as Docker reports it, in the terms the agent uses."""
+
+    id: str
+    name: str
+    labels: Mapping[str, str]
+    running: bool
+    status: str
+    """Docker's state: created, running, exited, ..."""
+
+    @classmethod
+    def from_inspect(cls, raw: Mapping[str, Any]) -> ContainerDetails:
+        state = raw.get("State") or {}
+        return cls(
+            id=str(raw["Id"]),
+            name=str(raw.get("Name", "")).lstrip("/"),
+            labels=dict((raw.get("Config") or {}).get("Labels") or {}),
+            running=bool(state.get("Running")),
+            status=str(state.get("Status", "unknown")),
+        )
+
+    def label(self, key: str, default: str = "") -> str:
+        return self.labels.get(key, default)
+
+
+@dataclass(frozen=True)
+class PortHolder:
+    """The container (of any owner) that publishes a host port."""
+
+    name: str
+    labels: Mapping[str, str]
+
+
+def _confinement(confinement: Confinement) -> dict[str, Any]:
+    """Docker host-config settings for ``confinement``."""
+    settings: dict[str, Any] = {}
+    if confinement.pids_limit is not None:
+        settings["pids_limit"] = confinement.pids_limit
+    if confinement.no_new_privileges:
+        settings["security_opt"] = ["no-new-privileges"]
+    if confinement.capabilities is not None:
+        settings["cap_drop"] = ["ALL"]
+        if confinement.capabilities:
+            settings["cap_add"] = list(confinement.capabilities)
+    return settings
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -211,24 +274,24 @@ class Engine:
             )
         return sorted(out, key=lambda n: n.name)
 
-    def find(self, name: str) -> dict[str, Any] | None:
+    def find(self, name: str) -> ContainerDetails | None:
         """The container called ``name`` if SDP owns it; Conflict if someone else does."""
         if not _CONTAINER_NAME.fullmatch(name):
             # Names reach Docker's URL paths: only plain container names get that far.
             raise BadRequest(f"{name[:80]!r} is not a container name")
-        details = self._inspect(name)
-        if details is None:
+        raw = self._inspect(name)
+        if raw is None:
             return None
-        labels = details.get("Config", {}).get("Labels") or {}
-        if not self.is_own(labels):
+        details = ContainerDetails.from_inspect(raw)
+        if not self.is_own(dict(details.labels)):
             raise Conflict(
                 f"a container named {name!r} already exists on node {self.config.name} and is "
-                f"not this agent's ({self.describe_owner(labels)}); SDP never touches it: "
-                "rename or remove it, or rename the sandbox"
+                f"not this agent's ({self.describe_owner(dict(details.labels))}); SDP never "
+                "touches it: rename or remove it, or rename the sandbox"
             )
         return details
 
-    def port_user(self, port: int) -> tuple[str, dict[str, str]] | None:
+    def port_user(self, port: int) -> PortHolder | None:
         """The container (any owner) publishing host ``port``, if any."""
         try:
             users = self.api.containers(all=False, filters={"publish": str(port)})
@@ -236,8 +299,20 @@ class Engine:
             raise NodeError(f"cannot list containers: {e}") from e
         for user in users:
             name = user["Names"][0].lstrip("/") if user.get("Names") else user["Id"][:12]
-            return name, user.get("Labels") or {}
+            return PortHolder(name, user.get("Labels") or {})
         return None
+
+    def bridge_subnet(self) -> str:
+        """The IPv4 subnet of Docker's default bridge network (where gateways run)."""
+        try:
+            bridge = self.api.inspect_network("bridge")
+        except DockerException as e:
+            raise NodeError(f"cannot inspect Docker's default bridge network: {e}") from e
+        for config in (bridge.get("IPAM") or {}).get("Config") or []:
+            subnet = str(config.get("Subnet", ""))
+            if subnet and ":" not in subnet:
+                return subnet
+        raise NodeError("Docker's default bridge network has no IPv4 subnet")
 
     def require_image(self, image: str) -> None:
         try:
@@ -264,7 +339,7 @@ class Engine:
             from sdp_node.errors import NotFound as Missing
 
             raise Missing(f"no container {name!r} of this node")
-        raw = self.api.stats(details["Id"], stream=False)
+        raw = self.api.stats(details.id, stream=False)
         cpu = raw.get("cpu_stats", {})
         pre = raw.get("precpu_stats", {})
         delta = cpu.get("cpu_usage", {}).get("total_usage", 0) - pre.get("cpu_usage", {}).get(
@@ -375,6 +450,7 @@ class Engine:
             extra_hosts={"host.docker.internal": "host-gateway"},
             network_mode=spec.network or "bridge",
             init=spec.init or None,
+            **_confinement(spec.confinement),
         )
         networking = None
         if spec.network:
@@ -413,7 +489,7 @@ class Engine:
                                      in text):
                 user = self.port_user(port)
                 who = (
-                    f"container {user[0]!r} ({self.describe_owner(user[1])})" if user
+                    f"container {user.name!r} ({self.describe_owner(dict(user.labels))})" if user
                     else "a process outside Docker"
                 )
                 raise Conflict(

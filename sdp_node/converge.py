@@ -12,22 +12,25 @@ stage, the reason and the tail of the output. Promises:
 * an interrupted replacement (agent killed) is healed on the next step touching that container,
   and at agent start: the container aside is restored;
 * the names in a step are checked against ``sdp_node.naming``, so a plan cannot name a
-  container or network outside SDP's scheme.
+  container or network outside SDP's scheme, and a gateway's routes against the gateway's own
+  route keys (``sdp_node.routes``);
+* a published port is guarded (``sdp_node.isolation``) before its container starts, and its
+  rule goes with the container;
+* every kind of step is handled: ``_dispatch`` matches the closed union exhaustively.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import assert_never
 
-from sdp_node.build import GoBuilder, binary_name
+from sdp_node.build import GoBuilder
 from sdp_node.config import NodeConfig, RepositoryConfig
-from sdp_node.containers import ASIDE_SUFFIX, Engine, Mount, RunSpec
+from sdp_node.containers import ASIDE_SUFFIX, ContainerDetails, Engine, RunSpec
 from sdp_node.errors import BadRequest, NodeError, NotFound
 from sdp_node.gateway import GatewayFiles
 from sdp_node.git import GitStore
+from sdp_node.isolation import PortGuard
 from sdp_node.naming import (
     GATEWAY,
     branch_problem,
@@ -38,13 +41,11 @@ from sdp_node.naming import (
 from sdp_node.operations import Operation
 from sdp_node.phpconfig import replace_routes_file
 from sdp_node.protocol import (
-    LABEL_BRANCH,
     LABEL_COMMIT,
     LABEL_KIND,
     LABEL_PORT,
     LABEL_REPOSITORY,
     LABEL_SANDBOX,
-    LABEL_SERVICE,
     LABEL_SPEC,
     ApplyRequest,
     ContainerSpec,
@@ -64,10 +65,11 @@ from sdp_node.protocol import (
     StepResult,
     StopContainer,
 )
-from sdp_node.routes import GatewayRoutes
+from sdp_node.routes import GatewayRoutes, check_route_keys, ignored_keys_problem
+from sdp_node.runspec import RunSpecs
 from sdp_node.steps import SpecStore, StepContext, StepFailed
 
-TAIL = 30
+Log = Callable[[str], None]
 
 
 class Converger:
@@ -80,10 +82,10 @@ class Converger:
         self.builder = GoBuilder(workspace, go_cache=config.go_cache)
         self.gateway_files = GatewayFiles(workspace)
         self.specs = SpecStore(workspace)
+        self.run_specs = RunSpecs(config, engine, self.gateway_files)
+        self.guard = PortGuard(config, bridge_subnet=engine.bridge_subnet)
         self._trees = workspace / "trees"
-        self._files = workspace / "files"
         self._trees.mkdir(parents=True, exist_ok=True)
-        self._files.mkdir(parents=True, exist_ok=True)
         self.routes = GatewayRoutes(config, engine, self.git, self.gateway_files)
 
     # -- running a plan --------------------------------------------------------------------------
@@ -121,32 +123,32 @@ class Converger:
                 message=message,
             )
         context.state(DeployState.FAILED, message)
-        container = getattr(step, "container", None) or (
-            step.spec.container if isinstance(step, DeployService | DeployGateway) else None
-        )
         return StepResult(
             step_id=step.step_id, action=step.action, ok=False, state=DeployState.FAILED,
-            changed=False, container=container, stage=stage, message=message, output_tail=tail,
+            changed=False, container=_container_of(step), stage=stage, message=message,
+            output_tail=tail,
         )
 
     def _dispatch(self, step: Step, context: StepContext) -> StepResult:
-        if isinstance(step, EnsureNetwork):
-            return self.ensure_network(step, context)
-        if isinstance(step, DeployService):
-            return self.deploy(step.spec, context, network=step.network, routes=None)
-        if isinstance(step, DeployGateway):
-            return self.deploy(step.spec, context, network=None, routes=step.routes)
-        if isinstance(step, SetRoutes):
-            return self.routes.set_routes(step, context)
-        if isinstance(step, StopContainer):
-            return self.stop(step, context)
-        if isinstance(step, StartContainer):
-            return self.start(step, context)
-        if isinstance(step, RemoveContainer):
-            return self.remove(step, context)
-        if isinstance(step, RemoveNetwork):
-            return self.remove_network(step, context)
-        raise BadRequest(f"unknown step {step!r}")  # pragma: no cover - the union is closed
+        match step:
+            case EnsureNetwork():
+                return self.ensure_network(step, context)
+            case DeployService():
+                return self.deploy_service(step, context)
+            case DeployGateway():
+                return self.deploy_gateway(step, context)
+            case SetRoutes():
+                return self.routes.set_routes(step, context)
+            case StopContainer():
+                return self.stop(step, context)
+            case StartContainer():
+                return self.start(step, context)
+            case RemoveContainer():
+                return self.remove(step, context)
+            case RemoveNetwork():
+                return self.remove_network(step, context)
+            case _:
+                assert_never(step)
 
     # -- checks ----------------------------------------------------------------------------------
 
@@ -185,7 +187,7 @@ class Converger:
                 raise BadRequest(problem)
         return repository
 
-    def _own_container(self, name: str) -> dict[str, Any] | None:
+    def _own_container(self, name: str) -> ContainerDetails | None:
         if not self.names.owns(name):
             raise BadRequest(f"{name!r} is not a container name of this installation "
                              f"(they start with {self.names.prefix}-)")
@@ -220,35 +222,70 @@ class Converger:
 
     # -- deploys ---------------------------------------------------------------------------------
 
-    def deploy(
-        self, spec: ContainerSpec, context: StepContext, *, network: str | None,
-        routes: dict[str, str] | None,
-    ) -> StepResult:
-        gateway = routes is not None
-        repository = self._check_spec(spec, gateway=gateway)
-        if network is not None and network != self.names.network(spec.sandbox):
-            raise BadRequest(f"network {network!r} is not SDP's name for {spec.sandbox!r}")
+    def deploy_service(self, step: DeployService, context: StepContext) -> StepResult:
+        spec = step.spec
+        repository = self._check_spec(spec, gateway=False)
+        if step.network != self.names.network(spec.sandbox):
+            raise BadRequest(f"network {step.network!r} is not SDP's name for {spec.sandbox!r}")
+        if self._already_running(spec, context):
+            return self._ok(spec, context, changed=False)
+        self._fetch(repository, spec, context)
+        tree = self._trees / repository.name / spec.commit
+        with context.stage(Stage.CHECKOUT):
+            written = self.git.checkout(repository, spec.commit, tree)
+            context.log(f"{'checked out' if written else 'reusing tree of'} {spec.commit[:12]} "
+                        f"({spec.branch})")
+        with context.stage(Stage.GO_BUILD):
+            build = self.builder.build(repository, tree, commit=spec.commit, log=context.log)
+        run_spec = self.run_specs.service(repository, spec, tree=tree, binary=build.binary,
+                                          network=step.network)
+        with context.stage(Stage.START):
+            self._replace(repository, spec, run_spec, context)
+        self.specs.save(spec.container, spec.public_spec)
+        context.state(DeployState.RUNNING)
+        return self._ok(spec, context, changed=True)
+
+    def deploy_gateway(self, step: DeployGateway, context: StepContext) -> StepResult:
+        spec = step.spec
+        repository = self._check_spec(spec, gateway=True)
+        problem = ignored_keys_problem(repository, step.routes)
+        if problem:
+            raise BadRequest(problem)
+        if self._already_running(spec, context):
+            return self._ok(spec, context, changed=False)
+        self._fetch(repository, spec, context)
+        tree = self.gateway_files.tree(spec.sandbox, spec.commit)
+        with context.stage(Stage.CHECKOUT):
+            written = self.git.checkout(repository, spec.commit, tree)
+            context.log(f"{'checked out' if written else 'reusing tree of'} {spec.commit[:12]} "
+                        f"({spec.branch}) for sandbox {spec.sandbox}")
+        with context.stage(Stage.COMPOSER):
+            self.gateway_files.composer_install(
+                repository, tree, user=self.config.hardening.composer_user, log=context.log)
+        with context.stage(Stage.ROUTES):
+            check_route_keys(repository, tree, step.routes, commit=spec.commit)
+            written_routes = replace_routes_file(tree, repository.routes_file, step.routes)
+            for key in sorted(step.routes):
+                context.log(f"{key}_url = {written_routes.get(key)}")
+        run_spec = self.run_specs.gateway(repository, spec, tree=tree)
+        with context.stage(Stage.START):
+            self._replace(repository, spec, run_spec, context)
+        self.specs.save(spec.container, spec.public_spec)
+        self.gateway_files.prune_trees(spec.sandbox, keep={spec.commit})
+        context.state(DeployState.RUNNING)
+        return self._ok(spec, context, changed=True)
+
+    def _already_running(self, spec: ContainerSpec, context: StepContext) -> bool:
         self.recover_aside(spec.container, log=context.log)
         current = self.engine.find(spec.container)
         if (
             current is not None and not spec.recreate
-            and current["Config"]["Labels"].get(LABEL_SPEC) == spec.spec_hash
-            and current["State"].get("Running")
+            and current.label(LABEL_SPEC) == spec.spec_hash and current.running
         ):
             context.log(f"{spec.container} already runs this spec; nothing to do")
             context.state(DeployState.RUNNING)
-            return self._ok(spec, context, changed=False)
-        if routes is not None:
-            tree = self._prepare_gateway(repository, spec, routes, context)
-        else:
-            tree = self._prepare_service(repository, spec, context)
-        with context.stage(Stage.START):
-            self._replace(repository, spec, tree, network, context)
-        self.specs.save(spec.container, spec.public_spec)
-        if gateway:
-            self.gateway_files.prune_trees(spec.sandbox, keep={spec.commit})
-        context.state(DeployState.RUNNING)
-        return self._ok(spec, context, changed=True)
+            return True
+        return False
 
     def _ok(self, spec: ContainerSpec, context: StepContext, *, changed: bool) -> StepResult:
         return StepResult(
@@ -278,113 +315,24 @@ class Converger:
                     list(context.tail),
                 )
 
-    def _prepare_service(
-        self, repository: RepositoryConfig, spec: ContainerSpec, context: StepContext
-    ) -> Path:
-        self._fetch(repository, spec, context)
-        tree = self._trees / repository.name / spec.commit
-        with context.stage(Stage.CHECKOUT):
-            written = self.git.checkout(repository, spec.commit, tree)
-            context.log(f"{'checked out' if written else 'reusing tree of'} {spec.commit[:12]} "
-                        f"({spec.branch})")
-        with context.stage(Stage.GO_BUILD):
-            self.builder.build(repository, tree, log=context.log)
-        return tree
-
-    def _prepare_gateway(
-        self, repository: RepositoryConfig, spec: ContainerSpec, routes: dict[str, str],
-        context: StepContext,
-    ) -> Path:
-        self._fetch(repository, spec, context)
-        tree = self.gateway_files.tree(spec.sandbox, spec.commit)
-        with context.stage(Stage.CHECKOUT):
-            written = self.git.checkout(repository, spec.commit, tree)
-            context.log(f"{'checked out' if written else 'reusing tree of'} {spec.commit[:12]} "
-                        f"({spec.branch}) for sandbox {spec.sandbox}")
-        with context.stage(Stage.COMPOSER):
-            self.gateway_files.composer_install(repository, tree, log=context.log)
-        with context.stage(Stage.ROUTES):
-            written_routes = replace_routes_file(tree, repository.routes_file, routes)
-            for key in sorted(routes):
-                context.log(f"{key}_url = {written_routes.get(key)}")
-        return tree
-
-    def _run_spec(
-        self, repository: RepositoryConfig, spec: ContainerSpec, tree: Path,
-        network: str | None,
-    ) -> RunSpec:
-        env = {**spec.env, **{k: v.reveal() for k, v in spec.secret_env.items()}}
-        env.setdefault("SDP_SANDBOX", spec.sandbox)
-        env.setdefault("SDP_SERVICE", spec.service)
-        mounts = [Mount(str(p), t) for t, p in self._env_files(spec).items()]
-        if repository.kind is RepositoryKind.GO:
-            env.setdefault("PORT", str(repository.effective_port))
-            mounts.insert(0, Mount(str(tree), "/src"))
-            command: list[str] | None = repository.command or [
-                f"/src/{binary_name(repository.name)}"
-            ]
-        else:
-            target = repository.effective_mount_target
-            env.setdefault("SDP_GATEWAY_ROOT", target)
-            env.setdefault("SDP_URL_PREFIX", repository.url_prefix)
-            mounts.insert(0, Mount(str(tree), target, read_only=False))
-            mounts.extend(
-                Mount(str(path), container_target)
-                for container_target, path in self.gateway_files.serving_files(repository).items()
-            )
-            command = repository.command or None
-        labels = self.engine.own_labels(
-            **{
-                LABEL_SANDBOX: spec.sandbox, LABEL_SERVICE: spec.service,
-                LABEL_REPOSITORY: spec.repository, LABEL_BRANCH: spec.branch,
-                LABEL_COMMIT: spec.commit, LABEL_PORT: str(spec.port), LABEL_SPEC: spec.spec_hash,
-                LABEL_KIND: "gateway" if spec.service == GATEWAY else "service",
-            }
-        )
-        return RunSpec(
-            name=spec.container, image=repository.effective_image, command=command, env=env,
-            labels=labels, container_port=repository.effective_port, host_port=spec.port,
-            mounts=mounts, network=network,
-            alias=spec.service if network else None,
-            nano_cpus=spec.cpu_millicores * 1_000_000 if spec.cpu_millicores else None,
-            memory_bytes=spec.memory_bytes, init=repository.init,
-        )
-
-    def _env_files(self, spec: ContainerSpec) -> dict[str, Path]:
-        if not spec.files:
-            return {}
-        folder = self._files / spec.container / spec.spec_hash[:16]
-        out = {}
-        for index, env_file in enumerate(spec.files):
-            path = folder / f"{index}-{Path(env_file.path).name}"
-            if not path.exists():
-                folder.mkdir(parents=True, exist_ok=True)
-                partial = path.with_suffix(".partial")
-                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(env_file.content.reveal())
-                os.replace(partial, path)
-            out[env_file.path] = path
-        return out
-
     def _replace(
-        self, repository: RepositoryConfig, spec: ContainerSpec, tree: Path,
-        network: str | None, context: StepContext,
+        self, repository: RepositoryConfig, spec: ContainerSpec, run_spec: RunSpec,
+        context: StepContext,
     ) -> None:
-        run_spec = self._run_spec(repository, spec, tree, network)
         self.engine.require_image(run_spec.image)
-        user = self.engine.port_user(spec.port)
-        if user is not None and user[0] != spec.container:
+        holder = self.engine.port_user(spec.port)
+        if holder is not None and holder.name != spec.container:
             raise StepFailed(
                 Stage.START,
                 f"port {spec.port} on node {self.config.name} is published by container "
-                f"{user[0]!r} ({self.engine.describe_owner(user[1])}): SDP does not touch it",
-                [],
+                f"{holder.name!r} ({self.engine.describe_owner(dict(holder.labels))}): SDP does "
+                "not touch it", [],
             )
+        self.guard_ports(also=spec.port)
         current = self.engine.find(spec.container)
         aside = None
         if current is not None:
-            aside = current["Id"]
+            aside = current.id
             context.log(f"moving the running {spec.container} aside")
             self.engine.stop(aside)
             self.engine.rename(aside, spec.container + ASIDE_SUFFIX)
@@ -414,7 +362,19 @@ class Converger:
             self.engine.remove(aside)
             context.log("the previous container was removed")
 
-    def recover_aside(self, name: str, *, log: Any) -> None:
+    def guard_ports(self, *, also: int | None = None) -> None:
+        """Guard the published ports of this node's services (and ``also``, about to be)."""
+        if not self.guard.enabled:
+            return
+        ports = {
+            int(c.labels[LABEL_PORT]) for c in self.engine.list_containers()
+            if c.labels.get(LABEL_KIND) == "service" and c.labels.get(LABEL_PORT, "").isdigit()
+        }
+        if also is not None:
+            ports.add(also)
+        self.guard.sync(ports)
+
+    def recover_aside(self, name: str, *, log: Log) -> None:
         """Heal an interrupted replacement: the container kept aside goes back in service."""
         previous = self.engine.find(name + ASIDE_SUFFIX)
         if previous is None:
@@ -422,10 +382,18 @@ class Converger:
         current = self.engine.find(name)
         if current is not None:
             log(f"removing {name}, started by an interrupted replacement and never confirmed")
-            self.engine.remove(current["Id"])
-        self.engine.rename(previous["Id"], name)
-        self.engine.start(previous["Id"], name=name)
+            self.engine.remove(current.id)
+        self.engine.rename(previous.id, name)
+        self.engine.start(previous.id, name=name)
         log(f"restored {name} from an interrupted replacement")
+
+    def restore_isolation(self) -> None:
+        """At agent start: the port rules again (they do not survive a reboot; containers do),
+        or, with isolation off, no chain of this agent's left behind."""
+        if self.guard.enabled:
+            self.guard_ports()
+        else:
+            self.guard.sync([])
 
     def recover_all(self) -> list[str]:
         restored = []
@@ -442,10 +410,10 @@ class Converger:
         current = self._own_container(step.container)
         if current is None:
             raise NotFound(f"no container {step.container!r} of this node to stop")
-        running = bool(current["State"].get("Running"))
+        running = current.running
         if running:
             with context.stage(Stage.STOP):
-                self.engine.stop(current["Id"])
+                self.engine.stop(current.id)
                 context.log(f"{step.container} stopped")
         context.state(DeployState.STOPPED)
         return StepResult(
@@ -458,22 +426,21 @@ class Converger:
         current = self._own_container(step.container)
         if current is None:
             raise NotFound(f"no container {step.container!r} of this node to start")
-        labels = current["Config"]["Labels"]
-        changed = not current["State"].get("Running")
+        changed = not current.running
         if changed:
             with context.stage(Stage.START):
-                port = int(labels.get(LABEL_PORT, "0"))
-                repository = self.config.repository(labels.get(LABEL_REPOSITORY, ""))
-                self.engine.start(current["Id"], name=step.container, port=port)
+                port = int(current.label(LABEL_PORT, "0"))
+                repository = self.config.repository(current.label(LABEL_REPOSITORY))
+                self.engine.start(current.id, name=step.container, port=port)
                 self.engine.wait_healthy(
-                    current["Id"], name=step.container, port=port,
+                    current.id, name=step.container, port=port,
                     path=repository.effective_health_path,
                     timeout=repository.health_timeout_seconds, log=context.log,
                 )
         context.state(DeployState.RUNNING)
         return StepResult(
             step_id=step.step_id, action=step.action, ok=True, state=DeployState.RUNNING,
-            changed=changed, container=step.container, commit=labels.get(LABEL_COMMIT),
+            changed=changed, container=step.container, commit=current.label(LABEL_COMMIT) or None,
         )
 
     def remove(self, step: RemoveContainer, context: StepContext) -> StepResult:
@@ -482,20 +449,34 @@ class Converger:
         for name in (step.container + ASIDE_SUFFIX, step.container):
             current = self._own_container(name)
             if current is not None:
-                labels = current["Config"]["Labels"] or labels
+                labels = dict(current.labels) or labels
                 with context.stage(Stage.REMOVE):
-                    self.engine.remove(current["Id"])
+                    self.engine.remove(current.id)
                     context.log(f"{name} removed")
                 changed = True
         self.specs.forget(step.container)
-        shutil.rmtree(self._files / step.container, ignore_errors=True)
+        self.run_specs.forget(step.container)
         if labels.get(LABEL_KIND) == "gateway":
             self.gateway_files.prune_trees(labels.get(LABEL_SANDBOX, ""), keep=set())
+        elif changed:
+            self.guard_ports()
         context.state(DeployState.REMOVED)
         return StepResult(
             step_id=step.step_id, action=step.action, ok=True, state=DeployState.REMOVED,
             changed=changed, container=step.container,
         )
+
+
+def _container_of(step: Step) -> str | None:
+    match step:
+        case DeployService() | DeployGateway():
+            return step.spec.container
+        case SetRoutes() | StopContainer() | StartContainer() | RemoveContainer():
+            return step.container
+        case EnsureNetwork() | RemoveNetwork():
+            return None
+        case _:
+            assert_never(step)
 
 
 __all__ = ["Converger", "SpecStore", "StepContext", "StepFailed"]

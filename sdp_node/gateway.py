@@ -4,9 +4,13 @@ Responsible for preparing what a sandbox's PHP gateway container needs besides D
 
 * a tree per (sandbox, commit), because each holds its sandbox's routes (the one place where
   SDP edits files under a running container: the route values, then a graceful reload);
-* the best-effort ``composer install --no-dev --no-interaction --no-progress``, with a time
-  limit so an offline VM never hangs on it, skipped with a log line when composer or
-  ``composer.json`` is missing;
+* the best-effort ``composer install --no-dev --no-interaction --no-progress --no-scripts
+  --no-plugins``, with a time limit so an offline VM never hangs on it, skipped with a log line
+  when composer or ``composer.json`` is missing. Branch content never runs with SDP's
+  privileges: scripts and plugins (the only ways a ``composer.json`` runs code) are off, and
+  composer itself runs as an unprivileged user (``hardening.composer_user``, the tree lent to
+  it for the run) with an environment of its own, so it can neither read the agent's token
+  nor reach the Docker socket or write outside what that user may;
 * the small files that make a stock ``php:8.3-apache`` serve the tree under its URL prefix
   (an Apache alias file mounted into ``conf-enabled/``) — and, for PHP's built-in server,
   a router script — written once per repository, content-addressed.
@@ -16,17 +20,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pwd
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from sdp_node.childenv import child_environment
 from sdp_node.config import RepositoryConfig
 from sdp_node.naming import slug
 
 Log = Callable[[str], None]
 APACHE_CONF_TARGET = "/etc/apache2/conf-enabled/sdp-gateway.conf"
 ROUTER_TARGET = "/etc/sdp/router.php"
+COMPOSER_FLAGS = ("--no-dev", "--no-interaction", "--no-progress", "--no-scripts", "--no-plugins")
 
 _APACHE_CONF = """# Written by sdp-node: serve the gateway tree under its URL prefix.
 Alias {prefix} {root}
@@ -106,7 +114,9 @@ class GatewayFiles:
             out[target] = path
         return out
 
-    def composer_install(self, repository: RepositoryConfig, tree: Path, *, log: Log) -> bool:
+    def composer_install(
+        self, repository: RepositoryConfig, tree: Path, *, user: str | None, log: Log
+    ) -> bool:
         """Run composer when it and composer.json exist; False when skipped. Never raises."""
         if not (tree / "composer.json").is_file():
             log("no composer.json in this commit: composer install skipped")
@@ -115,25 +125,42 @@ class GatewayFiles:
         if composer is None:
             log(f"{repository.composer} is not installed on this node: composer install skipped")
             return False
-        command = [composer, "install", "--no-dev", "--no-interaction", "--no-progress"]
-        log("$ composer install --no-dev --no-interaction --no-progress")
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self._composer_home),
-            "COMPOSER_HOME": str(self._composer_home),
-            "COMPOSER_ALLOW_SUPERUSER": "1",
-            "COMPOSER_NO_AUDIT": "1",
-        }
         try:
-            done = subprocess.run(
-                command, cwd=tree, env=env, capture_output=True, text=True, errors="replace",
-                timeout=repository.composer_timeout_seconds, check=False,
-            )
+            identity = _identity(user)
+        except KeyError:
+            log(f"composer install skipped: user {user!r} (hardening.composer_user) does not "
+                "exist on this node")
+            return False
+        blocked = _unsearchable(tree, identity)
+        if blocked is not None:
+            log(f"composer install skipped: user {user} (hardening.composer_user) cannot reach "
+                f"the tree: {blocked} is not searchable by it (chmod o+x {blocked}, or set "
+                "hardening.composer_user: null to run composer as the agent's user)")
+            return False
+        log(f"$ composer install {' '.join(COMPOSER_FLAGS)}"
+            + (f" (as {user})" if identity else ""))
+        env = child_environment(
+            HOME=str(self._composer_home), COMPOSER_HOME=str(self._composer_home),
+            COMPOSER_ALLOW_SUPERUSER="" if identity else "1", COMPOSER_NO_AUDIT="1",
+        )
+        try:
+            with _lent(tree, self._composer_home, identity):
+                done = subprocess.run(
+                    [composer, "install", *COMPOSER_FLAGS], cwd=tree, env=env,
+                    capture_output=True, text=True, errors="replace",
+                    timeout=repository.composer_timeout_seconds, check=False,
+                    user=identity[0] if identity else None,
+                    group=identity[1] if identity else None,
+                    extra_groups=[] if identity else None,
+                )
         except subprocess.TimeoutExpired:
             log(
                 f"composer install did not finish within {repository.composer_timeout_seconds:.0f}s"
                 " (offline?): continuing without it"
             )
+            return False
+        except OSError as e:
+            log(f"composer install could not run ({e.strerror}): continuing without it")
             return False
         for line in (done.stdout + done.stderr).splitlines():
             if line.strip():
@@ -142,3 +169,55 @@ class GatewayFiles:
             log(f"composer install failed (exit {done.returncode}): continuing without it")
             return False
         return True
+
+
+def _identity(user: str | None) -> tuple[int, int] | None:
+    """(uid, gid) composer runs as, or None to run as the agent (which is then not root)."""
+    if user is None or os.geteuid() != 0:
+        return None
+    entry = pwd.getpwnam(user)
+    if entry.pw_uid == 0:
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _unsearchable(tree: Path, identity: tuple[int, int] | None) -> Path | None:
+    """The first directory above ``tree`` that ``identity`` may not pass through, if any."""
+    if identity is None:
+        return None
+    uid, gid = identity
+    for folder in reversed(tree.resolve().parents):
+        st = folder.stat()
+        if st.st_uid == uid:
+            allowed = st.st_mode & 0o100
+        elif st.st_gid == gid:
+            allowed = st.st_mode & 0o010
+        else:
+            allowed = st.st_mode & 0o001
+        if not allowed:
+            return folder
+    return None
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    """Give ``root`` and everything under it to uid:gid, never following a symlink (a link in
+    the tree may point anywhere on the host)."""
+    os.chown(root, uid, gid, follow_symlinks=False)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
+
+
+@contextmanager
+def _lent(tree: Path, home: Path, identity: tuple[int, int] | None) -> Iterator[None]:
+    """The tree and composer's home belong to ``identity`` while composer runs; the tree
+    returns to the agent afterwards, whatever composer left in it."""
+    if identity is None:
+        yield
+        return
+    _chown_tree(tree, *identity)
+    _chown_tree(home, *identity)
+    try:
+        yield
+    finally:
+        _chown_tree(tree, os.geteuid(), os.getegid())

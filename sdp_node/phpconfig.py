@@ -35,6 +35,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from sdp_node.childenv import child_environment
 from sdp_node.errors import RouteConfigError
 from sdp_node.phplexer import Kind, Lexer, LexError, Token
 
@@ -480,6 +481,7 @@ def _php_lint(php: str, path: Path, rel_path: str) -> None:
     try:
         result = subprocess.run(
             [php, "-l", str(path)],
+            env=child_environment(),
             capture_output=True,
             text=True,
             errors="replace",

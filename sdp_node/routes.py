@@ -1,14 +1,21 @@
 """The route tables of running gateways: change them in place, read them back, and know the
 values each gateway commit carries (the OCP values), read from git so hand edits and earlier
-overrides never leak into them."""
+overrides never leak into them.
+
+A plan may change only route keys of that gateway: ``<key>_url`` entries its config.php
+assigns, minus the repository's ``ignored_route_keys`` (CodeIgniter's own ``base_url``). Any
+other key, in ``set_routes`` or in a gateway deploy, is refused with a message naming it,
+before the file is touched.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
 
 from sdp_node.config import NodeConfig, RepositoryConfig
-from sdp_node.containers import Engine
-from sdp_node.errors import BadRequest, NodeError, NotFound
+from sdp_node.containers import ContainerDetails, Engine
+from sdp_node.errors import BadRequest, NodeError, NotFound, RouteConfigError
 from sdp_node.gateway import GatewayFiles
 from sdp_node.git import GitStore
 from sdp_node.naming import GATEWAY, commit_problem
@@ -38,7 +45,7 @@ class GatewayRoutes:
         self.files = files
         self._cache: dict[tuple[str, str], dict[str, str]] = {}
 
-    def _own(self, name: str) -> dict[str, Any] | None:
+    def _own(self, name: str) -> ContainerDetails | None:
         return self.engine.find(name)
 
     def set_routes(self, step: SetRoutes, context: StepContext) -> StepResult:
@@ -47,17 +54,21 @@ class GatewayRoutes:
         current = self._own(step.container)
         if current is None:
             raise NotFound(f"no gateway container {step.container!r} on this node")
-        labels = current["Config"]["Labels"]
-        repository = self.config.repository(labels[LABEL_REPOSITORY])
-        tree = self.files.tree(step.sandbox, labels[LABEL_COMMIT])
+        repository = self.config.repository(current.label(LABEL_REPOSITORY))
+        commit = current.label(LABEL_COMMIT)
+        problem = ignored_keys_problem(repository, step.routes)
+        if problem:
+            raise BadRequest(problem)
+        tree = self.files.tree(step.sandbox, commit)
         with context.stage(Stage.ROUTES):
+            check_route_keys(repository, tree, step.routes, commit=commit)
             before = read_routes_file(tree, repository.routes_file)
             after = replace_routes_file(tree, repository.routes_file, step.routes)
             changed = {k for k in step.routes if before.get(k) != after.get(k)}
             for key in sorted(changed):
                 context.log(f"{key}_url: {before.get(key)} -> {after.get(key)}")
             if changed and self.config.reload_command:
-                code, output = self.engine.exec(current["Id"], self.config.reload_command)
+                code, output = self.engine.exec(current.id, self.config.reload_command)
                 for line in output.splitlines():
                     context.log(line)
                 if code != 0:
@@ -128,3 +139,34 @@ class GatewayRoutes:
 
 def _service_routes(repository: RepositoryConfig, routes: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in routes.items() if k not in repository.ignored_route_keys}
+
+
+def ignored_keys_problem(repository: RepositoryConfig, routes: Mapping[str, str]) -> str | None:
+    """Why ``routes`` may not be written, when it names one of the ignored keys (base_url)."""
+    ignored = sorted(k for k in routes if k in repository.ignored_route_keys)
+    if not ignored:
+        return None
+    return (
+        f"route key {ignored[0]!r} is not a route of gateway {repository.name}: "
+        f"{ignored[0]}_url is one of its ignored_route_keys "
+        f"({', '.join(repository.ignored_route_keys)}: settings of the gateway, not services); "
+        "a plan never changes it"
+    )
+
+
+def check_route_keys(
+    repository: RepositoryConfig, tree: Path, routes: Mapping[str, str], *, commit: str
+) -> None:
+    """Refuse keys that are not route keys of this gateway tree, naming them."""
+    problem = ignored_keys_problem(repository, routes)
+    if problem:
+        raise RouteConfigError(problem)
+    known = _service_routes(repository, read_routes_file(tree, repository.routes_file))
+    unknown = sorted(k for k in routes if k not in known)
+    if unknown:
+        raise RouteConfigError(
+            f"route key {unknown[0]!r} is not a route of gateway {repository.name} at "
+            f"{commit[:12]}: its {repository.routes_file} assigns no plain "
+            f"$config['{unknown[0]}_url'] that SDP can edit (its route keys: "
+            f"{', '.join(sorted(known)) or 'none'})"
+        )

@@ -6,7 +6,8 @@ demo's own stand-in for a CI secret store), fills bare repositories for the seed
 (account, payment, user) and gateway (erangel), and starts, each in the background with a pid
 file: the fixtures process (git server on 127.0.0.1:3460 and OCP stand-ins on 3461-3463) and
 the MICRO and GATEWAY agents on 127.0.0.1:3453 and :3454, as ``state/nodes.yaml`` expects.
-``down`` stops them by pid and removes the demo's containers and networks by label.
+``down`` stops them by pid and removes the demo's containers and networks by label, and the
+port isolation rules its MICRO agent wrote (tagged with the demo's installation).
 Everything listens on this machine; nothing reaches a company host.
 """
 
@@ -26,6 +27,7 @@ from types import FrameType
 
 import docker
 
+from sdp_node.isolation import remove_installation
 from sdp_testbed.erangel import gateway_files
 from sdp_testbed.gitserver import PASSWORD_ENV, USERNAME_ENV, GitServer
 from sdp_testbed.go_service import go_service_files
@@ -206,7 +208,9 @@ def down() -> int:
         container.remove(force=True)
     for network in client.networks.list(filters={"label": label}):
         network.remove()
-    print("demo: stopped the fixtures and agents; removed the demo's containers and networks")
+    remove_installation(INSTALLATION)
+    print("demo: stopped the fixtures and agents; removed the demo's containers, networks and "
+          "port isolation rules")
     return 0
 
 

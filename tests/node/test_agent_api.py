@@ -19,6 +19,7 @@ from sdp_node.protocol import (
 from sdp_reconciler.errors import AgentError
 from sdp_testbed.go_service import go_service_files
 from sdp_testbed.repos import commit_files
+from sdp_testbed.waiting import wait_for
 from tests.support.agents import AgentProcess, free_port
 from tests.support.names import PREFIX
 from tests.support.plans import deploy, run, spec
@@ -93,8 +94,6 @@ def test_leases_exclude_a_second_holder_and_expire(agent: AgentProcess) -> None:
     client.release_lease(first.id)
     second = client.acquire_lease("watcher", 0.2)
     # An unrenewed lease expires: the next holder gets it once its time is up.
-    from sdp_testbed.waiting import wait_for
-
     third = wait_for(lambda: _try_acquire(client, "ci-runner"), what="the lease to expire",
                      timeout=10)
     assert third.id != second.id
@@ -204,3 +203,34 @@ def test_container_names_in_paths_are_checked(agent: AgentProcess) -> None:
             assert "is not a container name" in answer.json()["error"]["message"]
     answer = httpx.get(f"{agent.url}/v1/containers/a%20b/logs", headers=headers)
     assert answer.status_code == 400
+
+
+HOSTILE_LINE = "\x1b]0;pwned\x07\x1b[2J\x1b[31mred\x1b[0m\rover\x08\x1b[?1049h tail"
+
+
+def test_a_hostile_log_line_comes_through_intact_as_text(
+    agent: AgentProcess, docker_client: docker.DockerClient, installation: str,
+    images: dict[str, str],
+) -> None:
+    """Terminal escapes in a container's log reach the API's reader as text, byte for byte
+    (the reader, sdp-reconcile logs, strips them); nothing in the agent chokes on them."""
+    name = f"{PREFIX}-esc-account"
+    printf = HOSTILE_LINE.replace("\x1b", "\\033").replace("\x07", "\\007").replace(
+        "\r", "\\r").replace("\x08", "\\010")
+    docker_client.containers.run(
+        images["micro"], ["sh", "-c", f"printf '{printf}\\nafter\\n'; exec sleep 600"],
+        name=name, detach=True,
+        labels={"sdp.managed": "true", "sdp.instance": installation, "sdp.node": "micro-1"})
+    headers = {"Authorization": f"Bearer {agent.token}"}
+
+    def logged() -> list[str] | None:
+        lines: list[str] = []
+        with httpx.stream("GET", f"{agent.url}/v1/containers/{name}/logs",
+                          params={"follow": "false"}, headers=headers) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith("data:") and '"line"' in line:
+                    lines.append(json.loads(line[5:])["line"])
+        return lines if "after" in lines else None
+
+    assert wait_for(logged, what="the container's two log lines") == [HOSTILE_LINE, "after"]

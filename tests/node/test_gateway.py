@@ -244,3 +244,36 @@ def test_composer_runs_when_present_and_is_skipped_otherwise(
         commit=with_json, port=free_port()), {}), canary)
     assert absent.ok
     assert any("composer-not-installed is not installed" in line for line in absent.logs())
+
+
+@pytest.mark.parametrize(("key", "why"), [
+    ("base", "ignored_route_keys"), ("nosuch", "assigns no plain $config['nosuch_url']"),
+    ("account_url_timeout", "assigns no plain"),
+])
+def test_set_routes_refuses_keys_that_are_not_route_keys(
+    topology: Topology, key: str, why: str
+) -> None:
+    outcome = topology.deploy_gateway("s1", {})
+    config = topology.gateway.workspace / "gateways" / "s1" / topology.gateway_commit / CONFIG_PATH
+    before = config.read_bytes()
+    change = run(topology.gateway.client(), [SetRoutes(
+        step_id="r", sandbox="s1", container=NAMES.container("s1", "gateway"),
+        routes={"account": "http://host.docker.internal:1", key: "http://evil.invalid"})], None)
+    result = change.last()
+    assert not result.ok and not result.changed
+    assert f"route key {key!r} is not a route of gateway erangel" in result.message
+    assert why in result.message
+    assert config.read_bytes() == before  # not even the valid key was written
+    assert via_gateway(outcome.port, "account")["body"]["backend"] == "ocp"
+
+
+def test_a_gateway_deploy_with_a_key_that_is_not_a_route_changes_nothing(
+    topology: Topology, docker_client: docker.DockerClient
+) -> None:
+    for key in ("base", "nosuch"):
+        outcome = topology.deploy_gateway("s1", {key: "http://evil.invalid"})
+        result = outcome.last()
+        assert not result.ok
+        assert f"route key {key!r} is not a route of gateway erangel" in result.message
+    assert docker_client.containers.list(
+        all=True, filters={"name": NAMES.container("s1", "gateway")}) == []

@@ -95,7 +95,7 @@ def test_new_commit_redeploys_and_same_commit_elsewhere_builds_nothing(
                                        branch="main", commit=new, port=port)), canary)
     assert redeploy.ok, redeploy.results
     assert answer(port)["revision"] == "main-2"
-    binary = agent.workspace / "trees" / "account" / new / "app-account"
+    binary = agent.workspace / "builds" / "account" / new / "app-account"
     built_at = binary.stat().st_mtime_ns
 
     other_port = free_port()

@@ -3,28 +3,47 @@
 ``AgentProcess.start`` writes a node.yaml, starts the console script with its token in the
 environment (never argv), waits for /healthz and hands back a ``NodeClient``. ``stop``
 terminates that pid; ``cleanup_instance`` removes the containers and networks labelled with
-the test's installation name, and nothing else.
+the test's installation name and the iptables chains of its agents (tagged with it), and
+nothing else.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import docker
 
+from sdp_node.isolation import remove_installation
 from sdp_reconciler.node_client import NodeClient
 from sdp_testbed.waiting import wait_for, wait_for_http
 from tests.support.names import PREFIX
 
 BIN = Path(sys.executable).parent
+AGENTS_ROOT = Path(tempfile.gettempdir()) / "sdp-test-agents"
+"""Agents' folders live here, not under pytest's 0700 temporary directories: a gateway agent
+lends its trees to an unprivileged user for composer, who must be able to reach them, as
+under /var/lib/sdp on a VM. Searchable, not listable; each folder is removed at exit."""
+
+
+def _agent_folder(name: str) -> Path:
+    AGENTS_ROOT.mkdir(mode=0o711, exist_ok=True)
+    AGENTS_ROOT.chmod(0o711)
+    folder = AGENTS_ROOT / f"{uuid.uuid4().hex[:12]}-{name}"
+    folder.mkdir(mode=0o755)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def free_port() -> int:
@@ -60,8 +79,13 @@ class AgentProcess:
         cls, tmp: Path, *, name: str, installation: str, node_type: str,
         repositories: list[dict[str, Any]], **settings: Any,
     ) -> AgentProcess:
-        folder = tmp / name
-        folder.mkdir(parents=True, exist_ok=True)
+        link = tmp / name  # where a test looking under tmp finds it; a second agent of the
+        if link.is_symlink():  # same name in one test shares the first one's folder
+            folder = link.resolve()
+        else:
+            folder = _agent_folder(name)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(folder)
         port = free_port()
         token = secrets.token_hex(24)
         config = {
@@ -111,12 +135,14 @@ class AgentProcess:
 
 
 def cleanup_instance(client: docker.DockerClient, installation: str) -> None:
-    """Remove every container and network labelled with this test installation."""
+    """Remove every container and network labelled with this test installation, and the
+    port isolation rules its agents wrote."""
     label = f"sdp.instance={installation}"
     for container in client.containers.list(all=True, filters={"label": label}):
         container.remove(force=True)
     for network in client.networks.list(filters={"label": label}):
         network.remove()
+    remove_installation(installation)
 
 
 __all__ = ["AgentProcess", "cleanup_instance", "free_port", "wait_for"]

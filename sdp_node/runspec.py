@@ -1,0 +1,148 @@
+"""What a sandbox container looks like on this node: a plan's ``ContainerSpec`` plus the node's
+own settings, turned into the ``RunSpec`` the engine creates.
+
+Promises:
+
+* a Go service runs the binary SDP built (``builds/``, mounted read-only at
+  ``/sdp/app-<repository>``), never a file of the commit: its tree is only data, mounted
+  read-only at ``/src``;
+* a gateway's tree is mounted read-only at its mount target when ``hardening.read_only_trees``
+  (the agent edits config.php from the host side, and the container sees the new file);
+* every container is confined as ``hardening`` says: pids limit, ``no-new-privileges``,
+  capabilities dropped to the repository's list, and the node's default CPU and memory limits
+  where the plan sets none;
+* environment files are written once per spec, readable by root only, and mounted read-only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from sdp_node.build import binary_name
+from sdp_node.config import NodeConfig, RepositoryConfig
+from sdp_node.containers import Confinement, Engine, Mount, RunSpec
+from sdp_node.gateway import GatewayFiles
+from sdp_node.protocol import (
+    LABEL_BRANCH,
+    LABEL_COMMIT,
+    LABEL_KIND,
+    LABEL_PORT,
+    LABEL_REPOSITORY,
+    LABEL_SANDBOX,
+    LABEL_SERVICE,
+    LABEL_SPEC,
+    ContainerSpec,
+    RepositoryKind,
+)
+
+BINARY_DIR = "/sdp"
+"""Where a Go service's binary appears in its container."""
+
+
+def binary_target(repository: str) -> str:
+    return f"{BINARY_DIR}/{binary_name(repository)}"
+
+
+class RunSpecs:
+    def __init__(self, config: NodeConfig, engine: Engine, gateway_files: GatewayFiles) -> None:
+        self.config = config
+        self.engine = engine
+        self.gateway_files = gateway_files
+        self._files = config.workspace / "files"
+        self._files.mkdir(parents=True, exist_ok=True)
+
+    def confinement(self, repository: RepositoryConfig) -> Confinement:
+        hardening = self.config.hardening
+        return Confinement(
+            pids_limit=hardening.pids_limit,
+            no_new_privileges=hardening.no_new_privileges,
+            capabilities=tuple(repository.effective_capabilities)
+            if hardening.drop_capabilities else None,
+        )
+
+    def service(
+        self, repository: RepositoryConfig, spec: ContainerSpec, *, tree: Path, binary: Path,
+        network: str,
+    ) -> RunSpec:
+        env = self._env(spec)
+        env.setdefault("PORT", str(repository.effective_port))
+        mounts = [
+            Mount(str(tree), "/src"),
+            Mount(str(binary), binary_target(repository.name)),
+            *self._env_file_mounts(spec),
+        ]
+        command = repository.command or [binary_target(repository.name)]
+        return self._run_spec(repository, spec, env=env, mounts=mounts, command=command,
+                              network=network)
+
+    def gateway(self, repository: RepositoryConfig, spec: ContainerSpec, *, tree: Path)\
+            -> RunSpec:
+        env = self._env(spec)
+        target = repository.effective_mount_target
+        env.setdefault("SDP_GATEWAY_ROOT", target)
+        env.setdefault("SDP_URL_PREFIX", repository.url_prefix)
+        mounts = [
+            Mount(str(tree), target, read_only=self.config.hardening.read_only_trees),
+            *self._env_file_mounts(spec),
+            *(Mount(str(path), container_target) for container_target, path
+              in self.gateway_files.serving_files(repository).items()),
+        ]
+        return self._run_spec(repository, spec, env=env, mounts=mounts,
+                              command=repository.command or None, network=None)
+
+    def _run_spec(
+        self, repository: RepositoryConfig, spec: ContainerSpec, *, env: dict[str, str],
+        mounts: list[Mount], command: list[str] | None, network: str | None,
+    ) -> RunSpec:
+        labels = self.engine.own_labels(
+            **{
+                LABEL_SANDBOX: spec.sandbox, LABEL_SERVICE: spec.service,
+                LABEL_REPOSITORY: spec.repository, LABEL_BRANCH: spec.branch,
+                LABEL_COMMIT: spec.commit, LABEL_PORT: str(spec.port), LABEL_SPEC: spec.spec_hash,
+                LABEL_KIND: "gateway" if repository.kind is RepositoryKind.PHP else "service",
+            }
+        )
+        hardening = self.config.hardening
+        cpu = spec.cpu_millicores or hardening.cpu_millicores
+        return RunSpec(
+            name=spec.container, image=repository.effective_image, command=command, env=env,
+            labels=labels, container_port=repository.effective_port, host_port=spec.port,
+            mounts=mounts, network=network,
+            alias=spec.service if network else None,
+            nano_cpus=cpu * 1_000_000 if cpu else None,
+            memory_bytes=spec.memory_bytes or hardening.memory_bytes, init=repository.init,
+            confinement=self.confinement(repository),
+        )
+
+    @staticmethod
+    def _env(spec: ContainerSpec) -> dict[str, str]:
+        env = {**spec.env, **{k: v.reveal() for k, v in spec.secret_env.items()}}
+        env.setdefault("SDP_SANDBOX", spec.sandbox)
+        env.setdefault("SDP_SERVICE", spec.service)
+        return env
+
+    def _env_file_mounts(self, spec: ContainerSpec) -> list[Mount]:
+        if not spec.files:
+            return []
+        folder = self._files / spec.container / spec.spec_hash[:16]
+        out = []
+        for index, env_file in enumerate(spec.files):
+            path = folder / f"{index}-{Path(env_file.path).name}"
+            if not path.exists():
+                folder.mkdir(parents=True, exist_ok=True)
+                partial = path.with_suffix(".partial")
+                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(env_file.content.reveal())
+                os.replace(partial, path)
+            out.append(Mount(str(path), env_file.path))
+        return out
+
+    def forget(self, container: str) -> None:
+        """Drop the environment files of a removed container."""
+        shutil.rmtree(self._files / container, ignore_errors=True)
+
+
+__all__ = ["BINARY_DIR", "RunSpecs", "binary_target"]
