@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sdp_reconciler.models import SCHEMA_MODELS
+from sdp_reconciler.access.model import AccessFile
+from sdp_reconciler.models import SCHEMA_MODELS, Frozen
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -18,7 +19,8 @@ DRAFT = "https://json-schema.org/draft/2020-12/schema"
 def generate() -> dict[str, str]:
     """File name -> schema text, for every kind of state file."""
     out = {}
-    for kind, model in SCHEMA_MODELS.items():
+    models: dict[str, type[Frozen]] = {**SCHEMA_MODELS, "access": AccessFile}
+    for kind, model in models.items():
         schema = {"$schema": DRAFT, **model.model_json_schema(mode="validation")}
         out[f"{kind}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     return out

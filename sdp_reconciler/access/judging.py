@@ -1,0 +1,428 @@
+"""Judge a range of state commits: facts in, ``AccessDecision`` out. Pure.
+
+The facts (``RangeFacts``) are gathered by ``gitrange``: each commit's author, parents, the
+access.yaml it holds and what it changes against each parent (``changes.requirements``). The
+rules:
+
+* **Which access.yaml judges a commit**: the one in force after its first parent — never the
+  commit's own, so nobody grants themselves a right in the commit that uses it. The rules in
+  force after a commit are its access.yaml only when every change of that file up to it was
+  authorised; an unauthorised edit of access.yaml never takes effect. A parent outside the range
+  (BASE, or an old commit a side branch forked from) stands for BASE's rules: BASE is trusted,
+  and a branch forked before a role was taken away is still judged by today's rules.
+* **Without access.yaml** every change is allowed, except that introducing access.yaml is
+  judged by the trust start (``identity.trust_start_problem``); removing it is then allowed.
+* **Merges** are judged only for what they change themselves (an aspect that differs from every
+  parent, e.g. a conflict resolution); the changes they bring in were judged in their own
+  commits, so merging a pull request does not authorise it.
+* **Provenance**: for every aspect of every file, the last change that decided its value at
+  HEAD (through merges, the parent whose value the merge kept). A refused change is in effect
+  while it is that last change; replacing or removing a file supersedes every aspect of it.
+* **Effects of a refusal in effect**: a sandbox file holds that sandbox; a template or an
+  environment holds every sandbox that uses it at HEAD; a port allocation holds its sandbox;
+  nodes.yaml, notifications.yaml and access.yaml (and a whole-file change of ports.yaml) halt
+  the pass.
+* **Uncommitted** changes in the state directory (but ports.yaml, which the reconciler writes)
+  are refused whenever access.yaml is in force or in the directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from sdp_reconciler.access.changes import (
+    INSTALLATION_KINDS,
+    WHOLE_FILE,
+    FileKind,
+    Requirement,
+    classify,
+)
+from sdp_reconciler.access.decision import (
+    UNCOMMITTED,
+    AccessDecision,
+    ChangeVerdict,
+    CommitAccess,
+    Grant,
+    SandboxAccess,
+)
+from sdp_reconciler.access.identity import (
+    Identity,
+    SignatureFacts,
+    identify,
+    trust_start_problem,
+)
+from sdp_reconciler.access.model import ACCESS_FILE, AccessFile, Permission, Role
+from sdp_reconciler.access.permissions import granting_role
+
+NOT_ENFORCED = "no access.yaml: every change is authorised, as before roles (docs/access.md)"
+Key = tuple[str, str]
+Provenance = dict[Key, tuple[ChangeVerdict, ...]]
+Signatures = Callable[[str], SignatureFacts]
+
+
+@dataclass(frozen=True)
+class AccessVersion:
+    """access.yaml in one commit: absent, valid (``model``) or present but invalid."""
+
+    present: bool = False
+    model: AccessFile | None = None
+
+
+@dataclass(frozen=True)
+class CommitFacts:
+    sha: str
+    parents: tuple[str, ...]
+    author: str
+    diffs: tuple[tuple[Requirement, ...], ...]
+    """what the commit changes against each parent, in order (a root commit: one, against
+    nothing)"""
+    access: AccessVersion
+
+
+@dataclass(frozen=True)
+class SandboxUse:
+    """What a sandbox at HEAD depends on besides its own file."""
+
+    templates: frozenset[str] = frozenset()
+    environments: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class RangeFacts:
+    base: str | None
+    head: str
+    base_access: AccessVersion
+    commits: tuple[CommitFacts, ...]
+    """the range, parents before children"""
+    usage: Mapping[str, SandboxUse]
+    """every sandbox at HEAD"""
+    worktree: tuple[Requirement, ...] | None = None
+    """uncommitted changes (None: not checked)"""
+    worktree_access: bool = False
+    """the state directory holds an access.yaml"""
+
+
+# --- the rules in force -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Open:
+    """No access.yaml: everything is allowed."""
+
+
+@dataclass(frozen=True)
+class Enforced:
+    access: AccessFile
+
+
+@dataclass(frozen=True)
+class Untrusted:
+    """access.yaml exists but trust never started: nothing is authorised."""
+
+    reason: str
+
+
+Policy = Open | Enforced | Untrusted
+
+
+def _policy_name(policy: Policy) -> str:
+    match policy:
+        case Open():
+            return "none"
+        case Enforced():
+            return "access.yaml"
+        case Untrusted():
+            return "untrusted"
+
+
+def _base_policy(facts: RangeFacts) -> Policy:
+    version = facts.base_access
+    if not version.present:
+        return Open()
+    if version.model is None:
+        where = facts.base[:7] if facts.base else "the base"
+        return Untrusted(f"access.yaml at {where} is not valid")
+    return Enforced(version.model)
+
+
+# --- judging one change ---------------------------------------------------------------------------
+
+
+def refusal_line(commit: str, identity: Identity, requirement: Requirement,
+                 reason: str | None) -> str:
+    who = UNCOMMITTED if commit == UNCOMMITTED else \
+        f"commit {commit[:7]} by {identity.email} ({identity.roles_text})"
+    head = f"{who}: {requirement.file.path}: {requirement.permission}"
+    if reason is None:
+        return f"{head} is not granted to {' or '.join(identity.roles)}"
+    return f"{head} is not granted: {reason}"
+
+
+def _verdict(commit: str, identity: Identity, requirement: Requirement, *, role: Role | None,
+             refusal: str | None) -> ChangeVerdict:
+    return ChangeVerdict(
+        commit=commit, author=identity.email, user=identity.user, file=requirement.file.path,
+        aspect=requirement.aspect, permission=requirement.permission,
+        description=requirement.description, sandbox=requirement.sandbox, role=role,
+        refusal=refusal,
+    )
+
+
+def _judge_enforced(commit: str, access: AccessFile, identity: Identity,
+                    requirement: Requirement) -> ChangeVerdict:
+    if identity.problem is not None:
+        line = refusal_line(commit, identity, requirement, identity.problem)
+        return _verdict(commit, identity, requirement, role=None, refusal=line)
+    role = granting_role(access, identity.roles, requirement.permission)
+    refusal = None if role is not None else refusal_line(commit, identity, requirement, None)
+    return _verdict(commit, identity, requirement, role=role, refusal=refusal)
+
+
+def _judge_introduction(commit: CommitFacts, requirement: Requirement,
+                        signatures: Signatures) -> ChangeVerdict:
+    """The trust start: access.yaml added (or changed while no rules are in force)."""
+    introduced = commit.access.model
+    needs_signature = introduced is not None and introduced.require_signed_commits
+    signature = signatures(commit.sha) if needs_signature else None
+    problem = trust_start_problem(introduced, commit.author, signature)
+    user = introduced.user_for_email(commit.author) if introduced is not None else None
+    roles = tuple(introduced.users[user].roles) if introduced is not None and user else ()
+    identity = Identity(commit.author, user, roles, problem, "")
+    line = None if problem is None else refusal_line(commit.sha, identity, requirement, problem)
+    return _verdict(commit.sha, identity, requirement,
+                    role=Role.ADMIN if problem is None else None, refusal=line)
+
+
+def _judge_commit(commit: CommitFacts, policy: Policy, own: Sequence[Requirement],
+                  signatures: Signatures) -> tuple[Identity, list[ChangeVerdict]]:
+    match policy:
+        case Enforced(access=access):
+            signature = signatures(commit.sha) if access.require_signed_commits else None
+            identity = identify(access, commit.author, signature)
+            return identity, [_judge_enforced(commit.sha, access, identity, r) for r in own]
+        case Open():
+            identity = Identity(commit.author, None, (), None, "not required")
+            verdicts = []
+            for requirement in own:
+                if requirement.file.kind is FileKind.ACCESS and commit.access.present:
+                    verdicts.append(_judge_introduction(commit, requirement, signatures))
+                else:
+                    verdicts.append(_verdict(commit.sha, identity, requirement, role=None,
+                                             refusal=None))
+            return identity, verdicts
+        case Untrusted(reason=reason):
+            identity = Identity(commit.author, None, (), reason, "not checked",
+                                label="access.yaml untrusted")
+            verdicts = []
+            for requirement in own:
+                if requirement.file.kind is FileKind.ACCESS:
+                    verdicts.append(
+                        _judge_introduction(commit, requirement, signatures)
+                        if commit.access.present
+                        else _verdict(commit.sha, identity, requirement, role=None, refusal=None)
+                    )
+                    continue
+                line = refusal_line(commit.sha, identity, requirement, reason)
+                verdicts.append(_verdict(commit.sha, identity, requirement, role=None,
+                                         refusal=line))
+            return identity, verdicts
+
+
+def _whole_access(own: Sequence[Requirement], *, present: bool) -> list[Requirement]:
+    """Without rules in force, a change of access.yaml is judged whole: as an introduction
+    (``present``: the file exists after the change) or a removal."""
+    access = [r for r in own if r.file.kind is FileKind.ACCESS]
+    if not access:
+        return list(own)
+    what = "introduces access.yaml" if present else "removes access.yaml"
+    whole = Requirement(access[0].file, WHOLE_FILE, Permission.MANAGE_ACCESS, what)
+    return [r for r in own if r.file.kind is not FileKind.ACCESS] + [whole]
+
+
+# --- provenance -----------------------------------------------------------------------------------
+
+
+def _group(verdicts: Iterable[ChangeVerdict]) -> Provenance:
+    grouped: dict[Key, list[ChangeVerdict]] = {}
+    for verdict in verdicts:
+        grouped.setdefault((verdict.file, verdict.aspect), []).append(verdict)
+    return {k: tuple(v) for k, v in grouped.items()}
+
+
+def _apply(provenance: Provenance, records: Provenance) -> Provenance:
+    """``provenance`` after the changes ``records``: a whole-file change replaces the file."""
+    replaced = {file for file, aspect in records if aspect == WHOLE_FILE}
+    out = {k: v for k, v in provenance.items() if k[0] not in replaced}
+    out.update(records)
+    return out
+
+
+def _refused(record: tuple[ChangeVerdict, ...]) -> bool:
+    return any(not v.allowed for v in record)
+
+
+def _own_and_inherited(commit: CommitFacts,
+                       provenance: Mapping[str, Provenance]) -> tuple[list[Requirement],
+                                                                      Provenance]:
+    """A commit's own changes, and the provenance it inherits from its parents."""
+    if len(commit.parents) <= 1:
+        parent = commit.parents[0] if commit.parents else None
+        before = provenance.get(parent, {}) if parent is not None else {}
+        return list(commit.diffs[0]), dict(before)
+    exact = [{r.key: r for r in diff} for diff in commit.diffs]
+    whole = [{r.file.path for r in diff if r.whole_file} for diff in commit.diffs]
+
+    def covers(index: int, key: Key) -> bool:
+        return key in exact[index] or key[0] in whole[index]
+
+    keys = {k for diff in exact for k in diff}
+    own_keys = {k for k in keys if all(covers(i, k) for i in range(len(commit.parents)))}
+    own = [r for k in sorted(own_keys)
+           for r in next(d for d in commit.diffs if any(x.key == k for x in d)) if r.key == k]
+    inherited: Provenance = {}
+    parents = [provenance.get(p, {}) for p in commit.parents]
+    for key in sorted({k for p in parents for k in p} | (keys - own_keys)):
+        kept = [parents[i].get(key) for i in range(len(parents)) if not covers(i, key)]
+        if not kept:
+            continue
+        trusted = [r for r in kept if r is None or not _refused(r)]
+        chosen = trusted[0] if trusted else kept[0]
+        if chosen is not None:
+            inherited[key] = chosen
+    return own, inherited
+
+
+def _policy_after(policy: Policy, commit: CommitFacts, provenance: Provenance) -> Policy:
+    refused = [v for (file, _), record in provenance.items() if file == ACCESS_FILE
+               for v in record if not v.allowed]
+    if refused:
+        if isinstance(policy, Enforced):
+            return policy
+        if not commit.access.present:
+            return Open()
+        return Untrusted(
+            f"access.yaml was introduced by commit {refused[0].commit[:7]}, which it does not "
+            "trust; nothing is authorised until an ADMIN it names commits it again or it is "
+            "removed"
+        )
+    if not commit.access.present:
+        return Open()
+    if commit.access.model is None:
+        return policy if isinstance(policy, Enforced) else Untrusted("access.yaml is not valid")
+    return Enforced(commit.access.model)
+
+
+# --- the range ------------------------------------------------------------------------------------
+
+
+def judge(facts: RangeFacts, signatures: Signatures) -> AccessDecision:
+    base_policy = _base_policy(facts)
+    policies: dict[str, Policy] = {}
+    provenance: dict[str, Provenance] = {}
+    commits: list[CommitAccess] = []
+    enforced = not isinstance(base_policy, Open)
+    for commit in facts.commits:
+        first = commit.parents[0] if commit.parents else None
+        policy = policies.get(first, base_policy) if first is not None else base_policy
+        enforced = enforced or not isinstance(policy, Open)
+        own, inherited = _own_and_inherited(commit, provenance)
+        if not isinstance(policy, Enforced):
+            own = _whole_access(own, present=commit.access.present)
+        identity, verdicts = _judge_commit(commit, policy, own, signatures)
+        provenance[commit.sha] = _apply(inherited, _group(verdicts))
+        policies[commit.sha] = _policy_after(policy, commit, provenance[commit.sha])
+        commits.append(CommitAccess(
+            commit=commit.sha, parents=commit.parents, author=commit.author, user=identity.user,
+            roles=identity.roles, signature=identity.signature, policy=_policy_name(policy),
+            changes=tuple(verdicts),
+        ))
+    final = policies.get(facts.head, base_policy)
+    at_head = provenance.get(facts.head, {})
+    uncommitted: list[ChangeVerdict] = []
+    if facts.worktree is not None:
+        in_force = not isinstance(final, Open) or facts.worktree_access
+        enforced = enforced or in_force
+        uncommitted = _judge_worktree(facts.worktree, final, in_force=in_force,
+                                      present=facts.worktree_access)
+        at_head = _apply(at_head, _group(uncommitted))
+    enforced = enforced or not isinstance(final, Open)
+    return _decide(facts, commits, uncommitted, at_head, final, enforced=enforced)
+
+
+def _judge_worktree(changes: Sequence[Requirement], final: Policy, *, in_force: bool,
+                    present: bool) -> list[ChangeVerdict]:
+    identity = Identity(UNCOMMITTED, None, (), None, "")
+    reason = "changes not committed are never authorised while access.yaml is in force"
+    own = list(changes) if isinstance(final, Enforced) else _whole_access(changes, present=present)
+    return [
+        _verdict(UNCOMMITTED, identity, r, role=None,
+                 refusal=refusal_line(UNCOMMITTED, identity, r, reason) if in_force else None)
+        for r in own
+    ]
+
+
+def _decide(facts: RangeFacts, commits: list[CommitAccess], uncommitted: list[ChangeVerdict],
+            at_head: Provenance, final: Policy, *, enforced: bool) -> AccessDecision:
+    outstanding = {v.identity for record in at_head.values() for v in record}
+    commits = [replace(c, changes=tuple(replace(v, outstanding=v.identity in outstanding)
+                                        for v in c.changes)) for c in commits]
+    uncommitted = [replace(v, outstanding=True) for v in uncommitted]
+    held: dict[str, list[str]] = {}
+    grants: dict[str, list[Grant]] = {}
+    files: dict[str, list[str]] = {}
+    halted: list[str] = []
+    order = {v.identity: i for i, v in enumerate(
+        [v for c in commits for v in c.changes] + uncommitted)}
+    in_effect = sorted((v for r in at_head.values() for v in r), key=lambda v: order[v.identity])
+    for verdict in in_effect:
+        concerned = _concerned(verdict, facts.usage)
+        if verdict.refusal is None:
+            for sandbox in concerned or []:
+                grants.setdefault(sandbox, []).append(Grant(
+                    commit=verdict.commit, author=verdict.author, user=verdict.user,
+                    permission=verdict.permission, role=verdict.role, file=verdict.file,
+                    aspect=verdict.aspect))
+            continue
+        _add(files, verdict.file, verdict.refusal)
+        if concerned is None:
+            if verdict.refusal not in halted:
+                halted.append(verdict.refusal)
+            continue
+        for sandbox in concerned:
+            _add(held, sandbox, verdict.refusal)
+    touched = {v.sandbox for c in commits for v in c.changes if v.sandbox is not None}
+    names = sorted(set(facts.usage) | set(held) | touched | {
+        v.sandbox for v in uncommitted if v.sandbox is not None})
+    sandboxes = {n: SandboxAccess(n, tuple(held.get(n, ())), tuple(grants.get(n, ())))
+                 for n in names}
+    clean = not held and not halted
+    return AccessDecision(
+        base=facts.base, head=facts.head, enforced=enforced,
+        notice=None if enforced else NOT_ENFORCED, commits=tuple(commits),
+        sandboxes=sandboxes, files={k: tuple(v) for k, v in sorted(files.items())},
+        halted=tuple(halted), policy=final.access if isinstance(final, Enforced) else None,
+        uncommitted=tuple(uncommitted), next_base=facts.head if clean else facts.base,
+    )
+
+
+def _add(table: dict[str, list[str]], key: str, line: str) -> None:
+    lines = table.setdefault(key, [])
+    if line not in lines:
+        lines.append(line)
+
+
+def _concerned(verdict: ChangeVerdict, usage: Mapping[str, SandboxUse]) -> list[str] | None:
+    """The sandboxes a change is to; None when it is to the whole installation."""
+    file = classify(verdict.file)
+    assert file is not None
+    if file.kind in INSTALLATION_KINDS:
+        return None
+    match file.kind:
+        case FileKind.SANDBOX | FileKind.PORTS:
+            return [verdict.sandbox] if verdict.sandbox is not None else None
+        case FileKind.TEMPLATE:
+            return sorted(n for n, use in usage.items() if file.stem in use.templates)
+        case FileKind.ENVIRONMENT:
+            return sorted(n for n, use in usage.items() if file.stem in use.environments)
+    raise AssertionError(file.kind)  # pragma: no cover
