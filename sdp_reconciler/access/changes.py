@@ -220,7 +220,7 @@ def sandbox_view(data: Any, templates: Templates) -> SandboxView:
     top = layers[0]
     settings.update({k: v for k, v in top.items()
                      if k not in ("services", "environment", *merged)})
-    settings.update({k: v for k, v in merged.items() if k != "gateway" and v})
+    settings.update({k: v for k, v in merged.items() if k != "gateway"})
     return SandboxView(services=services, gateway=merged["gateway"], settings=settings,
                        templates=tuple(names))
 

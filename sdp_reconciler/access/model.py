@@ -17,13 +17,15 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 
 from sdp_reconciler.locations import Problem
 from sdp_reconciler.models import SCHEMA_BASE, Frozen
-from sdp_reconciler.sources import SourceDoc
+
+if TYPE_CHECKING:  # only its type: sources.py also reads files, which this module never does
+    from sdp_reconciler.sources import SourceDoc
 
 ACCESS_FILE = "access.yaml"
 
@@ -128,13 +130,13 @@ def parse_public_key(text: str) -> PublicKey:
     """``"ssh-ed25519 AAAA... comment"`` -> PublicKey; ValueError says what is wrong."""
     if "PRIVATE KEY" in text:
         raise ValueError(
-            "signing_key holds a private key: give the public key (the one line of the .pub "
-            f"file) and treat the private one as leaked; {_NOT_SHOWN}"
+            "this is a private key: give the public key (the one line of the .pub file) and "
+            f"treat the private one as leaked; {_NOT_SHOWN}"
         )
     parts = text.split()
     if len(parts) < 2 or parts[0] not in KEY_TYPES:
         raise ValueError(
-            "signing_key must be an SSH public key line like 'ssh-ed25519 AAAA... comment' "
+            "expected an SSH public key line like 'ssh-ed25519 AAAA... comment' "
             f"(types: {', '.join(KEY_TYPES)}); {_NOT_SHOWN}"
         )
     key_type = parts[0]
@@ -143,18 +145,18 @@ def parse_public_key(text: str) -> PublicKey:
         inner, end = read_ssh_string(blob, 0)
     except (binascii.Error, ValueError):
         raise ValueError(
-            f"signing_key: the key data after {key_type!r} is not valid base64 of an SSH key; "
-            f"copy the whole line of the .pub file; {_NOT_SHOWN}"
+            f"the key data after {key_type!r} is not valid base64 of an SSH key; copy the "
+            f"whole line of the .pub file; {_NOT_SHOWN}"
         ) from None
     if inner.decode("latin-1") != key_type:
         raise ValueError(
-            f"signing_key: the key data does not encode a {key_type!r} key (it says "
+            f"the key data does not encode a {key_type!r} key (it says "
             f"{'another type' if inner else 'nothing'}); copy the whole line of the .pub file"
         )
     if key_type == "ssh-ed25519" and len(blob) != end + 4 + 32:
         raise ValueError(
-            "signing_key: the ssh-ed25519 key data has the wrong length; copy the whole line "
-            "of the .pub file"
+            "the ssh-ed25519 key data has the wrong length; copy the whole line of the .pub "
+            "file"
         )
     return PublicKey(type=key_type, blob=blob)
 
@@ -246,8 +248,8 @@ def _unique_emails(model: AccessFile, source: SourceDoc) -> Iterator[Problem]:
         if email in seen:
             yield Problem(
                 source.locate(("users", name, "email")), f"users.{name}.email",
-                f"email {user.email!r} is already user {seen[email]!r}'s: a commit's author "
-                "is found by email, so each email belongs to one user",
+                f"email {user.email!r} is already used by user {seen[email]!r}: a commit's "
+                "author is found by email, so each email belongs to one user",
             )
         seen.setdefault(email, name)
 
@@ -261,8 +263,8 @@ def _unique_keys(model: AccessFile, source: SourceDoc) -> Iterator[Problem]:
         if key.blob in seen:
             yield Problem(
                 source.locate(("users", name, "signing_key")), f"users.{name}.signing_key",
-                f"this signing key is already user {seen[key.blob]!r}'s: a signature must "
-                "name one user",
+                f"this signing key is already used by user {seen[key.blob]!r}: a signature "
+                "must name one user",
             )
         seen.setdefault(key.blob, name)
 

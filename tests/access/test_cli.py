@@ -142,3 +142,35 @@ def test_a_state_directory_outside_git_is_an_error(tmp_path: Path, repo: AccessR
     assert result.returncode == 1
     assert result.stderr == f"error: {plain} is not in a git repository: authorize judges " \
         "commits\n"
+
+
+def test_a_pull_request_checked_in_a_clone_against_the_remote_branch(
+        tmp_path: Path, repo: AccessRepo, people: dict[str, Person]) -> None:
+    """What the Bitbucket step does: a full clone, the destination as origin/main."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo.root), str(clone)], check=True, timeout=60,
+                   env={**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null"})
+    pull_request = AccessRepo.__new__(AccessRepo)
+    pull_request.root, pull_request.state = clone, clone / "state"
+    pull_request.replace(SANDBOX, "branch: feature/login-error", "branch: feature/pr")
+    pull_request.commit(people["vic"], "vic's pull request")
+
+    result = run(pull_request, "--state", "state", "origin/main..HEAD")
+
+    assert result.returncode == 1
+    assert result.stdout.endswith("deploy is not granted to VIEWER\n")
+
+
+def test_a_shallow_clone_says_to_fetch_the_full_history(
+        tmp_path: Path, repo: AccessRepo, people: dict[str, Person]) -> None:
+    repo.commit(people["rina"], "one more", files={"README.md": "x\n"})
+    clone = tmp_path / "shallow"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{repo.root}", str(clone)],
+                   check=True, timeout=60, env={**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null"})
+
+    result = subprocess.run([str(SCRIPT), "authorize", "--state", "state", "HEAD"],
+                            capture_output=True, text=True, cwd=clone, timeout=60, check=False)
+
+    assert result.returncode == 1
+    assert "the clone is shallow; fetch the full history (Bitbucket Pipelines: 'clone: depth: " \
+        "full')" in result.stderr

@@ -127,6 +127,7 @@ def test_merging_a_pull_request_does_not_authorise_its_commits(
     decision = repo.authorize(repo.base)
 
     merge = decision.commits[-1]
+    assert repo.authorize(repo.base, "HEAD^2").commits[-1].commit == vic
     assert len(merge.parents) == 2 and merge.user == "ops"
     assert merge.changes == ()
     assert decision.sandbox("QA-LOGIN-ERROR").refusals == (

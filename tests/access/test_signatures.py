@@ -194,3 +194,24 @@ def test_verifier_reports_what_each_signature_proves(
     assert facts.status is SignatureStatus.VALID
     assert facts.key is not None
     assert base64.b64encode(facts.key).decode() == people["rina"].public_key.split()[1]
+
+
+def test_a_gpg_signature_is_not_an_ssh_signature(
+        signed: StateRepo, people: dict[str, Person]) -> None:
+    base = signed.head()
+    signed.commit(people["ops"], "remove", files={SANDBOX: None})
+    header, _, message = signed.git("cat-file", "commit", "HEAD").partition("\n\n")
+    pgp = "gpgsig -----BEGIN PGP SIGNATURE-----\n \n iQEzBAABCAAdFiEE\n -----END PGP SIGNATURE-----"
+    sha = subprocess.run(["git", "-C", str(signed.root), "hash-object", "-t", "commit", "-w",
+                          "--stdin"], input=f"{header}\n{pgp}\n\n{message}\n",
+                         capture_output=True, text=True, check=True).stdout.strip()
+    signed.git("update-ref", "refs/heads/main", sha)
+
+    decision = signed.authorize(base)
+
+    assert decision.commits[0].signature == "not-ssh"
+    assert decision.refusals == (
+        f"commit {sha[:7]} by ops@company.invalid (ADMIN): sandboxes/QA-LOGIN-ERROR.yaml: "
+        "delete_sandbox is not granted: the commit's signature is not an SSH signature "
+        "(access.yaml requires SSH-signed commits)",
+    )

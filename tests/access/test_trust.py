@@ -124,6 +124,20 @@ def test_an_untrusted_access_yaml_is_repaired_by_an_admin_it_names(
     assert repair in {c.commit for c in decision.commits}
 
 
+def test_an_untrusted_access_yaml_may_be_removed_by_anyone(
+        tmp_path: Path, people: dict[str, Person]) -> None:
+    repo = _fresh(tmp_path, people)
+    repo.commit(people["rina"], "roles", files={"access.yaml": standard_access(people)})
+    repo.commit(people["rina"], "oops, no roles after all", files={"access.yaml": None})
+    repo.commit(people["vic"], "vic removes a sandbox", files={SANDBOX: None})
+
+    decision = repo.authorize(None)
+
+    assert [c.policy for c in decision.commits] == ["none", "none", "untrusted", "none"]
+    assert decision.commits[2].allowed and decision.commits[3].allowed
+    assert decision.halted == () and decision.held == frozenset()
+
+
 def test_removing_access_yaml_needs_manage_access(repo: AccessRepo,
                                                   people: dict[str, Person]) -> None:
     removal = repo.commit(people["achmad"], "no more roles", files={"access.yaml": None})
