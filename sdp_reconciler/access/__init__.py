@@ -8,8 +8,9 @@ author (the author email, and an SSH signature checked with ``ssh-keygen -Y veri
 
 Layers, pure first:
 
-* ``model``, ``permissions``, ``changes``, ``identity``, ``judging``, ``decision``, ``render``
-  are pure: no file, socket, subprocess or git access (``tests/access/test_purity.py``).
+* ``model``, ``permissions``, ``changes``, ``identity``, ``facts``, ``provenance``,
+  ``judging``, ``effects``, ``decision``, ``render`` are pure: no file, socket, subprocess or
+  git access (``tests/access/test_purity.py``).
 * ``signatures`` runs ``ssh-keygen``; ``gitrange`` reads the state repository with dulwich.
 * ``authorize`` is the integration surface (``authorize_range`` → ``AccessDecision``) and
   ``command`` is ``sdp-reconcile authorize``.

@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sdp_reconciler.access.decision import AccessDecision
+from sdp_reconciler.access.facts import AccessVersion, RangeFacts
 from sdp_reconciler.access.gitrange import (
     AccessError,
     Snapshot,
@@ -32,7 +33,7 @@ from sdp_reconciler.access.gitrange import (
     worktree_snapshot,
 )
 from sdp_reconciler.access.identity import SignatureFacts
-from sdp_reconciler.access.judging import AccessVersion, RangeFacts, judge
+from sdp_reconciler.access.judging import judge
 from sdp_reconciler.access.model import ACCESS_FILE
 from sdp_reconciler.access.signatures import SignatureVerifier
 

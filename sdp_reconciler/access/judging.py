@@ -15,37 +15,23 @@ rules:
 * **Merges** are judged only for what they change themselves (an aspect that differs from every
   parent, e.g. a conflict resolution); the changes they bring in were judged in their own
   commits, so merging a pull request does not authorise it.
-* **Provenance**: for every aspect of every file, the last change that decided its value at
-  HEAD (through merges, the parent whose value the merge kept). A refused change is in effect
-  while it is that last change; replacing or removing a file supersedes every aspect of it.
-* **Effects of a refusal in effect**: a sandbox file holds that sandbox; a template or an
-  environment holds every sandbox that uses it at HEAD; a port allocation holds its sandbox;
-  nodes.yaml, notifications.yaml and access.yaml (and a whole-file change of ports.yaml) halt
-  the pass.
+* **Provenance** (``provenance.py``): for every aspect of every file, the last change that
+  decided its value at HEAD. A refused change is *in effect* while it is that last change.
+* **Effects** (``effects.py``): what a refusal in effect holds (a sandbox, the users of a
+  template or environment) or halts (the installation's files).
 * **Uncommitted** changes in the state directory (but ports.yaml, which the reconciler writes)
   are refused whenever access.yaml is in force or in the directory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from sdp_reconciler.access.changes import (
-    INSTALLATION_KINDS,
-    WHOLE_FILE,
-    FileKind,
-    Requirement,
-    classify,
-)
-from sdp_reconciler.access.decision import (
-    UNCOMMITTED,
-    AccessDecision,
-    ChangeVerdict,
-    CommitAccess,
-    Grant,
-    SandboxAccess,
-)
+from sdp_reconciler.access.changes import WHOLE_FILE, FileKind, Requirement
+from sdp_reconciler.access.decision import UNCOMMITTED, AccessDecision, ChangeVerdict, CommitAccess
+from sdp_reconciler.access.effects import decide
+from sdp_reconciler.access.facts import AccessVersion, CommitFacts, RangeFacts
 from sdp_reconciler.access.identity import (
     Identity,
     SignatureFacts,
@@ -54,53 +40,11 @@ from sdp_reconciler.access.identity import (
 )
 from sdp_reconciler.access.model import ACCESS_FILE, AccessFile, Permission, Role
 from sdp_reconciler.access.permissions import granting_role
+from sdp_reconciler.access.provenance import Provenance, apply, group, own_and_inherited
 
-NOT_ENFORCED = "no access.yaml: every change is authorised, as before roles (docs/access.md)"
-Key = tuple[str, str]
-Provenance = dict[Key, tuple[ChangeVerdict, ...]]
+__all__ = ["AccessVersion", "CommitFacts", "RangeFacts", "judge", "refusal_line"]
+
 Signatures = Callable[[str], SignatureFacts]
-
-
-@dataclass(frozen=True)
-class AccessVersion:
-    """access.yaml in one commit: absent, valid (``model``) or present but invalid."""
-
-    present: bool = False
-    model: AccessFile | None = None
-
-
-@dataclass(frozen=True)
-class CommitFacts:
-    sha: str
-    parents: tuple[str, ...]
-    author: str
-    diffs: tuple[tuple[Requirement, ...], ...]
-    """what the commit changes against each parent, in order (a root commit: one, against
-    nothing)"""
-    access: AccessVersion
-
-
-@dataclass(frozen=True)
-class SandboxUse:
-    """What a sandbox at HEAD depends on besides its own file."""
-
-    templates: frozenset[str] = frozenset()
-    environments: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class RangeFacts:
-    base: str | None
-    head: str
-    base_access: AccessVersion
-    commits: tuple[CommitFacts, ...]
-    """the range, parents before children"""
-    usage: Mapping[str, SandboxUse]
-    """every sandbox at HEAD"""
-    worktree: tuple[Requirement, ...] | None = None
-    """uncommitted changes (None: not checked)"""
-    worktree_access: bool = False
-    """the state directory holds an access.yaml"""
 
 
 # --- the rules in force -------------------------------------------------------------------------
@@ -240,57 +184,7 @@ def _whole_access(own: Sequence[Requirement], *, present: bool) -> list[Requirem
     return [r for r in own if r.file.kind is not FileKind.ACCESS] + [whole]
 
 
-# --- provenance -----------------------------------------------------------------------------------
-
-
-def _group(verdicts: Iterable[ChangeVerdict]) -> Provenance:
-    grouped: dict[Key, list[ChangeVerdict]] = {}
-    for verdict in verdicts:
-        grouped.setdefault((verdict.file, verdict.aspect), []).append(verdict)
-    return {k: tuple(v) for k, v in grouped.items()}
-
-
-def _apply(provenance: Provenance, records: Provenance) -> Provenance:
-    """``provenance`` after the changes ``records``: a whole-file change replaces the file."""
-    replaced = {file for file, aspect in records if aspect == WHOLE_FILE}
-    out = {k: v for k, v in provenance.items() if k[0] not in replaced}
-    out.update(records)
-    return out
-
-
-def _refused(record: tuple[ChangeVerdict, ...]) -> bool:
-    return any(not v.allowed for v in record)
-
-
-def _own_and_inherited(commit: CommitFacts,
-                       provenance: Mapping[str, Provenance]) -> tuple[list[Requirement],
-                                                                      Provenance]:
-    """A commit's own changes, and the provenance it inherits from its parents."""
-    if len(commit.parents) <= 1:
-        parent = commit.parents[0] if commit.parents else None
-        before = provenance.get(parent, {}) if parent is not None else {}
-        return list(commit.diffs[0]), dict(before)
-    exact = [{r.key: r for r in diff} for diff in commit.diffs]
-    whole = [{r.file.path for r in diff if r.whole_file} for diff in commit.diffs]
-
-    def covers(index: int, key: Key) -> bool:
-        return key in exact[index] or key[0] in whole[index]
-
-    keys = {k for diff in exact for k in diff}
-    own_keys = {k for k in keys if all(covers(i, k) for i in range(len(commit.parents)))}
-    own = [r for k in sorted(own_keys)
-           for r in next(d for d in commit.diffs if any(x.key == k for x in d)) if r.key == k]
-    inherited: Provenance = {}
-    parents = [provenance.get(p, {}) for p in commit.parents]
-    for key in sorted({k for p in parents for k in p} | (keys - own_keys)):
-        kept = [parents[i].get(key) for i in range(len(parents)) if not covers(i, key)]
-        if not kept:
-            continue
-        trusted = [r for r in kept if r is None or not _refused(r)]
-        chosen = trusted[0] if trusted else kept[0]
-        if chosen is not None:
-            inherited[key] = chosen
-    return own, inherited
+# --- the rules after a commit -------------------------------------------------------------------
 
 
 def _policy_after(policy: Policy, commit: CommitFacts, provenance: Provenance) -> Policy:
@@ -326,11 +220,11 @@ def judge(facts: RangeFacts, signatures: Signatures) -> AccessDecision:
         first = commit.parents[0] if commit.parents else None
         policy = policies.get(first, base_policy) if first is not None else base_policy
         enforced = enforced or not isinstance(policy, Open)
-        own, inherited = _own_and_inherited(commit, provenance)
+        own, inherited = own_and_inherited(commit, provenance)
         if not isinstance(policy, Enforced):
             own = _whole_access(own, present=commit.access.present)
         identity, verdicts = _judge_commit(commit, policy, own, signatures)
-        provenance[commit.sha] = _apply(inherited, _group(verdicts))
+        provenance[commit.sha] = apply(inherited, group(verdicts))
         policies[commit.sha] = _policy_after(policy, commit, provenance[commit.sha])
         commits.append(CommitAccess(
             commit=commit.sha, parents=commit.parents, author=commit.author, user=identity.user,
@@ -345,9 +239,10 @@ def judge(facts: RangeFacts, signatures: Signatures) -> AccessDecision:
         enforced = enforced or in_force
         uncommitted = _judge_worktree(facts.worktree, final, in_force=in_force,
                                       present=facts.worktree_access)
-        at_head = _apply(at_head, _group(uncommitted))
+        at_head = apply(at_head, group(uncommitted))
     enforced = enforced or not isinstance(final, Open)
-    return _decide(facts, commits, uncommitted, at_head, final, enforced=enforced)
+    rules = final.access if isinstance(final, Enforced) else None
+    return decide(facts, commits, uncommitted, at_head, rules, enforced=enforced)
 
 
 def _judge_worktree(changes: Sequence[Requirement], final: Policy, *, in_force: bool,
@@ -362,67 +257,3 @@ def _judge_worktree(changes: Sequence[Requirement], final: Policy, *, in_force: 
     ]
 
 
-def _decide(facts: RangeFacts, commits: list[CommitAccess], uncommitted: list[ChangeVerdict],
-            at_head: Provenance, final: Policy, *, enforced: bool) -> AccessDecision:
-    outstanding = {v.identity for record in at_head.values() for v in record}
-    commits = [replace(c, changes=tuple(replace(v, outstanding=v.identity in outstanding)
-                                        for v in c.changes)) for c in commits]
-    uncommitted = [replace(v, outstanding=True) for v in uncommitted]
-    held: dict[str, list[str]] = {}
-    grants: dict[str, list[Grant]] = {}
-    files: dict[str, list[str]] = {}
-    halted: list[str] = []
-    order = {v.identity: i for i, v in enumerate(
-        [v for c in commits for v in c.changes] + uncommitted)}
-    in_effect = sorted((v for r in at_head.values() for v in r), key=lambda v: order[v.identity])
-    for verdict in in_effect:
-        concerned = _concerned(verdict, facts.usage)
-        if verdict.refusal is None:
-            for sandbox in concerned or []:
-                grants.setdefault(sandbox, []).append(Grant(
-                    commit=verdict.commit, author=verdict.author, user=verdict.user,
-                    permission=verdict.permission, role=verdict.role, file=verdict.file,
-                    aspect=verdict.aspect))
-            continue
-        _add(files, verdict.file, verdict.refusal)
-        if concerned is None:
-            if verdict.refusal not in halted:
-                halted.append(verdict.refusal)
-            continue
-        for sandbox in concerned:
-            _add(held, sandbox, verdict.refusal)
-    touched = {v.sandbox for c in commits for v in c.changes if v.sandbox is not None}
-    names = sorted(set(facts.usage) | set(held) | touched | {
-        v.sandbox for v in uncommitted if v.sandbox is not None})
-    sandboxes = {n: SandboxAccess(n, tuple(held.get(n, ())), tuple(grants.get(n, ())))
-                 for n in names}
-    clean = not held and not halted
-    return AccessDecision(
-        base=facts.base, head=facts.head, enforced=enforced,
-        notice=None if enforced else NOT_ENFORCED, commits=tuple(commits),
-        sandboxes=sandboxes, files={k: tuple(v) for k, v in sorted(files.items())},
-        halted=tuple(halted), policy=final.access if isinstance(final, Enforced) else None,
-        uncommitted=tuple(uncommitted), next_base=facts.head if clean else facts.base,
-    )
-
-
-def _add(table: dict[str, list[str]], key: str, line: str) -> None:
-    lines = table.setdefault(key, [])
-    if line not in lines:
-        lines.append(line)
-
-
-def _concerned(verdict: ChangeVerdict, usage: Mapping[str, SandboxUse]) -> list[str] | None:
-    """The sandboxes a change is to; None when it is to the whole installation."""
-    file = classify(verdict.file)
-    assert file is not None
-    if file.kind in INSTALLATION_KINDS:
-        return None
-    match file.kind:
-        case FileKind.SANDBOX | FileKind.PORTS:
-            return [verdict.sandbox] if verdict.sandbox is not None else None
-        case FileKind.TEMPLATE:
-            return sorted(n for n, use in usage.items() if file.stem in use.templates)
-        case FileKind.ENVIRONMENT:
-            return sorted(n for n, use in usage.items() if file.stem in use.environments)
-    raise AssertionError(file.kind)  # pragma: no cover

@@ -21,7 +21,8 @@ from tests.planning.test_purity import (
     module_file,
 )
 
-PURE = ["model", "permissions", "changes", "identity", "judging", "decision", "render"]
+PURE = ["model", "permissions", "changes", "identity", "facts", "provenance", "judging",
+        "effects", "decision", "render"]
 IMPURE = {"signatures", "gitrange", "authorize", "command"}
 
 
