@@ -40,7 +40,7 @@ from sdp_reconciler.access.signatures import SignatureVerifier
 __all__ = ["AccessDecision", "AccessError", "SignatureVerifier", "authorize_range",
            "parse_range"]
 
-NO_REPOSITORY = "(no git repository)"
+NOTHING_COMMITTED = "(nothing committed)"
 _VERIFIER = SignatureVerifier()
 
 
@@ -57,6 +57,9 @@ def authorize_range(
     if history is None:
         return _without_repository(state_dir, check_worktree=check_worktree)
     try:
+        if head == "HEAD" and not history.has_commits():
+            # a repository without a commit yet: nothing is committed, all is uncommitted
+            return _without_repository(state_dir, check_worktree=check_worktree)
         head_commit = history.resolve(head)
         base_commit = history.resolve(base) if base is not None else None
         facts = gather(history, base_commit, head_commit,
@@ -74,10 +77,11 @@ def authorize_range(
 
 def _without_repository(state_dir: Path, *, check_worktree: bool) -> AccessDecision:
     if not check_worktree:
-        raise AccessError(f"{state_dir} is not in a git repository: authorize judges commits")
+        raise AccessError(f"{state_dir} is not in a git repository with a commit: authorize "
+                          "judges commits")
     worktree = worktree_snapshot(state_dir)
     facts = RangeFacts(
-        base=None, head=NO_REPOSITORY, base_access=AccessVersion(), commits=(),
+        base=None, head=NOTHING_COMMITTED, base_access=AccessVersion(), commits=(),
         usage=usage(worktree), worktree=diff(Snapshot.empty(), worktree),
         worktree_access=ACCESS_FILE in worktree.files,
     )

@@ -157,6 +157,13 @@ class StateHistory:
     def close(self) -> None:
         self.repo.close()
 
+    def has_commits(self) -> bool:
+        try:
+            self.repo.head()
+        except KeyError:
+            return False
+        return True
+
     # --- revisions ---------------------------------------------------------------------------
 
     def resolve(self, revision: str) -> Commit:

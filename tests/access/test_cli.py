@@ -140,8 +140,8 @@ def test_a_state_directory_outside_git_is_an_error(tmp_path: Path, repo: AccessR
     result = run(repo, "--state", str(plain), "HEAD")
 
     assert result.returncode == 1
-    assert result.stderr == f"error: {plain} is not in a git repository: authorize judges " \
-        "commits\n"
+    assert result.stderr == f"error: {plain} is not in a git repository with a commit: " \
+        "authorize judges commits\n"
 
 
 def test_a_pull_request_checked_in_a_clone_against_the_remote_branch(

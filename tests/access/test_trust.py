@@ -269,3 +269,14 @@ def test_a_state_directory_outside_git_with_access_yaml_applies_nothing(
 
     assert decision.halted and decision.held == {"QA-LOGIN-ERROR"}
     assert all(line.startswith("uncommitted: ") for line in decision.refusals)
+
+
+def test_a_repository_without_a_commit_yet_is_all_uncommitted(
+        tmp_path: Path, people: dict[str, Person]) -> None:
+    repo = StateRepo(tmp_path / "repo")
+    repo.write({"access.yaml": access_yaml({people["ops"]: ["ADMIN"]})})
+
+    decision = repo.authorize(None, check_worktree=True)
+
+    assert decision.head == "(nothing committed)"
+    assert decision.halted and decision.held == {"QA-LOGIN-ERROR"}
