@@ -49,7 +49,8 @@ class Identity:
     problem: str | None
     """why none of the commit's changes can be authorised (an unknown email, a bad signature)"""
     signature: str
-    """how the signature was judged, for the JSON output: 'not required', 'verified', ..."""
+    """how the signature was judged (JSON): 'not required', 'verified', 'other key' (valid, but
+    not this user's key), 'unsigned', 'not-ssh', 'invalid', 'not checked' (untrusted rules)"""
     label: str | None = None
     """what a refusal line says in place of the roles (when no rules name any)"""
 
@@ -74,8 +75,9 @@ def identify(policy: AccessFile, email: str, signature: SignatureFacts | None) -
         return Identity(email, None, (), "no user in access.yaml has this email",
                         str(signature.status))
     problem = signer_problem(policy, user, signature)
-    return Identity(email, user, roles, problem,
-                    "verified" if problem is None else str(signature.status))
+    judged = "verified" if problem is None else (
+        "other key" if signature.status is SignatureStatus.VALID else str(signature.status))
+    return Identity(email, user, roles, problem, judged)
 
 
 def signer_problem(policy: AccessFile, user: str, signature: SignatureFacts) -> str | None:

@@ -93,6 +93,7 @@ def test_a_forged_admin_commit_signed_with_another_users_key_is_refused(
         "access.yaml lists for ops",
     )
     assert decision.commits[0].roles == ("ADMIN",)
+    assert decision.commits[0].signature == "other key"
     assert decision.commits[0].changes[0].role is None
 
 
