@@ -122,6 +122,9 @@ class AccessDecision:
     halted: tuple[str, ...] = ()
     policy: AccessFile | None = None
     uncommitted: tuple[ChangeVerdict, ...] = ()
+    stale: tuple[ChangeVerdict, ...] = ()
+    """HEAD's values that come from a commit outside the range and are not BASE's (history
+    that does not contain BASE, or a merge naming an old commit): refused, in effect"""
     next_base: str | None = None
     """the base the next pass should check from: HEAD when nothing is refused in effect, else
     the same base again (so a held change is judged again, not forgotten)"""
@@ -137,7 +140,7 @@ class AccessDecision:
 
     @property
     def verdicts(self) -> tuple[ChangeVerdict, ...]:
-        return tuple(v for c in self.commits for v in c.changes) + self.uncommitted
+        return tuple(v for c in self.commits for v in c.changes) + self.uncommitted + self.stale
 
     @property
     def allowed(self) -> bool:

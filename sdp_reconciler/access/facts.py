@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sdp_reconciler.access.changes import Requirement
 from sdp_reconciler.access.model import AccessFile
@@ -50,3 +50,6 @@ class RangeFacts:
     """uncommitted changes (None: not checked)"""
     worktree_access: bool = False
     """the state directory holds an access.yaml"""
+    outside: Mapping[str, tuple[Requirement, ...]] = field(default_factory=dict)
+    """for each parent of a commit of the range that is outside the range but is not BASE:
+    what it changes against BASE (its values that are not BASE's)"""

@@ -338,6 +338,9 @@ def gather(history: StateHistory, base: Commit | None, head: Commit, *,
             access=snapshot.access(),
         ))
     at_head = history.snapshot(head)
+    judged = {c.sha for c in commits}
+    outside = {p for c in commits for p in c.parents if p not in judged}
+    base_snapshot = history.snapshot(base)
     return RangeFacts(
         base=base.id.decode() if base is not None else None,
         head=head.id.decode(),
@@ -346,6 +349,8 @@ def gather(history: StateHistory, base: Commit | None, head: Commit, *,
         usage=usage(at_head),
         worktree=diff(at_head.without(PORTS_FILE), worktree) if worktree is not None else None,
         worktree_access=worktree is not None and ACCESS_FILE in worktree.files,
+        outside={p: diff(base_snapshot, history.snapshot(history.commit(p.encode())))
+                 for p in sorted(outside) if base is not None and p != base.id.decode()},
     )
 
 

@@ -40,7 +40,14 @@ from sdp_reconciler.access.identity import (
 )
 from sdp_reconciler.access.model import ACCESS_FILE, AccessFile, Permission, Role
 from sdp_reconciler.access.permissions import granting_role
-from sdp_reconciler.access.provenance import Provenance, apply, group, own_and_inherited
+from sdp_reconciler.access.provenance import (
+    Provenance,
+    apply,
+    group,
+    own_and_inherited,
+    refused,
+    source,
+)
 
 __all__ = ["AccessVersion", "CommitFacts", "RangeFacts", "judge", "refusal_line"]
 
@@ -188,15 +195,15 @@ def _whole_access(own: Sequence[Requirement], *, present: bool) -> list[Requirem
 
 
 def _policy_after(policy: Policy, commit: CommitFacts, provenance: Provenance) -> Policy:
-    refused = [v for (file, _), record in provenance.items() if file == ACCESS_FILE
-               for v in record if not v.allowed]
-    if refused:
+    culprits = [source(record) for (file, _), record in sorted(provenance.items())
+                if file == ACCESS_FILE and refused(record)]
+    if culprits:
         if isinstance(policy, Enforced):
             return policy
         if not commit.access.present:
             return Open()
         return Untrusted(
-            f"access.yaml was introduced by commit {refused[0].commit[:7]}, which it does not "
+            f"access.yaml was introduced by commit {culprits[0][:7]}, which it does not "
             "trust; nothing is authorised until an ADMIN it names commits it again or it is "
             "removed"
         )
@@ -220,7 +227,7 @@ def judge(facts: RangeFacts, signatures: Signatures) -> AccessDecision:
         first = commit.parents[0] if commit.parents else None
         policy = policies.get(first, base_policy) if first is not None else base_policy
         enforced = enforced or not isinstance(policy, Open)
-        own, inherited = own_and_inherited(commit, provenance)
+        own, inherited = own_and_inherited(commit, provenance, facts.outside)
         if not isinstance(policy, Enforced):
             own = _whole_access(own, present=commit.access.present)
         identity, verdicts = _judge_commit(commit, policy, own, signatures)

@@ -64,6 +64,7 @@ def decision_json(decision: AccessDecision) -> dict[str, Any]:
             for c in decision.commits
         ],
         "uncommitted": [_change(v) for v in decision.uncommitted],
+        "stale": [{"commit": v.commit, **_change(v)} for v in decision.stale],
         "sandboxes": {
             name: {"authorised": s.authorised, "refusals": list(s.refusals),
                    "grants": [_grant(g) for g in s.grants]}

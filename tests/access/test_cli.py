@@ -88,8 +88,8 @@ def test_json_shape(repo: AccessRepo, people: dict[str, Person]) -> None:
     assert result.returncode == 1
     document: dict[str, Any] = json.loads(result.stdout)
     assert set(document) == {"base", "head", "enforced", "allowed", "notice", "refusals",
-                             "halted", "commits", "uncommitted", "sandboxes", "files",
-                             "next_base"}
+                             "halted", "commits", "uncommitted", "stale", "sandboxes",
+                             "files", "next_base"}
     assert (document["base"], document["head"]) == (repo.base, refused)
     assert document["enforced"] is True and document["allowed"] is False
     assert document["refusals"] == [
@@ -114,7 +114,7 @@ def test_json_shape(repo: AccessRepo, people: dict[str, Person]) -> None:
     assert document["sandboxes"] == {"QA-LOGIN-ERROR": {
         "authorised": False, "refusals": document["refusals"], "grants": []}}
     assert document["files"] == {"sandboxes/QA-LOGIN-ERROR.yaml": document["refusals"]}
-    assert document["halted"] == [] and document["uncommitted"] == []
+    assert document["halted"] == document["uncommitted"] == document["stale"] == []
     assert document["next_base"] == repo.base
 
 

@@ -178,3 +178,70 @@ def test_a_branch_forked_before_a_role_was_taken_is_judged_by_todays_rules(
         "deploy is not granted to VIEWER",
     )
     assert decision.held == {"QA-LOGIN-ERROR"}
+
+
+def _merge_with(repo: AccessRepo, person: Person, old: str, *, take: str) -> str:
+    """A merge of HEAD and the old commit ``old`` whose tree takes ``take`` (a path under
+    state/) from ``old``: what git's plumbing (and a push) allows, though 'git merge' of an
+    ancestor would say 'Already up to date'."""
+    repo.git("checkout", old, "--", f"state/{take}")
+    tree = repo.git("write-tree")
+    sha = repo.git("commit-tree", tree, "-p", "HEAD", "-p", old, "-m", "merge", person=person)
+    repo.git("reset", "-q", "--hard", sha)
+    return sha
+
+
+def test_a_merge_naming_an_old_commit_cannot_bring_back_old_access_rules(
+        repo: AccessRepo, people: dict[str, Person]) -> None:
+    """rina loses QA; she then merges an old commit, keeping its access.yaml (where she is
+    still QA): that is her own change of access.yaml, refused, and the rules stay."""
+    old = repo.base
+    repo.replace("access.yaml", '"QA"', '"VIEWER"')
+    base = repo.commit(people["ops"], "rina is VIEWER now")
+    merge = _merge_with(repo, people["rina"], old, take="access.yaml")
+    repo.commit(people["rina"], "and deploys", files={
+        "sandboxes/QA-NEW.yaml": "sandbox: QA-NEW\nextends: QA-DEFAULT\n"})
+
+    decision = repo.authorize(base)
+
+    assert decision.refusals[0] == (
+        f"commit {merge[:7]} by rina@company.invalid (VIEWER): access.yaml: manage_access is "
+        "not granted to VIEWER")
+    assert decision.halted == decision.refusals[:1]
+    assert decision.commits[-1].roles == ("VIEWER",)
+    assert "QA-NEW" in decision.held
+    assert decision.policy is not None and decision.policy.users["rina"].roles == ["VIEWER"]
+
+
+def test_a_merge_naming_an_old_commit_cannot_bring_back_a_removed_sandbox(
+        repo: AccessRepo, people: dict[str, Person]) -> None:
+    old = repo.base
+    base = repo.commit(people["achmad"], "removed", files={SANDBOX: None})
+    merge = _merge_with(repo, people["vic"], old, take=SANDBOX)
+
+    decision = repo.authorize(base)
+
+    assert decision.refusals == (
+        f"commit {merge[:7]} by vic@company.invalid (VIEWER): sandboxes/QA-LOGIN-ERROR.yaml: "
+        "deploy is not granted to VIEWER",)
+    assert decision.held == {"QA-LOGIN-ERROR"}
+
+
+def test_a_history_without_base_cannot_bring_back_old_values(
+        repo: AccessRepo, people: dict[str, Person]) -> None:
+    """HEAD rewritten onto an older commit (a force-push): what BASE had changed since comes
+    back without any commit of the range making it, and is refused."""
+    old = repo.base
+    repo.replace(SANDBOX, BRANCH, "branch: feature/applied")
+    base = repo.commit(people["rina"], "the branch SDP applied")
+    repo.git("reset", "-q", "--hard", old)
+    repo.commit(people["rina"], "rewritten history", files={"README.md": "x\n"})
+
+    decision = repo.authorize(base)
+
+    assert decision.refusals == (
+        f"commit {old[:7]} (outside the range): sandboxes/QA-LOGIN-ERROR.yaml: deploy is not "
+        "granted: HEAD has this commit's services.account.branch, not BASE's, and no commit "
+        "of the range makes that change",)
+    assert decision.held == {"QA-LOGIN-ERROR"}
+    assert [v.aspect for v in decision.stale] == ["services.account.branch"]
