@@ -262,17 +262,31 @@ class StateHistory:
                 for item in folder.items():
                     path = f"{name}/{item.path.decode('utf-8', 'replace')}"
                     if not stat.S_ISDIR(item.mode) and classify(path) is not None:
-                        files[path] = item.sha
+                        files[path] = _entry_id(item.mode, item.sha)
             elif not stat.S_ISDIR(entry.mode) and classify(name) is not None:
-                files[name] = entry.sha
+                files[name] = _entry_id(entry.mode, entry.sha)
         return files
 
     def _read_blob(self, path: str, blob: bytes) -> Parsed:
+        if blob.startswith(_LINK):
+            return Parsed(Content(problem=_LINK_PROBLEM), None)
         if blob not in self._parsed:
             found = self.repo.object_store[ObjectID(blob)]
             raw = found.data if isinstance(found, Blob) else b""
             self._parsed[blob] = parse_content(raw, path)
         return self._parsed[blob]
+
+
+_LINK = b"link:"
+_LINK_PROBLEM = "a symbolic link: SDP judges a state file by its committed content, which a " \
+    "link does not have, so any change is possible"
+
+
+def _entry_id(mode: int, sha: bytes) -> bytes:
+    """A tree entry's id in a snapshot; a symbolic link is marked, never read as YAML (the
+    loader follows links in the work tree, which the committed link text says nothing
+    about)."""
+    return _LINK + sha if stat.S_ISLNK(mode) else sha
 
 
 def worktree_snapshot(state_dir: Path) -> Snapshot:

@@ -280,3 +280,34 @@ def test_a_repository_without_a_commit_yet_is_all_uncommitted(
 
     assert decision.head == "(nothing committed)"
     assert decision.halted and decision.held == {"QA-LOGIN-ERROR"}
+
+
+def test_symbolic_links_in_the_state_are_never_authorised_content(
+        repo: AccessRepo, people: dict[str, Person]) -> None:
+    """The loader follows links in the work tree; what a link points at is not what was
+    committed. A committed link is a whole-file change (what a BACKEND may add), but the pass
+    (check_worktree) sees its target as uncommitted, and a linked folder the same way."""
+    (repo.root / "elsewhere").mkdir()
+    (repo.root / "elsewhere" / "QA-LINK.yaml").write_text("sandbox: QA-LINK\nextends: QA-DEFAULT\n")
+    (repo.state / "sandboxes" / "QA-LINK.yaml").symlink_to("../../elsewhere/QA-LINK.yaml")
+    repo.commit(people["achmad"], "a linked sandbox")
+    (repo.state / "templates").rename(repo.root / "elsewhere" / "templates")
+    (repo.state / "templates").symlink_to("../elsewhere/templates")
+    repo.commit(people["achmad"], "linked templates")
+    (repo.state / "sandboxes" / "QA-LINK.yaml").unlink()
+    (repo.state / "sandboxes" / "QA-LINK.yaml").symlink_to("../nodes.yaml")
+    relinked = repo.commit(people["achmad"], "the link points elsewhere")
+
+    committed = repo.authorize(repo.base)
+    applied = repo.authorize(repo.base, check_worktree=True)
+
+    assert committed.allowed
+    assert [(v.aspect, str(v.permission)) for v in committed.commits[0].changes] == [
+        ("(file)", "deploy")]
+    (change, routes) = committed.commits[2].changes
+    assert committed.commits[2].commit == relinked
+    assert {str(change.permission), str(routes.permission)} == {"deploy", "manage_routes"}
+    assert change.description.startswith("one version is not a readable YAML mapping")
+    assert "QA-LINK" in applied.held
+    uncommitted = {v.file for v in applied.uncommitted}
+    assert {"sandboxes/QA-LINK.yaml", "templates/QA-DEFAULT.yaml"} <= uncommitted
