@@ -230,7 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.set_defaults(handler=_lazy("commands", "cmd_logs"))
     _add_editing_commands(commands_)
+    _add_authorize(commands_)
     return parser
+
+
+def _add_authorize(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    authorize = commands_parser(
+        commands, "authorize", help="check who may change what in a range of state commits",
+        description="Judge every commit of BASE..HEAD against state/access.yaml: each change "
+        "needs a permission of its author's roles (and a valid SSH signature when access.yaml "
+        "requires one). Exit 0 when every change is allowed, 1 with one line per refused "
+        "change. HEAD alone checks from the root commit. See docs/access.md.",
+    )
+    authorize.add_argument("range", metavar="BASE..HEAD")
+    authorize.add_argument("--json", action="store_true", help="print the decision as JSON")
+    authorize.set_defaults(handler=_lazy("access.command", "cmd_authorize"))
 
 
 def _add_editing_commands(

@@ -1,9 +1,10 @@
 """Load a state directory: files -> positions -> models -> every problem as ``file:line:col``.
 
-``load_state`` reads ``nodes.yaml``, ``sandboxes/``, ``templates/``, ``environments/`` and
-``ports.yaml``, validates each file against its model and then the whole state against the
-rules in ``rules.py``. It either returns a ``LoadedState`` whose documents keep their source
-positions, or raises ``StateError`` listing every problem it found (never only the first).
+``load_state`` reads ``nodes.yaml``, ``sandboxes/``, ``templates/``, ``environments/``,
+``ports.yaml`` and the optional ``notifications.yaml`` and ``access.yaml``, validates each
+file against its model and then the whole state against the rules in ``rules.py``. It
+either returns a ``LoadedState`` whose documents keep their source positions, or raises
+``StateError`` listing every problem it found (never only the first).
 Loading reads files and nothing else: no network, no Docker, no git.
 """
 
@@ -18,6 +19,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from sdp_reconciler.access.model import ACCESS_FILE, AccessFile, access_problems
 from sdp_reconciler.errors import StateError
 from sdp_reconciler.models import (
     EnvironmentFile,
@@ -83,6 +85,9 @@ class LoadedState:
     environments: dict[str, Document[EnvironmentFile]]
     ports: Document[PortsFile] | None
     notifications: Document[NotificationsFile] | None = None
+    access: Document[AccessFile] | None = None
+    """access.yaml as the directory holds it; which rules are in force is decided over the
+    commits (``sdp_reconciler.access.authorize``), not by this file alone"""
     unreadable: frozenset[tuple[str, str]] = frozenset()
     """(kind, stem) of files that failed to load: references to them are not reported again."""
     host: HostRules = field(default_factory=default_rules)
@@ -123,6 +128,10 @@ def load_state(root: Path, *, host: HostRules | None = None) -> LoadedState:
         else None
     notifications = _load_one(root, NOTIFICATIONS_FILE, NotificationsFile, problems) \
         if (root / NOTIFICATIONS_FILE).exists() else None
+    access = _load_one(root, ACCESS_FILE, AccessFile, problems) \
+        if (root / ACCESS_FILE).exists() else None
+    if access is not None:
+        problems.extend(access_problems(access.model, access.source))
     loaded: dict[str, dict[str, Document[Any]]] = {}
     unreadable: set[tuple[str, str]] = set()
     for kind, directory in KIND_DIRS.items():
@@ -157,6 +166,7 @@ def load_state(root: Path, *, host: HostRules | None = None) -> LoadedState:
             environments=loaded["environment"],
             ports=ports,
             notifications=notifications,
+            access=access,
             unreadable=frozenset(unreadable),
             host=host or default_rules(),
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from sdp_reconciler.access.model import AccessFile
 from sdp_reconciler.models import SCHEMA_MODELS
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -22,7 +23,8 @@ def generate() -> dict[str, str]:
     """File name -> schema text, for every kind of state file and the host config."""
     from sdp_reconciler.hostconfig import HostConfigFile
 
-    models: dict[str, type[BaseModel]] = {**SCHEMA_MODELS, "reconciler": HostConfigFile}
+    models: dict[str, type[BaseModel]] = {**SCHEMA_MODELS, "access": AccessFile,
+                                         "reconciler": HostConfigFile}
     out = {}
     for kind, model in models.items():
         schema = {"$schema": DRAFT, **model.model_json_schema(mode="validation")}

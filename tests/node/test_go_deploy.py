@@ -141,6 +141,7 @@ def test_failed_build_leaves_the_old_container_answering(
 def test_unhealthy_new_container_brings_the_old_one_back(
     make_agent: Callable[..., AgentProcess], images: dict[str, str], canary: Credentials,
     account: tuple[Path, str, dict[str, str]], docker_client: docker.DockerClient,
+    installation: str,
 ) -> None:
     path, url, heads = account
     client = make_agent(repositories=[go_repo(url, images, health_timeout_seconds=3)]).client()
@@ -159,7 +160,7 @@ def test_unhealthy_new_container_brings_the_old_one_back(
     assert wait_for(lambda: answer(port), what="the previous container answering")[
         "revision"] == "main-1"
     names = [c.name for c in docker_client.containers.list(
-        all=True, filters={"label": "sdp.sandbox=s1"})]
+        all=True, filters={"label": ["sdp.sandbox=s1", f"sdp.instance={installation}"]})]
     assert names == [f"{PREFIX}-s1-account"]
 
 
