@@ -38,6 +38,14 @@ def _name(value: str) -> str:
 Name = Annotated[str, AfterValidator(_name)]
 
 
+def _apache_module(value: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", value):
+        raise ValueError(
+            f"apache module {value!r} must be a name as in mods-available/ (e.g. rewrite, headers)"
+        )
+    return value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -101,6 +109,12 @@ class RepositoryConfig(_Model):
     ignored_route_keys: list[str] = Field(
         default_factory=lambda: ["base"],
         description="php: <key>_url entries that are not service routes (CodeIgniter's base_url)",
+    )
+    apache_modules: list[Annotated[str, AfterValidator(_apache_module)]] = Field(
+        default_factory=lambda: ["rewrite"],
+        description="php: Apache modules the tree needs (its .htaccess: RewriteEngine needs "
+        "rewrite), loaded from the image's /etc/apache2/mods-available/<name>.load unless the "
+        "image already loads them; a stock php:8.3-apache enables no mod_rewrite",
     )
     composer: str = Field(default="composer", description="php: the composer command")
     composer_timeout_seconds: float = 120
