@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sdp_node.config import load_config
+from sdp_node.config import NodeConfig, load_config
 from sdp_node.errors import NodeError
 
 
@@ -24,9 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="The SDP agent: serves the /v1 API that sdp-reconcile drives, and does the "
         "node's git, go build, docker and gateway work.",
         epilog="The bearer token is read from the environment variable or file that node.yaml "
-        "names under 'token:'. See docs/node.md for every setting.",
+        "names under 'token:'. Every setting: docs/node-yaml.md.",
     )
     parser.add_argument("--config", required=True, metavar="FILE", help="the node.yaml to use")
+    parser.add_argument("--check", action="store_true",
+                        help="only validate the node.yaml (every key: docs/node-yaml.md) and "
+                        "say what it configures; the token is not read")
     parser.add_argument("--listen", metavar="HOST:PORT",
                         help="override node.yaml's listen address")
     parser.add_argument("--log-level", default="info",
@@ -34,11 +37,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe(config: NodeConfig) -> str:
+    """One line per fact a reader checks after editing node.yaml."""
+    lines = [f"node {config.name} ({config.type.value}) of installation {config.installation}, "
+             f"resource prefix {config.resource_prefix}, listening on {config.listen}",
+             f"workspace {config.workspace}"]
+    lines += [f"repository {r.name} ({r.kind.value}): {r.url}, image {r.effective_image}"
+              for r in config.repositories]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     try:
         config = load_config(Path(args.config))
+        if args.check:
+            print(describe(config))
+            return 0
         if args.listen:
             config = config.model_copy(update={"listen": args.listen})
         token = config.token.read()

@@ -40,15 +40,26 @@ def _name(value: str) -> str:
 Name = Annotated[str, AfterValidator(_name)]
 
 
+def _apache_module(value: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", value):
+        raise ValueError(
+            f"apache module {value!r} must be a name as in mods-available/ (e.g. rewrite, headers)"
+        )
+    return value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class TokenSource(_Model):
-    """Where the bearer token is read from: an environment variable or a file."""
+    """Where the bearer token is read from: an environment variable or a file (exactly one).
+    The token is at least 16 characters; it is never given on the command line."""
 
-    env: str | None = None
-    file: Path | None = None
+    env: str | None = Field(default=None, description="name of the environment variable "
+                            "holding the token (e.g. set by the systemd unit's EnvironmentFile)")
+    file: Path | None = Field(default=None, description="file holding the token (surrounding "
+                              "whitespace is dropped); readable by the agent only")
 
     @model_validator(mode="after")
     def _one(self) -> TokenSource:
@@ -73,12 +84,15 @@ class TokenSource(_Model):
 
 
 class GoSettings(_Model):
+    """How a Go repository is built (``go build`` runs on the node, offline by default)."""
+
     proxy: str = Field(default="off", description="GOPROXY; 'off' on offline VMs")
     flags: str = Field(default="", description="GOFLAGS")
     module_cache: Path | None = Field(
         default=None, description="GOMODCACHE (default: <workspace>/gomodcache)"
     )
-    build_timeout_seconds: float = 600
+    build_timeout_seconds: float = Field(default=600, gt=0,
+                                         description="a build running longer fails")
 
 
 _CAPABILITY = re.compile(r"[A-Z][A-Z0-9_]{1,40}")
@@ -171,12 +185,20 @@ class Isolation(_Model):
 
 
 class RepositoryConfig(_Model):
-    name: Name
+    """One repository the node serves: a Go service (MICRO) or the PHP gateway (GATEWAY)."""
+
+    name: Name = Field(description="the service name sandboxes use (for the gateway, the "
+                       "repository name sandboxes' gateway.repository names)")
     url: str = Field(description="remote URL (http or https); credentials never go here")
-    kind: RepositoryKind
-    build_target: str = "."
-    container_port: int | None = None
-    image: str | None = None
+    kind: RepositoryKind = Field(description="go: built with go build and run from /src; "
+                                 "php: the gateway, served by Apache from its tree")
+    build_target: str = Field(default=".", description="go: the package go build builds")
+    container_port: int | None = Field(default=None, ge=1, le=65535, description="the port "
+                                       "the container listens on (default 8080 for go, 80 "
+                                       "for php)")
+    image: str | None = Field(default=None, description="the runtime image, preloaded with "
+                              "docker load (never pulled; default alpine:3.20 for go, "
+                              "php:8.3-apache for php)")
     command: list[str] | None = Field(
         default=None, description="container command (default: /sdp/app-<name>, the binary SDP "
         "built, for go; the image's own for php)"
@@ -186,20 +208,32 @@ class RepositoryConfig(_Model):
         f"for go, {', '.join(PHP_CAPABILITIES)} for php)",
     )
     init: bool = Field(default=False, description="run an init process as PID 1 (docker --init)")
-    health_path: str | None = None
-    health_timeout_seconds: float = 60
+    health_path: str | None = Field(default=None, description="the path a deploy waits for "
+                                    "(HTTP < 400) and observe probes (default /healthz for go, "
+                                    "<url_prefix>/ for php)")
+    health_timeout_seconds: float = Field(default=60, gt=0, description="how long a deploy "
+                                          "waits for the health path before it fails")
     mount_target: str | None = Field(
         default=None, description="php: where the tree is mounted (default /var/www/html/<name>)"
     )
     url_prefix: str = Field(default="/erangel", description="php: URL prefix served")
-    routes_file: str = "application/config/production/config.php"
+    routes_file: str = Field(default="application/config/production/config.php",
+                             description="php: the config whose <service>_url entries are "
+                             "the routes (relative to the tree)")
     ignored_route_keys: list[str] = Field(
         default_factory=lambda: ["base"],
         description="php: <key>_url entries that are not service routes (CodeIgniter's base_url)",
     )
+    apache_modules: list[Annotated[str, AfterValidator(_apache_module)]] = Field(
+        default_factory=lambda: ["rewrite"],
+        description="php: Apache modules the tree needs (its .htaccess: RewriteEngine needs "
+        "rewrite), loaded from the image's /etc/apache2/mods-available/<name>.load unless the "
+        "image already loads them; a stock php:8.3-apache enables no mod_rewrite",
+    )
     composer: str = Field(default="composer", description="php: the composer command")
-    composer_timeout_seconds: float = 120
-    go: GoSettings = Field(default_factory=GoSettings)
+    composer_timeout_seconds: float = Field(default=120, gt=0, description="php: composer "
+                                            "install is abandoned (and skipped) after this")
+    go: GoSettings = Field(default_factory=GoSettings, description="go: build settings")
 
     @model_validator(mode="after")
     def _check(self) -> RepositoryConfig:
@@ -248,35 +282,52 @@ class RepositoryConfig(_Model):
 
 
 class NodeConfig(_Model):
-    name: Name
-    type: NodeType
-    installation: Name
+    """``node.yaml``: what is local to one VM. A relative ``workspace`` is relative to the
+    file; other paths are best absolute (a systemd service runs in /)."""
+
+    name: Name = Field(description="the node's name, as in the state's nodes.yaml (stamped "
+                       "as sdp.node on everything it creates)")
+    type: NodeType = Field(description="MICRO (Go services) or GATEWAY (the PHP gateway); as "
+                           "in nodes.yaml")
+    installation: Name = Field(description="the SDP installation it belongs to, as in "
+                               "nodes.yaml (stamped as sdp.instance); it touches nothing else")
     resource_prefix: str = Field(
         default=DEFAULT_PREFIX,
         description="first part of every container and network name this node creates; must "
         "equal nodes.yaml's resource_prefix (two installations on one engine use different ones)",
     )
     listen: str = Field(default="127.0.0.1:3453", description="host:port to listen on")
-    token: TokenSource
-    workspace: Path
+    token: TokenSource = Field(description="where the bearer token comes from; the same "
+                               "token as nodes.yaml's agent_token of this node")
+    workspace: Path = Field(description="object stores, commit trees, builds, gateway trees, "
+                            "last applied specs; created if missing")
     publish_address: str = Field(
         default="0.0.0.0", description="address published ports bind to"
     )
     subnet_range: str = Field(
         default="10.231.0.0/16", description="sandbox networks get /27 subnets from here"
     )
-    subnet_prefix: int = Field(default=27, ge=16, le=29)
+    subnet_prefix: int = Field(default=27, ge=16, le=29,
+                               description="the prefix length of each sandbox network")
     reload_command: list[str] = Field(
         default_factory=lambda: ["apache2ctl", "graceful"],
         description="run inside a gateway container after a route change ([] = none)",
     )
-    repositories: list[RepositoryConfig] = Field(default_factory=list)
-    max_events_per_operation: int = 20000
+    repositories: list[RepositoryConfig] = Field(default_factory=list,
+                                                 description="the repositories it serves")
+    max_events_per_operation: int = Field(default=20000, ge=100, description="events kept "
+                                          "per operation for replay (older ones are dropped)")
     go_cache: Path | None = Field(
         default=None, description="GOCACHE shared by all builds (default <workspace>/gocache)"
     )
-    hardening: Hardening = Field(default_factory=Hardening)
-    isolation: Isolation = Field(default_factory=Isolation)
+    hardening: Hardening = Field(
+        default_factory=Hardening,
+        description="how every container is confined by default (pids, privileges, "
+        "capabilities, read-only trees, default CPU and memory, the composer user)")
+    isolation: Isolation = Field(
+        default_factory=Isolation,
+        description="MICRO: which sources may reach the sandboxes' published ports (iptables "
+        "rules this agent owns); nothing else, no other sandbox's container")
 
     @model_validator(mode="after")
     def _check(self) -> NodeConfig:

@@ -326,9 +326,11 @@ class Engine:
         except DockerException as e:
             raise NodeError(f"cannot inspect image {image!r}: {e}") from e
 
-    def logs_tail(self, ident: str, lines: int = 30) -> list[str]:
+    def logs_tail(self, ident: str, lines: int = 30, *, stdout: bool = True) -> list[str]:
+        """The container's last output lines; ``stdout=False``: its error output alone (where
+        php:*-apache images send Apache's error log, apart from the access log on stdout)."""
         try:
-            raw = self.api.logs(ident, stdout=True, stderr=True, tail=lines)
+            raw = self.api.logs(ident, stdout=stdout, stderr=True, tail=lines)
         except DockerException:
             return []
         return raw.decode("utf-8", "replace").splitlines()[-lines:]  # type: ignore[no-any-return]

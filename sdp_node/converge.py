@@ -349,6 +349,7 @@ class Converger:
             )
         except NodeError as e:
             tail = self.engine.logs_tail(new_id) if new_id else []
+            errors = self._error_output(new_id, spec.container, tail, context) if new_id else []
             for line in tail:
                 context.log(f"[{spec.container}] {line}")
             if new_id:
@@ -357,7 +358,8 @@ class Converger:
                 self.engine.rename(aside, spec.container)
                 self.engine.start(aside, name=spec.container, port=spec.port)
                 context.log(f"the previous {spec.container} is back in service")
-            raise StepFailed(Stage.START, str(e), tail or list(context.tail)) from e
+            reason = f"{e}; its error log ends: {errors[-1]}" if errors else str(e)
+            raise StepFailed(Stage.START, reason, tail or list(context.tail)) from e
         if aside:
             self.engine.remove(aside)
             context.log("the previous container was removed")
@@ -373,6 +375,17 @@ class Converger:
         if also is not None:
             ports.add(also)
         self.guard.sync(ports)
+
+    def _error_output(
+        self, ident: str, name: str, tail: list[str], context: StepContext
+    ) -> list[str]:
+        """The container's last stderr lines (Apache's error log in php:*-apache), logged
+        when the combined tail, flooded by access-log lines, does not already show them."""
+        errors = [line for line in self.engine.logs_tail(ident, 10, stdout=False) if line.strip()]
+        for line in errors:
+            if line not in tail:
+                context.log(f"[{name} stderr] {line}")
+        return errors
 
     def recover_aside(self, name: str, *, log: Log) -> None:
         """Heal an interrupted replacement: the container kept aside goes back in service."""

@@ -12,8 +12,11 @@ Responsible for preparing what a sandbox's PHP gateway container needs besides D
   it for the run) with an environment of its own, so it can neither read the agent's token
   nor reach the Docker socket or write outside what that user may;
 * the small files that make a stock ``php:8.3-apache`` serve the tree under its URL prefix
-  (an Apache alias file mounted into ``conf-enabled/``) — and, for PHP's built-in server,
-  a router script — written once per repository, content-addressed.
+  (an Apache alias file mounted into ``conf-enabled/``, and a file in ``mods-enabled/`` that
+  loads the modules the tree's ``.htaccess`` needs — the stock image enables no mod_rewrite,
+  so ``RewriteEngine On`` would make every request a 500) — and, for PHP's built-in server,
+  a router script — written once per repository, content-addressed. The image is not changed:
+  the modules come from its own ``mods-available/``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,17 @@ Log = Callable[[str], None]
 APACHE_CONF_TARGET = "/etc/apache2/conf-enabled/sdp-gateway.conf"
 ROUTER_TARGET = "/etc/sdp/router.php"
 COMPOSER_FLAGS = ("--no-dev", "--no-interaction", "--no-progress", "--no-scripts", "--no-plugins")
+APACHE_MODULES_TARGET = "/etc/apache2/mods-enabled/sdp-gateway.load"
+
+_APACHE_MODULES_HEAD = """\
+# Written by sdp-node: the Apache modules the gateway tree needs (node.yaml
+# apache_modules), from the image's own mods-available/, unless it already loads them.
+"""
+_APACHE_MODULE = """<IfModule !mod_{name}.c>
+    Include /etc/apache2/mods-available/{name}.load
+    IncludeOptional /etc/apache2/mods-available/{name}.conf
+</IfModule>
+"""
 
 _APACHE_CONF = """# Written by sdp-node: serve the gateway tree under its URL prefix.
 Alias {prefix} {root}
@@ -44,6 +58,13 @@ Alias {prefix} {root}
     Require all granted
     DirectoryIndex index.php
     FallbackResource {prefix}/index.php
+    # A .htaccess rule like CodeIgniter's `RewriteRule ^(.*)$ index.php/$1` maps back under
+    # the prefix (else, with the tree under the docroot, mod_rewrite strips the docroot and
+    # the request escapes the alias); a RewriteBase of the tree's own wins.
+    <IfModule mod_rewrite.c>
+        RewriteOptions MergeBase
+        RewriteBase {prefix}/
+    </IfModule>
 </Directory>
 """
 
@@ -96,12 +117,16 @@ class GatewayFiles:
         return removed
 
     def serving_files(self, repository: RepositoryConfig) -> dict[str, Path]:
-        """Container target -> host file, for the alias file and the router."""
+        """Container target -> host file, for the alias file, the modules file and the router."""
         root = repository.effective_mount_target
         files = {
             APACHE_CONF_TARGET: _APACHE_CONF.format(prefix=repository.url_prefix, root=root),
             ROUTER_TARGET: _ROUTER,
         }
+        if repository.apache_modules:
+            files[APACHE_MODULES_TARGET] = _APACHE_MODULES_HEAD + "".join(
+                _APACHE_MODULE.format(name=name) for name in repository.apache_modules
+            )
         out = {}
         for target, content in files.items():
             digest = hashlib.sha256(content.encode()).hexdigest()[:16]

@@ -7,6 +7,8 @@ and for materialising commits into directories. Promises:
   URL (dulwich would write it into ``.git/config``), never on disk, never in argv; host git
   configuration is ignored (``ConfigDict()``), so no ``insteadOf`` or credential helper can
   redirect or record them;
+* the Basic-auth header carries them as UTF-8, as git and curl send them and as Bitbucket and
+  Apache compare them (``dulwich_credentials``): a password with ``é`` or ``€`` logs in;
 * a remote's refusal is ``AuthenticationFailed``; other failures are ``GitError`` with the
   repository name and URL (which never holds credentials);
 * a tree is written to a temporary directory and renamed into place, so a directory that
@@ -16,6 +18,7 @@ and for materialising commits into directories. Promises:
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import threading
@@ -24,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import urllib3.util
 from dulwich.client import HTTPUnauthorized, default_urllib3_manager, get_transport_and_path
 from dulwich.config import ConfigDict
 from dulwich.errors import GitProtocolError, HangupException
@@ -41,11 +45,33 @@ NETWORK_TIMEOUT = 60.0
 Log = Callable[[str], None]
 
 
+def _header_encoding() -> str:
+    """The codec urllib3's ``make_headers`` encodes Basic-auth text with (latin-1 today)."""
+    header = urllib3.util.make_headers(basic_auth="\u00e9")["authorization"]
+    return "latin-1" if base64.b64decode(header.split()[1]) == b"\xe9" else "utf-8"
+
+
+_HEADER_ENCODING = _header_encoding()
+
+
+def dulwich_credentials(credentials: Credentials) -> tuple[str, str]:
+    """The username and password to hand dulwich so its Basic-auth header is UTF-8.
+
+    dulwich builds the header with urllib3's ``make_headers``, which encodes the text as
+    latin-1: ``é`` would go out as the byte 0xE9 (refused by servers that decode UTF-8, as
+    Bitbucket and git-http-backend behind Apache do) and ``€`` would not encode at all. Spelling
+    the UTF-8 bytes as the characters of that codec makes the header carry exactly those bytes.
+    """
+    def wire(value: str) -> str:
+        return value.encode("utf-8").decode(_HEADER_ENCODING)
+
+    return wire(credentials.username.reveal()), wire(credentials.password.reveal())
+
+
 def remote_client(url: str, credentials: Credentials | None) -> tuple[object, str]:
     """A dulwich client for ``url`` with per-call credentials and no host git config."""
     config = ConfigDict()
-    username = credentials.username.reveal() if credentials else None
-    password = credentials.password.reveal() if credentials else None
+    username, password = dulwich_credentials(credentials) if credentials else (None, None)
     try:
         manager: Any = default_urllib3_manager(config, timeout=NETWORK_TIMEOUT)
         return get_transport_and_path(

@@ -4,7 +4,9 @@ An operation registers every sensitive value it was given (the git username and 
 environment's secret values); every event and log line of that operation passes through its
 ``Redactor`` before it is stored in the event log, so nothing downstream (SSE, the reconciler's
 SQLite, the page) ever sees them. Encoded forms that tools tend to print are covered too:
-percent-encoding, ``+``-for-space encoding, base64 of the value and of ``user:password``.
+percent-encoding, ``+``-for-space encoding, base64 of the value and of ``user:password``, and
+the value's UTF-8 bytes read as latin-1 (the spelling handed to dulwich, see
+``sdp_node.git.dulwich_credentials``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ _MIN_LENGTH = 3  # shorter values would mask ordinary words; tokens that short a
 def _forms(value: str) -> set[str]:
     forms = {value, quote(value, safe=""), quote_plus(value), quote(value)}
     forms.add(base64.b64encode(value.encode()).decode())
+    forms.add(value.encode().decode("latin-1"))
     return {f for f in forms if len(f) >= _MIN_LENGTH}
 
 

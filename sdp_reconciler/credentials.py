@@ -43,7 +43,7 @@ def git_credentials(env: Mapping[str, str] | None = None) -> Credentials:
     if (username is None or password is None) and env.get(FILE_ENV):
         path = Path(env[FILE_ENV]).expanduser()
         try:
-            lines = path.read_text().splitlines()
+            lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as e:
             raise CredentialsError(f"cannot read {FILE_ENV}={path}: {e.strerror}") from e
         fields = dict(line.split("=", 1) for line in lines if "=" in line)

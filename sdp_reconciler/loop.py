@@ -80,7 +80,8 @@ class Watcher:
             return
         try:
             credentials = creds.git_credentials(self.env)
-        except SdpError:
+        except SdpError as e:  # a public repository needs none; a private one then says 401
+            self.report(f"state: fetching without git credentials: {e}")
             credentials = None
         moved = StateSync(self.options.state_dir, self.options.remote, self.options.branch,
                           credentials).sync()
@@ -142,6 +143,9 @@ class Watcher:
     def run_forever(self) -> int:
         history = History(self.options.history_path)
         page = start_page(self.options, self.env, self.report) if self.options.listen else None
+        # With --remote the checkout appears with the first sync; watchfiles cannot watch a
+        # directory that does not exist yet (its thread would die, unnoticed).
+        self.options.state_dir.mkdir(parents=True, exist_ok=True)
         watcher = threading.Thread(target=self._watch_files, name="sdp-watch-files",
                                    daemon=True)
         watcher.start()

@@ -1,40 +1,35 @@
 """A Debian Apache + mod_php root file system, laid out like the official `php:8.3-apache`.
 
 `php_apache_tarball(cache_dir)` runs `debootstrap --variant=minbase
---include=apache2,libapache2-mod-php bookworm` (about 45 s; needs root and the Debian mirror),
-adjusts the tree and tars it into `cache_dir`, named by `RECIPE_HASH`, so later calls return the
-cached tarball at once. The adjustments: ServerName set (no AH00558 warning), the official
-image's `docker-php.conf` (PHP handler, `DirectoryIndex index.php index.html`, `/var/www/`
-with AllowOverride All), Apache's logs linked to the container's stdout/stderr, an empty
-docroot /var/www/html, mod_dir and mod_php enabled (checked), opcache not loaded (as in
-the official image: a rewritten config.php is served at once), apt's caches dropped, and
-`apache2ctl -D FOREGROUND` exec'ing httpd so that httpd is PID 1 and `docker stop` is quick
-(Debian's script would keep sh as PID 1, which ignores SIGTERM).
-
-The scratch tree is removed only when no file system is still mounted under it: debootstrap
-mounts /proc (and may bind /dev) inside its target, and a recursive delete through a bind
-mount would reach the host.
+--include=apache2,libapache2-mod-php bookworm` (about 45 s; see `debootstrap`), adjusts the
+tree and tars it into `cache_dir`, named by `RECIPE_HASH`, so later calls return the cached
+tarball at once. The adjustments: ServerName set (no AH00558 warning), the official image's
+`docker-php.conf` (PHP handler, `DirectoryIndex index.php index.html`, `/var/www/` with
+AllowOverride All), Apache's logs linked to the container's stdout (access) and stderr
+(errors), an empty docroot /var/www/html, mod_dir and mod_php enabled (checked) and — as in the
+official image — mod_rewrite available in mods-available/ but not enabled (checked), opcache
+not loaded (as in the official image: a rewritten config.php is served at once), apt's caches
+dropped, and `apache2ctl -D FOREGROUND` exec'ing httpd so that httpd is PID 1 and `docker stop`
+is quick (Debian's script would keep sh as PID 1, which ignores SIGTERM).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
-__all__ = ["DEBOOTSTRAP_COMMAND", "RECIPE_HASH", "ApacheRootfsError", "php_apache_tarball"]
-
-DEBOOTSTRAP_COMMAND = (
-    "debootstrap",
-    "--variant=minbase",
-    "--include=apache2,libapache2-mod-php",
-    "bookworm",
-    "{target}",
-    "http://deb.debian.org/debian",
+from sdp_testbed.debootstrap import (
+    DebootstrapError,
+    Recipe,
+    cached_tarball,
+    debootstrap_command,
+    drop_apt_caches,
 )
+
+__all__ = ["DEBOOTSTRAP_COMMAND", "RECIPE", "RECIPE_HASH", "ApacheRootfsError",
+           "php_apache_tarball"]
+
+_PACKAGES = ("apache2", "libapache2-mod-php")
+DEBOOTSTRAP_COMMAND = debootstrap_command(_PACKAGES)
 
 _SERVERNAME_CONF = "ServerName localhost\n"
 # As in the official php:*-apache images (docker-php.conf).
@@ -62,59 +57,12 @@ _APACHE2CTL_CHILD = '*)\n    $HTTPD ${APACHE_ARGUMENTS} "$@"\n'
 _APACHE2CTL_EXEC = '*)\n    exec $HTTPD ${APACHE_ARGUMENTS} "$@"\n'
 _OPCACHE_INI = "etc/php/8.2/apache2/conf.d/10-opcache.ini"
 _REQUIRED_MODULES = ("dir.load", "php8.2.load", "mpm_prefork.load", "alias.load")
-_RECIPE_VERSION = "4"
-
-RECIPE_HASH = hashlib.sha256(
-    "\0".join(
-        (
-            _RECIPE_VERSION,
-            *DEBOOTSTRAP_COMMAND,
-            _SERVERNAME_CONF,
-            _DOCKER_PHP_CONF,
-            *_LOG_LINKS,
-            _APACHE2CTL_EXEC,
-            _OPCACHE_INI,
-        )
-    ).encode()
-).hexdigest()
+# Available but not enabled, as in php:8.3-apache: gateways load what their .htaccess needs.
+_AVAILABLE_NOT_ENABLED = ("rewrite.load",)
 
 
-class ApacheRootfsError(RuntimeError):
+class ApacheRootfsError(DebootstrapError):
     """debootstrap failed or produced a tree without what the image promises."""
-
-
-def php_apache_tarball(cache_dir: Path) -> Path:
-    """The cached rootfs tarball of the Apache + PHP image, built first if missing."""
-    tarball = cache_dir / f"php-apache-{RECIPE_HASH[:16]}.tar"
-    if tarball.is_file():
-        return tarball
-    scratch_parent = cache_dir / "tmp"
-    scratch_parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="php-apache-", dir=scratch_parent))
-    try:
-        target = scratch / "rootfs"
-        _debootstrap(target, log=scratch / "debootstrap.log")
-        _adjust(target)
-        partial = scratch / "rootfs.tar"
-        _tar(target, partial)
-        os.replace(partial, tarball)
-    finally:
-        _remove_unmounted_tree(scratch)
-    for stale in cache_dir.glob("php-apache-*.tar"):
-        if stale != tarball:
-            stale.unlink(missing_ok=True)
-    return tarball
-
-
-def _debootstrap(target: Path, *, log: Path) -> None:
-    command = [part.format(target=target) for part in DEBOOTSTRAP_COMMAND]
-    with log.open("wb") as output:
-        result = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, check=False)
-    if result.returncode != 0:
-        tail = log.read_text(errors="replace").splitlines()[-15:]
-        raise ApacheRootfsError(
-            f"{' '.join(command)} failed (exit {result.returncode}):\n" + "\n".join(tail)
-        )
 
 
 def _adjust(root: Path) -> None:
@@ -130,14 +78,16 @@ def _adjust(root: Path) -> None:
     docroot = root / "var/www/html"
     for child in docroot.iterdir():
         child.unlink()
-    for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
-        for child in (root / cache).glob("*"):
-            if child.is_file():
-                child.unlink()
+    drop_apt_caches(root)
     _exec_httpd_in_foreground(root / "usr/sbin/apache2ctl")
     missing = [m for m in _REQUIRED_MODULES if not (apache / "mods-enabled" / m).exists()]
     if missing:
         raise ApacheRootfsError(f"Apache modules not enabled after debootstrap: {missing}")
+    for module in _AVAILABLE_NOT_ENABLED:
+        if not (apache / "mods-available" / module).is_file():
+            raise ApacheRootfsError(f"{module} is not in mods-available/ after debootstrap")
+        if (apache / "mods-enabled" / module).exists():
+            raise ApacheRootfsError(f"{module} is enabled, unlike in php:8.3-apache")
 
 
 def _exec_httpd_in_foreground(apache2ctl: Path) -> None:
@@ -154,38 +104,19 @@ def _relink(link: Path, target: str) -> None:
     link.symlink_to(target)
 
 
-def _tar(root: Path, dest: Path) -> None:
-    command = [
-        "tar",
-        "--create",
-        "--file",
-        str(dest),
-        "--directory",
-        str(root),
-        "--numeric-owner",
-        "--sort=name",
-        "--exclude=./dev/*",
-        "--exclude=./proc/*",
-        "--exclude=./sys/*",
-        ".",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise ApacheRootfsError(f"tar of {root} failed: {result.stderr.strip()}")
+# The hash is that of the recipe before it moved onto `debootstrap`: cached tarballs and
+# images built by other checkouts sharing /var/cache/sdp-testbed stay valid.
+RECIPE = Recipe(
+    name="php-apache",
+    include=_PACKAGES,
+    adjust=_adjust,
+    version="4",
+    fingerprint=(_SERVERNAME_CONF, _DOCKER_PHP_CONF, *_LOG_LINKS, _APACHE2CTL_EXEC,
+                 _OPCACHE_INI),
+)
+RECIPE_HASH = RECIPE.hash
 
 
-def _mounts_under(path: Path) -> list[str]:
-    prefix = str(path.resolve()) + "/"
-    with open("/proc/self/mountinfo", encoding="utf-8") as mountinfo:
-        points = [line.split()[4] for line in mountinfo]
-    decoded = [p.replace("\\040", " ").replace("\\011", "\t") for p in points]
-    return sorted((p for p in decoded if p.startswith(prefix)), reverse=True)
-
-
-def _remove_unmounted_tree(path: Path) -> None:
-    for point in _mounts_under(path):
-        subprocess.run(["umount", "--lazy", point], capture_output=True, check=False)
-    left = _mounts_under(path)
-    if left:
-        raise ApacheRootfsError(f"not removing {path}: still mounted under it: {left}")
-    shutil.rmtree(path)
+def php_apache_tarball(cache_dir: Path) -> Path:
+    """The cached rootfs tarball of the Apache + PHP image, built first if missing."""
+    return cached_tarball(cache_dir, RECIPE)

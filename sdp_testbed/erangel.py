@@ -6,12 +6,20 @@ string that mention `account_url` with assignment-looking text, and keys that me
 with a service name (`account_url_timeout`). A reader or writer of routes must get all of
 that right; this file is its test material.
 
+It is laid out like a CodeIgniter 3 application: `index.php` is the front controller, and the
+usual `.htaccess` removes `index.php` from URLs (`RewriteEngine On`, then every path that is not
+a file or directory is rewritten to `index.php/<path>`, without an `<IfModule>` guard, so an
+Apache without mod_rewrite answers 500 as it would for the real gateway), while
+`application/.htaccess` denies direct access to the configuration. The front controller
+reports the `PATH_INFO` it was given (`path_info`): behind Apache, set only when the rewrite to
+`index.php/<path>` ran.
+
 `index.php` (which holds the revision constant) defines BASEPATH, includes the config and
 forwards `<prefix>/<service>/<rest>` to `$config['<service>_url'] . '/' . <rest>` with
 `file_get_contents` (needs only allow_url_fopen). The prefix is the directory the script is
 served from (`/erangel` behind Apache's alias, empty under `php -S`). It answers JSON
-`{"gateway_revision", "service", "upstream", "upstream_status", "body"}` with the upstream's
-status, 404 for an unknown service, 502 when the upstream cannot be reached, and 200 on
+`{"gateway_revision", "service", "upstream", "upstream_status", "body", "path_info"}` with the
+upstream's status, 404 for an unknown service, 502 when the upstream cannot be reached, and 200 on
 `<prefix>/healthz` and `<prefix>/`.
 """
 
@@ -21,9 +29,26 @@ import json
 import re
 from collections.abc import Mapping
 
-__all__ = ["CONFIG_PATH", "gateway_files", "php_single_quoted"]
+__all__ = ["CONFIG_PATH", "HTACCESS", "gateway_files", "php_single_quoted"]
 
 CONFIG_PATH = "application/config/production/config.php"
+
+# CodeIgniter 3's documented .htaccess ("Removing the index.php file").
+HTACCESS = """\
+RewriteEngine On
+RewriteCond %{REQUEST_FILENAME} !-f
+RewriteCond %{REQUEST_FILENAME} !-d
+RewriteRule ^(.*)$ index.php/$1 [L]
+"""
+# As CodeIgniter ships it in application/ and system/.
+_DENY_HTACCESS = """\
+<IfModule authz_core_module>
+    Require all denied
+</IfModule>
+<IfModule !authz_core_module>
+    Deny from all
+</IfModule>
+"""
 
 _SERVICE_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _PLAIN_URL = re.compile(r"https?://[A-Za-z0-9._~:/?#\[\]@!&()*+,;=%-]*")
@@ -64,9 +89,11 @@ _INDEX_PHP = """\
 // erangel: forwards <prefix>/<service>/<rest> to $config['<service>_url'] . '/' . <rest>.
 const GATEWAY_REVISION = {revision};
 
+define('ENVIRONMENT', 'production');
 define('BASEPATH', __DIR__ . '/system/');
 $config = [];
-require __DIR__ . '/application/config/production/config.php';
+require __DIR__ . '/application/config/' . ENVIRONMENT . '/config.php';
+$path_info = $_SERVER['PATH_INFO'] ?? null;
 
 function answer(int $status, array $body): void
 {{
@@ -82,6 +109,10 @@ $prefix = rtrim(str_replace('\\\\', '/', dirname($_SERVER['SCRIPT_NAME'] ?? '/')
 if ($prefix !== '' && strncmp($path, $prefix . '/', strlen($prefix) + 1) === 0) {{
     $path = substr($path, strlen($prefix));
 }}
+// As CodeIgniter does: /index.php/<path> and /<path> are the same request.
+if (strncmp($path, '/index.php/', 11) === 0) {{
+    $path = substr($path, 10);
+}}
 $segments = explode('/', ltrim($path, '/'), 2);
 $service = $segments[0];
 $rest = $segments[1] ?? '';
@@ -94,7 +125,7 @@ $key = $service . '_url';
 if (!preg_match('/^[a-z][a-z0-9_-]*$/', $service) || !isset($config[$key])
     || !is_string($config[$key])) {{
     answer(404, ['gateway_revision' => GATEWAY_REVISION, 'error' => 'unknown service',
-        'service' => $service]);
+        'service' => $service, 'path_info' => $path_info]);
     return;
 }}
 $upstream = rtrim($config[$key], '/') . '/' . $rest . (is_string($query) ? '?' . $query : '');
@@ -102,7 +133,7 @@ $context = stream_context_create(['http' => ['ignore_errors' => true, 'timeout' 
 $raw = @file_get_contents($upstream, false, $context);
 if ($raw === false) {{
     answer(502, ['gateway_revision' => GATEWAY_REVISION, 'service' => $service,
-        'upstream' => $upstream, 'error' => 'upstream unreachable']);
+        'upstream' => $upstream, 'error' => 'upstream unreachable', 'path_info' => $path_info]);
     return;
 }}
 $status = 0;
@@ -118,6 +149,7 @@ answer($status > 0 ? $status : 502, [
     'upstream' => $upstream,
     'upstream_status' => $status,
     'body' => ($decoded === null && trim($raw) !== 'null') ? $raw : $decoded,
+    'path_info' => $path_info,
 ]);
 """
 
@@ -132,14 +164,19 @@ _COMPOSER_JSON = {
 
 
 def gateway_files(
-    *, revision: str, ocp_urls: Mapping[str, str], with_composer: bool = False
+    *, revision: str, ocp_urls: Mapping[str, str], with_composer: bool = False,
+    htaccess: bool = True,
 ) -> dict[str, bytes]:
-    """The gateway's files at one revision, routing each service to its URL in `ocp_urls`."""
+    """The gateway's files at one revision, routing each service to its URL in `ocp_urls`;
+    `htaccess=False` leaves out the rewrite rules (for an Apache without mod_rewrite)."""
     files = {
         CONFIG_PATH: _config_php(ocp_urls).encode(),
         "index.php": _INDEX_PHP.format(revision=php_single_quoted(revision)).encode(),
-        "system/.keep": b"",
+        "application/.htaccess": _DENY_HTACCESS.encode(),
+        "system/.htaccess": _DENY_HTACCESS.encode(),
     }
+    if htaccess:
+        files[".htaccess"] = HTACCESS.encode()
     if with_composer:
         files["composer.json"] = (json.dumps(_COMPOSER_JSON, indent=4) + "\n").encode()
     return files

@@ -9,6 +9,12 @@
   debootstrap (see `apache_rootfs`), laid out like `php:8.3-apache`: docroot
   /var/www/html, port 80, CMD ["apache2ctl", "-D", "FOREGROUND"], `apache2ctl graceful`
   through `docker exec` reloads a changed file under /etc/apache2/conf-enabled/.
+- `DEBIAN_PYTHON_IMAGE` (`sdp-testbed/debian-python:bookworm`): a plain Debian 12 with python3,
+  python3-venv and systemd (see `debian_rootfs`), the VM the offline bundle is installed on;
+  CMD ["/sbin/init"] (systemd as PID 1; tests/install says how to run it).
+- `DEBIAN_MINBASE_IMAGE` (`sdp-testbed/debian-minbase:bookworm`): debootstrap minbase alone, a
+  machine that never had SDP's packages (scripts/fresh-machine-check); CMD ["bash"]. Built
+  only when named.
 
 Every image carries the labels `sdp.testbed.image=<kind>` and `sdp.testbed.content-hash`;
 `ensure_images` rebuilds a kind only when no image with its tag and hash exists. One lock
@@ -16,8 +22,8 @@ file per kind in the cache dir serialises builders of the same kind across proce
 each build works in its own scratch directory, so `python -m sdp_testbed.images php-apache`
 can run in the background while another process builds the other kinds.
 
-CLI: `python -m sdp_testbed.images [micro] [php-cli] [php-apache] [--cache-dir DIR]`
-(no kind = all three; default cache dir /var/cache/sdp-testbed).
+CLI: `python -m sdp_testbed.images [KIND...] [--cache-dir DIR]` (no kind = every kind the
+tests use: micro, php-cli, php-apache, debian-python; default cache dir /var/cache/sdp-testbed).
 """
 
 from __future__ import annotations
@@ -38,12 +44,15 @@ from typing import Any, Final, Literal, get_args
 import docker
 import docker.errors
 
-from sdp_testbed.apache_rootfs import RECIPE_HASH as APACHE_RECIPE_HASH
-from sdp_testbed.apache_rootfs import php_apache_tarball
+from sdp_testbed.apache_rootfs import RECIPE as APACHE_RECIPE
+from sdp_testbed.debian_rootfs import DEBIAN_MINBASE, DEBIAN_PYTHON
+from sdp_testbed.debootstrap import Recipe, cached_tarball
 from sdp_testbed.image_recipes import micro_rootfs, php_cli_rootfs
 from sdp_testbed.rootfs import Rootfs
 
 __all__ = [
+    "DEBIAN_MINBASE_IMAGE",
+    "DEBIAN_PYTHON_IMAGE",
     "DEFAULT_CACHE_DIR",
     "HASH_LABEL",
     "IMAGE_TAGS",
@@ -59,16 +68,27 @@ __all__ = [
     "main",
 ]
 
-ImageKind = Literal["micro", "php-cli", "php-apache"]
+ImageKind = Literal["micro", "php-cli", "php-apache", "debian-python", "debian-minbase"]
 ALL_KINDS: Final[tuple[ImageKind, ...]] = get_args(ImageKind)
+TEST_KINDS: Final[tuple[ImageKind, ...]] = ("micro", "php-cli", "php-apache", "debian-python")
 
 MICRO_IMAGE: Final = "sdp-testbed/micro:busybox"
 PHP_CLI_IMAGE: Final = "sdp-testbed/php-cli:8.2"
 PHP_APACHE_IMAGE: Final = "sdp-testbed/php-apache:8.2"
+DEBIAN_PYTHON_IMAGE: Final = "sdp-testbed/debian-python:bookworm"
+DEBIAN_MINBASE_IMAGE: Final = "sdp-testbed/debian-minbase:bookworm"
 IMAGE_TAGS: Final[dict[ImageKind, str]] = {
     "micro": MICRO_IMAGE,
     "php-cli": PHP_CLI_IMAGE,
     "php-apache": PHP_APACHE_IMAGE,
+    "debian-python": DEBIAN_PYTHON_IMAGE,
+    "debian-minbase": DEBIAN_MINBASE_IMAGE,
+}
+# Kinds made with debootstrap (slow, cached as tarballs) rather than from this host's files.
+_DEBOOTSTRAPPED: Final[dict[ImageKind, Recipe]] = {
+    "php-apache": APACHE_RECIPE,
+    "debian-python": DEBIAN_PYTHON,
+    "debian-minbase": DEBIAN_MINBASE,
 }
 KIND_LABEL: Final = "sdp.testbed.image"
 HASH_LABEL: Final = "sdp.testbed.content-hash"
@@ -89,6 +109,8 @@ _CHANGES: Final[dict[ImageKind, tuple[str, ...]]] = {
         "EXPOSE 80",
         'CMD ["apache2ctl", "-D", "FOREGROUND"]',
     ),
+    "debian-python": (_PATH, "ENV container=docker", 'CMD ["/sbin/init"]'),
+    "debian-minbase": (_PATH, 'CMD ["bash"]'),
 }
 # Docker's default API timeout (60 s) is too short to upload and unpack a 400 MB rootfs.
 _DOCKER_TIMEOUT = 900
@@ -105,7 +127,7 @@ class ImageReport:
 
 
 def ensure_images(
-    kinds: Iterable[str] = ALL_KINDS, *, cache_dir: Path = DEFAULT_CACHE_DIR
+    kinds: Iterable[str] = TEST_KINDS, *, cache_dir: Path = DEFAULT_CACHE_DIR
 ) -> dict[str, str]:
     """Make sure each kind's image exists and is current; return kind -> image tag."""
     client = docker.from_env(timeout=_DOCKER_TIMEOUT)
@@ -129,7 +151,8 @@ def ensure_image(kind: ImageKind, *, cache_dir: Path, client: Any) -> ImageRepor
         built = not image_is_current(client, kind, content_hash)
         if built:
             if rootfs is None:
-                _import(client, kind, php_apache_tarball(cache_dir), content_hash)
+                tarball = cached_tarball(cache_dir, _DEBOOTSTRAPPED[kind])
+                _import(client, kind, tarball, content_hash)
             else:
                 _import_rootfs(client, kind, rootfs, content_hash, cache_dir)
         size = int(client.images.get(tag).attrs["Size"])
@@ -162,7 +185,7 @@ def _small_rootfs(kind: ImageKind) -> Rootfs | None:
 
 
 def _content_hash(kind: ImageKind, rootfs: Rootfs | None) -> str:
-    content = rootfs.content_hash() if rootfs is not None else APACHE_RECIPE_HASH
+    content = rootfs.content_hash() if rootfs is not None else _DEBOOTSTRAPPED[kind].hash
     recipe = "\0".join((kind, *_CHANGES[kind], content))
     return hashlib.sha256(recipe.encode()).hexdigest()
 
@@ -225,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     args = parser.parse_args(argv)
     try:
-        kinds: list[ImageKind] = [_kind(k) for k in args.kinds] or list(ALL_KINDS)
+        kinds: list[ImageKind] = [_kind(k) for k in args.kinds] or list(TEST_KINDS)
     except ValueError as error:
         parser.error(str(error))
     client = docker.from_env(timeout=_DOCKER_TIMEOUT)

@@ -23,9 +23,10 @@ from sdp_testbed.images import IMAGE_TAGS, ensure_images
 from sdp_testbed.repos import init_bare
 from tests.support.agents import AgentProcess, cleanup_instance
 
-# The canary: a password with every character that tends to break quoting or URLs.
+# The canary: a password with every character that tends to break quoting or URLs, and
+# non-ASCII inside latin-1 ('é') and beyond it ('€'), which the git server decodes as UTF-8.
 CANARY_USER = "sdp-canary-user"
-CANARY_PASSWORD = "Pa$$:w@rd%^/é-canary"
+CANARY_PASSWORD = "Pa$$:w@rd%^/é€-canary"
 IMAGE_CACHE = Path(os.environ.get("SDP_TESTBED_CACHE", "/var/cache/sdp-testbed"))
 GO_CACHE = Path(os.environ.get("SDP_TEST_GOCACHE", str(IMAGE_CACHE / "gocache")))
 

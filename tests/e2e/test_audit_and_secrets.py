@@ -121,3 +121,29 @@ def test_credentials_and_secret_values_are_stored_nowhere(
     # The secret does reach the service's environment, as configured.
     env = docker_client.containers.get(f"{PREFIX}-qa-main-account").attrs["Config"]["Env"]
     assert f"JWT_SECRET={jwt}" in env
+
+
+def test_a_credentials_file_with_a_non_ascii_password_deploys(
+    stack: Stack, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """SDP_GIT_CREDENTIALS_FILE, git-credential form, UTF-8: the canary password (with 'é' and
+    '€') reaches the git server, which decodes Basic auth as UTF-8 as Bitbucket does."""
+    username, password = stack.env.pop("SDP_GIT_USERNAME"), stack.env.pop("SDP_GIT_PASSWORD")
+    assert not password.isascii()
+    credentials = tmp_path / "git-credentials"
+    credentials.write_text(f"username={username}\npassword={password}\n", encoding="utf-8")
+    credentials.chmod(0o600)
+    stack.env["SDP_GIT_CREDENTIALS_FILE"] = str(credentials)
+    stack.write("sandboxes/QA-MAIN.yaml", sandbox_yaml("QA-MAIN", account_branch="main"))
+    stack.commit_state("QA-MAIN")
+    with ArgvSampler() as sampler:
+        done = stack.reconcile("once")
+    assert done.code == 0, done.output
+    assert "LOGIN SUCCESS" in done.output
+    account = docker_client.containers.get(f"{PREFIX}-qa-main-account")
+    assert account.labels["sdp.commit"] == stack.heads[("account", "main")]
+    assert find_canary(done.output.encode()) == [] and sampler.hits == []
+
+    credentials.write_text(f"username={username}\npassword={password[:-1]}\n", encoding="utf-8")
+    refused = stack.reconcile("once")
+    assert refused.code == 1 and "LOGIN FAILED" in refused.stderr

@@ -1,6 +1,6 @@
 """Credentials are sacred: a canary username and password are looked for everywhere.
 
-The canary password holds ``$ : @ % ^ / é``. It, the username, their percent-encoded forms and
+The canary password holds ``$ : @ % ^ / é €``. It, the username, their percent-encoded forms and
 the base64 of ``user:password`` must appear in no agent log, no event, no raw SSE byte, no file
 under the workspace, no ``docker inspect`` and no process's argv (sampled continuously while
 the agent works).
@@ -37,6 +37,8 @@ def canary_forms() -> list[bytes]:
         forms.add(base64.b64encode(value.encode()))
     forms.add(base64.b64encode(f"{CANARY_USER}:{CANARY_PASSWORD}".encode()))
     forms.add(CANARY_PASSWORD.encode("latin-1", "replace"))
+    # The spelling handed to dulwich (UTF-8 bytes as latin-1 characters), as UTF-8 text.
+    forms.add(CANARY_PASSWORD.encode().decode("latin-1").encode())
     return sorted(forms)
 
 

@@ -29,8 +29,9 @@ from sdp_testbed.images import (
 
 TEST_LABEL = "sdp.testbed.test"
 GIT_USERNAME = "sdp-tester"
-# Every character class a credential can trip over: '$', ':', '@', '%', '^', '/', non-ASCII.
-GIT_PASSWORD = "Pa$$:w@rd%^/é"
+# Every character class a credential can trip over: '$', ':', '@', '%', '^', '/', non-ASCII
+# inside latin-1 ('é') and beyond it ('€').
+GIT_PASSWORD = "Pa$$:w@rd%^/é€"
 
 RunContainer = Callable[..., Any]
 

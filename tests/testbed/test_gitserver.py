@@ -1,25 +1,44 @@
-"""The Basic-auth git server, driven by dulwich's client (as agents use it) and by git."""
+"""The Basic-auth git server, driven by dulwich's client (as agents use it), by git and curl.
+
+The server decodes Basic auth as UTF-8, like Bitbucket and Apache in front of git-http-backend:
+git and curl get in with a non-ASCII password, a latin-1 header does not. dulwich is handed the
+credentials through ``sdp_node.git.dulwich_credentials``, as the agents do, so that its header
+is UTF-8 too.
+"""
 
 from __future__ import annotations
 
 import base64
 import io
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import urllib3.util
 from dulwich import porcelain
 from dulwich.client import HTTPUnauthorized
 from dulwich.config import ConfigDict
 from dulwich.refs import Ref
 
+from sdp_node.git import dulwich_credentials
+from sdp_node.protocol import Credentials, Secret
 from sdp_testbed.gitserver import GitServer
 from sdp_testbed.repos import branch_head, commit_files, init_bare
 from sdp_testbed.waiting import http_get
 
 from .helpers import free_port
+
+
+def wire(username: str, password: str) -> tuple[str, str]:
+    """The credentials as the agents hand them to dulwich (a UTF-8 Basic-auth header)."""
+    return dulwich_credentials(Credentials(username=Secret(username), password=Secret(password)))
+
+
+def info_refs(server: GitServer, name: str) -> str:
+    return server.repo_url(name) + "/info/refs?service=git-upload-pack"
 
 
 @pytest.fixture
@@ -35,7 +54,7 @@ def account_head(git_server: GitServer) -> str:
 def test_ls_remote_with_the_right_credentials_lists_the_branches(
     git_server: GitServer, git_credentials: tuple[str, str], account_head: str
 ) -> None:
-    username, password = git_credentials
+    username, password = wire(*git_credentials)
     refs = porcelain.ls_remote(
         git_server.repo_url("account"), config=ConfigDict(), username=username, password=password
     )
@@ -62,17 +81,18 @@ def test_wrong_password_is_unauthorized_and_not_echoed(
 def test_wrong_username_is_unauthorized(
     git_server: GitServer, git_credentials: tuple[str, str], account_head: str
 ) -> None:
-    _, password = git_credentials
+    username, password = wire("other", git_credentials[1])
     with pytest.raises(HTTPUnauthorized):
         porcelain.ls_remote(
-            git_server.repo_url("account"), config=ConfigDict(), username="other", password=password
+            git_server.repo_url("account"), config=ConfigDict(), username=username,
+            password=password,
         )
 
 
 def test_no_credentials_get_401_with_the_basic_challenge(
     git_server: GitServer, account_head: str
 ) -> None:
-    answer = http_get(git_server.repo_url("account") + "/info/refs?service=git-upload-pack")
+    answer = http_get(info_refs(git_server, "account"))
     assert answer.status == 401
     assert answer.headers["WWW-Authenticate"] == 'Basic realm="sdp-testbed"'
 
@@ -82,7 +102,7 @@ def test_a_missing_repository_is_404_even_with_credentials(
 ) -> None:
     token = base64.b64encode(":".join(git_credentials).encode()).decode()
     answer = http_get(
-        git_server.repo_url("nope") + "/info/refs?service=git-upload-pack",
+        info_refs(git_server, "nope"),
         headers={"Authorization": f"Basic {token}"},
     )
     assert answer.status == 404
@@ -91,7 +111,7 @@ def test_a_missing_repository_is_404_even_with_credentials(
 def test_clone_with_the_right_credentials_checks_out_the_branch(
     git_server: GitServer, git_credentials: tuple[str, str], account_head: str, tmp_path: Path
 ) -> None:
-    username, password = git_credentials
+    username, password = wire(*git_credentials)
     target = tmp_path / "clone"
     with porcelain.clone(
         git_server.repo_url("account"),
@@ -105,13 +125,14 @@ def test_clone_with_the_right_credentials_checks_out_the_branch(
         assert repo.head().decode() == account_head
     assert (target / "README").read_bytes() == b"main\n"
     assert (target / "x").read_bytes() == b"1"
+    assert git_credentials[1] not in (target / ".git" / "config").read_text()
     assert password not in (target / ".git" / "config").read_text()
 
 
 def test_push_with_the_right_credentials_moves_the_branch(
     git_server: GitServer, git_credentials: tuple[str, str], account_head: str, tmp_path: Path
 ) -> None:
-    username, password = git_credentials
+    username, password = wire(*git_credentials)
     url = git_server.repo_url("account")
     work = tmp_path / "work"
     with porcelain.clone(
@@ -161,6 +182,51 @@ def test_the_git_cli_sends_utf8_credentials_and_gets_in(
     assert f"{account_head}\trefs/heads/feature/login-error" in result.stdout
 
 
+def test_curl_u_with_the_utf8_password_gets_in(
+    git_server: GitServer, git_credentials: tuple[str, str], account_head: str
+) -> None:
+    """``curl -u user:password``, given on curl's stdin config (``user = ...``) so that the
+    password is not in argv, sends the bytes it was given: UTF-8 here."""
+    curl = shutil.which("curl")
+    assert curl is not None, "curl is not installed: apt-get install -y curl (scripts/setup does)"
+    username, password = git_credentials
+    result = subprocess.run(
+        [curl, "--silent", "--show-error", "--config", "-", "--output", "/dev/null",
+         "--write-out", "%{http_code}", info_refs(git_server, "account")],
+        input=f'user = "{username}:{password}"\n'.encode(), capture_output=True, check=False,
+    )
+    assert result.stdout == b"200", result.stderr
+    wrong = subprocess.run(
+        [curl, "--silent", "--config", "-", "--output", "/dev/null", "--write-out",
+         "%{http_code}", info_refs(git_server, "account")],
+        input=f'user = "{username}:{password[:-1]}"\n'.encode(), capture_output=True,
+        check=False,
+    )
+    assert wrong.stdout == b"401"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+def test_the_basic_auth_header_is_decoded_as_utf8_only(
+    git_server: GitServer, account_head: str, encoding: str
+) -> None:
+    username, password = "sdp-tester", "Pa$$:w@rd%^/é"  # a password latin-1 can encode
+    server = GitServer(git_server.root, username=username, password=password)
+    with server:
+        token = base64.b64encode(f"{username}:{password}".encode(encoding)).decode()
+        answer = http_get(info_refs(server, "account"),
+                          headers={"Authorization": f"Basic {token}"})
+    assert answer.status == (200 if encoding == "utf-8" else 401)
+
+
+def test_sdp_hands_dulwich_credentials_that_make_a_utf8_header(
+    git_credentials: tuple[str, str],
+) -> None:
+    username, password = wire(*git_credentials)
+    header = urllib3.util.make_headers(basic_auth=f"{username}:{password}")["authorization"]
+    sent = base64.b64decode(header.removeprefix("Basic "))
+    assert sent == ":".join(git_credentials).encode("utf-8")
+
+
 def test_the_cli_serves_until_sigterm_with_credentials_from_the_environment(
     git_root: Path, git_credentials: tuple[str, str], tmp_path: Path
 ) -> None:
@@ -183,11 +249,12 @@ def test_the_cli_serves_until_sigterm_with_credentials_from_the_environment(
         assert line == f"listening on http://127.0.0.1:{port}"
         assert pid_file.read_text().strip() == str(process.pid)
         assert password not in " ".join(command)
+        wire_username, wire_password = wire(username, password)
         refs = porcelain.ls_remote(
             f"http://127.0.0.1:{port}/gateway.git",
             config=ConfigDict(),
-            username=username,
-            password=password,
+            username=wire_username,
+            password=wire_password,
         )
         assert refs.refs[Ref(b"refs/heads/main")] == head.encode()
     finally:

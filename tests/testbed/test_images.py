@@ -184,6 +184,54 @@ def test_php_apache_sees_a_rewritten_config_php_without_reload(
         assert http_get(f"{base}/erangel/account/a").json()["body"]["service"] == "ocp-2"
 
 
+@pytest.mark.apache
+def test_php_apache_is_like_the_official_image_no_mod_rewrite_and_errors_on_stderr(
+    tmp_path: Path,
+    php_apache_image: str,
+    run_container: RunContainer,
+    ocp_stand_in: OcpStandIn,
+) -> None:
+    """As in php:8.3-apache: mod_rewrite is available but not enabled, and Apache's error log
+    is the container's stderr (its access log stdout). So a CodeIgniter .htaccess
+    (RewriteEngine On) under AllowOverride All makes every request a 500, said on stderr."""
+    tree = write_tree(
+        tmp_path / "gw",
+        gateway_files(revision="g5", ocp_urls={"account": ocp_stand_in.url_for_containers}),
+    )
+    assert (tree / ".htaccess").read_text().startswith("RewriteEngine On\n")
+    conf = tmp_path / "erangel.conf"
+    conf.write_text(ALIAS_CONF.format(prefix="/erangel").replace("None", "All"))
+    container = run_container(
+        php_apache_image,
+        volumes={
+            str(conf): {"bind": "/etc/apache2/conf-enabled/erangel.conf", "mode": "ro"},
+            str(tree): {"bind": "/srv/erangel", "mode": "ro"},
+        },
+        ports={"80/tcp": ("127.0.0.1", None)},
+    )
+    base = f"http://127.0.0.1:{published_port(container, '80/tcp')}"
+    answer = wait_for(lambda: http_get(f"{base}/erangel/account/x"), what="Apache to answer")
+    assert answer.status == 500
+    modules = container.exec_run(["apache2ctl", "-M"])
+    assert modules.exit_code == 0 and b"php_module" in modules.output
+    assert b"rewrite_module" not in modules.output
+    available = container.exec_run(
+        ["sh", "-c", "cat /etc/apache2/mods-available/rewrite.load; "
+         "test -f /usr/lib/apache2/modules/mod_rewrite.so && echo present; "
+         "readlink /var/log/apache2/error.log /var/log/apache2/access.log"])
+    assert available.output.decode().splitlines() == [
+        "LoadModule rewrite_module /usr/lib/apache2/modules/mod_rewrite.so",
+        "present", "/dev/stderr", "/dev/stdout"]
+    invalid = "/srv/erangel/.htaccess: Invalid command 'RewriteEngine'"
+    def stderr_with_the_error() -> str | None:
+        stderr = container.logs(stdout=False, stderr=True).decode()
+        return stderr if invalid in stderr else None
+
+    wait_for(stderr_with_the_error, what="Apache's error line on the container's stderr")
+    stdout = container.logs(stdout=True, stderr=False).decode()
+    assert invalid not in stdout and '"GET /erangel/account/x HTTP/1.1" 500' in stdout
+
+
 def test_missing_image_is_an_error_not_a_pull(run_container: RunContainer) -> None:
     with pytest.raises(docker.errors.ImageNotFound):
         run_container("sdp-testbed/does-not-exist:never")

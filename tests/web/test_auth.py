@@ -81,6 +81,17 @@ def test_login_with_the_bitbucket_account_starts_a_session(
         assert page.status_code == 200 and CANARY_USER in page.text
 
 
+def test_a_password_beyond_latin1_signs_in_and_one_char_less_does_not(
+        make_app: Callable[..., Starlette]) -> None:
+    # The git server decodes Basic auth as UTF-8 (as Bitbucket does): this login passes only
+    # when the gateway agent's ls-remote sends the password's UTF-8 bytes.
+    assert "é" in CANARY_PASSWORD and "€" in CANARY_PASSWORD
+    with TestClient(make_app(), follow_redirects=False) as browser:
+        assert sign_in(browser).status_code == 303
+    with TestClient(make_app(), follow_redirects=False) as browser:
+        assert sign_in(browser, password=CANARY_PASSWORD.replace("€", "")).status_code == 403
+
+
 def test_secure_cookies_over_https(make_app: Callable[..., Starlette]) -> None:
     with TestClient(make_app(), base_url="https://page.example",
                     follow_redirects=False) as browser:
