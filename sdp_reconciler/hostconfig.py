@@ -157,7 +157,11 @@ def config_path(env: Mapping[str, str] | None = None) -> Path:
 def find_host_config(env: Mapping[str, str] | None = None) -> HostConfig | None:
     """The host config when one is configured or at the default path, else None."""
     path = config_path(env)
-    if not path.exists() and not (env if env is not None else os.environ).get(CONFIG_ENV):
+    try:
+        present = path.exists()
+    except OSError as e:  # a folder this user may not enter
+        raise SdpError(f"cannot read the reconciler host config {path}: {e.strerror}") from e
+    if not present and not (env if env is not None else os.environ).get(CONFIG_ENV):
         return None
     return load_host_config(path)
 
@@ -165,7 +169,11 @@ def find_host_config(env: Mapping[str, str] | None = None) -> HostConfig | None:
 def require_host_config(env: Mapping[str, str] | None = None) -> HostConfig:
     """The host config; an error saying where to put it when there is none."""
     path = config_path(env)
-    if not path.exists():
+    try:
+        present = path.exists()
+    except OSError as e:
+        raise SdpError(f"cannot read the reconciler host config {path}: {e.strerror}") from e
+    if not present:
         raise SdpError(
             f"no reconciler host config at {path} (set {CONFIG_ENV} to its path): the agents' "
             "URLs and tokens and the spec-hash key are pinned there, outside the state "

@@ -42,9 +42,10 @@ def _minbase(root: Path) -> None:
 
 DEBIAN_PYTHON = Recipe(
     name="debian-python",
-    include=("python3", "python3-venv", "systemd", "systemd-sysv"),
+    # iptables: a MICRO agent guards its published ports (docker.io brings it on a real VM).
+    include=("python3", "python3-venv", "systemd", "systemd-sysv", "iptables"),
     adjust=_for_containers,
-    version="1",
+    version="2",
     fingerprint=_MASKED_UNITS,
 )
 DEBIAN_MINBASE = Recipe(name="debian-minbase", include=(), adjust=_minbase, version="1")

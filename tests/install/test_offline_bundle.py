@@ -216,8 +216,12 @@ def test_the_bundle_installs_offline_runs_under_systemd_and_upgrades_without_tou
 
     configure_agent(vm, installation)
     vm.run("systemctl enable --now sdp-node.service")
-    info = wait_for(lambda: vm.agent_answers("/v1/info"), what="the agent's /v1/info",
-                    timeout=60)
+    try:
+        info = wait_for(lambda: vm.agent_answers("/v1/info"), what="the agent's /v1/info",
+                        timeout=60)
+    except TimeoutError as e:
+        journal = vm.run("journalctl -u sdp-node --no-pager -o cat | tail -30", check=False)
+        raise AssertionError(f"{e}; the agent's journal ends:\n{journal}") from None
     assert info["name"] == NODE and info["installation"] == installation
     first_pid = vm.main_pid("sdp-node")
     assert first_pid > 0
@@ -300,14 +304,23 @@ def test_the_reconciler_unit_follows_the_state_repository_as_a_throwaway_user(
                 "SDP_SPEC_HASH_KEY": "offline-test-spec-key", "SDP_MICRO_TOKEN": TOKEN,
                 "SDP_GATEWAY_TOKEN": TOKEN, "SDP_RUNNER": "sdp-reconcile@offline-vm"}
     lines = " ".join(shlex.quote(f"{k}={v}") for k, v in settings.items())
+    host = {"installation": "demo", "spec_hash_key": {"env": "SDP_SPEC_HASH_KEY"},
+            "agents": {name: {"url": f"http://127.0.0.1:{port}", "token": {"env": variable}}
+                       for name, port, variable in (("micro-1", 3453, "SDP_MICRO_TOKEN"),
+                                                    ("gateway-1", 3454, "SDP_GATEWAY_TOKEN"))}}
+    vm.run(f"printf %s {shlex.quote(json.dumps(host))} >/etc/sdp/reconciler.yaml")
     credentials = f"username={GIT_USER}\npassword={GIT_PASSWORD}\n"
     vm.run(f"umask 077 && printf '%s\\n' {lines} >/etc/sdp/reconcile.env && "
            f"printf %s {shlex.quote(credentials)} >/etc/sdp/git-credentials && "
            "systemctl start sdp-reconcile.service")
-    page = wait_for(lambda: vm.run("/opt/sdp/current/bin/python -c \"import urllib.request; "
-                                   "print(urllib.request.urlopen('http://127.0.0.1:3452/healthz')"
-                                   ".status)\"", check=False).strip() == "200" or None,
-                    what="the status page of sdp-reconcile.service", timeout=60)
+    try:
+        page = wait_for(lambda: vm.run(
+            "/opt/sdp/current/bin/python -c \"import urllib.request; print(urllib.request."
+            "urlopen('http://127.0.0.1:3452/healthz').status)\"", check=False).strip() == "200"
+            or None, what="the status page of sdp-reconcile.service", timeout=60)
+    except TimeoutError as e:
+        journal = vm.run("journalctl -u sdp-reconcile --no-pager -o cat | tail -30", check=False)
+        raise AssertionError(f"{e}; the reconciler's journal ends:\n{journal}") from None
     assert page
     checkout = "/var/lib/private/sdp-reconcile/state"
     synced = wait_for(lambda: vm.run(f"cat {checkout}/.git/refs/heads/main", check=False).strip()

@@ -212,3 +212,10 @@ def test_a_resolved_reference_is_hidden_from_every_text(tmp_path: Path) -> None:
     creds.resolve(SecretRef(file=str(tmp_path / "s")), tmp_path, {}, policy=policy)
     text = "got p@ss w0rd/é, p%40ss%20w0rd%2F%C3%A9 and p%40ss+w0rd%2F%C3%A9"
     assert SECRETS(text) == "got ***, *** and ***"
+
+
+def test_the_shipped_example_host_config_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "packaging" / "examples" / "reconciler.yaml"
+    host = load_host_config(example)
+    assert set(host.model.agents) == {"micro-1", "gateway-1"}
+    assert host.model.secrets.env_prefix == "SDP_SECRET_"
