@@ -46,7 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sdp_node.api import NodeApp
 
         node = NodeApp(config, token)
-        restored = node.converger.recover_all()
+        if config.data is not None:
+            config.data.secrets()  # fail at start, not at the first plan, when one is missing
+        restored = node.converger.recover_all() if node.converger is not None else []
         for name in restored:
             logging.getLogger("sdp_node").info("restored %s after an interrupted replacement",
                                                name)
