@@ -32,7 +32,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,12 +129,18 @@ class DataServers:
 
     def wait_ready(self, timeout: float = 180) -> DataServers:
         """Wait (bounded) until all three answer; RabbitMQ is the slow one."""
-        for what, probe in (("PostgreSQL", self.postgresql_ready), ("Redis", self.redis_ready),
-                            ("RabbitMQ", self.rabbitmq_ready)):
-            wait_for(lambda p=probe: True if p() else None, what=f"{what} on 127.0.0.1 "
-                     f"(started by bash .ci/start-data-servers; log under {self.root})",
+        probes: list[tuple[str, Callable[[], bool]]] = [
+            ("PostgreSQL", self.postgresql_ready), ("Redis", self.redis_ready),
+            ("RabbitMQ", self.rabbitmq_ready)]
+        for what, probe in probes:
+            wait_for(_answers(probe), what=f"{what} on 127.0.0.1 (started by bash "
+                     f".ci/start-data-servers; log under {self.root})",
                      timeout=timeout, interval=0.25)
         return self
+
+
+def _answers(probe: Callable[[], bool]) -> Callable[[], bool | None]:
+    return lambda: True if probe() else None
 
 
 # -- starting -------------------------------------------------------------------------------------
@@ -201,11 +207,15 @@ def start_postgresql(servers: DataServers) -> None:
     _as("postgres", [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(servers.postgresql.log),
                      "-w", "-t", "60", "-o", options, "start"], stdin=subprocess.DEVNULL)
     verifier = scram_sha256(password)
-    sql = ("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sdp_admin') "
-           "THEN CREATE ROLE sdp_admin LOGIN CREATEDB CREATEROLE; END IF; END $$;\n"
-           f"ALTER ROLE sdp_admin LOGIN CREATEDB CREATEROLE PASSWORD '{verifier}';\n")
+    # psql quotes the verifier (:'verifier'); the statement log shows it, never the password.
+    script = "\n".join([
+        f"\\set verifier {verifier}",
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sdp_admin') "
+        "THEN CREATE ROLE sdp_admin LOGIN CREATEDB CREATEROLE; END IF; END $$;",
+        "ALTER ROLE sdp_admin LOGIN CREATEDB CREATEROLE PASSWORD :'verifier';", "",
+    ])
     _as("postgres", [str(PG_BIN / "psql"), "-h", str(run), "-p", str(POSTGRES_PORT), "-d",
-                     "postgres", "-v", "ON_ERROR_STOP=1", "-q"], input=sql)
+                     "postgres", "-v", "ON_ERROR_STOP=1", "-q"], input=script)
 
 
 def start_redis(servers: DataServers) -> None:
@@ -268,7 +278,7 @@ def start_rabbitmq(servers: DataServers) -> None:
         "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
     }
     with (base / "startup.log").open("ab") as log:
-        process = subprocess.Popen(  # noqa: S603 - fixed argv
+        process = subprocess.Popen(
             ["runuser", "-u", "rabbitmq", "--", str(RABBITMQ_SERVER)], env=env, cwd=base,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,

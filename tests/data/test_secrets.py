@@ -27,7 +27,6 @@ from tests.support.data import (
     reclone_db,
     redis_admin,
 )
-from tests.support.plans import run
 
 
 def forms(values: list[str]) -> list[bytes]:
