@@ -170,7 +170,7 @@ class PostgresData:
             changed = self._ensure_role(connection, name, password, role is None, step, context)
             if leftover is not None:
                 context.log(f"removing {staging}, left by an interrupted clone")
-                self._drop(connection, staging)
+                self._drop(connection, staging, name)
             complete = (database is not None and database.marker is not None
                         and database.marker.is_ready)
             if isinstance(step, EnsureDatabase) and complete:
@@ -179,7 +179,7 @@ class PostgresData:
                 return changed, self._state(connection, name)
             if database is not None and not complete and isinstance(step, EnsureDatabase):
                 context.log(f"{name} has no ready marker (an unfinished clone): making it again")
-                self._drop(connection, name)
+                self._drop(connection, name, name)
                 database = None
             marker = Marker.new(instance=self.owner.instance, node=self.owner.node,
                                 sandbox=step.sandbox, service=step.service)
@@ -189,7 +189,7 @@ class PostgresData:
                                                                source=step.source))
                 if database is not None:
                     context.log(f"dropping the previous {name}")
-                    self._drop(connection, name)
+                    self._drop(connection, name, name)
                 self.admin.rename_database(connection, staging, name)
                 context.log(f"{name} is ready (from {step.source})")
             return True, self._state(connection, name)
@@ -312,9 +312,9 @@ class PostgresData:
         except psycopg.Error as e:
             raise pg_error(f"finishing {staging}", e) from e
 
-    def _drop(self, connection: Conn, name: str) -> None:
+    def _drop(self, connection: Conn, name: str, role: str) -> None:
         try:
-            self.admin.drop_database(connection, name)
+            self.admin.drop_database(connection, name, role=role)
         except psycopg.Error as e:
             raise pg_error(f"dropping {name}", e) from e
 
@@ -338,7 +338,7 @@ class PostgresData:
                                            exists_role=role is not None)
                 if found is not None:
                     with context.stage(Stage.DROP):
-                        self._drop(connection, database)
+                        self._drop(connection, database, name)
                         context.log(f"database {database} dropped")
                     changed = True
             if role is not None:

@@ -17,19 +17,21 @@ writes that are not cloning (roles, comments, renames, drops). Promises:
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import psycopg
-from psycopg import sql
+from psycopg import errors, sql
 
 from sdp_node.data.markers import Marker
 from sdp_node.dataconfig import PostgresServer
-from sdp_node.errors import NodeError
+from sdp_node.errors import Conflict, NodeError
 from sdp_node.protocol import DataSourceInfo
 
 APPLICATION_NAME = "sdp-node"
+DROP_TIMEOUT = 10
 Conn: TypeAlias = "psycopg.Connection[tuple[Any, ...]]"
 
 
@@ -143,9 +145,10 @@ class PgAdmin:
 
     @staticmethod
     def sessions(connection: Conn, database: str) -> list[Session]:
+        """Client sessions on ``database`` (not autovacuum, which a drop cancels itself)."""
         rows = connection.execute(
             "SELECT pid, usename, application_name FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            "WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
             (database,),
         ).fetchall()
         return [Session(int(pid), user, app or None) for pid, user, app in rows]
@@ -203,12 +206,33 @@ class PgAdmin:
         connection.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
             sql.Identifier(name), sql.Literal(marker.encode())))
 
-    @staticmethod
-    def drop_database(connection: Conn, name: str) -> None:
-        """``WITH (FORCE)`` ends the sessions on it first (the sandbox role's and SDP's own;
-        PostgreSQL refuses, and SDP reports it, when another role's session is there)."""
-        connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+    def drop_database(self, connection: Conn, name: str, *, role: str) -> None:
+        """Drop ``name`` after closing it to new sessions and ending the sandbox role's and
+        SDP's own; a foreign session there is waited for a little, then named, never ended.
+
+        Not ``DROP ... WITH (FORCE)``: for a non-superuser it fails outright when an
+        autovacuum worker is on the database (PostgreSQL 15 checks the worker's role), which
+        it is right after a restore; a plain drop cancels autovacuum by itself.
+        """
+        if self.database(connection, name) is None:
+            return
+        target = sql.Identifier(name)
+        connection.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(target))
+        mine = {self.server.admin_user, role}
+        deadline = time.monotonic() + DROP_TIMEOUT
+        while True:
+            sessions = self.sessions(connection, name)
+            self.terminate(connection, [s for s in sessions if s.user in mine])
+            try:
+                connection.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(target))
+                return
+            except errors.ObjectInUse as e:
+                foreign = [s for s in self.sessions(connection, name) if s.user not in mine]
+                if time.monotonic() >= deadline:
+                    named = ", ".join(s.describe() for s in foreign) or "sessions now gone"
+                    raise Conflict(f"database {name} is in use ({named}); SDP never ends "
+                                   "other roles' sessions: close them and run again") from e
+                time.sleep(0.1)  # a session SDP just ended, or a foreign one, is going away
 
     @staticmethod
     def rename_database(connection: Conn, old: str, new: str) -> None:

@@ -15,6 +15,7 @@ from tests.support.agents import AgentProcess
 from tests.support.data import (
     drop_cache,
     drop_db,
+    drop_now,
     drop_queue,
     ensure_cache,
     ensure_db,
@@ -43,8 +44,7 @@ def foreign_postgres(servers: DataServers, *, databases: list[str], roles: list[
     finally:
         with pg_admin(servers) as admin:
             for database in databases:
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(database)))
+                drop_now(admin, database)
             for role in roles:
                 admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
