@@ -1,7 +1,7 @@
 """Issue 14: cloning a ~100 MB PostgreSQL database for a sandbox, through SDP's INFRA agent vs
 by hand, in one run, on the real server that ``.ci/start-data-servers`` runs.
 
-Variants, each making a fresh copy of the same source database (a table of ~1 M rows with an
+Variants, each making a fresh copy of the same source database (a table of 500 k rows with an
 index, marked ``IS_TEMPLATE``) and timed from start to a copy that can be used:
 
 * **sdp-template**: ``POST /v1/apply`` with one ``EnsureDatabase`` from the template source
@@ -20,7 +20,7 @@ SDP's template clone against the same copy by hand (its overhead) and against
 ``pg_dump | pg_restore`` (what cloning from a template saves); SDP's dump restore against
 ``pg_dump | pg_restore``.
 
-    .venv/bin/python bench/bench_clone.py [--rounds 3] [--rows 1000000] [--keep]
+    .venv/bin/python bench/bench_clone.py [--rounds 5] [--rows 500000] [--keep]
 """
 
 from __future__ import annotations
@@ -123,8 +123,8 @@ def through_sdp(client: NodeClient, *, sandbox: str, source: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rows", type=int, default=500_000, help="~100 MB with the index")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
     servers = ensure_started(wait=True)

@@ -7,7 +7,9 @@ requests, answers, convergence steps and the events an agent streams. Promises:
   the agent stamps as given;
 * credentials and resolved secret values are ``Secret``: their ``repr``/``str`` is ``***``
   and they are revealed only when a model is serialised for the wire (``model_dump_json``);
-* events carry the seed's stage and event names, with monotonically increasing ids per stream.
+* events carry the seed's stage and event names, with monotonically increasing ids per stream;
+* INFRA nodes (docs/infra.md) add data steps, a ``data_service`` on step results and data
+  fields on the observation, all additive: MICRO and GATEWAY steps and answers are unchanged.
 """
 
 from __future__ import annotations
