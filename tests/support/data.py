@@ -239,7 +239,19 @@ def drop_queue(sandbox: str, *, service: str = "queue") -> DropRabbitmqVhost:
 
 
 def cleanup_installation(servers: DataServers, installation: str, nodes: list[str]) -> None:
-    """Drop what agents of this test's installation made (found by their markers)."""
+    """Drop what agents of this test's installation made (found by their markers), on every
+    server even when one of them fails; the first failure is raised at the end."""
+    failures: list[Exception] = []
+    for part in (_cleanup_postgres, _cleanup_redis, _cleanup_rabbitmq):
+        try:
+            part(servers, installation, nodes)
+        except Exception as e:  # keep cleaning the other servers
+            failures.append(e)
+    if failures:
+        raise failures[0]
+
+
+def _cleanup_postgres(servers: DataServers, installation: str, nodes: list[str]) -> None:
     with pg_admin(servers) as connection:
         roles = connection.execute(
             "SELECT rolname, shobj_description(oid, 'pg_authid') FROM pg_roles").fetchall()
@@ -250,6 +262,9 @@ def cleanup_installation(servers: DataServers, installation: str, nodes: list[st
             for database in (role + STAGING_SUFFIX, role):
                 drop_now(connection, database)
             connection.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def _cleanup_redis(servers: DataServers, installation: str, nodes: list[str]) -> None:
     client = redis_admin(servers)
     try:
         for node in nodes:
@@ -261,6 +276,9 @@ def cleanup_installation(servers: DataServers, installation: str, nodes: list[st
             client.delete(key)
     finally:
         client.close()
+
+
+def _cleanup_rabbitmq(servers: DataServers, installation: str, nodes: list[str]) -> None:
     with rabbit_admin(servers) as api:
         for vhost in api.get("/vhosts").json():
             marker = Marker.decode(vhost.get("description"))
