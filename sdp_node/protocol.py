@@ -526,7 +526,6 @@ class Stage(StrEnum):
     STOP = "stop container"
     REMOVE = "remove"
     CLONE = "clone database"
-    DATA = "data service"
     DROP = "drop data"
 
 

@@ -127,7 +127,7 @@ class DataAgent:
         context.state(state)
         return StepResult(step_id=step.step_id, action=step.action, ok=True, state=state,
                           changed=changed, data_service=service,
-                          message=service.problem or "" if service else "")
+                          message=(service.problem or "") if service else "")
 
     def _postgresql(self) -> PostgresData:
         if self.postgresql is None:
