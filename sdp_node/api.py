@@ -32,6 +32,7 @@ from sdp_node import __version__
 from sdp_node.config import NodeConfig
 from sdp_node.containers import Engine
 from sdp_node.converge import Converger
+from sdp_node.data.agent import DataAgent
 from sdp_node.errors import BadRequest, NodeError, NotFound, Unauthorized
 from sdp_node.lease import LeaseKeeper
 from sdp_node.operations import Operations
@@ -48,14 +49,19 @@ from sdp_node.protocol import (
     CommittedRoutesResponse,
     DeployGateway,
     DeployService,
+    EnsureDatabase,
+    EnsureRabbitmqVhost,
+    EnsureRedisUser,
     ErrorBody,
     ErrorResponse,
     IdentityProof,
     IdentityRequest,
     LeaseRequest,
     NodeInfo,
+    NodeType,
     Observation,
     ObservedContainer,
+    RecloneDatabase,
     identity_proof,
 )
 from sdp_node.redact import Redactor
@@ -135,8 +141,16 @@ class NodeApp:
     def __init__(self, config: NodeConfig, token: str, *, engine: Engine | None = None) -> None:
         self.config = config
         self.token = token
-        self.engine = engine or Engine(config)
-        self.converger = Converger(config, self.engine)
+        # An INFRA node runs no containers (its VM may have no Docker): it has a DataAgent
+        # instead of an engine and a converger.
+        self.engine: Engine | None = None
+        self.converger: Converger | None = None
+        self.data: DataAgent | None = None
+        if config.type is NodeType.INFRA:
+            self.data = DataAgent(config)
+        else:
+            self.engine = engine or Engine(config)
+            self.converger = Converger(config, self.engine)
         self.operations = Operations(cap=config.max_events_per_operation)
         self.leases = LeaseKeeper()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdp-apply")
@@ -178,6 +192,11 @@ class NodeApp:
         finally:
             self.worker.shutdown(wait=False, cancel_futures=True)
 
+    def _containers(self) -> tuple[Engine, Converger]:
+        if self.engine is None or self.converger is None:
+            raise BadRequest(f"node {self.config.name} is an INFRA node: it runs no containers")
+        return self.engine, self.converger
+
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"ok": True, "node": self.config.name})
 
@@ -198,19 +217,27 @@ class NodeApp:
         body = await read_model(request, BranchesRequest)
         repository = self.config.repository(body.repository)
         heads = await run_in_threadpool(
-            self.converger.git.ls_remote, repository, body.credentials
+            self._containers()[1].git.ls_remote, repository, body.credentials
         )
         return model_response(BranchesResponse(repository=repository.name, heads=heads))
 
     async def observe(self, request: Request) -> Response:
         def collect() -> Observation:
-            containers = self._with_health_checks(self.engine.list_containers())
+            if self.data is not None:
+                servers, sources, services = self.data.observe()
+                return Observation(
+                    node=self.info, containers=[], networks=[], gateways=[], last_applied={},
+                    operations_in_flight=self.operations.in_flight(), data_servers=servers,
+                    data_sources=sources, data_services=services,
+                )
+            engine, converger = self._containers()
+            containers = self._with_health_checks(engine.list_containers())
             return Observation(
                 node=self.info,
                 containers=containers,
-                networks=self.engine.list_networks(),
-                gateways=self.converger.routes.observe_gateways(containers),
-                last_applied=self.converger.specs.all(),
+                networks=engine.list_networks(),
+                gateways=converger.routes.observe_gateways(containers),
+                last_applied=converger.specs.all(),
                 operations_in_flight=self.operations.in_flight(),
             )
 
@@ -230,13 +257,13 @@ class NodeApp:
             except NodeError:
                 continue
             targets[container.name] = (int(port), repository.effective_health_path)
-        results = self.engine.probe_all(targets)
+        results = self._containers()[0].probe_all(targets)
         return [c.model_copy(update={"health_check": results.get(c.name)}) for c in containers]
 
     async def committed_routes(self, request: Request) -> Response:
         body = await read_model(request, CommittedRoutesRequest)
         routes = await run_in_threadpool(
-            self.converger.routes.committed_routes, body.repository, body.commit,
+            self._containers()[1].routes.committed_routes, body.repository, body.commit,
             body.credentials,
         )
         return model_response(CommittedRoutesResponse(
@@ -244,7 +271,7 @@ class NodeApp:
 
     async def stats(self, request: Request) -> Response:
         name = request.path_params["name"]
-        return model_response(await run_in_threadpool(self.engine.stats, name))
+        return model_response(await run_in_threadpool(self._containers()[0].stats, name))
 
     async def apply(self, request: Request) -> Response:
         body = await read_model(request, ApplyRequest)
@@ -259,11 +286,19 @@ class NodeApp:
             if isinstance(step, DeployService | DeployGateway):
                 secrets += [v.reveal() for v in step.spec.secret_env.values()]
                 secrets += [f.content.reveal() for f in step.spec.files if f.secret]
+            if isinstance(step, EnsureDatabase | RecloneDatabase | EnsureRedisUser
+                          | EnsureRabbitmqVhost):
+                secrets.append(step.password.reveal())
+        if self.config.data is not None:
+            secrets += [s.reveal() for s in self.config.data.secrets()]
         operation = self.operations.create(
             requested_by=body.requested_by, steps=len(body.steps),
             redactor=Redactor([*secrets, self.token], pairs=pairs),
         )
-        self.worker.submit(self.converger.run, operation, body)
+        if self.data is not None:
+            self.worker.submit(self.data.run, operation, body)
+        else:
+            self.worker.submit(self._containers()[1].run, operation, body)
         return model_response(ApplyResponse(operation_id=operation.id), status=202)
 
     async def list_operations(self, request: Request) -> Response:
@@ -303,7 +338,8 @@ class NodeApp:
 
     async def container_logs(self, request: Request) -> Response:
         name = request.path_params["name"]
-        details = await run_in_threadpool(self.engine.find, name)
+        engine = self._containers()[0]
+        details = await run_in_threadpool(engine.find, name)
         if details is None:
             raise NotFound(f"no container {name!r} of this node")
         tail_param = request.query_params.get("tail", "100")
@@ -319,7 +355,7 @@ class NodeApp:
                 kwargs["since"] = _docker_since(since)
             else:
                 kwargs["tail"] = tail
-            lines = await run_in_threadpool(self.engine.api.logs, ident, **kwargs)
+            lines = await run_in_threadpool(engine.api.logs, ident, **kwargs)
             queue: asyncio.Queue[bytes | None] = asyncio.Queue()
             loop = asyncio.get_running_loop()
 

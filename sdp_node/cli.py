@@ -63,11 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sdp_node.api import NodeApp
 
         node = NodeApp(config, token)
-        restored = node.converger.recover_all()
-        for name in restored:
-            logging.getLogger("sdp_node").info("restored %s after an interrupted replacement",
-                                               name)
-        node.converger.restore_isolation()
+        if config.data is not None:
+            config.data.secrets()  # fail at start, not at the first plan, when one is missing
+        if node.converger is not None:
+            for name in node.converger.recover_all():
+                logging.getLogger("sdp_node").info(
+                    "restored %s after an interrupted replacement", name)
+            node.converger.restore_isolation()
     except NodeError as e:
         print(f"sdp-node: {e}", file=sys.stderr)
         return 1

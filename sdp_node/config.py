@@ -3,9 +3,10 @@
 The node's name and type, the SDP installation it belongs to, where it listens, where its
 bearer token comes from, its workspace, the address it publishes ports on, the subnet range of
 sandbox networks, the reload command of gateways, how containers are hardened, which sources may
-reach the sandboxes' published ports, and the repositories it serves. These are the node's own
-trust decisions: nothing in the state repository can change them. Loaded once at start; an
-invalid file is refused with ``file:line:col``-free but key-naming messages (the
+reach the sandboxes' published ports, the repositories it serves, and an INFRA node's data
+servers and clone sources (``sdp_node.dataconfig``). These are the node's own trust decisions:
+nothing in the state repository can change them. Loaded once at start; an invalid file is
+refused with ``file:line:col``-free but key-naming messages (the
 reconciler's positioned loader is for the state directory, which people edit far more often).
 """
 
@@ -21,6 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from sdp_node.dataconfig import DataServers
 from sdp_node.errors import NodeError
 from sdp_node.naming import DEFAULT_PREFIX, ResourceNames, name_problem, prefix_problem
 from sdp_node.protocol import NodeType, RepositoryInfo, RepositoryKind
@@ -328,9 +330,22 @@ class NodeConfig(_Model):
         default_factory=Isolation,
         description="MICRO: which sources may reach the sandboxes' published ports (iptables "
         "rules this agent owns); nothing else, no other sandbox's container")
+    data: DataServers | None = Field(
+        default=None, description="INFRA nodes: the data servers managed here (docs/infra.md)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> NodeConfig:
+        if self.type is NodeType.INFRA:
+            if self.data is None or not any(
+                (self.data.postgresql, self.data.redis, self.data.rabbitmq)
+            ):
+                raise ValueError("an INFRA node names at least one server under 'data:' "
+                                 "(postgresql, redis, rabbitmq; see docs/infra.md)")
+            if self.repositories:
+                raise ValueError("an INFRA node serves no repositories; remove 'repositories:'")
+        elif self.data is not None:
+            raise ValueError(f"'data:' is for INFRA nodes; this node is {self.type.value}")
         names = [r.name for r in self.repositories]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

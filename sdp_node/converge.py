@@ -52,9 +52,16 @@ from sdp_node.protocol import (
     DeployGateway,
     DeployService,
     DeployState,
+    DropDatabase,
+    DropRabbitmqVhost,
+    DropRedisUser,
+    EnsureDatabase,
     EnsureNetwork,
+    EnsureRabbitmqVhost,
+    EnsureRedisUser,
     EventName,
     NodeType,
+    RecloneDatabase,
     RemoveContainer,
     RemoveNetwork,
     RepositoryKind,
@@ -147,6 +154,10 @@ class Converger:
                 return self.remove(step, context)
             case RemoveNetwork():
                 return self.remove_network(step, context)
+            case EnsureDatabase() | RecloneDatabase() | DropDatabase() | EnsureRedisUser() \
+                    | DropRedisUser() | EnsureRabbitmqVhost() | DropRabbitmqVhost():
+                raise BadRequest(f"{step.action} is a data step: INFRA nodes run them, this "
+                                 f"node is a {self.config.type.value} node")
             case _:
                 assert_never(step)
 
@@ -487,6 +498,9 @@ def _container_of(step: Step) -> str | None:
         case SetRoutes() | StopContainer() | StartContainer() | RemoveContainer():
             return step.container
         case EnsureNetwork() | RemoveNetwork():
+            return None
+        case EnsureDatabase() | RecloneDatabase() | DropDatabase() | EnsureRedisUser() \
+                | DropRedisUser() | EnsureRabbitmqVhost() | DropRabbitmqVhost():
             return None
         case _:
             assert_never(step)

@@ -16,7 +16,12 @@ The mapping, documented in docs/state.md:
 * ``prefix`` is the installation's ``resource_prefix`` (default ``sandbox``, so
   ``QA-LOGIN-ERROR``/``account`` runs in ``sandbox-qa-login-error-account``). Docker names are
   global to an engine: two installations sharing one (a demo and a test run, say) set different
-  prefixes, and the reconciler refuses an agent whose prefix differs from the state's.
+  prefixes, and the reconciler refuses an agent whose prefix differs from the state's;
+* data services (docs/infra.md): sandbox ``S``'s PostgreSQL entry ``D`` is database and role
+  ``{prefix}_{slug(S)}_{slug(D)}`` with every ``-`` as ``_`` (``sandbox_qa_login_error_db``: a
+  plain SQL identifier, no quoting in psql); its Redis entry ``C`` is ACL user
+  ``{prefix}-{slug(S)}-{slug(C)}`` owning the keys that start with that name and ``:``; its
+  RabbitMQ entry ``Q`` is vhost and user ``{prefix}-{slug(S)}-{slug(Q)}``.
 
 Distinct names can share a slug (``QA-X`` and ``qa_x``) and distinct (sandbox, service) pairs can
 share a container name (``a-b``/``c`` and ``a``/``b-c``): the loader reports both as errors, so
@@ -31,6 +36,8 @@ from dataclasses import dataclass
 
 NAME_MAX = 40
 RESOURCE_NAME_MAX = 63
+STAGING_SUFFIX = "__sdp_new"
+DATABASE_NAME_MAX = 63 - len(STAGING_SUFFIX)
 GATEWAY = "gateway"
 """The pseudo-service name of a sandbox's gateway; never a service name."""
 
@@ -93,6 +100,38 @@ class ResourceNames:
     def owns(self, name: str) -> bool:
         """Whether ``name`` is in this installation's name space (a container or network)."""
         return name.startswith(f"{self.prefix}-")
+
+    def database(self, sandbox: str, entry: str) -> str:
+        """PostgreSQL database (and role) of a sandbox's data entry: ``sandbox_qa_x_db``."""
+        return f"{self.prefix}_{slug(sandbox)}_{slug(entry)}".replace("-", "_")
+
+    def staging_database(self, sandbox: str, entry: str) -> str:
+        """Where a clone is made before it is renamed to ``database``: a crash never leaves a
+        half-made database under the real name."""
+        return self.database(sandbox, entry) + STAGING_SUFFIX
+
+    def redis_user(self, sandbox: str, entry: str) -> str:
+        """Redis ACL user of a sandbox's data entry; its keys start with ``redis_key_prefix``."""
+        return f"{self.prefix}-{slug(sandbox)}-{slug(entry)}"
+
+    def redis_key_prefix(self, sandbox: str, entry: str) -> str:
+        return self.redis_user(sandbox, entry) + ":"
+
+    def rabbitmq_vhost(self, sandbox: str, entry: str) -> str:
+        """RabbitMQ vhost, and user of the same name, of a sandbox's data entry."""
+        return f"{self.prefix}-{slug(sandbox)}-{slug(entry)}"
+
+    def data_problem(self, sandbox: str, entry: str) -> str | None:
+        """Why the data-service names of (sandbox, entry) are unusable, or None."""
+        database = self.database(sandbox, entry)
+        if len(database) > DATABASE_NAME_MAX:
+            return (
+                f"database name {database!r} would be {len(database)} characters; SDP's "
+                f"PostgreSQL names have at most {DATABASE_NAME_MAX} (PostgreSQL keeps 63, and "
+                f"clones are made as <name>{STAGING_SUFFIX} first): shorten the sandbox or "
+                "entry name"
+            )
+        return None
 
     def problem(self, sandbox: str, service: str) -> str | None:
         """Why the container name of (sandbox, service) is unusable, or None."""

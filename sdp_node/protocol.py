@@ -7,7 +7,9 @@ requests, answers, convergence steps and the events an agent streams. Promises:
   the agent stamps as given;
 * credentials and resolved secret values are ``Secret``: their ``repr``/``str`` is ``***``
   and they are revealed only when a model is serialised for the wire (``model_dump_json``);
-* events carry the seed's stage and event names, with monotonically increasing ids per stream.
+* events carry the seed's stage and event names, with monotonically increasing ids per stream;
+* INFRA nodes (docs/infra.md) add data steps, a ``data_service`` on step results and data
+  fields on the observation, all additive: MICRO and GATEWAY steps and answers are unchanged.
 """
 
 from __future__ import annotations
@@ -174,6 +176,73 @@ class BranchesResponse(Wire):
     heads: dict[str, str] = Field(description="branch name -> commit SHA")
 
 
+# --- data services (INFRA nodes) ----------------------------------------------------------------
+
+
+class DataKind(StrEnum):
+    """What an INFRA node's data service is: the server it lives on."""
+
+    POSTGRESQL = "postgresql"
+    REDIS = "redis"
+    RABBITMQ = "rabbitmq"
+
+
+class DataState(StrEnum):
+    READY = "ready"
+    INCOMPLETE = "incomplete"
+    """SDP's, but half-made or half-dropped (an agent killed mid-clone, a user lost with a
+    restart): the next ensure re-makes it, the next drop finishes it."""
+
+
+class DataSourceKind(StrEnum):
+    TEMPLATE = "template"
+    """a PostgreSQL database copied with ``CREATE DATABASE ... TEMPLATE``"""
+    DUMP = "dump"
+    """a ``pg_dump -Fc`` file restored with ``pg_restore``"""
+
+
+class DataSourceInfo(Wire):
+    """A source a sandbox's PostgreSQL entry may clone (``from: NAME``), as node.yaml names it."""
+
+    name: str
+    kind: DataSourceKind
+    location: str = Field(description="the template database's name, or the dump file's path")
+    size_bytes: int | None = None
+    problem: str | None = Field(
+        default=None, description="why a clone from it would fail now (missing, busy, ...)"
+    )
+
+
+class DataServerInfo(Wire):
+    """A server the INFRA node manages, as sandbox containers reach it."""
+
+    kind: DataKind
+    host: str = Field(description="what containers use to reach it (node.yaml advertise_host)")
+    port: int
+    reachable: bool
+    version: str | None = None
+    problem: str | None = None
+
+
+class ObservedDataService(Wire):
+    """One data service SDP made on this node, found by its ownership marker (docs/infra.md)."""
+
+    kind: DataKind
+    name: str = Field(description="database, Redis ACL user or RabbitMQ vhost")
+    user: str = Field(description="the role or user the sandbox logs in as")
+    sandbox: str
+    service: str = Field(description="the entry's name in the sandbox's data: (e.g. db)")
+    source: str | None = Field(
+        default=None, description="PostgreSQL: the source it was cloned from"
+    )
+    state: DataState
+    spec_hash: str | None = Field(default=None, description="as the last ensure stamped it")
+    key_prefix: str | None = Field(default=None, description="Redis: the keys the user owns")
+    size_bytes: int | None = None
+    created_at: datetime | None = None
+    problem: str | None = None
+
+
 # --- observe -------------------------------------------------------------------------------------
 
 
@@ -227,6 +296,15 @@ class Observation(Wire):
     conflicts: list[str] = Field(
         default_factory=list,
         description="objects in SDP's way that it does not own (reported, never touched)",
+    )
+    data_servers: list[DataServerInfo] = Field(
+        default_factory=list, description="INFRA nodes: the servers the node manages"
+    )
+    data_sources: list[DataSourceInfo] = Field(
+        default_factory=list, description="INFRA nodes: what a PostgreSQL entry may clone"
+    )
+    data_services: list[ObservedDataService] = Field(
+        default_factory=list, description="INFRA nodes: the data services SDP made here"
     )
 
 
@@ -324,9 +402,87 @@ class RemoveNetwork(Wire):
     network: str
 
 
+class _DataStep(Wire):
+    step_id: str
+    sandbox: str
+    service: str = Field(description="the data entry's name in the sandbox (e.g. db)")
+
+
+class _EnsureData(_DataStep):
+    password: Secret = Field(
+        description="the sandbox user's password (16-128 printable ASCII characters, no space); "
+        "the agent hands the servers only salted hashes of it"
+    )
+    spec_hash: str = Field(description="stamped on the ownership marker as given, like sdp.spec")
+
+
+class EnsureDatabase(_EnsureData):
+    """A sandbox's own PostgreSQL database and role (same name), cloned from ``source`` if it
+    does not exist yet or was left half-made; its password set either way."""
+
+    action: Literal["ensure_database"] = "ensure_database"
+    database: str
+    source: str = Field(description="a source of the node's node.yaml")
+
+
+class RecloneDatabase(_EnsureData):
+    """Replace a sandbox's database with a fresh clone of ``source`` (``reset``); the role and
+    its password stay."""
+
+    action: Literal["reclone_database"] = "reclone_database"
+    database: str
+    source: str
+
+
+class DropDatabase(_DataStep):
+    action: Literal["drop_database"] = "drop_database"
+    database: str
+
+
+class EnsureRedisUser(_EnsureData):
+    """A Redis ACL user allowed only the keys and channels starting with ``key_prefix``."""
+
+    action: Literal["ensure_redis_user"] = "ensure_redis_user"
+    user: str
+    key_prefix: str
+
+
+class DropRedisUser(_DataStep):
+    """Delete the ACL user (closing its connections) and every key under its prefix."""
+
+    action: Literal["drop_redis_user"] = "drop_redis_user"
+    user: str
+
+
+class EnsureRabbitmqVhost(_EnsureData):
+    """A RabbitMQ vhost and a user (same name) with permissions there and nowhere else."""
+
+    action: Literal["ensure_rabbitmq_vhost"] = "ensure_rabbitmq_vhost"
+    vhost: str
+    user: str
+
+
+class DropRabbitmqVhost(_DataStep):
+    action: Literal["drop_rabbitmq_vhost"] = "drop_rabbitmq_vhost"
+    vhost: str
+    user: str
+
+
+DataStep = (
+    EnsureDatabase | RecloneDatabase | DropDatabase | EnsureRedisUser | DropRedisUser
+    | EnsureRabbitmqVhost | DropRabbitmqVhost
+)
+"""The steps of an INFRA node (a plain union, for ``isinstance``)."""
+DATA_STEP_TYPES = (
+    EnsureDatabase, RecloneDatabase, DropDatabase, EnsureRedisUser, DropRedisUser,
+    EnsureRabbitmqVhost, DropRabbitmqVhost,
+)
+
+
 Step = Annotated[
     EnsureNetwork | DeployService | DeployGateway | SetRoutes | StopContainer | StartContainer
-    | RemoveContainer | RemoveNetwork,
+    | RemoveContainer | RemoveNetwork | EnsureDatabase | RecloneDatabase | DropDatabase
+    | EnsureRedisUser | DropRedisUser | EnsureRabbitmqVhost | DropRabbitmqVhost,
     Field(discriminator="action"),
 ]
 
@@ -369,6 +525,8 @@ class Stage(StrEnum):
     NETWORK = "network"
     STOP = "stop container"
     REMOVE = "remove"
+    CLONE = "clone database"
+    DROP = "drop data"
 
 
 class EventName(StrEnum):
@@ -383,6 +541,8 @@ class EventName(StrEnum):
     DEPLOY_FAILED = "DEPLOY_FAILED"
     ROUTES_STARTED = "ROUTES_STARTED"
     ROUTES_COMPLETED = "ROUTES_COMPLETED"
+    CLONE_STARTED = "CLONE_STARTED"
+    CLONE_COMPLETED = "CLONE_COMPLETED"
 
 
 class DeployState(StrEnum):
@@ -400,6 +560,7 @@ STAGE_EVENTS: dict[Stage, tuple[EventName, EventName]] = {
     Stage.COMPOSER: (EventName.BUILD_STARTED, EventName.BUILD_COMPLETED),
     Stage.START: (EventName.DEPLOY_STARTED, EventName.DEPLOY_COMPLETED),
     Stage.ROUTES: (EventName.ROUTES_STARTED, EventName.ROUTES_COMPLETED),
+    Stage.CLONE: (EventName.CLONE_STARTED, EventName.CLONE_COMPLETED),
 }
 
 
@@ -415,6 +576,9 @@ class StepResult(Wire):
     stage: Stage | None = Field(default=None, description="the failing stage, if any")
     message: str = ""
     output_tail: list[str] = Field(default_factory=list)
+    data_service: ObservedDataService | None = Field(
+        default=None, description="data steps: the service as the step left it (None: gone)"
+    )
 
 
 class OperationEvent(Wire):
