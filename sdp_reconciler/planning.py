@@ -506,17 +506,19 @@ def _routes_reason(observed: ObservedGateway, differing: dict[str, str],
         k for k in {*differing, *reverted}
         if live.get(k) not in known and live.get(k) != committed.get(k)
     )
-    parts = [f"{k}_url {_label(live.get(k), committed)}→{_label(v, committed)}"
+    parts = [f"{k}_url {_label(live.get(k), committed.get(k))}→{_label(v, committed.get(k))}"
              for k, v in sorted({**differing, **reverted}.items()) if k in differing or
              k in reverted]
     prefix = f"drift: config.php routes edited by hand ({', '.join(hand)}); " if hand else ""
     return prefix + "routes changed: " + ", ".join(parts)
 
 
-def _label(url: str | None, committed: dict[str, str]) -> str:
+def _label(url: str | None, committed: str | None) -> str:
+    """``OCP`` for the key's own committed value; any other value as it is (a hand edit may
+    copy another key's OCP URL, which is not this key's OCP)."""
     if url is None:
         return "none"
-    return "OCP" if url in committed.values() else url
+    return "OCP" if url == committed else url
 
 
 def plan(

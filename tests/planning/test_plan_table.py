@@ -294,6 +294,11 @@ CASES = [
              (A.UPDATE, R, GW, "drift: config.php routes edited by hand (payment); "
               "routes changed: payment_url http://10.9.9.9:8000→OCP"),
          ]),
+    Case("a route hand-edited to another key's OCP URL: the edited value is named", BASE,
+         lambda: base_then(lambda o: o.edit_routes_by_hand(GW, payment_url=OCP["user"])), [
+             (A.UPDATE, R, GW, "drift: config.php routes edited by hand (payment); "
+              f"routes changed: payment_url {OCP['user']}→OCP"),
+         ]),
     Case("a key the sandbox does not name, edited by hand: back to the commit's value", BASE,
          lambda: base_then(lambda o: o.edit_routes_by_hand(GW, user_url="http://10.9.9.9:1")), [
              (A.UPDATE, R, GW, "drift: config.php routes edited by hand (user)"),
