@@ -136,10 +136,26 @@ def status_rows(
                     why = result.message if result else outcome.errors.get(routes.step_id, "")
                     row = _replace(row, sync="OutOfSync", reason="RoutesFailed",
                                    health="Degraded", message=why)
+            if service == GATEWAY and not _serves(sandbox, planned, outcome, observed):
+                row = _replace(row, url=None)
             sandbox_rows.append(row)
         rows.extend(sandbox_rows)
         rows.append(_sandbox_row(name, sandbox, sandbox_rows, blocked))
     return rows
+
+
+def _serves(sandbox: ResolvedSandbox, planned: Change | None, outcome: ApplyOutcome | None,
+            observed: ObservedContainer | None) -> bool:
+    """Whether the gateway answers after this pass, so that its URL is worth giving: not when
+    the sandbox is suspended, nor when no container runs (none deployed yet, a failed first
+    deploy, stopped)."""
+    if sandbox.suspended:
+        return False
+    if planned is not None and outcome is not None:
+        result = outcome.results.get(planned.step_id)
+        if result is not None and result.ok:
+            return planned.action is not Action.STOP
+    return observed is not None and observed.state == "running"
 
 
 def retired_rows(retired: dict[str, str]) -> list[StatusRow]:

@@ -60,6 +60,9 @@ def test_overview_shows_each_sandbox_with_status_gateway_url_services_and_routes
     assert ok_card.count('data-route="ocp">OCP') == 2
     sleepy_card = html.split(f'data-sandbox="{deployed.sleepy}"')[1].split("</article>")[0]
     assert ">Suspended<" in sleepy_card
+    assert "App gateway URL: none: suspended" in text(sleepy_card), "nothing answers there"
+    assert status_of(deployed, deployed.sleepy, "gateway")["url"] is None
+    assert f"{deployed.sleepy}: point the app at" not in deployed.once_output
     broken_card = html.split(f'data-sandbox="{deployed.broken}"')[1].split("</article>")[0]
     assert "OutOfSync" in broken_card and "DeployFailed" in broken_card
     assert "Last pass:" in words and "NOT_CONVERGED" in words
