@@ -115,12 +115,15 @@ def _apply(args: argparse.Namespace, *, mode: str, restarts: frozenset[tuple[str
         if result.converged:
             print("converged")
             return 0, result
-        failed = [c for c in the_plan.changes if not result.outcome.ok(c)]
+        final = result.final  # a second round, when removals freed ports others waited for
+        if final.refused:
+            print(f"not converged: {final.refused}")
+        failed = [c for c in final.plan.changes if not final.outcome.ok(c)]
         for change in failed:
-            why = result.outcome.results.get(change.step_id)
-            message = why.message if why else result.outcome.errors.get(change.step_id, "")
+            why = final.outcome.results.get(change.step_id)
+            message = why.message if why else final.outcome.errors.get(change.step_id, "")
             print(f"not converged: {change.resource} on {change.node}: {message}")
-        for problem in the_plan.problems:
+        for problem in final.plan.problems:
             print(f"not converged: {problem}")
         return 2, result
     finally:

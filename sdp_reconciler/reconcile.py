@@ -37,7 +37,13 @@ from sdp_reconciler.observing import (
 from sdp_reconciler.placement import Placement, place
 from sdp_reconciler.plan import Action, Change, Plan, Subject
 from sdp_reconciler.planning import Restart, plan
-from sdp_reconciler.ports import allocate, release, same_allocations, write_ports_file
+from sdp_reconciler.ports import (
+    NO_FREE_PORT,
+    allocate,
+    release,
+    same_allocations,
+    write_ports_file,
+)
 from sdp_reconciler.redaction import SECRETS
 from sdp_reconciler.resolve import ResolvedSandbox, resolve_all
 from sdp_reconciler.status import retired_rows, status_rows
@@ -61,6 +67,8 @@ class Prepared:
     host: HostConfig
     redactor: Callable[[str], str]
     """every secret this process resolved (``redaction.SECRETS``)"""
+    again: Callable[[], Prepared] | None = None
+    """prepare once more with the same inputs (``run``'s second round)"""
 
     def close(self) -> None:
         for client in self.clients.values():
@@ -72,13 +80,26 @@ class PassResult:
     prepared: Prepared
     outcome: ApplyOutcome = field(default_factory=ApplyOutcome)
     refused: str | None = None
+    follow_up: PassResult | None = None
+    """the second round, planned after this round's removals freed ports that sandboxes of
+    this round waited for"""
 
     @property
     def plan(self) -> Plan:
         return self.prepared.plan
 
     @property
+    def rounds(self) -> list[PassResult]:
+        return [self, *(self.follow_up.rounds if self.follow_up else [])]
+
+    @property
+    def final(self) -> PassResult:
+        return self.rounds[-1]
+
+    @property
     def converged(self) -> bool:
+        if self.follow_up is not None:
+            return self.follow_up.converged
         plan = self.prepared.plan
         all_ok = all(self.outcome.ok(c) for c in plan.changes)
         return self.refused is None and not plan.problems and all_ok and not any(
@@ -163,10 +184,14 @@ def prepare(
         for client in clients.values():
             client.close()
         raise
+    def again() -> Prepared:
+        return prepare(state_dir, env=env, restarts=restarts, report=report,
+                       client_timeout=client_timeout, history=history, now=now)
+
     return Prepared(
         state=state, sandboxes=sandboxes, retired=retired, world=world, placements=placements,
         allocations=allocations, plan=the_plan, clients=clients, credentials=credentials,
-        redactor=SECRETS, host=host,
+        redactor=SECRETS, host=host, again=again,
     )
 
 
@@ -224,37 +249,59 @@ def run(
             report=report,
         )
         notifier.send(started_notices(prepared.plan))
-        applier = Applier(
-            clients=prepared.clients, history=history, pass_id=pass_id, runner=runner,
-            credentials=prepared.credentials, redactor=prepared.redactor,
-            authorship=authorship, progress=progress,
-            **({"lease_wait": lease_wait} if lease_wait is not None else {}),
-        )
-        result.outcome = applier.run(prepared.plan)
-        removed = {
-            (c.sandbox, c.service) for c in prepared.plan.changes
-            if c.action is Action.REMOVE and c.service and result.outcome.ok(c)
-        }
-        remaining = release(prepared.allocations, removed)
-        if remaining != prepared.allocations:
-            write_ports_file(ports_path, remaining)
+        def applier(round_: Prepared) -> Applier:
+            return Applier(
+                clients=round_.clients, history=history, pass_id=pass_id, runner=runner,
+                credentials=round_.credentials, redactor=round_.redactor,
+                authorship=authorship, progress=progress,
+                **({"lease_wait": lease_wait} if lease_wait is not None else {}),
+            )
+
+        result.outcome = applier(prepared).run(prepared.plan)
+        remaining = _release_removed(prepared, result.outcome, ports_path)
+        last, last_remaining = result, remaining
+        if remaining != prepared.allocations and waits_for_ports(prepared.plan) \
+                and prepared.again is not None:
+            # A removal confirmed this round freed ports that sandboxes of this round waited
+            # for: plan those now rather than one pass later.
+            report("ports freed by removals: planning the sandboxes that waited for one")
+            again = prepared.again()
+            follow = PassResult(prepared=again)
+            result.follow_up = follow
+            if not same_allocations(again.allocations, again.state.ports.model.allocations
+                                    if again.state.ports else []):
+                write_ports_file(ports_path, again.allocations)
+            follow.refused = None if allow_prune else prune_refusal(again)
+            if follow.refused is None:
+                notifier.send(started_notices(again.plan))
+                follow.outcome = applier(again).run(again.plan)
+                last_remaining = _release_removed(again, follow.outcome, ports_path)
+            else:
+                last_remaining = again.allocations
+            last = follow
+        final = last.prepared
         rows = status_rows(
-            sandboxes=prepared.sandboxes, plan=prepared.plan, outcome=result.outcome,
-            world=prepared.world, placements=prepared.placements, allocations=remaining,
+            sandboxes=final.sandboxes, plan=final.plan, outcome=last.outcome,
+            world=final.world, placements=final.placements, allocations=last_remaining,
         )
-        rows += retired_rows(prepared.retired)
+        rows += retired_rows(final.retired)
         urls = {r.sandbox: r.url for r in rows if r.service == GATEWAY and r.url}
 
-        def failure(change: Change) -> str:
-            found = result.outcome.results.get(change.step_id)
-            return found.message if found else result.outcome.errors.get(change.step_id, "")
+        for round_ in result.rounds:
+            if round_.refused is not None:
+                continue
 
-        notifier.send(finished_notices(prepared.plan, result.outcome.ok, failure, urls))
-        known = set(prepared.sandboxes) | set(prepared.retired)
+            def failure(change: Change, outcome: ApplyOutcome = round_.outcome) -> str:
+                found = outcome.results.get(change.step_id)
+                return found.message if found else outcome.errors.get(change.step_id, "")
+
+            notifier.send(finished_notices(round_.plan, round_.outcome.ok, failure, urls))
+        known = set(final.sandboxes) | set(final.retired)
         history.set_status(rows, sandboxes=known)
         history.forget_sandboxes_except(known)
         status = "CONVERGED" if result.converged else "NOT_CONVERGED"
-        history.finish_pass(pass_id, status=status, summary=prepared.plan.summary())
+        history.finish_pass(pass_id, status=status,
+                            summary="; then ".join(r.plan.summary() for r in result.rounds))
         settings = prepared.host.model.history
         history.prune(Retention(deployments_days=settings.retention_days,
                                 audit_days=settings.audit_retention_days))
@@ -263,9 +310,29 @@ def run(
         history.finish_pass(pass_id, status="ERROR", summary=prepared.redactor(str(e)))
         raise
     finally:
+        if result.follow_up is not None:
+            result.follow_up.prepared.close()
         if notifier is not None:
             notifier.close()
         repository.close()
+
+
+def waits_for_ports(plan: Plan) -> bool:
+    """Whether some sandbox of ``plan`` was held back for want of a free port."""
+    return any(p.message.startswith(NO_FREE_PORT) for p in plan.problems)
+
+
+def _release_removed(prepared: Prepared, outcome: ApplyOutcome, ports_path: Path
+                     ) -> list[Allocation]:
+    """The allocations without those whose containers a node confirmed removed (written)."""
+    removed = {
+        (c.sandbox, c.service) for c in prepared.plan.changes
+        if c.action is Action.REMOVE and c.service and outcome.ok(c)
+    }
+    remaining = release(prepared.allocations, removed)
+    if remaining != prepared.allocations:
+        write_ports_file(ports_path, remaining)
+    return remaining
 
 
 def restart_targets(prepared: Prepared, sandbox: str, service: str | None) -> None:
