@@ -507,6 +507,7 @@ def _routes_reason(observed: ObservedGateway, differing: dict[str, str],
         if live.get(k) not in known and live.get(k) != committed.get(k)
     )
     parts = [f"{k}_url {_label(live.get(k), committed.get(k))}→{_label(v, committed.get(k))}"
+             + (f" ({v})" if k in hand and v == committed.get(k) else "")
              for k, v in sorted({**differing, **reverted}.items()) if k in differing or
              k in reverted]
     prefix = f"drift: config.php routes edited by hand ({', '.join(hand)}); " if hand else ""
