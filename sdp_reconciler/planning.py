@@ -528,17 +528,21 @@ def plan(
     problems: Iterable[Problem] = (),
     restarts: frozenset[Restart] = frozenset(),
     retired: dict[str, str] | None = None,
+    held: frozenset[str] = frozenset(),
 ) -> Plan:
     """The changes that bring the nodes to the state. Pure and deterministic.
 
     ``retired`` names sandboxes whose files exist but whose containers must go (expiry), with
-    the reason; they are not in ``sandboxes``.
+    the reason; they are not in ``sandboxes``. ``held`` names sandboxes to leave exactly as
+    they run (an unauthorised change, docs/access.md): nothing of theirs is created, changed or
+    removed; they are not in ``sandboxes`` either.
     """
     planner = _Planner(
         sandboxes=sandboxes, world=world, placements=placements,
         ports={(a.sandbox, a.service): a for a in allocations}, restarts=restarts,
         retired=dict(retired or {}),
     )
+    planner.blocked |= held
     for problem in problems:
         planner.problems.append(problem)
         planner.blocked |= _sandboxes_of_problem(problem, sandboxes)
@@ -602,7 +606,7 @@ def plan(
     )
     return Plan(
         changes=tuple(ordered), problems=tuple(sorted(set(planner.problems))),
-        notes=tuple(notes), blocked=frozenset(planner.blocked),
+        notes=tuple(notes), blocked=frozenset(planner.blocked), held=held,
     )
 
 

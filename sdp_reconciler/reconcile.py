@@ -18,6 +18,8 @@ from pathlib import Path
 from sdp_node.naming import GATEWAY
 from sdp_node.protocol import LABEL_SANDBOX, LABEL_SERVICE, Credentials, OperationEvent
 from sdp_reconciler import credentials as creds
+from sdp_reconciler.access.enforcement import Enforcement, audit_refusals, enforce, record
+from sdp_reconciler.access.signatures import SignatureVerifier
 from sdp_reconciler.agents import pinned_client
 from sdp_reconciler.applying import Applier, ApplyOutcome
 from sdp_reconciler.errors import SdpError
@@ -40,7 +42,7 @@ from sdp_reconciler.planning import Restart, plan
 from sdp_reconciler.ports import allocate, release, same_allocations, write_ports_file
 from sdp_reconciler.redaction import SECRETS
 from sdp_reconciler.resolve import ResolvedSandbox, resolve_all
-from sdp_reconciler.status import retired_rows, status_rows
+from sdp_reconciler.status import held_rows, retired_rows, status_rows
 from sdp_reconciler.world import Allocation, World
 
 Report = Callable[[str], None]
@@ -61,6 +63,9 @@ class Prepared:
     host: HostConfig
     redactor: Callable[[str], str]
     """every secret this process resolved (``redaction.SECRETS``)"""
+    access: Enforcement = field(default_factory=lambda: Enforcement(decision=None))
+    held: frozenset[str] = frozenset()
+    """sandboxes left as they run: a change to them is not authorised (access.yaml)"""
 
     def close(self) -> None:
         for client in self.clients.values():
@@ -109,11 +114,16 @@ def prepare(
     state_dir: Path, *, env: Mapping[str, str] | None = None,
     restarts: frozenset[Restart] = frozenset(), report: Report = lambda _m: None,
     client_timeout: float = 30.0, history: History | None = None,
-    now: datetime | None = None,
+    now: datetime | None = None, verifier: SignatureVerifier | None = None,
 ) -> Prepared:
     env = os.environ if env is None else env
     host = require_host_config(env)
     state = load_state(state_dir, host=host.rules(env))
+    # Who may change what is judged before anything is asked of a node (docs/access.md).
+    access = enforce(state.root, has_access_file=state.access is not None, history=history,
+                     verifier=verifier)
+    for note in access.notes:
+        report(note)
     everything = resolve_all(state)
     sandboxes, retired = apply_expiry(
         everything, activity(state, everything, history), now or datetime.now(UTC)
@@ -131,6 +141,13 @@ def prepare(
             if view.unreachable:
                 report(f"node {name}: unreachable ({view.unreachable})")
         names = state.nodes.model.names
+        observed_sandboxes = {
+            c.labels.get(LABEL_SANDBOX, "") for v in views.values() if v.observation
+            for c in v.observation.containers}
+        held = access.everything_held(set(everything) | observed_sandboxes - {""})
+        sandboxes = {n: s for n, s in sandboxes.items() if n not in held}
+        retired = {n: why for n, why in retired.items() if n not in held}
+        access_problems = access.problems({n: s.file for n, s in everything.items()})
         world = World(installation=state.nodes.model.installation, spec_key=key, nodes=views,
                       names=names)
         placements, problems = place(
@@ -157,7 +174,8 @@ def prepare(
         )
         the_plan = plan(
             sandboxes=sandboxes, world=world, placements=placements, allocations=allocations,
-            problems=[*problems, *port_problems], restarts=restarts, retired=retired,
+            problems=[*access_problems, *problems, *port_problems], restarts=restarts,
+            retired=retired, held=held,
         )
     except BaseException:
         for client in clients.values():
@@ -166,7 +184,7 @@ def prepare(
     return Prepared(
         state=state, sandboxes=sandboxes, retired=retired, world=world, placements=placements,
         allocations=allocations, plan=the_plan, clients=clients, credentials=credentials,
-        redactor=SECRETS, host=host,
+        redactor=SECRETS, host=host, access=access, held=held,
     )
 
 
@@ -227,7 +245,7 @@ def run(
         applier = Applier(
             clients=prepared.clients, history=history, pass_id=pass_id, runner=runner,
             credentials=prepared.credentials, redactor=prepared.redactor,
-            authorship=authorship, progress=progress,
+            authorship=authorship, grant=prepared.access.grant, progress=progress,
             **({"lease_wait": lease_wait} if lease_wait is not None else {}),
         )
         result.outcome = applier.run(prepared.plan)
@@ -243,6 +261,10 @@ def run(
             world=prepared.world, placements=prepared.placements, allocations=remaining,
         )
         rows += retired_rows(prepared.retired)
+        rows += held_rows({name: prepared.access.refusals_of(name) or prepared.access.halted
+                           for name in prepared.held
+                           if prepared.state.sandboxes.get(name) is not None
+                           or _runs(prepared.world, name)}, prepared.world)
         urls = {r.sandbox: r.url for r in rows if r.service == GATEWAY and r.url}
 
         def failure(change: Change) -> str:
@@ -250,10 +272,13 @@ def run(
             return found.message if found else result.outcome.errors.get(change.step_id, "")
 
         notifier.send(finished_notices(prepared.plan, result.outcome.ok, failure, urls))
-        known = set(prepared.sandboxes) | set(prepared.retired)
+        known = set(prepared.sandboxes) | set(prepared.retired) | {
+            r.sandbox for r in rows}
         history.set_status(rows, sandboxes=known)
         history.forget_sandboxes_except(known)
         status = "CONVERGED" if result.converged else "NOT_CONVERGED"
+        audit_refusals(history, prepared.access, runner=runner)
+        record(history, prepared.access)
         history.finish_pass(pass_id, status=status, summary=prepared.plan.summary())
         settings = prepared.host.model.history
         history.prune(Retention(deployments_days=settings.retention_days,
@@ -266,6 +291,11 @@ def run(
         if notifier is not None:
             notifier.close()
         repository.close()
+
+
+def _runs(world: World, sandbox: str) -> bool:
+    return any(c.labels.get(LABEL_SANDBOX) == sandbox for v in world.nodes.values()
+               if v.observation for c in v.observation.containers)
 
 
 def restart_targets(prepared: Prepared, sandbox: str, service: str | None) -> None:
