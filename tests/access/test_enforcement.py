@@ -21,7 +21,7 @@ from sdp_reconciler.access.enforcement import (
 )
 from sdp_reconciler.history import History
 from tests.access.conftest import AccessRepo
-from tests.access.gitrepo import SANDBOX, Person, StateRepo
+from tests.access.gitrepo import SANDBOX, Person
 
 
 def test_without_access_yaml_nothing_is_judged_not_even_a_directory_outside_git(
