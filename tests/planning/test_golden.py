@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from sdp_reconciler.credentials import resolve_environments
-from sdp_reconciler.loading import load_state
-from sdp_reconciler.plan import Plan
-from sdp_reconciler.resolve import resolve_all
+from sdp_reconciler.observe.credentials import resolve_environments
+from sdp_reconciler.planner.plan import Plan
+from sdp_reconciler.state.loading import load_state
+from sdp_reconciler.state.resolve import resolve_all
 from tests.planning.builders import HEADS, Desired, nodes, plan_pass, sha
 from tests.planning.test_plan_table import CASES
 
