@@ -29,7 +29,7 @@ from sdp_reconciler.access.decision import AccessDecision, Grant
 from sdp_reconciler.access.effects import NOT_ENFORCED
 from sdp_reconciler.access.gitrange import AccessError
 from sdp_reconciler.access.signatures import SignatureVerifier
-from sdp_reconciler.locations import Location, Problem
+from sdp_reconciler.state.locations import Location, Problem
 
 BASE_KEY = "access.base"
 """history meta: the state commit the next pass judges from"""
