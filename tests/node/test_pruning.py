@@ -6,6 +6,7 @@ Real git server, go, Docker engine. The agent prunes after each apply (``sdp_nod
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from sdp_node.prune import Entry, decide, mounted
 from sdp_testbed.go_service import go_service_files
 from sdp_testbed.repos import commit_files
 from sdp_testbed.waiting import http_get, wait_for
+from tests.conftest import GO_CACHE
 from tests.support.agents import AgentProcess, free_port
 from tests.support.names import NAMES
 from tests.support.plans import deploy, run, spec
@@ -36,7 +38,11 @@ def test_the_agent_prunes_what_no_container_uses_and_bounds_gocache(
     path, url = make_repo("account")
     one = commit_files(path, branch="main", message="1",
                        files=go_service_files(service="account", revision="main-1"))
+    # Its own GOCACHE, since it is emptied here; a copy of the shared one, so that only the
+    # build after the emptying starts cold.
     go_cache = tmp_path / "own-gocache"
+    if GO_CACHE.is_dir():
+        shutil.copytree(GO_CACHE, go_cache, symlinks=True)
     agent = make_agent(
         repositories=[{"name": "account", "url": url, "kind": "go", "image": images["micro"],
                        "health_timeout_seconds": 20}],
