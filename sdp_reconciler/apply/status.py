@@ -189,7 +189,8 @@ def held_rows(held: dict[str, tuple[str, ...]], world: World) -> list[StatusRow]
                     attempted_commit=container.labels.get(LABEL_COMMIT),
                     applied_commit=container.labels.get(LABEL_COMMIT),
                     port=int(port) if port and port.isdigit() else None,
-                    url=f"http://{address}:{port}" if port and address else None,
+                    url=f"http://{address}:{port}" if port and address and (
+                        service != GATEWAY or container.state == "running") else None,
                     route="sandbox" if service != GATEWAY else None,
                 ))
         rows += sandbox_rows

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from sdp_reconciler.apply.applying import ApplyOutcome
-from sdp_reconciler.apply.status import status_rows
+from sdp_reconciler.apply.status import held_rows, status_rows
 from sdp_reconciler.history import StatusRow
 from tests.planning.builders import (
     HEADS,
@@ -188,3 +188,14 @@ def test_a_gateway_url_only_where_a_gateway_runs() -> None:
     assert serving["gateway"].reason == "DeployFailed"
     assert serving["gateway"].url == serving[""].url == "http://gw.example.test:8080"
     assert rows_after(QA, nodes())[""].url == "http://gw.example.test:8080"
+
+
+def test_a_held_sandbox_has_a_gateway_url_only_while_its_gateway_runs() -> None:
+    observed = converged(QA)
+
+    def held() -> dict[str, StatusRow]:
+        return {r.service: r for r in held_rows({"qa": ("not authorised",)}, QA.world(observed))}
+
+    assert held()["gateway"].url == held()[""].url == "http://gw.example.test:8080"
+    observed.stop_by_hand("sandbox-qa-gateway")
+    assert (held()["gateway"].url, held()[""].url) == (None, None)
