@@ -203,7 +203,8 @@ def prepare(
             client.close()
         raise
     def again() -> Prepared:
-        return prepare(state_dir, env=env, restarts=restarts, report=report,
+        # Restarts were done by the first round: the second one must not repeat them.
+        return prepare(state_dir, env=env, report=report,
                        client_timeout=client_timeout, history=history, now=now,
                        verifier=verifier)
 
