@@ -2,9 +2,11 @@
 
 * **Lock**: a lease with a time limit on every node the plan touches, taken in name order and
   given back whole if any node refuses; renewed while the plan runs.
-* **Phases**: services, then routes, then cleanup; within a phase, one convergence plan per
-  node, nodes in parallel. Route choices that wait for a service deploy are settled with that
-  deploy's result before the routes phase starts: a failed service keeps its previous route.
+* **Phases**: data, services, routes, cleanup, data cleanup; within a phase, one convergence
+  plan per node, nodes in parallel. A sandbox whose database, Redis user or vhost failed to be
+  made gets none of its services deployed (they would boot without their data); route choices
+  that wait for a service deploy are settled with that deploy's result before the routes phase
+  starts: a failed or held service keeps its previous route.
 * **Recording**: each change becomes a deployment row (with its audit record) when it starts;
   the agent's events are followed live and written as they arrive, redacted once more with the
   values this process knows; nothing is recorded as done before the node confirms it.
@@ -157,6 +159,8 @@ class Applier:
         try:
             for phase in PHASE_ORDER:
                 batches = [(node, changes) for p, node, changes in plan.batches() if p is phase]
+                if phase is Phase.SERVICES:
+                    batches = self._hold_without_data(plan, batches, outcome)
                 if phase is Phase.ROUTES:
                     failed = outcome.failed_steps()
                     batches = [
@@ -173,6 +177,31 @@ class Applier:
             self.release()
             renewer.join(timeout=5)
         return outcome
+
+    def _hold_without_data(self, plan: Plan, batches: list[tuple[str, list[Change]]],
+                           outcome: ApplyOutcome) -> list[tuple[str, list[Change]]]:
+        """The batches without the service deploys of sandboxes whose data failed; those are
+        recorded as not run."""
+        failed = {c.sandbox: c for c in plan.changes
+                  if c.phase is Phase.DATA and not outcome.ok(c)}
+        if not failed:
+            return batches
+        kept = []
+        for node, changes in batches:
+            runs = []
+            for change in changes:
+                data = failed.get(change.sandbox)
+                if data is None or change.subject is not Subject.SERVICE \
+                        or change.action is Action.STOP:
+                    runs.append(change)
+                    continue
+                message = (f"not deployed: {data.subject.value} {data.resource} of the "
+                           "sandbox could not be made")
+                outcome.errors[change.step_id] = message
+                self._record_end(change, self._record_start(change), None, message)
+            if runs:
+                kept.append((node, runs))
+        return kept
 
     def _run_batch(self, node: str, changes: list[Change]) -> ApplyOutcome:
         outcome = ApplyOutcome()

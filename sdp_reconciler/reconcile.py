@@ -20,6 +20,7 @@ from sdp_node.protocol import LABEL_SANDBOX, LABEL_SERVICE, Credentials, Operati
 from sdp_reconciler import credentials as creds
 from sdp_reconciler.agents import pinned_client
 from sdp_reconciler.applying import Applier, ApplyOutcome
+from sdp_reconciler.dataplanning import DesiredDataSet, Reset, desired_data
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.expiry import apply_expiry
 from sdp_reconciler.gitinfo import Authorship, StateRepository, last_change
@@ -35,7 +36,7 @@ from sdp_reconciler.observing import (
     resolve_heads,
 )
 from sdp_reconciler.placement import Placement, place
-from sdp_reconciler.plan import Action, Change, Plan, Subject
+from sdp_reconciler.plan import Action, Change, Plan
 from sdp_reconciler.planning import Restart, plan
 from sdp_reconciler.ports import allocate, release, same_allocations, write_ports_file
 from sdp_reconciler.redaction import SECRETS
@@ -55,6 +56,8 @@ class Prepared:
     world: World
     placements: dict[tuple[str, str], Placement]
     allocations: list[Allocation]
+    data: DesiredDataSet
+    """every sandbox's data services this pass (their passwords registered for redaction)"""
     plan: Plan
     clients: dict[str, NodeClient]
     credentials: Credentials | None
@@ -107,7 +110,8 @@ def activity(state: LoadedState, sandboxes: dict[str, ResolvedSandbox],
 
 def prepare(
     state_dir: Path, *, env: Mapping[str, str] | None = None,
-    restarts: frozenset[Restart] = frozenset(), report: Report = lambda _m: None,
+    restarts: frozenset[Restart] = frozenset(), resets: frozenset[Reset] = frozenset(),
+    report: Report = lambda _m: None,
     client_timeout: float = 30.0, history: History | None = None,
     now: datetime | None = None,
 ) -> Prepared:
@@ -155,9 +159,12 @@ def prepare(
             existing=state.ports.model.allocations if state.ports else [],
             world=world, now=datetime.now(UTC),
         )
+        data = desired_data(sandboxes, world)
+        SECRETS.add(*data.passwords())  # derived here; handed to the containers only
         the_plan = plan(
             sandboxes=sandboxes, world=world, placements=placements, allocations=allocations,
             problems=[*problems, *port_problems], restarts=restarts, retired=retired,
+            data=data, resets=resets,
         )
     except BaseException:
         for client in clients.values():
@@ -165,7 +172,7 @@ def prepare(
         raise
     return Prepared(
         state=state, sandboxes=sandboxes, retired=retired, world=world, placements=placements,
-        allocations=allocations, plan=the_plan, clients=clients, credentials=credentials,
+        allocations=allocations, data=data, plan=the_plan, clients=clients, credentials=credentials,
         redactor=SECRETS, host=host,
     )
 
@@ -177,7 +184,7 @@ def prune_refusal(prepared: Prepared) -> str | None:
         for c in v.observation.containers if not c.aside
     ]
     removals = [c for c in prepared.plan.changes
-                if c.action is Action.REMOVE and c.subject is not Subject.NETWORK]
+                if c.action is Action.REMOVE and c.subject.is_container]
     if not running or len(removals) * 2 <= len(running):
         return None
     sandboxes = sorted({c.sandbox for c in removals})
@@ -233,7 +240,8 @@ def run(
         result.outcome = applier.run(prepared.plan)
         removed = {
             (c.sandbox, c.service) for c in prepared.plan.changes
-            if c.action is Action.REMOVE and c.service and result.outcome.ok(c)
+            if c.action is Action.REMOVE and c.subject.is_container and c.service
+            and result.outcome.ok(c)
         }
         remaining = release(prepared.allocations, removed)
         if remaining != prepared.allocations:
