@@ -291,12 +291,26 @@ class Applier:
         self.history.add_audit(
             deployment_id=deployment, user=authorship.author,
             uncommitted=int(authorship.uncommitted), runner=self.runner,
-            action=_action_label(change), repository=detail.get("repository"),
+            action=_audit_label(change, result), repository=detail.get("repository"),
             branch=detail.get("branch"), commit_sha=detail.get("commit"),
             environment=detail.get("environment"), sandbox=change.sandbox,
             service=change.service, status="SUCCESS" if result is not None and result.ok
             else "FAILED",
         )
+
+
+def _audit_label(change: Change, result: StepResult | None) -> str:
+    """What the audit says was done: for a data service, whether the ensure really cloned
+    (``clone database``) or found it made (``ensure database``)."""
+    if not change.subject.is_data:
+        return _action_label(change)
+    what = change.subject.value
+    if change.action is Action.REMOVE:
+        return f"drop {what}"
+    if change.action is Action.RECREATE:
+        return f"reclone {what}"
+    made = result is not None and result.changed and bool(change.detail.get("clones"))
+    return f"clone {what}" if made else f"ensure {what}"
 
 
 def _action_label(change: Change) -> str:

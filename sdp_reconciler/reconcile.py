@@ -249,6 +249,7 @@ def run(
         rows = status_rows(
             sandboxes=prepared.sandboxes, plan=prepared.plan, outcome=result.outcome,
             world=prepared.world, placements=prepared.placements, allocations=remaining,
+            data=prepared.data,
         )
         rows += retired_rows(prepared.retired)
         urls = {r.sandbox: r.url for r in rows if r.service == GATEWAY and r.url}

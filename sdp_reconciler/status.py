@@ -4,7 +4,8 @@ Pure: from the plan, what the nodes confirmed and what they reported. Vocabulary
 sync ``InSync`` / ``OutOfSync``; health ``Healthy`` / ``Progressing`` / ``Degraded`` /
 ``Unhealthy`` / ``Suspended``; a CamelCase reason and a message. A failed deploy leaves the
 previous container serving: that service is ``OutOfSync`` and ``Degraded``, its applied commit
-still the old one, its attempted commit the new one (as Flux keeps them).
+still the old one, its attempted commit the new one (as Flux keeps them). A sandbox's data
+services add one row each (``datastatus.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 from sdp_node.naming import GATEWAY
 from sdp_node.protocol import LABEL_COMMIT, ObservedContainer
 from sdp_reconciler.applying import ApplyOutcome
+from sdp_reconciler.dataplanning import DesiredDataSet
+from sdp_reconciler.datastatus import data_rows
 from sdp_reconciler.desired import ResolvedSandbox
 from sdp_reconciler.history import StatusRow
 from sdp_reconciler.placement import Placement
@@ -51,7 +54,7 @@ def _health_of(container: ObservedContainer | None) -> tuple[str, str, str]:
 def status_rows(
     *, sandboxes: dict[str, ResolvedSandbox], plan: Plan, outcome: ApplyOutcome | None,
     world: World, placements: dict[tuple[str, str], Placement],
-    allocations: list[Allocation],
+    allocations: list[Allocation], data: DesiredDataSet | None = None,
 ) -> list[StatusRow]:
     changes: dict[tuple[str, str], Change] = {}
     route_changes: dict[str, Change] = {}
@@ -137,6 +140,8 @@ def status_rows(
                     row = _replace(row, sync="OutOfSync", reason="RoutesFailed",
                                    health="Degraded", message=why)
             sandbox_rows.append(row)
+        if data is not None:
+            sandbox_rows += data_rows(sandbox, data=data, plan=plan, outcome=outcome, world=world)
         rows.extend(sandbox_rows)
         rows.append(_sandbox_row(name, sandbox, sandbox_rows, blocked))
     return rows

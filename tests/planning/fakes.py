@@ -181,6 +181,7 @@ class InMemoryNodes:
             raise AssertionError(f"a plan sent a step to unreachable node {node_name}: {step}")
         self.applied.append(step)
         ok = True
+        data_service: ObservedDataService | None = None
         if isinstance(step, EnsureNetwork):
             node.networks.setdefault(step.network, ObservedNetwork(
                 name=step.network, id=self._id(), labels=node.labels(
@@ -209,15 +210,16 @@ class InMemoryNodes:
         elif isinstance(step, DATA_STEP_TYPES):
             ok = step.service not in failing
             if ok:
-                self._data(node, step)
+                data_service = self._data(node, step)
         else:  # pragma: no cover - Step is a closed union
             raise AssertionError(step)
         return StepResult(step_id=step.step_id, action=step.action, ok=ok,
                           state=DeployState.RUNNING if ok else DeployState.FAILED,
-                          changed=ok, message="" if ok else "failed on purpose")
+                          changed=ok, message="" if ok else "failed on purpose",
+                          data_service=data_service)
 
     @staticmethod
-    def _data(node: InMemoryNode, step: DataStep) -> None:
+    def _data(node: InMemoryNode, step: DataStep) -> ObservedDataService | None:
         match step:
             case EnsureDatabase() | RecloneDatabase():
                 kind, name, user, source = DataKind.POSTGRESQL, step.database, step.database, \
@@ -228,22 +230,24 @@ class InMemoryNodes:
                 kind, name, user, source = DataKind.RABBITMQ, step.vhost, step.user, None
             case DropDatabase():
                 node.data_services.pop((DataKind.POSTGRESQL, step.database), None)
-                return
+                return None
             case DropRedisUser():
                 node.data_services.pop((DataKind.REDIS, step.user), None)
-                return
+                return None
             case DropRabbitmqVhost():
                 node.data_services.pop((DataKind.RABBITMQ, step.vhost), None)
-                return
+                return None
         existing = node.data_services.get((kind, name))
         if existing is not None and existing.state is DataState.READY \
                 and not isinstance(step, RecloneDatabase):
             source = existing.source  # a complete database keeps its source
-        node.data_services[(kind, name)] = ObservedDataService(
+        made = ObservedDataService(
             kind=kind, name=name, user=user, sandbox=step.sandbox, service=step.service,
             source=source, state=DataState.READY, spec_hash=step.spec_hash,
             key_prefix=name + ":" if kind is DataKind.REDIS else None,
         )
+        node.data_services[(kind, name)] = made
+        return made
 
     def _deploy(self, node: InMemoryNode, step: DeployService | DeployGateway) -> None:
         spec = step.spec

@@ -26,12 +26,14 @@ from sdp_node.protocol import (
 from sdp_reconciler.dataenv import data_password
 from sdp_reconciler.dataplanning import desired_data
 from sdp_reconciler.desired import ResolvedData, ResolvedSandbox
+from sdp_reconciler.history import StatusRow
 from sdp_reconciler.models import DataEntry, NodeType
 from sdp_reconciler.placement import place
 from sdp_reconciler.plan import Action, Change, Phase, Plan, Subject
 from sdp_reconciler.planning import plan
 from sdp_reconciler.ports import allocate
 from sdp_reconciler.sources import Location
+from sdp_reconciler.status import status_rows
 from tests.planning.builders import (
     INSTALLATION,
     KEY,
@@ -282,3 +284,31 @@ def test_desired_data_is_one_value_per_entry() -> None:
     assert data.problems == ()
 
 
+
+
+def test_status_shows_each_data_service_with_its_state_and_source() -> None:
+    observed = infra_nodes()
+    desired = Desired(by_name(qa()))
+    first = plan_pass(desired, observed)
+    outcome = observed.apply(first.plan)
+    data = desired_data(desired.sandboxes, first.world)
+
+    pending = status_rows(sandboxes=desired.sandboxes, plan=first.plan, outcome=None,
+                          world=first.world, placements=first.placements,
+                          allocations=first.allocations, data=data)
+    done = status_rows(sandboxes=desired.sandboxes, plan=first.plan, outcome=outcome,
+                       world=first.world, placements=first.placements,
+                       allocations=first.allocations, data=data)
+
+    def row(rows: list[StatusRow], service: str) -> StatusRow:
+        (found,) = [r for r in rows if r.service == service]
+        return found
+
+    assert (row(pending, "data.db").reason, row(pending, "data.db").sync) == (
+        "ChangesPending", "OutOfSync")
+    db = row(done, "data.db")
+    assert (db.node, db.sync, db.health, db.reason, db.branch, db.route) == (
+        INFRA, "InSync", "Healthy", "Ready", "qa-snapshot", "postgresql")
+    assert db.url == f"postgresql://10.0.0.3:5432/{DB}"
+    assert db.message == "ready, from qa-snapshot"
+    assert row(done, "data.cache").message == f"ready, keys {CACHE}:*"
