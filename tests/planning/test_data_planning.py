@@ -23,17 +23,17 @@ from sdp_node.protocol import (
     EnsureRedisUser,
     RecloneDatabase,
 )
-from sdp_reconciler.dataenv import data_password
-from sdp_reconciler.dataplanning import desired_data
-from sdp_reconciler.desired import ResolvedData, ResolvedSandbox
+from sdp_reconciler.apply.status import status_rows
 from sdp_reconciler.history import StatusRow
-from sdp_reconciler.models import DataEntry, NodeType
-from sdp_reconciler.placement import place
-from sdp_reconciler.plan import Action, Change, Phase, Plan, Subject
-from sdp_reconciler.planning import plan
-from sdp_reconciler.ports import allocate
-from sdp_reconciler.sources import Location
-from sdp_reconciler.status import status_rows
+from sdp_reconciler.planner.dataenv import data_password
+from sdp_reconciler.planner.dataplanning import desired_data
+from sdp_reconciler.planner.placement import place
+from sdp_reconciler.planner.plan import Action, Change, Phase, Plan, Subject
+from sdp_reconciler.planner.planning import plan
+from sdp_reconciler.planner.ports import allocate
+from sdp_reconciler.state.models import DataEntry, NodeType
+from sdp_reconciler.state.resolved import ResolvedData, ResolvedSandbox
+from sdp_reconciler.state.sources import Location
 from tests.planning.builders import (
     INSTALLATION,
     KEY,

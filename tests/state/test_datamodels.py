@@ -11,10 +11,10 @@ from pydantic import ValidationError
 
 from sdp_node.naming import ResourceNames
 from sdp_node.protocol import DataKind, DataServerInfo
-from sdp_reconciler.dataenv import data_password, injected_env
-from sdp_reconciler.loading import validation_problems
-from sdp_reconciler.models import DataEntry, SandboxFile, variable_collisions
-from sdp_reconciler.sources import parse_source
+from sdp_reconciler.planner.dataenv import data_password, injected_env
+from sdp_reconciler.state.loading import validation_problems
+from sdp_reconciler.state.models import DataEntry, SandboxFile, variable_collisions
+from sdp_reconciler.state.sources import parse_source
 
 
 def problems(text: str) -> list[str]:
