@@ -291,3 +291,23 @@ def restart_targets(prepared: Prepared, sandbox: str, service: str | None) -> No
             f"sandbox {sandbox!r} runs no container for {service!r} (it runs: "
             f"{', '.join(sorted(s for s in running if s)) or 'nothing'})"
         )
+
+
+def reset_targets(prepared: Prepared, sandbox: str, entry: str) -> None:
+    """Check that ``reset SANDBOX ENTRY`` names a PostgreSQL entry this pass re-clones."""
+    resolved = prepared.sandboxes.get(sandbox)
+    if resolved is None:
+        known = ", ".join(sorted(prepared.sandboxes)) or "none"
+        raise SdpError(f"no sandbox {sandbox!r} in the state (sandboxes: {known})")
+    data = resolved.data.get(entry)
+    if data is None or data.entry.source is None:
+        entries = ", ".join(f"{n} ({d.entry.kind.value})" for n, d in resolved.data.items())
+        raise SdpError(
+            f"sandbox {sandbox!r} has no PostgreSQL data entry {entry!r} to re-clone "
+            f"(its data: {entries or 'none'})")
+    if resolved.suspended:
+        raise SdpError(f"sandbox {sandbox!r} is suspended: resume it to re-clone {entry!r}")
+    if not any(c.sandbox == sandbox and c.service == entry and c.subject.is_data
+               for c in prepared.plan.changes):
+        why = "; ".join(str(p) for p in prepared.plan.problems) or "nothing planned"
+        raise SdpError(f"{entry!r} of sandbox {sandbox!r} cannot be re-cloned this pass: {why}")
