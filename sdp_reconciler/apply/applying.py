@@ -31,6 +31,7 @@ from sdp_node.protocol import (
     Step,
     StepResult,
 )
+from sdp_reconciler.access.decision import Grant
 from sdp_reconciler.errors import LeaseRefused, SdpError
 from sdp_reconciler.history import History
 from sdp_reconciler.observe.node_client import NodeClient
@@ -90,6 +91,7 @@ class Applier:
         credentials: Credentials | None,
         redactor: Callable[[str], str],
         authorship: Callable[[str], Authorship],
+        grant: Callable[[str, str | None], Grant | None] = lambda _s, _v: None,
         progress: Progress | None = None,
         lease_wait: float = LEASE_SECONDS + 10,
     ) -> None:
@@ -100,6 +102,8 @@ class Applier:
         self.credentials = credentials
         self.redact = redactor
         self.authorship = authorship
+        self.grant = grant
+        """the access.yaml grant behind a (sandbox, service)'s content, for the audit row"""
         self.progress = progress
         self._leases: dict[str, str] = {}
         self._holder = f"{runner} pass {pass_id}"
@@ -288,7 +292,11 @@ class Applier:
             return
         authorship = self.authorship(change.sandbox)
         detail = change.detail
+        grant = self.grant(change.sandbox, change.service)
         self.history.add_audit(
+            state_commit=grant.commit if grant else None,
+            permission=str(grant.permission) if grant else None,
+            role=str(grant.role) if grant and grant.role else None,
             deployment_id=deployment, user=authorship.author,
             uncommitted=int(authorship.uncommitted), runner=self.runner,
             action=_audit_label(change, result), repository=detail.get("repository"),

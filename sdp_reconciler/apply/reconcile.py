@@ -17,9 +17,11 @@ from pathlib import Path
 
 from sdp_node.naming import GATEWAY
 from sdp_node.protocol import LABEL_SANDBOX, LABEL_SERVICE, Credentials, OperationEvent
+from sdp_reconciler.access.enforcement import Enforcement, audit_refusals, enforce, record
+from sdp_reconciler.access.signatures import SignatureVerifier
 from sdp_reconciler.apply.applying import Applier, ApplyOutcome
 from sdp_reconciler.apply.notify import Notifier, finished_notices, started_notices
-from sdp_reconciler.apply.status import retired_rows, status_rows
+from sdp_reconciler.apply.status import held_rows, retired_rows, status_rows
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.history import History, Retention
 from sdp_reconciler.observe import credentials as creds
@@ -64,6 +66,9 @@ class Prepared:
     host: HostConfig
     redactor: Callable[[str], str]
     """every secret this process resolved (``redaction.SECRETS``)"""
+    access: Enforcement = field(default_factory=lambda: Enforcement(decision=None))
+    held: frozenset[str] = frozenset()
+    """sandboxes left as they run: a change to them is not authorised (access.yaml)"""
 
     def close(self) -> None:
         for client in self.clients.values():
@@ -113,11 +118,16 @@ def prepare(
     restarts: frozenset[Restart] = frozenset(), resets: frozenset[Reset] = frozenset(),
     report: Report = lambda _m: None,
     client_timeout: float = 30.0, history: History | None = None,
-    now: datetime | None = None,
+    now: datetime | None = None, verifier: SignatureVerifier | None = None,
 ) -> Prepared:
     env = os.environ if env is None else env
     host = require_host_config(env)
     state = load_state(state_dir, host=host.rules(env))
+    # Who may change what is judged before anything is asked of a node (docs/access.md).
+    access = enforce(state.root, has_access_file=state.access is not None, history=history,
+                     verifier=verifier)
+    for note in access.notes:
+        report(note)
     everything = resolve_all(state)
     sandboxes, retired = apply_expiry(
         everything, activity(state, everything, history), now or datetime.now(UTC)
@@ -135,6 +145,13 @@ def prepare(
             if view.unreachable:
                 report(f"node {name}: unreachable ({view.unreachable})")
         names = state.nodes.model.names
+        observed_sandboxes = {
+            c.labels.get(LABEL_SANDBOX, "") for v in views.values() if v.observation
+            for c in v.observation.containers}
+        held = access.everything_held(set(everything) | observed_sandboxes - {""})
+        sandboxes = {n: s for n, s in sandboxes.items() if n not in held}
+        retired = {n: why for n, why in retired.items() if n not in held}
+        access_problems = access.problems({n: s.file for n, s in everything.items()})
         world = World(installation=state.nodes.model.installation, spec_key=key, nodes=views,
                       names=names)
         placements, problems = place(
@@ -163,8 +180,8 @@ def prepare(
         SECRETS.add(*data.passwords())  # derived here; handed to the containers only
         the_plan = plan(
             sandboxes=sandboxes, world=world, placements=placements, allocations=allocations,
-            problems=[*problems, *port_problems], restarts=restarts, retired=retired,
-            data=data, resets=resets,
+            problems=[*access_problems, *problems, *port_problems], restarts=restarts,
+            retired=retired, held=held, data=data, resets=resets,
         )
     except BaseException:
         for client in clients.values():
@@ -172,8 +189,8 @@ def prepare(
         raise
     return Prepared(
         state=state, sandboxes=sandboxes, retired=retired, world=world, placements=placements,
-        allocations=allocations, data=data, plan=the_plan, clients=clients, credentials=credentials,
-        redactor=SECRETS, host=host,
+        allocations=allocations, data=data, plan=the_plan, clients=clients,
+        credentials=credentials, redactor=SECRETS, host=host, access=access, held=held,
     )
 
 
@@ -234,7 +251,7 @@ def run(
         applier = Applier(
             clients=prepared.clients, history=history, pass_id=pass_id, runner=runner,
             credentials=prepared.credentials, redactor=prepared.redactor,
-            authorship=authorship, progress=progress,
+            authorship=authorship, grant=prepared.access.grant, progress=progress,
             **({"lease_wait": lease_wait} if lease_wait is not None else {}),
         )
         result.outcome = applier.run(prepared.plan)
@@ -252,6 +269,10 @@ def run(
             data=prepared.data,
         )
         rows += retired_rows(prepared.retired)
+        rows += held_rows({name: prepared.access.refusals_of(name) or prepared.access.halted
+                           for name in prepared.held
+                           if prepared.state.sandboxes.get(name) is not None
+                           or _runs(prepared.world, name)}, prepared.world)
         urls = {r.sandbox: r.url for r in rows if r.service == GATEWAY and r.url}
 
         def failure(change: Change) -> str:
@@ -259,10 +280,13 @@ def run(
             return found.message if found else result.outcome.errors.get(change.step_id, "")
 
         notifier.send(finished_notices(prepared.plan, result.outcome.ok, failure, urls))
-        known = set(prepared.sandboxes) | set(prepared.retired)
+        known = set(prepared.sandboxes) | set(prepared.retired) | {
+            r.sandbox for r in rows}
         history.set_status(rows, sandboxes=known)
         history.forget_sandboxes_except(known)
         status = "CONVERGED" if result.converged else "NOT_CONVERGED"
+        audit_refusals(history, prepared.access, runner=runner)
+        record(history, prepared.access)
         history.finish_pass(pass_id, status=status, summary=prepared.plan.summary())
         settings = prepared.host.model.history
         history.prune(Retention(deployments_days=settings.retention_days,
@@ -275,6 +299,11 @@ def run(
         if notifier is not None:
             notifier.close()
         repository.close()
+
+
+def _runs(world: World, sandbox: str) -> bool:
+    return any(c.labels.get(LABEL_SANDBOX) == sandbox for v in world.nodes.values()
+               if v.observation for c in v.observation.containers)
 
 
 def restart_targets(prepared: Prepared, sandbox: str, service: str | None) -> None:

@@ -11,7 +11,14 @@ services add one row each (``datastatus.py``).
 from __future__ import annotations
 
 from sdp_node.naming import GATEWAY
-from sdp_node.protocol import LABEL_COMMIT, ObservedContainer
+from sdp_node.protocol import (
+    LABEL_BRANCH,
+    LABEL_COMMIT,
+    LABEL_PORT,
+    LABEL_SANDBOX,
+    LABEL_SERVICE,
+    ObservedContainer,
+)
 from sdp_reconciler.apply.applying import ApplyOutcome
 from sdp_reconciler.apply.datastatus import data_rows
 from sdp_reconciler.history import StatusRow
@@ -144,6 +151,43 @@ def status_rows(
             sandbox_rows += data_rows(sandbox, data=data, plan=plan, outcome=outcome, world=world)
         rows.extend(sandbox_rows)
         rows.append(_sandbox_row(name, sandbox, sandbox_rows, blocked))
+    return rows
+
+
+def held_rows(held: dict[str, tuple[str, ...]], world: World) -> list[StatusRow]:
+    """Rows of sandboxes left as they run because a change to them is not authorised
+    (``held``: sandbox -> refusal lines): what their containers run, as the nodes report it,
+    and the refusals as the reason."""
+    rows: list[StatusRow] = []
+    for name, refusals in sorted(held.items()):
+        message = "; ".join(refusals) or "a change to it is not authorised"
+        sandbox_rows: list[StatusRow] = []
+        for node, view in sorted(world.nodes.items()):
+            containers = view.observation.containers if view.observation else []
+            for container in sorted(containers, key=lambda c: c.name):
+                if container.aside or container.labels.get(LABEL_SANDBOX) != name:
+                    continue
+                service = container.labels.get(LABEL_SERVICE, "")
+                port = container.labels.get(LABEL_PORT)
+                address = view.node.public_address if service == GATEWAY else view.node.address
+                health, _reason, why = _health_of(container)
+                sandbox_rows.append(StatusRow(
+                    sandbox=name, service=service, node=node, sync="OutOfSync", health=health,
+                    reason="Unauthorised", message=message if not why else f"{message}; {why}",
+                    branch=container.labels.get(LABEL_BRANCH),
+                    attempted_commit=container.labels.get(LABEL_COMMIT),
+                    applied_commit=container.labels.get(LABEL_COMMIT),
+                    port=int(port) if port and port.isdigit() else None,
+                    url=f"http://{address}:{port}" if port and address else None,
+                    route="sandbox" if service != GATEWAY else None,
+                ))
+        rows += sandbox_rows
+        health = max((r.health for r in sandbox_rows), key=_HEALTH_ORDER.index,
+                     default="Suspended")  # nothing of it runs, on purpose
+        gateway = next((r for r in sandbox_rows if r.service == GATEWAY), None)
+        rows.append(StatusRow(sandbox=name, service="", node=None, sync="OutOfSync",
+                              health=health, reason="Unauthorised", message=message,
+                              url=gateway.url if gateway else None))
     return rows
 
 

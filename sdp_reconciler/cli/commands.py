@@ -96,6 +96,8 @@ def summary_table(history: History, *, sandbox: str | None = None) -> str:
              for r in table]
     gateways = [r for r in rows if r["service"] == "gateway" and r["url"]]
     lines += [f"{g['sandbox']}: point the app at {g['url']}" for g in gateways]
+    lines += [f"{r['sandbox']}: left as it runs, not authorised: {r['message']}"
+              for r in rows if r["service"] == "" and r["reason"] == "Unauthorised"]
     return "\n".join(lines)
 
 

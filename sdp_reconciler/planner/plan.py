@@ -150,6 +150,8 @@ class Plan:
     notes: tuple[str, ...] = ()
     blocked: frozenset[str] = frozenset()
     """sandboxes left alone this pass because of a problem"""
+    held: frozenset[str] = frozenset()
+    """of those, the ones left as they run because a change to them is not authorised"""
 
     @property
     def empty(self) -> bool:
@@ -209,6 +211,7 @@ class Plan:
                 "changes": [c.to_json() for c in self.changes],
                 "problems": [str(p) for p in self.problems],
                 "notes": list(self.notes),
+                "held": sorted(self.held),
                 "summary": self.summary(),
             },
             indent=2,

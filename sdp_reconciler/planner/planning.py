@@ -548,14 +548,18 @@ def plan(
     problems: Iterable[Problem] = (),
     restarts: frozenset[Restart] = frozenset(),
     retired: dict[str, str] | None = None,
+    held: frozenset[str] = frozenset(),
     data: DesiredDataSet | None = None,
     resets: frozenset[Reset] = frozenset(),
 ) -> Plan:
     """The changes that bring the nodes to the state. Pure and deterministic.
 
     ``retired`` names sandboxes whose files exist but whose containers must go (expiry), with
-    the reason; they are not in ``sandboxes``. ``data`` is ``desired_data(sandboxes, world)``
-    (built here when not given); ``resets`` are (sandbox, entry) to re-clone.
+    the reason; they are not in ``sandboxes``. ``held`` names sandboxes to leave exactly as
+    they run (an unauthorised change, docs/access.md): nothing of theirs is created, changed or
+    removed (their data services neither); they are not in ``sandboxes`` either. ``data`` is
+    ``desired_data(sandboxes, world)`` (built here when not given); ``resets`` are (sandbox,
+    entry) to re-clone.
     """
     data = desired_data(sandboxes, world) if data is None else data
     planner = _Planner(
@@ -563,6 +567,7 @@ def plan(
         ports={(a.sandbox, a.service): a for a in allocations}, restarts=restarts,
         data=data, retired=dict(retired or {}),
     )
+    planner.blocked |= held
     for problem in [*problems, *data.problems]:
         planner.problems.append(problem)
         planner.blocked |= _sandboxes_of_problem(problem, sandboxes)
@@ -633,7 +638,7 @@ def plan(
     )
     return Plan(
         changes=tuple(ordered), problems=tuple(sorted(set(planner.problems))),
-        notes=tuple(notes), blocked=frozenset(planner.blocked),
+        notes=tuple(notes), blocked=frozenset(planner.blocked), held=held,
     )
 
 

@@ -312,3 +312,14 @@ def test_status_shows_each_data_service_with_its_state_and_source() -> None:
     assert db.url == f"postgresql://10.0.0.3:5432/{DB}"
     assert db.message == "ready, from qa-snapshot"
     assert row(done, "data.cache").message == f"ready, keys {CACHE}:*"
+
+
+def test_a_held_sandbox_keeps_its_data() -> None:
+    observed = infra_nodes()
+    observed.apply(plan_pass(Desired(by_name(qa())), observed).plan)
+    world = Desired({}).world(observed)
+
+    result = plan(sandboxes={}, world=world, placements={}, allocations=[],
+                  held=frozenset({"QA"}))
+
+    assert result.changes == ()
