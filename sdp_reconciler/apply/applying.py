@@ -4,7 +4,8 @@
   given back whole if any node refuses; renewed while the plan runs.
 * **Phases**: data, services, routes, cleanup, data cleanup; within a phase, one convergence
   plan per node, nodes in parallel. A sandbox whose database, Redis user or vhost failed to be
-  made gets none of its services deployed (they would boot without their data); route choices
+  made gets none of its services deployed (they would boot without their data), and one whose
+  container removal failed keeps its data until a later pass removed it; route choices
   that wait for a service deploy are settled with that deploy's result before the routes phase
   starts: a failed or held service keeps its previous route.
 * **Recording**: each change becomes a deployment row (with its audit record) when it starts;
@@ -165,6 +166,8 @@ class Applier:
                 batches = [(node, changes) for p, node, changes in plan.batches() if p is phase]
                 if phase is Phase.SERVICES:
                     batches = self._hold_without_data(plan, batches, outcome)
+                if phase is Phase.DATA_CLEANUP:
+                    batches = self._hold_while_containers_remain(plan, batches, outcome)
                 if phase is Phase.ROUTES:
                     failed = outcome.failed_steps()
                     batches = [
@@ -201,6 +204,31 @@ class Applier:
                     continue
                 message = (f"not deployed: {data.subject.value} {data.resource} of the "
                            "sandbox could not be made")
+                outcome.errors[change.step_id] = message
+                self._record_end(change, self._record_start(change), None, message)
+            if runs:
+                kept.append((node, runs))
+        return kept
+
+    def _hold_while_containers_remain(
+        self, plan: Plan, batches: list[tuple[str, list[Change]]], outcome: ApplyOutcome,
+    ) -> list[tuple[str, list[Change]]]:
+        """The batches without the drops of sandboxes a container removal failed for: their
+        data goes only once their containers are gone (the next pass tries again)."""
+        failed = {c.sandbox: c for c in plan.changes
+                  if c.phase is Phase.CLEANUP and not outcome.ok(c)}
+        if not failed:
+            return batches
+        kept = []
+        for node, changes in batches:
+            runs = []
+            for change in changes:
+                container = failed.get(change.sandbox)
+                if container is None:
+                    runs.append(change)
+                    continue
+                message = (f"not dropped yet: {container.subject.value} {container.resource} "
+                           "of the sandbox could not be removed")
                 outcome.errors[change.step_id] = message
                 self._record_end(change, self._record_start(change), None, message)
             if runs:

@@ -13,7 +13,9 @@ for redaction) and read by ``planning.plan`` twice: for the containers' environm
 * nothing for a suspended sandbox (its data is kept, and not made while it sleeps);
 * ``-`` drop, in phase ``data-cleanup`` after the containers are gone, of what this
   installation made on a node and the state no longer wants (sandbox deleted or retired, entry
-  removed, moved to another node); a sandbox with a problem is left alone;
+  removed, moved to another node); a sandbox with a problem is left alone, and a deleted one
+  keeps its data while a MICRO or GATEWAY node does not answer (a container of it may still
+  run there);
 * a node that did not answer, a server it does not manage or cannot reach, or a source it does
   not offer when a clone is due, is a problem of the sandbox (nothing of it is applied): an
   unreachable server lists no services, and "create everything" would be wrong.
@@ -255,8 +257,17 @@ def plan_data(
             detail={"source": desired.source, "clones": clones},
         ))
     wanted = {(d.node, d.kind, d.resource) for d in data.services.values()}
+    # A container of a deleted sandbox on a node that did not answer may still use its data.
+    silent = sorted(v.node.name for v in world.nodes.values()
+                    if v.node.type is not NodeType.INFRA and v.observation is None)
     for (node, kind, name), service in sorted(observed.items()):
         if (node, kind, name) in wanted or service.sandbox in blocked:
+            continue
+        if silent and service.sandbox not in sandboxes:
+            notes.append(f"{SUBJECTS[kind].value} {name} of sandbox {service.sandbox} is kept "
+                         "this pass: "
+                         f"node {', '.join(silent)} did not answer, and a container of the "
+                         "sandbox may still run there")
             continue
         changes.append(Change(
             action=Action.REMOVE, subject=SUBJECTS[kind], phase=Phase.DATA_CLEANUP,

@@ -47,7 +47,7 @@ data:
 @pytest.fixture
 def infra(stack: Stack, tmp_path: Path, data_servers: DataServers,  # noqa: F811
           snapshot: Snapshot) -> Iterator[AgentProcess]:  # noqa: F811
-    settings = data_settings(data_servers, snapshot)
+    settings = data_settings(data_servers, snapshot, busy_timeout_seconds=2)
     for server in settings.values():
         server["advertise_host"] = "host.docker.internal"  # what containers use
     agent = infra_agent(tmp_path / "infra", installation=stack.installation, data=settings)
@@ -155,3 +155,32 @@ def test_a_go_service_reads_its_sandboxs_cloned_database_through_the_gateway(
         "label": [f"sdp.instance={stack.installation}", f"sdp.sandbox={SANDBOX}"]})
     actions = [a for a, _s, _st in audit(stack)]
     assert actions.index("drop database") > actions.index("remove service")
+
+
+def test_a_sandbox_whose_clone_fails_gets_no_service_and_heals_on_the_next_pass(
+    stack: Stack, infra: AgentProcess, data_servers: DataServers,  # noqa: F811
+    snapshot: Snapshot, docker_client: docker.DockerClient,  # noqa: F811
+) -> None:
+    commit_files(stack.repos["account"], branch="feature/db", base="main", message="db",
+                 files=row_reader_files(service="account", revision="account db 1"))
+    stack.write(f"sandboxes/{SANDBOX}.yaml", SANDBOX_YAML)
+    stack.commit_state("a sandbox with a database")
+    database = ResourceNames(PREFIX).database(SANDBOX, "db")
+    labels = [f"sdp.instance={stack.installation}", f"sdp.sandbox={SANDBOX}",
+              "sdp.service=account"]
+
+    # A session of someone else on the template: PostgreSQL cannot copy it.
+    with pg_admin(data_servers, snapshot.template) as foreign:
+        foreign.execute("SET application_name = 'someone-else'")
+        blocked = stack.reconcile("once")
+    assert blocked.code == 2, blocked.output
+    assert f"not deployed: database {database} of the sandbox could not be made" \
+        in blocked.output
+    assert "someone-else" in blocked.output
+    assert not docker_client.containers.list(all=True, filters={"label": labels})
+    assert database not in databases(data_servers)
+
+    healed = stack.reconcile("once")
+    assert healed.code == 0, healed.output
+    url = gateway_urls(healed.stdout)[SANDBOX]
+    assert row_through_gateway(url)["row"] == snapshot.row

@@ -37,6 +37,7 @@ from sdp_reconciler.state.sources import Location
 from tests.planning.builders import (
     INSTALLATION,
     KEY,
+    MICRO,
     NOW,
     Desired,
     branch,
@@ -323,3 +324,15 @@ def test_a_held_sandbox_keeps_its_data() -> None:
                   held=frozenset({"QA"}))
 
     assert result.changes == ()
+
+
+def test_a_deleted_sandbox_keeps_its_data_while_a_micro_node_is_silent() -> None:
+    observed = infra_nodes()
+    observed.apply(plan_pass(Desired(by_name(qa())), observed).plan)
+    observed.make_unreachable(MICRO)
+
+    result = plan_pass(Desired({}), observed).plan
+
+    assert not [c for c in result.changes if c.subject.is_data]
+    assert any(f"database {DB} of sandbox QA is kept this pass: node {MICRO} did not answer"
+               in n for n in result.notes), result.render()
