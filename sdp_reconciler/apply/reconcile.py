@@ -33,9 +33,10 @@ from sdp_reconciler.observe.observing import (
     observe_nodes,
     resolve_heads,
 )
+from sdp_reconciler.planner.dataplanning import DesiredDataSet, Reset, desired_data
 from sdp_reconciler.planner.expiry import apply_expiry
 from sdp_reconciler.planner.placement import Placement, place
-from sdp_reconciler.planner.plan import Action, Change, Plan, Subject
+from sdp_reconciler.planner.plan import Action, Change, Plan
 from sdp_reconciler.planner.planning import Restart, plan
 from sdp_reconciler.planner.ports import (
     NO_FREE_PORT,
@@ -63,6 +64,8 @@ class Prepared:
     world: World
     placements: dict[tuple[str, str], Placement]
     allocations: list[Allocation]
+    data: DesiredDataSet
+    """every sandbox's data services this pass (their passwords registered for redaction)"""
     plan: Plan
     clients: dict[str, NodeClient]
     credentials: Credentials | None
@@ -133,7 +136,8 @@ def activity(state: LoadedState, sandboxes: dict[str, ResolvedSandbox],
 
 def prepare(
     state_dir: Path, *, env: Mapping[str, str] | None = None,
-    restarts: frozenset[Restart] = frozenset(), report: Report = lambda _m: None,
+    restarts: frozenset[Restart] = frozenset(), resets: frozenset[Reset] = frozenset(),
+    report: Report = lambda _m: None,
     client_timeout: float = 30.0, history: History | None = None,
     now: datetime | None = None, verifier: SignatureVerifier | None = None,
 ) -> Prepared:
@@ -193,10 +197,12 @@ def prepare(
             existing=state.ports.model.allocations if state.ports else [],
             world=world, now=datetime.now(UTC),
         )
+        data = desired_data(sandboxes, world)
+        SECRETS.add(*data.passwords())  # derived here; handed to the containers only
         the_plan = plan(
             sandboxes=sandboxes, world=world, placements=placements, allocations=allocations,
             problems=[*access_problems, *problems, *port_problems], restarts=restarts,
-            retired=retired, held=held,
+            retired=retired, held=held, data=data, resets=resets,
         )
     except BaseException:
         for client in clients.values():
@@ -210,8 +216,9 @@ def prepare(
 
     return Prepared(
         state=state, sandboxes=sandboxes, retired=retired, world=world, placements=placements,
-        allocations=allocations, plan=the_plan, clients=clients, credentials=credentials,
-        redactor=SECRETS, host=host, access=access, held=held, again=again,
+        allocations=allocations, data=data, plan=the_plan, clients=clients,
+        credentials=credentials, redactor=SECRETS, host=host, access=access, held=held,
+        again=again,
     )
 
 
@@ -222,7 +229,7 @@ def prune_refusal(prepared: Prepared) -> str | None:
         for c in v.observation.containers if not c.aside
     ]
     removals = [c for c in prepared.plan.changes
-                if c.action is Action.REMOVE and c.subject is not Subject.NETWORK]
+                if c.action is Action.REMOVE and c.subject.is_container]
     if not running or len(removals) * 2 <= len(running):
         return None
     sandboxes = sorted({c.sandbox for c in removals})
@@ -303,6 +310,7 @@ def run(
         rows = status_rows(
             sandboxes=final.sandboxes, plan=final.plan, outcome=last.outcome,
             world=final.world, placements=final.placements, allocations=last_remaining,
+            data=final.data,
         )
         rows += retired_rows(final.retired)
         rows += held_rows({name: final.access.refusals_of(name) or final.access.halted
@@ -353,7 +361,8 @@ def _release_removed(prepared: Prepared, outcome: ApplyOutcome, ports_path: Path
     """The allocations without those whose containers a node confirmed removed (written)."""
     removed = {
         (c.sandbox, c.service) for c in prepared.plan.changes
-        if c.action is Action.REMOVE and c.service and outcome.ok(c)
+        if c.action is Action.REMOVE and c.subject.is_container and c.service
+        and outcome.ok(c)
     }
     remaining = release(prepared.allocations, removed)
     if remaining != prepared.allocations:
@@ -380,3 +389,23 @@ def restart_targets(prepared: Prepared, sandbox: str, service: str | None) -> No
             f"sandbox {sandbox!r} runs no container for {service!r} (it runs: "
             f"{', '.join(sorted(s for s in running if s)) or 'nothing'})"
         )
+
+
+def reset_targets(prepared: Prepared, sandbox: str, entry: str) -> None:
+    """Check that ``reset SANDBOX ENTRY`` names a PostgreSQL entry this pass re-clones."""
+    resolved = prepared.sandboxes.get(sandbox)
+    if resolved is None:
+        known = ", ".join(sorted(prepared.sandboxes)) or "none"
+        raise SdpError(f"no sandbox {sandbox!r} in the state (sandboxes: {known})")
+    data = resolved.data.get(entry)
+    if data is None or data.entry.source is None:
+        entries = ", ".join(f"{n} ({d.entry.kind.value})" for n, d in resolved.data.items())
+        raise SdpError(
+            f"sandbox {sandbox!r} has no PostgreSQL data entry {entry!r} to re-clone "
+            f"(its data: {entries or 'none'})")
+    if resolved.suspended:
+        raise SdpError(f"sandbox {sandbox!r} is suspended: resume it to re-clone {entry!r}")
+    if not any(c.sandbox == sandbox and c.service == entry and c.subject.is_data
+               for c in prepared.plan.changes):
+        why = "; ".join(str(p) for p in prepared.plan.problems) or "nothing planned"
+        raise SdpError(f"{entry!r} of sandbox {sandbox!r} cannot be re-cloned this pass: {why}")

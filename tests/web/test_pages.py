@@ -336,3 +336,26 @@ def test_the_signed_in_user_sees_their_roles_and_the_audit_names_grants_and_refu
         history.set_meta(ROLES_KEY, '{"someone-else": ["ADMIN"]}')
         history.close()
         assert "no role in access.yaml" in text(test_client.get("/audit").text)
+
+
+def test_the_sandbox_page_shows_its_data_services_with_state_and_source(
+        make_app: Callable[..., Starlette], tmp_path: Path, state_copy: Path) -> None:
+    history = History(tmp_path / "h.sqlite")
+    history.set_status([
+        StatusRow(sandbox="QA-LOGIN-ERROR", service="", node=None, sync="InSync",
+                  health="Healthy", reason="UpToDate"),
+        StatusRow(sandbox="QA-LOGIN-ERROR", service="data.db", node="infra-1", sync="InSync",
+                  health="Healthy", reason="Ready", message="ready, from qa-snapshot, 7.9 MiB",
+                  branch="qa-snapshot", route="postgresql",
+                  url="postgresql://10.0.0.3:5432/sandbox_qa_login_error_db"),
+    ], sandboxes={"QA-LOGIN-ERROR"})
+    history.close()
+    with TestClient(make_app(history_path=tmp_path / "h.sqlite", state_dir=state_copy,
+                             login=lambda u, p: None)) as test_client:
+        assert sign_in(test_client).status_code == 303
+        page = unescape(test_client.get("/sandboxes/QA-LOGIN-ERROR").text)
+    text = re.sub(r"<[^>]+>", " ", page)
+    assert "data.db" in text, text
+    row = text[text.index("data.db"):][:2000]
+    for shown in ("postgresql", "qa-snapshot", "infra-1", "Ready"):
+        assert shown in row, shown
