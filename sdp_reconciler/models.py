@@ -33,6 +33,8 @@ from sdp_node.naming import (
     name_problem,
     prefix_problem,
 )
+from sdp_reconciler.routetable import DEFAULT_VARIABLE as DEFAULT_URL_VARIABLE
+from sdp_reconciler.routetable import pattern_problem as url_variable_problem
 
 SCHEMA_BASE = "https://sdp.invalid/schemas"
 
@@ -304,6 +306,13 @@ class Node(Frozen):
         return PortRange(first=first, last=last)
 
 
+def _check_url_variable(value: str) -> str:
+    problem = url_variable_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 class NodesFile(Frozen):
     """``state/nodes.yaml``: this SDP installation and its nodes."""
 
@@ -322,6 +331,12 @@ class NodesFile(Frozen):
         default=None,
         description="no longer allowed here: the spec-hash key is pinned on the reconciler "
         "host (reconciler.yaml spec_hash_key)",
+    )
+    service_url_variable: Annotated[str, AfterValidator(_check_url_variable)] | None = Field(
+        default=DEFAULT_URL_VARIABLE,
+        description="the name of the variable each container of a sandbox gets for every "
+        "service its gateway routes, {SERVICE} standing for the service's name in capitals "
+        "('-' as '_'): PAYMENT_URL; null: no such variables",
     )
     nodes: list[Node] = Field(min_length=1)
 

@@ -149,6 +149,7 @@ def prepare(
             installation=world.installation, spec_key=key, nodes=views, names=names, heads=heads,
             head_errors=head_errors, environments=environments,
             environment_errors=environment_errors, committed_routes=committed,
+            service_url_variable=state.nodes.model.service_url_variable,
         )
         allocations, port_problems = allocate(
             sandboxes=sandboxes, placements=placements,

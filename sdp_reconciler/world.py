@@ -10,6 +10,7 @@ from datetime import datetime
 from sdp_node.naming import DEFAULT_NAMES, ResourceNames
 from sdp_node.protocol import EnvFileMount, Observation, RepositoryInfo, RepositoryKind, Secret
 from sdp_reconciler.models import Node, NodeType
+from sdp_reconciler.routetable import DEFAULT_VARIABLE
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class World:
     environment_errors: dict[str, str] = field(default_factory=dict)
     committed_routes: dict[str, dict[str, str]] = field(default_factory=dict)
     """gateway commit -> the route values it carries (the OCP values), where known"""
+    service_url_variable: str | None = DEFAULT_VARIABLE
+    """how the services' URL variables are named (nodes.yaml ``service_url_variable``);
+    None: none are injected"""
 
     def nodes_of(self, node_type: NodeType) -> list[NodeView]:
         return [v for _, v in sorted(self.nodes.items()) if v.node.type is node_type]
