@@ -542,6 +542,7 @@ class NotificationEvent(StrEnum):
     DEPLOYMENT_STARTED = "DEPLOYMENT_STARTED"
     DEPLOYMENT_SUCCEEDED = "DEPLOYMENT_SUCCEEDED"
     DEPLOYMENT_FAILED = "DEPLOYMENT_FAILED"
+    SANDBOX_EXPIRING = "SANDBOX_EXPIRING"
     SANDBOX_EXPIRED = "SANDBOX_EXPIRED"
 
 
@@ -551,13 +552,56 @@ class WebhookFormat(StrEnum):
     TEAMS = "teams"
 
 
+_EMAIL_ADDRESS = re.compile(r"[^@\s<>,;\"']{1,64}@[A-Za-z0-9.-]{1,255}")
+
+
+def _check_email_address(value: str) -> str:
+    if not _EMAIL_ADDRESS.fullmatch(value):
+        raise ValueError(f"{value!r} is not a plain e-mail address (write name@example.com)")
+    return value
+
+
+EmailAddress = Annotated[str, AfterValidator(_check_email_address)]
+
+
+class Email(Frozen):
+    """An SMTP server to send notices through (plain text and HTML in one message)."""
+
+    host: Host = Field(description="the SMTP server")
+    port: Port = Field(default=587, description="default 587 (submission)")
+    starttls: bool = Field(
+        default=True,
+        description="upgrade the connection with STARTTLS, verifying the server's certificate "
+        "against the reconciler host's trust store; false only for a relay without "
+        "credentials",
+    )
+    sender: EmailAddress = Field(description="the From address")
+    to: list[EmailAddress] = Field(min_length=1, description="recipients")
+    username: SecretRef | None = Field(
+        default=None, description="SMTP login, as a reference (with password)")
+    password: SecretRef | None = Field(
+        default=None, description="SMTP password, as a reference (with username)")
+
+    @model_validator(mode="after")
+    def _login(self) -> Email:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both 'username' and 'password' (references), or neither")
+        if self.username is not None and not self.starttls:
+            raise ValueError("credentials are sent only over STARTTLS: remove "
+                             "'starttls: false' or the credentials")
+        return self
+
+
 class Notification(Frozen):
-    """Where to announce deployments: an incoming webhook (Slack, Microsoft Teams, or JSON)."""
+    """Where to announce deployments: an incoming webhook (Slack, Microsoft Teams, or JSON) or
+    e-mail over SMTP."""
 
     name: Name
-    webhook: SecretRef = Field(
-        description="the webhook URL, as a reference: such URLs carry their own token"
+    webhook: SecretRef | None = Field(
+        default=None,
+        description="the webhook URL, as a reference: such URLs carry their own token",
     )
+    email: Email | None = Field(default=None, description="send by e-mail instead")
     format: WebhookFormat = WebhookFormat.JSON
     events: list[NotificationEvent] = Field(
         default_factory=lambda: list(NotificationEvent),
@@ -567,6 +611,12 @@ class Notification(Frozen):
         default_factory=list,
         description="only these sandboxes (shell patterns like 'QA-*'; default: all)",
     )
+
+    @model_validator(mode="after")
+    def _one_channel(self) -> Notification:
+        if (self.webhook is None) == (self.email is None):
+            raise ValueError("a notification has exactly one of 'webhook' or 'email'")
+        return self
 
 
 class NotificationsFile(Frozen):
