@@ -114,6 +114,12 @@ CREATE TABLE IF NOT EXISTS status (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (sandbox, service)
 );
+CREATE TABLE IF NOT EXISTS expiry_warnings (
+    sandbox TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    sent_at TEXT NOT NULL,
+    PRIMARY KEY (sandbox, expires_at)
+);
 """
 
 
@@ -344,6 +350,16 @@ class History:
 
     def status(self) -> list[dict[str, Any]]:
         return self.query("SELECT * FROM status ORDER BY sandbox, service")
+
+    def claim_expiry_warning(self, sandbox: str, expires_at: datetime) -> bool:
+        """True the first time (sandbox, expiry) is claimed: the warning is then due; False
+        when this or another reconciler sharing the store already sent it."""
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO expiry_warnings (sandbox, expires_at, sent_at) "
+                "VALUES (?, ?, ?)",
+                (sandbox, expires_at.astimezone(UTC).isoformat(timespec="seconds"), now()))
+            return cursor.rowcount == 1
 
     def last_deploys(self) -> dict[str, datetime]:
         """Sandbox -> when its last successful deploy completed."""

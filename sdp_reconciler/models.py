@@ -362,6 +362,11 @@ class Lifecycle(Frozen):
     expire_after: Duration | None = Field(
         default=None, description="inactivity after which the sandbox is suspended, e.g. 14d"
     )
+    warn_before: Duration | None = Field(
+        default=None,
+        description="announce SANDBOX_EXPIRING this long before expire_after runs out, once "
+        "per expiry, e.g. 1d",
+    )
     retention: Duration | None = Field(
         default=None, description="how long an expired sandbox is kept before removal"
     )

@@ -21,7 +21,8 @@ from sdp_reconciler import credentials as creds
 from sdp_reconciler.agents import pinned_client
 from sdp_reconciler.applying import Applier, ApplyOutcome
 from sdp_reconciler.errors import SdpError
-from sdp_reconciler.expiry import apply_expiry
+from sdp_reconciler.expiry import ExpiryWarning, apply_expiry, expiry_warnings
+from sdp_reconciler.expirywarn import due_notices
 from sdp_reconciler.gitinfo import Authorship, StateRepository, last_change
 from sdp_reconciler.history import History, Retention
 from sdp_reconciler.hostconfig import HostConfig, require_host_config
@@ -61,6 +62,8 @@ class Prepared:
     host: HostConfig
     redactor: Callable[[str], str]
     """every secret this process resolved (``redaction.SECRETS``)"""
+    warnings: list[ExpiryWarning] = field(default_factory=list)
+    """expiry warnings due this pass (sent once each by ``run``)"""
 
     def close(self) -> None:
         for client in self.clients.values():
@@ -115,9 +118,12 @@ def prepare(
     host = require_host_config(env)
     state = load_state(state_dir, host=host.rules(env))
     everything = resolve_all(state)
-    sandboxes, retired = apply_expiry(
-        everything, activity(state, everything, history), now or datetime.now(UTC)
-    )
+    moment = now or datetime.now(UTC)
+    last_activity = activity(state, everything, history)
+    sandboxes, retired = apply_expiry(everything, last_activity, moment)
+    files = {n: d.path.relative_to(state.root).as_posix() for n, d in state.sandboxes.items()
+             if d.path.is_relative_to(state.root)}
+    warnings = expiry_warnings(sandboxes, last_activity, moment, files)
     key = creds.spec_key(host, env)
     nodes = state.nodes.model.nodes
     clients: dict[str, NodeClient] = {}
@@ -167,7 +173,7 @@ def prepare(
     return Prepared(
         state=state, sandboxes=sandboxes, retired=retired, world=world, placements=placements,
         allocations=allocations, plan=the_plan, clients=clients, credentials=credentials,
-        redactor=SECRETS, host=host,
+        redactor=SECRETS, host=host, warnings=warnings,
     )
 
 
@@ -224,6 +230,11 @@ def run(
             root=state.root, env=env, redactor=prepared.redactor, policy=state.host.policy,
             report=report,
         )
+        # A sandbox this pass deploys to sees activity now: its expiry moves, no warning.
+        deploying = {c.sandbox for c in prepared.plan.changes
+                     if c.action not in (Action.REMOVE, Action.STOP)}
+        notifier.send(due_notices([w for w in prepared.warnings if w.sandbox not in deploying],
+                                  history, report))
         notifier.send(started_notices(prepared.plan))
         applier = Applier(
             clients=prepared.clients, history=history, pass_id=pass_id, runner=runner,
