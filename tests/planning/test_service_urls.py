@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from sdp_node.protocol import DeployGateway, DeployService
-from sdp_reconciler.models import NodeType
-from sdp_reconciler.placement import place
-from sdp_reconciler.planning import plan
-from sdp_reconciler.ports import allocate
-from sdp_reconciler.routetable import pattern_problem, variable_name
+from sdp_reconciler.planner.placement import place
+from sdp_reconciler.planner.planning import plan
+from sdp_reconciler.planner.ports import allocate
+from sdp_reconciler.state.models import NodeType
+from sdp_reconciler.state.servicevars import pattern_problem, variable_name
 from tests.planning.builders import (
     HEADS,
     NOW,

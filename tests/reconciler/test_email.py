@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from sdp_reconciler.models import Notification
-from sdp_reconciler.models import NotificationEvent as E
-from sdp_reconciler.notify import Notice, Notifier
+from sdp_reconciler.apply.notify import Notice, Notifier
+from sdp_reconciler.state.models import Notification
+from sdp_reconciler.state.models import NotificationEvent as E
 from tests.support.smtp import SmtpReceiver, self_signed
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from sdp_reconciler.expiry import apply_expiry, expiry_of, expiry_warning, expiry_warnings
-from sdp_reconciler.expirywarn import due_notices
+from sdp_reconciler.apply.expirywarn import due_notices
 from sdp_reconciler.history import History
-from sdp_reconciler.models import Lifecycle, NotificationEvent
-from sdp_reconciler.resolve import ResolvedSandbox
-from sdp_reconciler.sources import Location
+from sdp_reconciler.planner.expiry import apply_expiry, expiry_of, expiry_warning, expiry_warnings
+from sdp_reconciler.state.models import Lifecycle, NotificationEvent
+from sdp_reconciler.state.resolve import ResolvedSandbox
+from sdp_reconciler.state.sources import Location
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
