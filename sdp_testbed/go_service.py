@@ -4,8 +4,9 @@
 `:$PORT` (default 8080); `GET /healthz` answers 200 "ok" (500 when built unhealthy); every
 other path answers JSON `{"service", "revision", "path", "env": {"SDP_SANDBOX"}}` (plus
 `"greeting"` when it uses the dependency); with `calls`, `GET /call/<NAME>/<rest>` forwards to
-`$<NAME>_URL/<rest>` and answers what came back. The revision is a constant in the source, so an
-answer proves which commit was built; nothing injected at run time can fake it.
+`$<NAME>_URL/<rest>` and answers what came back; with `hungry`, `GET /alloc?mb=N` keeps N MiB
+more allocated and `GET /crash` makes it exit with code 3. The revision is a constant in the
+source, so an answer proves which commit was built; nothing injected at run time can fake it.
 
 The go.mod says `go 1.19`: Debian's Go is 1.19, which rejects a three-part `go` line.
 
@@ -46,7 +47,7 @@ const service = {service}
 const revision = {revision}
 
 const healthy = {healthy}
-
+{extra_globals}
 func main() {{
 	port := os.Getenv("PORT")
 	if port == "" {{
@@ -109,6 +110,31 @@ _CALLS_HANDLER = """\
 		json.NewEncoder(w).Encode(answer)
 	})
 """
+# `/alloc?mb=N` allocates N MiB more and keeps it (every page written, so it is resident);
+# `/crash` answers, then exits with code 3: what a memory-hungry or crashing service does.
+_HUNGRY_IMPORTS = '\t"strconv"\n\t"time"\n'
+_HUNGRY_GLOBALS = "\nvar hoard [][]byte\n"
+_HUNGRY_HANDLERS = """\
+	mux.HandleFunc("/alloc", func(w http.ResponseWriter, r *http.Request) {
+		mb, _ := strconv.Atoi(r.URL.Query().Get("mb"))
+		for i := 0; i < mb; i++ {
+			block := make([]byte, 1<<20)
+			for j := range block {
+				block[j] = byte(j)
+			}
+			hoard = append(hoard, block)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]int{"allocated_mb": len(hoard)})
+	})
+	mux.HandleFunc("/crash", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("crashing"))
+		go func() {
+			time.Sleep(50 * time.Millisecond)
+			os.Exit(3)
+		}()
+	})
+"""
 _COMPILE_ERROR = "\nthis line is not Go and breaks the build\n"
 
 
@@ -120,17 +146,20 @@ def go_service_files(
     compile_error: bool = False,
     dependency: Dependency = "none",
     calls: bool = False,
+    hungry: bool = False,
 ) -> dict[str, bytes]:
     """The files of the fixture service at one revision, path -> content."""
     if not _SERVICE_NAME.fullmatch(service):
         raise ValueError(f"service name {service!r} is not a valid module path element")
     uses_greet = dependency != "none"
     main_go = _MAIN_GO.format(
-        extra_imports=(_GREET_IMPORT if uses_greet else "") + (_CALLS_IMPORTS if calls else ""),
-        extra_handlers=_CALLS_HANDLER if calls else "",
+        extra_imports=(_GREET_IMPORT if uses_greet else "") + (_CALLS_IMPORTS if calls else "")
+        + (_HUNGRY_IMPORTS if hungry else ""),
+        extra_handlers=(_CALLS_HANDLER if calls else "") + (_HUNGRY_HANDLERS if hungry else ""),
         service=go_string(service),
         revision=go_string(revision),
         healthy="true" if healthy else "false",
+        extra_globals=_HUNGRY_GLOBALS if hungry else "",
         extra_fields=_GREET_FIELD if uses_greet else "",
     )
     if compile_error:

@@ -173,6 +173,7 @@ def prepare(
             head_errors=head_errors, environments=environments,
             environment_errors=environment_errors, committed_routes=committed,
             service_url_variable=state.nodes.model.service_url_variable,
+            health_rules=state.nodes.model.health,
         )
         allocations, port_problems = allocate(
             sandboxes=sandboxes, placements=placements,

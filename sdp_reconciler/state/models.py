@@ -306,6 +306,24 @@ class Node(Frozen):
         return PortRange(first=first, last=last)
 
 
+class HealthRules(Frozen):
+    """When a running container counts as Degraded or Unhealthy (from the agents' samples)."""
+
+    memory_percent: float = Field(
+        default=90, gt=0, le=100,
+        description="Degraded at or above this share of the container's memory limit")
+    cpu_percent: float | None = Field(
+        default=None, gt=0,
+        description="Degraded at or above this CPU use (100 = one core); default: not judged")
+    failing_checks: int = Field(
+        default=3, ge=1,
+        description="Unhealthy after this many failed health checks in a row (fewer: Degraded)")
+    restarts_per_hour: int = Field(
+        default=3, ge=1,
+        description="Unhealthy (crash loop) at this many restarts in the last hour (fewer: "
+        "Degraded)")
+
+
 def _check_url_variable(value: str) -> str:
     problem = url_variable_problem(value)
     if problem:
@@ -337,6 +355,10 @@ class NodesFile(Frozen):
         description="the name of the variable each container of a sandbox gets for every "
         "service its gateway routes, {SERVICE} standing for the service's name in capitals "
         "('-' as '_'): PAYMENT_URL; null: no such variables",
+    )
+    health: HealthRules = Field(
+        default_factory=HealthRules,
+        description="thresholds that decide Healthy / Degraded / Unhealthy (docs/operations.md)",
     )
     nodes: list[Node] = Field(min_length=1)
 
