@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
@@ -37,6 +38,7 @@ from sdp_node.errors import BadRequest, NodeError, NotFound, Unauthorized
 from sdp_node.lease import LeaseKeeper
 from sdp_node.metrics import Sampler
 from sdp_node.operations import Operations
+from sdp_node.promexport import CONTENT_TYPE, exposition, registry_for
 from sdp_node.protocol import (
     API_PREFIX,
     LABEL_PORT,
@@ -153,6 +155,7 @@ class NodeApp:
             self.engine = engine or Engine(config)
             self.converger = Converger(config, self.engine)
         self.sampler: Sampler | None = None
+        self._registry: CollectorRegistry | None = None
         if self.engine is not None:
             self.sampler = self._sampler(self.engine)
         self.operations = Operations(cap=config.max_events_per_operation)
@@ -176,6 +179,7 @@ class NodeApp:
             Route(f"{p}/committed-routes", guarded(self.committed_routes), methods=["POST"]),
             Route(f"{p}/containers/{{name}}/stats", guarded(self.stats)),
             Route(f"{p}/metrics/containers", guarded(self.container_metrics)),
+            Route("/metrics", guarded(self.prometheus)),
             Route(f"{p}/containers/{{name}}/logs", guarded(self.container_logs)),
             Route(f"{p}/apply", guarded(self.apply), methods=["POST"]),
             Route(f"{p}/operations", guarded(self.list_operations)),
@@ -215,6 +219,15 @@ class NodeApp:
         return Sampler(node=self.config.name, interval=self.config.metrics_interval_seconds,
                        size=self.config.metrics_samples, lister=engine.list_containers,
                        stats=stats, prober=engine.probe_all, health_path=health_path)
+
+    async def prometheus(self, request: Request) -> Response:
+        """Prometheus text format (``promexport.py``), behind the bearer token like the API."""
+        if self.sampler is None:
+            raise BadRequest(f"node {self.config.name} is an INFRA node: it runs no containers")
+        if self._registry is None:
+            self._registry = registry_for(self.sampler)
+        body = await run_in_threadpool(exposition, self._registry)
+        return Response(body, media_type=CONTENT_TYPE)
 
     async def container_metrics(self, request: Request) -> Response:
         """The sampler's ring buffers (``metrics.py``); INFRA nodes have none."""

@@ -22,6 +22,7 @@ from sdp_reconciler.access.signatures import SignatureVerifier
 from sdp_reconciler.apply.applying import Applier, ApplyOutcome
 from sdp_reconciler.apply.expirywarn import due_notices
 from sdp_reconciler.apply.notify import Notifier, finished_notices, started_notices
+from sdp_reconciler.apply.samples import sample_rows
 from sdp_reconciler.apply.status import held_rows, retired_rows, status_rows
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.history import History, Retention
@@ -288,6 +289,7 @@ def run(
         known = set(prepared.sandboxes) | set(prepared.retired) | {
             r.sandbox for r in rows}
         history.set_status(rows, sandboxes=known)
+        history.record_samples(sample_rows(prepared.world))
         history.forget_sandboxes_except(known)
         status = "CONVERGED" if result.converged else "NOT_CONVERGED"
         audit_refusals(history, prepared.access, runner=runner)

@@ -15,11 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from ruamel.yaml import YAML
+from starlette.testclient import TestClient
 
 from sdp_node.metricswire import ContainerMetrics, MetricsResponse
 from sdp_node.protocol import Credentials
 from sdp_reconciler.history import History
+from sdp_reconciler.web import create_app
 from sdp_testbed.waiting import http_get, wait_for
 from tests.e2e.stack import Stack, build_stack, stop_stack
 from tests.support.agents import AgentProcess
@@ -92,6 +95,9 @@ def test_memory_past_the_rule_is_degraded_and_a_crash_loop_unhealthy(stack: Stac
                      and (m.latest.memory_percent or 0) >= 50 and m, what="memory above 50%",
                      timeout=30)
     assert grown.latest is not None and (grown.latest.memory_bytes or 0) > before + 60 * 1024**2
+    memory = agent_prometheus(stack)["sdp_agent_container_memory_bytes"]
+    assert memory[(("container", container), ("sandbox", "QA-HEALTH"),
+                   ("service", "account"))] > 60 * 1024**2
     second = stack.reconcile("once")
     assert second.code == 0, second.output
     row = status(stack, "account")
@@ -109,6 +115,37 @@ def test_memory_past_the_rule_is_degraded_and_a_crash_loop_unhealthy(stack: Stac
     row = status(stack, "account")
     assert (row["health"], row["reason"]) == ("Unhealthy", "CrashLooping"), (row, third.output)
     assert "3 restart(s) in the last hour" in row["message"]
+    restarts = agent_prometheus(stack)["sdp_agent_container_restarts_last_hour"]
+    assert restarts[(("container", container), ("sandbox", "QA-HEALTH"),
+                     ("service", "account"))] >= 3
+
+    # The reconciler's listener over the same history: the sandbox's health, its samples.
+    app = create_app(state_dir=stack.state, history_path=stack.history,
+                     env={**stack.env, "SDP_METRICS_TOKEN": "scraper-token"})
+    with TestClient(app) as client:
+        answer = client.get("/metrics", headers={"Authorization": "Bearer scraper-token"})
+    assert answer.status_code == 200, answer.text
+    found = parse(answer.text)
+    assert found["sdp_sandboxes"][(("health", "Unhealthy"), ("sync", "InSync"))] == 1.0
+    assert found["sdp_container_memory_limit_bytes"][
+        (("node", "micro-1"), ("sandbox", "QA-HEALTH"), ("service", "account"))] == 128 * 1024**2
+
+
+def parse(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    found: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = \
+                sample.value
+    return found
+
+
+def agent_prometheus(stack: Stack) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    answer = httpx.get(f"{stack.micro.url}/metrics",
+                       headers={"Authorization": f"Bearer {stack.micro.token}"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert httpx.get(f"{stack.micro.url}/metrics", timeout=10).status_code == 401
+    return parse(answer.text)
 
 
 def _answers(port: int) -> bool:
