@@ -7,6 +7,7 @@ docs/operations.md lists.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -68,3 +69,12 @@ def test_a_viewer_signed_in_may_read_it_too(make_app: Callable[..., Starlette]) 
         assert client.get("/metrics").status_code == 401  # no token configured, no session
         assert sign_in(client).status_code == 303
         assert "sdp_passes_total" in scrape(client)
+
+
+def test_the_grafana_dashboard_uses_only_documented_names() -> None:
+    dashboard = json.loads((DOCS.parent / "grafana-dashboard.json").read_text())
+    used = {name for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"\b(sdp_[a-z_]+?)(?:_bucket|_total)?\b", target["expr"])}
+    documented = set(re.findall(r"`(sdp_[a-z_]+)`", DOCS.read_text()))
+    documented |= {re.sub(r"_total$", "", n) for n in documented}
+    assert used and used <= documented, used - documented
