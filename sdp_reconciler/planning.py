@@ -88,6 +88,8 @@ class _Planner:
     ports: dict[tuple[str, str], Allocation]
     restarts: frozenset[Restart]
     retired: dict[str, str] = field(default_factory=dict)
+    only: frozenset[str] | None = None
+    """a scoped pass: what runs for any other sandbox (or for none) is never touched"""
     problems: list[Problem] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     blocked: set[str] = field(default_factory=set)
@@ -445,7 +447,7 @@ class _Planner:
                 if container.aside or (node, container.name) in wanted:
                     continue
                 sandbox = container.labels.get(LABEL_SANDBOX, "")
-                if sandbox in self.blocked:
+                if sandbox in self.blocked or not self.in_scope(sandbox):
                     continue
                 service = container.labels.get(LABEL_SERVICE)
                 reason = self.removal_reason(sandbox, service, node)
@@ -461,7 +463,8 @@ class _Planner:
                 ))
             for network in view.observation.networks:
                 sandbox = network.labels.get(LABEL_SANDBOX, "")
-                if (node, network.name) in wanted_networks or sandbox in self.blocked:
+                if (node, network.name) in wanted_networks or sandbox in self.blocked \
+                        or not self.in_scope(sandbox):
                     continue
                 self.changes.append(Change(
                     action=Action.REMOVE, subject=Subject.NETWORK, phase=Phase.CLEANUP,
@@ -471,6 +474,9 @@ class _Planner:
                     step=RemoveNetwork(step_id=f"cleanup:{node}:{network.name}",
                                        network=network.name),
                 ))
+
+    def in_scope(self, sandbox: str) -> bool:
+        return self.only is None or sandbox in self.only
 
     def removal_reason(self, sandbox: str, service: str | None, node: str) -> str:
         if sandbox in self.retired:
@@ -528,16 +534,18 @@ def plan(
     problems: Iterable[Problem] = (),
     restarts: frozenset[Restart] = frozenset(),
     retired: dict[str, str] | None = None,
+    only: frozenset[str] | None = None,
 ) -> Plan:
     """The changes that bring the nodes to the state. Pure and deterministic.
 
     ``retired`` names sandboxes whose files exist but whose containers must go (expiry), with
-    the reason; they are not in ``sandboxes``.
+    the reason; they are not in ``sandboxes``. ``only`` (a scoped pass) limits removals to
+    those sandboxes: the containers and networks of any other are left as they are.
     """
     planner = _Planner(
         sandboxes=sandboxes, world=world, placements=placements,
         ports={(a.sandbox, a.service): a for a in allocations}, restarts=restarts,
-        retired=dict(retired or {}),
+        retired=dict(retired or {}), only=only,
     )
     for problem in problems:
         planner.problems.append(problem)

@@ -40,6 +40,7 @@ from sdp_reconciler.planning import Restart, plan
 from sdp_reconciler.ports import allocate, release, same_allocations, write_ports_file
 from sdp_reconciler.redaction import SECRETS
 from sdp_reconciler.resolve import ResolvedSandbox, resolve_all
+from sdp_reconciler.scope import Scope
 from sdp_reconciler.status import retired_rows, status_rows
 from sdp_reconciler.world import Allocation, World
 
@@ -61,6 +62,8 @@ class Prepared:
     host: HostConfig
     redactor: Callable[[str], str]
     """every secret this process resolved (``redaction.SECRETS``)"""
+    scope: Scope | None = None
+    """a pass limited to these sandboxes and nodes (a webhook's); None: everything"""
 
     def close(self) -> None:
         for client in self.clients.values():
@@ -109,17 +112,21 @@ def prepare(
     state_dir: Path, *, env: Mapping[str, str] | None = None,
     restarts: frozenset[Restart] = frozenset(), report: Report = lambda _m: None,
     client_timeout: float = 30.0, history: History | None = None,
-    now: datetime | None = None,
+    now: datetime | None = None, scope: Scope | None = None,
 ) -> Prepared:
+    """Everything the planner needs, and the plan. With ``scope``, only its sandboxes are
+    planned and only its nodes observed: every other sandbox is left exactly as it is."""
     env = os.environ if env is None else env
     host = require_host_config(env)
     state = load_state(state_dir, host=host.rules(env))
     everything = resolve_all(state)
+    if scope is not None:
+        everything = {n: s for n, s in everything.items() if n in scope.sandboxes}
     sandboxes, retired = apply_expiry(
         everything, activity(state, everything, history), now or datetime.now(UTC)
     )
     key = creds.spec_key(host, env)
-    nodes = state.nodes.model.nodes
+    nodes = [n for n in state.nodes.model.nodes if scope is None or n.name in scope.nodes]
     clients: dict[str, NodeClient] = {}
     try:
         for node in nodes:
@@ -150,14 +157,21 @@ def prepare(
             head_errors=head_errors, environments=environments,
             environment_errors=environment_errors, committed_routes=committed,
         )
+        existing = state.ports.model.allocations if state.ports else []
         allocations, port_problems = allocate(
-            sandboxes=sandboxes, placements=placements,
-            existing=state.ports.model.allocations if state.ports else [],
+            sandboxes=sandboxes, placements=placements, existing=existing,
             world=world, now=datetime.now(UTC),
         )
+        if scope is not None:  # the other sandboxes keep their ports, unseen this pass
+            allocations = sorted(
+                [*allocations, *(Allocation(a.sandbox, a.service, a.node, a.port,
+                                            a.allocated_at)
+                                 for a in existing if a.sandbox not in scope.sandboxes)],
+                key=lambda a: (a.sandbox, a.service))
         the_plan = plan(
             sandboxes=sandboxes, world=world, placements=placements, allocations=allocations,
             problems=[*problems, *port_problems], restarts=restarts, retired=retired,
+            only=scope.sandboxes if scope is not None else None,
         )
     except BaseException:
         for client in clients.values():
@@ -166,7 +180,7 @@ def prepare(
     return Prepared(
         state=state, sandboxes=sandboxes, retired=retired, world=world, placements=placements,
         allocations=allocations, plan=the_plan, clients=clients, credentials=credentials,
-        redactor=SECRETS, host=host,
+        redactor=SECRETS, host=host, scope=scope,
     )
 
 
@@ -193,13 +207,15 @@ def run(
     report: Report = lambda _m: None,
     progress: Callable[[Change, OperationEvent], None] | None = None,
     env: Mapping[str, str] | None = None,
-    lease_wait: float | None = None,
+    lease_wait: float | None = None, trigger: str | None = None,
 ) -> PassResult:
+    """Apply the plan; ``trigger`` (what started the pass) is recorded with it."""
     state = prepared.state
     runner = creds.runner(env)
     repository = StateRepository(state.root)
     result = PassResult(prepared=prepared)
-    pass_id = history.start_pass(mode=mode, runner=runner, state_revision=repository.revision)
+    pass_id = history.start_pass(mode=mode, runner=runner, state_revision=repository.revision,
+                                 trigger=trigger)
     notifier: Notifier | None = None
     try:
         ports_path = state.root / PORTS_FILE
@@ -252,7 +268,8 @@ def run(
         notifier.send(finished_notices(prepared.plan, result.outcome.ok, failure, urls))
         known = set(prepared.sandboxes) | set(prepared.retired)
         history.set_status(rows, sandboxes=known)
-        history.forget_sandboxes_except(known)
+        if prepared.scope is None:  # a scoped pass knows nothing of the others
+            history.forget_sandboxes_except(known)
         status = "CONVERGED" if result.converged else "NOT_CONVERGED"
         history.finish_pass(pass_id, status=status, summary=prepared.plan.summary())
         settings = prepared.host.model.history

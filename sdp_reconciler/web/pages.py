@@ -118,6 +118,7 @@ async def history(request: Request) -> Response:
     def gather() -> dict[str, Any]:
         rows = queries.deployments(context.history, where, limit=limit)
         return {"rows": rows, "choices": queries.deployment_choices(context.history),
+                "passes": queries.recent_passes(context.history),
                 "where": where, "more": rows[-1]["id"] if len(rows) == limit else None}
 
     return render(request, "history.html", **await _gather(gather))
