@@ -4,7 +4,9 @@
   ``ports.yaml`` writes ignored) triggers a pass at once; otherwise a pass runs every
   ``interval`` seconds, which catches moved branch heads and drift.
 * With ``--remote URL`` the state directory is SDP's checkout of that repository, kept at the
-  remote branch head before each pass (``statesync``), so a push reaches it.
+  remote branch head before each pass (``statesync``), so a push reaches it. Its files are
+  not watched: only SDP's own fast-forwards change them, and the pass that fetched already
+  applies what it fetched (a second pass would only repeat it).
 * ``POST /hooks/bitbucket`` on the page's listener (``web.hooks``) takes Bitbucket push
   webhooks: a push to the state repository's branch fetches it and runs a full pass; a push
   to a service or gateway repository runs a pass scoped to the sandboxes tracking that branch
@@ -259,9 +261,9 @@ class Watcher:
         # With --remote the checkout appears with the first sync; watchfiles cannot watch a
         # directory that does not exist yet (its thread would die, unnoticed).
         self.options.state_dir.mkdir(parents=True, exist_ok=True)
-        watcher = threading.Thread(target=self._watch_files, name="sdp-watch-files",
-                                   daemon=True)
-        watcher.start()
+        if self.options.remote is None:
+            threading.Thread(target=self._watch_files, name="sdp-watch-files",
+                             daemon=True).start()
         try:
             trigger = Trigger("start", "start")
             while not self.stop.is_set():

@@ -162,12 +162,8 @@ def prepare(
             sandboxes=sandboxes, placements=placements, existing=existing,
             world=world, now=datetime.now(UTC),
         )
-        if scope is not None:  # the other sandboxes keep their ports, unseen this pass
-            allocations = sorted(
-                [*allocations, *(Allocation(a.sandbox, a.service, a.node, a.port,
-                                            a.allocated_at)
-                                 for a in existing if a.sandbox not in scope.sandboxes)],
-                key=lambda a: (a.sandbox, a.service))
+        if scope is not None:  # the other sandboxes keep their ports as they are
+            allocations = scope.allocations(allocations, existing)
         the_plan = plan(
             sandboxes=sandboxes, world=world, placements=placements, allocations=allocations,
             problems=[*problems, *port_problems], restarts=restarts, retired=retired,

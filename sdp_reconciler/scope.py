@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 
 from sdp_node.naming import GATEWAY
 from sdp_reconciler.desired import ResolvedSandbox
+from sdp_reconciler.models import PortAllocation
 from sdp_reconciler.placement import Placement
+from sdp_reconciler.world import Allocation
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,15 @@ class Scope:
 
     def __or__(self, other: Scope) -> Scope:
         return Scope(self.sandboxes | other.sandboxes, self.nodes | other.nodes)
+
+    def allocations(self, planned: Iterable[Allocation],
+                    existing: Iterable[PortAllocation]) -> list[Allocation]:
+        """This pass's allocations for the scope's sandboxes, ``ports.yaml``'s for the rest
+        (their nodes went unseen: nothing may be concluded about their ports)."""
+        mine = [a for a in planned if a.sandbox in self.sandboxes]
+        others = [Allocation(a.sandbox, a.service, a.node, a.port, a.allocated_at)
+                  for a in existing if a.sandbox not in self.sandboxes]
+        return sorted([*mine, *others], key=lambda a: (a.sandbox, a.service))
 
     def describe(self) -> str:
         return (f"sandboxes {', '.join(sorted(self.sandboxes))} on nodes "

@@ -11,6 +11,7 @@ from tests.planning.builders import (
     HEADS,
     MICRO,
     Desired,
+    as_ports_file,
     branch,
     by_name,
     converged,
@@ -69,3 +70,16 @@ def test_a_burst_coalesces_without_dropping_a_push() -> None:
     state = Trigger("state", "state changed (QA-A.yaml)")
     full = coalesce([one, state])
     assert full.scope is None and full.sync and full.kind == "webhook+state"
+
+
+def test_a_scoped_pass_keeps_every_other_sandboxs_port_exactly_once() -> None:
+    both = Desired(sandboxes=by_name(A, B))
+    done = plan_pass(both, converged(both))
+    ports_file = as_ports_file(done.allocations)
+    scoped = replace(both, sandboxes=by_name(A), ports_file=ports_file)
+    again = plan_pass(scoped, converged(both))  # allocate keeps QA-B's too, unconfirmed
+    kept = Scope(frozenset({"QA-A"}), frozenset({MICRO})).allocations(again.allocations,
+                                                                    ports_file)
+    keys = [(a.sandbox, a.service) for a in kept]
+    assert len(keys) == len(set(keys)) == len(done.allocations)
+    assert as_ports_file(kept) == ports_file
