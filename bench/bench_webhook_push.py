@@ -54,7 +54,7 @@ from common import (
 )
 from stack import SdpStack, build_stack, sandbox_yaml
 
-from sdp_reconciler.webhooks import SERVER_PUSH, sign
+from sdp_reconciler.web.bitbucket import SERVER_PUSH, sign
 
 MICRO_PORTS = (20950, 20958)
 HAND_PORT = 20959

@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sdp_node.protocol import Secret
-from sdp_reconciler.webhooks import (
+from sdp_reconciler.web.bitbucket import (
     EVENT_HEADER,
     MAX_BODY_BYTES,
     SERVER_PING,

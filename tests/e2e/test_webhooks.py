@@ -19,7 +19,7 @@ import docker
 import httpx
 
 from sdp_node.protocol import LABEL_SANDBOX
-from sdp_reconciler.webhooks import SERVER_PUSH, sign
+from sdp_reconciler.web.bitbucket import SERVER_PUSH, sign
 from sdp_testbed.gitserver import GitServer
 from sdp_testbed.go_service import go_service_files
 from sdp_testbed.repos import init_bare

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sdp_reconciler.planning import plan
-from sdp_reconciler.scope import Scope, Tracking, Trigger, coalesce
+from sdp_reconciler.planner.planning import plan
+from sdp_reconciler.planner.scope import Scope, Tracking, Trigger, coalesce
 from tests.planning.builders import (
     GATEWAY_NODE,
     HEADS,

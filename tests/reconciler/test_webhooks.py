@@ -16,8 +16,7 @@ import pytest
 
 from sdp_node.protocol import Secret
 from sdp_reconciler.web import WebServer, create_app
-from sdp_reconciler.web.hooks import BitbucketHook, HookAnswer
-from sdp_reconciler.webhooks import (
+from sdp_reconciler.web.bitbucket import (
     CLOUD_PUSH,
     SERVER_PUSH,
     PayloadError,
@@ -27,6 +26,7 @@ from sdp_reconciler.webhooks import (
     sign,
     signature_ok,
 )
+from sdp_reconciler.web.hooks import BitbucketHook, HookAnswer
 from tests.support.agents import free_port
 
 SECRET = "hook-canary-" + secrets.token_hex(8)
