@@ -14,11 +14,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sdp_node.naming import GATEWAY
 from sdp_node.protocol import LABEL_SANDBOX, LABEL_SERVICE, Credentials, OperationEvent
 from sdp_reconciler.access.enforcement import Enforcement, audit_refusals, enforce, record
-from sdp_reconciler.access.signatures import SignatureVerifier
 from sdp_reconciler.apply.applying import Applier, ApplyOutcome
 from sdp_reconciler.apply.notify import Notifier, finished_notices, started_notices
 from sdp_reconciler.apply.status import held_rows, retired_rows, status_rows
@@ -45,6 +45,9 @@ from sdp_reconciler.state.gitinfo import Authorship, StateRepository, last_chang
 from sdp_reconciler.state.hostconfig import HostConfig, require_host_config
 from sdp_reconciler.state.loading import PORTS_FILE, LoadedState, load_state
 from sdp_reconciler.state.resolve import ResolvedSandbox, resolve_all
+
+if TYPE_CHECKING:  # ssh-keygen's wrapper loads only when signatures are checked
+    from sdp_reconciler.access.signatures import SignatureVerifier
 
 Report = Callable[[str], None]
 
