@@ -316,6 +316,8 @@ def start_page(options: WatchOptions, env: Mapping[str, str] | None,
     assert options.listen is not None
     app = create_app(state_dir=options.state_dir, history_path=options.history_path, env=env,
                      extra_routes=[hook.route()] if hook is not None else [])
+    # For the listener's other readers (a /metrics route): how each webhook request ended.
+    app.state.hook_counters = hook.counters if hook is not None else None
     page = WebServer(app, options.listen)
     page.start()
     report(f"status page on http://{options.listen}/")
