@@ -97,11 +97,19 @@ class Tracking:
     """What every planned sandbox tracks; refreshed by each pass (``update``)."""
 
     parts: dict[str, list[Tracked]] = field(default_factory=dict)
+    data_nodes: dict[str, set[str]] = field(default_factory=dict)
+    """sandbox -> the INFRA nodes holding its data (observed with it: its plan needs them)"""
     known: bool = False
     """False until a full pass has filled it: before that, every push asks for a full pass"""
 
     def update(self, sandboxes: Mapping[str, ResolvedSandbox],
-               placements: Mapping[tuple[str, str], Placement], *, full: bool) -> None:
+               placements: Mapping[tuple[str, str], Placement], *, full: bool,
+               data_nodes: Iterable[tuple[str, str]] = ()) -> None:
+        """Refresh from a pass: every sandbox (``full``) or the scope's; ``data_nodes`` are
+        (sandbox, INFRA node) of the pass's data services."""
+        data: dict[str, set[str]] = {}
+        for sandbox_name, node in data_nodes:
+            data.setdefault(sandbox_name, set()).add(node)
         fresh: dict[str, list[Tracked]] = {}
         for (name, service), placement in sorted(placements.items()):
             sandbox = sandboxes.get(name)
@@ -116,11 +124,12 @@ class Tracking:
             fresh.setdefault(name, []).append(
                 Tracked(name, placement.repository, branch, placement.node))
         if full:
-            self.parts = fresh
+            self.parts, self.data_nodes = fresh, data
             self.known = True
         else:
             for name in sandboxes:
                 self.parts[name] = fresh.get(name, [])
+                self.data_nodes[name] = data.get(name, set())
 
     def repositories(self) -> set[str]:
         return {part.repository for parts in self.parts.values() for part in parts}
@@ -133,7 +142,8 @@ class Tracking:
             name for name, parts in self.parts.items()
             if any(p.repository == repository and p.branch in moved for p in parts)
         )
-        nodes = frozenset(p.node for name in names for p in self.parts[name])
+        nodes = frozenset(p.node for name in names for p in self.parts[name]) | frozenset(
+            node for name in names for node in self.data_nodes.get(name, ()))
         return Scope(names, nodes)
 
 

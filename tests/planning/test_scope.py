@@ -83,3 +83,13 @@ def test_a_scoped_pass_keeps_every_other_sandboxs_port_exactly_once() -> None:
     keys = [(a.sandbox, a.service) for a in kept]
     assert len(keys) == len(set(keys)) == len(done.allocations)
     assert as_ports_file(kept) == ports_file
+
+
+def test_a_push_scope_includes_the_infra_nodes_holding_the_sandboxs_data() -> None:
+    desired = Desired(sandboxes=by_name(A, B))
+    done = plan_pass(desired, converged(desired))
+    tracking = Tracking()
+    tracking.update(desired.sandboxes, done.placements, full=True,
+                    data_nodes=[("QA-A", "infra-1"), ("QA-B", "infra-2")])
+    scope = tracking.scope_for("account", ["feature/login-error"])
+    assert scope.nodes == {MICRO, GATEWAY_NODE, "infra-1"}
