@@ -23,6 +23,7 @@ from sdp_testbed.go_service import go_service_files
 from sdp_testbed.ocp import OcpStandIn
 from sdp_testbed.repos import commit_files
 from tests.support.agents import AgentProcess
+from tests.support.names import PREFIX
 
 SERVICES = ("account", "payment", "user")
 
@@ -155,6 +156,7 @@ def nodes_yaml(installation: str, micro: AgentProcess, gateway: AgentProcess, *,
                micro_ports: tuple[int, int], gateway_ports: tuple[int, int]) -> str:
     nodes: dict[str, Any] = {
         "installation": installation,
+        "resource_prefix": PREFIX,  # the agents' (tests.support.agents writes it in node.yaml)
         "nodes": [
             {"name": micro.name, "type": "MICRO", "agent_url": micro.url,
              "address": "host.docker.internal", "public_address": "127.0.0.1",

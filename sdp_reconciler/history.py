@@ -91,6 +91,17 @@ CREATE TABLE IF NOT EXISTS audit (
     service TEXT,
     status TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS hooks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    event TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    branches TEXT NOT NULL,
+    result TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS hooks_at ON hooks(at);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -150,6 +161,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ("ALTER TABLE audit ADD COLUMN state_commit TEXT",
      "ALTER TABLE audit ADD COLUMN permission TEXT", "ALTER TABLE audit ADD COLUMN role TEXT",
      "ALTER TABLE audit ADD COLUMN note TEXT"),
+    # 3: what started a pass (interval, state change, a webhook's repository@branch)
+    ("ALTER TABLE passes ADD COLUMN trigger TEXT",),
 ]
 """Schema changes after the first version, applied in order (PRAGMA user_version counts them)."""
 PRUNE_EVERY_SECONDS = 3600
@@ -262,10 +275,11 @@ class History:
 
     # -- passes -----------------------------------------------------------------------------------
 
-    def start_pass(self, *, mode: str, runner: str, state_revision: str | None) -> int:
+    def start_pass(self, *, mode: str, runner: str, state_revision: str | None,
+                   trigger: str | None = None) -> int:
         self.mark_interrupted()
         return self._insert("passes", {"started_at": now(), "mode": mode, "runner": runner,
-                                       "state_revision": state_revision,
+                                       "state_revision": state_revision, "trigger": trigger,
                                        "host": socket.gethostname(), "pid": os.getpid()})
 
     def mark_interrupted(self) -> list[int]:
@@ -315,6 +329,7 @@ class History:
                 "deployments": db.execute("DELETE FROM deployments WHERE started_at < ?",
                                           (old,)).rowcount,
                 "audit": db.execute("DELETE FROM audit WHERE at < ?", (old_audit,)).rowcount,
+                "hooks": db.execute("DELETE FROM hooks WHERE at < ?", (old,)).rowcount,
             }
             removed["passes"] = db.execute(
                 "DELETE FROM passes WHERE started_at < ? AND id NOT IN "
@@ -350,6 +365,13 @@ class History:
 
     def add_event(self, **values: Any) -> int:
         return self._insert("events", {"at": values.pop("at", None) or now(), **values})
+
+    def add_hook(self, *, sender: str, event: str, repository: str, branches: list[str],
+                 result: str, detail: str = "") -> int:
+        """One accepted (correctly signed) webhook and what ``watch`` made of it."""
+        return self._insert("hooks", {"at": now(), "sender": sender, "event": event,
+                                      "repository": repository, "branches": ",".join(branches),
+                                      "result": result, "detail": detail})
 
     def add_refusal(self, *, sandbox: str, line: str, commit: str | None, permission: str,
                     runner: str) -> bool:

@@ -22,9 +22,8 @@ from sdp_reconciler.access.decision import (
 )
 from sdp_reconciler.access.facts import RangeFacts, SandboxUse
 from sdp_reconciler.access.model import AccessFile
+from sdp_reconciler.access.notices import NOT_ENFORCED
 from sdp_reconciler.access.provenance import Provenance, Stale
-
-NOT_ENFORCED = "no access.yaml: every change is authorised, as before roles (docs/access.md)"
 
 
 def decide(facts: RangeFacts, commits: list[CommitAccess], uncommitted: list[ChangeVerdict],

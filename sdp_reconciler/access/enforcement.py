@@ -22,14 +22,14 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from sdp_reconciler.access.authorize import authorize_range
-from sdp_reconciler.access.decision import AccessDecision, Grant
-from sdp_reconciler.access.effects import NOT_ENFORCED
-from sdp_reconciler.access.gitrange import AccessError
-from sdp_reconciler.access.signatures import SignatureVerifier
+from sdp_reconciler.access.notices import NOT_ENFORCED
 from sdp_reconciler.state.locations import Location, Problem
+
+if TYPE_CHECKING:  # the judging modules load only when a pass judges (start-up cost)
+    from sdp_reconciler.access.decision import AccessDecision, Grant
+    from sdp_reconciler.access.signatures import SignatureVerifier
 
 BASE_KEY = "access.base"
 """history meta: the state commit the next pass judges from"""
@@ -108,6 +108,9 @@ def enforce(state_root: Path, *, has_access_file: bool, history: MetaStore | Non
     enforced_before = history is not None and history.meta(ENFORCED_KEY) == "1"
     if not has_access_file and not enforced_before:
         return Enforcement(decision=None, notes=(NOT_ENFORCED,))
+    from sdp_reconciler.access.authorize import authorize_range
+    from sdp_reconciler.access.gitrange import AccessError
+
     base = history.meta(BASE_KEY) if history is not None else None
     notes: list[str] = []
     try:

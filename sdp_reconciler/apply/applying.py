@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdp_node.protocol import (
     Credentials,
@@ -32,12 +32,14 @@ from sdp_node.protocol import (
     Step,
     StepResult,
 )
-from sdp_reconciler.access.decision import Grant
 from sdp_reconciler.errors import LeaseRefused, SdpError
 from sdp_reconciler.history import History
 from sdp_reconciler.observe.node_client import NodeClient
 from sdp_reconciler.planner.plan import PHASE_ORDER, Action, Change, Phase, Plan, Subject
 from sdp_reconciler.state.gitinfo import Authorship
+
+if TYPE_CHECKING:  # a type only: the access judge loads when a pass judges
+    from sdp_reconciler.access.decision import Grant
 
 LEASE_SECONDS = float(os.environ.get("SDP_LEASE_SECONDS", "90"))
 """How long a lease lasts unless renewed: a reconciler killed mid-apply blocks others this long."""

@@ -158,7 +158,9 @@ class Notifier:
                 report(f"notification {notification.name}: the webhook is not an http(s) URL")
                 continue
             self.targets.append((notification, url))
-        self._client = httpx.Client(timeout=TIMEOUT_SECONDS, transport=transport)
+        # Only with somewhere to deliver: a client costs a TLS context (tens of ms) per pass.
+        self._client = httpx.Client(timeout=TIMEOUT_SECONDS, transport=transport) \
+            if self.targets else None
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sdp-notify")
         self._pending: list[Any] = []
         self.delivered: list[tuple[str, str]] = []
@@ -192,6 +194,7 @@ class Notifier:
         self.delivered.append((notification.name, notice.event.value))
 
     def _post(self, notification: Notification, url: str, notice: Notice) -> None:
+        assert self._client is not None  # there are targets
         try:
             answer = self._client.post(url, json=payload(notice, notification.format))
         except httpx.HTTPError as e:
@@ -208,4 +211,5 @@ class Notifier:
         """Wait (bounded) for deliveries in flight, then let go of the connections."""
         wait(self._pending, timeout=timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._client.close()
+        if self._client is not None:
+            self._client.close()

@@ -14,11 +14,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sdp_node.naming import GATEWAY
 from sdp_node.protocol import LABEL_SANDBOX, LABEL_SERVICE, Credentials, OperationEvent
 from sdp_reconciler.access.enforcement import Enforcement, audit_refusals, enforce, record
-from sdp_reconciler.access.signatures import SignatureVerifier
 from sdp_reconciler.apply.applying import Applier, ApplyOutcome
 from sdp_reconciler.apply.expirywarn import due_notices
 from sdp_reconciler.apply.notify import Notifier, finished_notices, started_notices
@@ -47,12 +47,16 @@ from sdp_reconciler.planner.ports import (
     same_allocations,
     write_ports_file,
 )
+from sdp_reconciler.planner.scope import Scope
 from sdp_reconciler.planner.world import Allocation, World
 from sdp_reconciler.redaction import SECRETS
 from sdp_reconciler.state.gitinfo import Authorship, StateRepository, last_change
 from sdp_reconciler.state.hostconfig import HostConfig, require_host_config
 from sdp_reconciler.state.loading import PORTS_FILE, LoadedState, load_state
 from sdp_reconciler.state.resolve import ResolvedSandbox, resolve_all
+
+if TYPE_CHECKING:  # ssh-keygen's wrapper loads only when signatures are checked
+    from sdp_reconciler.access.signatures import SignatureVerifier
 
 Report = Callable[[str], None]
 
@@ -74,6 +78,8 @@ class Prepared:
     host: HostConfig
     redactor: Callable[[str], str]
     """every secret this process resolved (``redaction.SECRETS``)"""
+    scope: Scope | None = None
+    """a pass limited to these sandboxes and nodes (a webhook's); None: everything"""
     access: Enforcement = field(default_factory=lambda: Enforcement(decision=None))
     held: frozenset[str] = frozenset()
     """sandboxes left as they run: a change to them is not authorised (access.yaml)"""
@@ -144,7 +150,10 @@ def prepare(
     report: Report = lambda _m: None,
     client_timeout: float = 30.0, history: History | None = None,
     now: datetime | None = None, verifier: SignatureVerifier | None = None,
+    scope: Scope | None = None,
 ) -> Prepared:
+    """Everything the planner needs, and the plan. With ``scope``, only its sandboxes are
+    planned and only its nodes observed: every other sandbox is left exactly as it is."""
     env = os.environ if env is None else env
     host = require_host_config(env)
     state = load_state(state_dir, host=host.rules(env))
@@ -154,6 +163,8 @@ def prepare(
     for note in access.notes:
         report(note)
     everything = resolve_all(state)
+    if scope is not None:
+        everything = {n: s for n, s in everything.items() if n in scope.sandboxes}
     moment = now or datetime.now(UTC)
     last_activity = activity(state, everything, history)
     sandboxes, retired = apply_expiry(everything, last_activity, moment)
@@ -161,7 +172,7 @@ def prepare(
              if d.path.is_relative_to(state.root)}
     warnings = expiry_warnings(sandboxes, last_activity, moment, files)
     key = creds.spec_key(host, env)
-    nodes = state.nodes.model.nodes
+    nodes = [n for n in state.nodes.model.nodes if scope is None or n.name in scope.nodes]
     clients: dict[str, NodeClient] = {}
     try:
         for node in nodes:
@@ -177,6 +188,8 @@ def prepare(
             c.labels.get(LABEL_SANDBOX, "") for v in views.values() if v.observation
             for c in v.observation.containers}
         held = access.everything_held(set(everything) | observed_sandboxes - {""})
+        if scope is not None:  # the others are out of this pass's reach anyway (``only``)
+            held = frozenset(held & scope.sandboxes)
         sandboxes = {n: s for n, s in sandboxes.items() if n not in held}
         retired = {n: why for n, why in retired.items() if n not in held}
         access_problems = access.problems({n: s.file for n, s in everything.items()})
@@ -201,17 +214,20 @@ def prepare(
             service_url_variable=state.nodes.model.service_url_variable,
             health_rules=state.nodes.model.health,
         )
+        existing = state.ports.model.allocations if state.ports else []
         allocations, port_problems = allocate(
-            sandboxes=sandboxes, placements=placements,
-            existing=state.ports.model.allocations if state.ports else [],
+            sandboxes=sandboxes, placements=placements, existing=existing,
             world=world, now=datetime.now(UTC),
         )
+        if scope is not None:  # the other sandboxes keep their ports as they are
+            allocations = scope.allocations(allocations, existing)
         data = desired_data(sandboxes, world)
         SECRETS.add(*data.passwords())  # derived here; handed to the containers only
         the_plan = plan(
             sandboxes=sandboxes, world=world, placements=placements, allocations=allocations,
             problems=[*access_problems, *problems, *port_problems], restarts=restarts,
             retired=retired, held=held, data=data, resets=resets,
+            only=scope.sandboxes if scope is not None else None,
         )
     except BaseException:
         for client in clients.values():
@@ -221,13 +237,13 @@ def prepare(
         # Restarts were done by the first round: the second one must not repeat them.
         return prepare(state_dir, env=env, report=report,
                        client_timeout=client_timeout, history=history, now=now,
-                       verifier=verifier)
+                       verifier=verifier, scope=scope)
 
     return Prepared(
         state=state, sandboxes=sandboxes, retired=retired, world=world, placements=placements,
         allocations=allocations, data=data, plan=the_plan, clients=clients,
         credentials=credentials, redactor=SECRETS, host=host, access=access, held=held,
-        again=again, warnings=warnings,
+        again=again, warnings=warnings, scope=scope,
     )
 
 
@@ -254,13 +270,15 @@ def run(
     report: Report = lambda _m: None,
     progress: Callable[[Change, OperationEvent], None] | None = None,
     env: Mapping[str, str] | None = None,
-    lease_wait: float | None = None,
+    lease_wait: float | None = None, trigger: str | None = None,
 ) -> PassResult:
+    """Apply the plan; ``trigger`` (what started the pass) is recorded with it."""
     state = prepared.state
     runner = creds.runner(env)
     repository = StateRepository(state.root)
     result = PassResult(prepared=prepared)
-    pass_id = history.start_pass(mode=mode, runner=runner, state_revision=repository.revision)
+    pass_id = history.start_pass(mode=mode, runner=runner, state_revision=repository.revision,
+                                 trigger=trigger)
     notifier: Notifier | None = None
     try:
         ports_path = state.root / PORTS_FILE
@@ -345,7 +363,8 @@ def run(
         known = set(final.sandboxes) | set(final.retired) | {r.sandbox for r in rows}
         history.set_status(rows, sandboxes=known)
         history.record_samples(sample_rows(prepared.world))
-        history.forget_sandboxes_except(known)
+        if prepared.scope is None:  # a scoped pass knows nothing of the others
+            history.forget_sandboxes_except(known)
         status = "CONVERGED" if result.converged else "NOT_CONVERGED"
         audit_refusals(history, prepared.access, runner=runner)
         record(history, prepared.access)

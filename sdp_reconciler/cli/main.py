@@ -213,14 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval seconds (branch heads, drift), and serve the status page. With --remote, "
         "the state directory is SDP's checkout of that repository, fast-forwarded before "
         "each pass. An invalid state applies nothing: the error shows on the page and the "
-        "last valid state keeps being converged.",
+        "last valid state keeps being converged. The listener also takes Bitbucket push "
+        "webhooks (POST /hooks/bitbucket, signed with $SDP_WEBHOOK_SECRET or reconciler.yaml "
+        "webhooks.secret): a push starts a pass at once, scoped to the sandboxes that track "
+        "the pushed branch (docs/operations.md, 'Push webhooks').",
     )
     _add_history(watch)
     _add_apply_options(watch)
     watch.add_argument("--interval", type=float, default=60.0, metavar="SECONDS",
                        help="seconds between passes without a state change (default 60)")
     watch.add_argument("--listen", default="127.0.0.1:3452", metavar="HOST:PORT",
-                       help="where the status page listens (default 127.0.0.1:3452; "
+                       help="where the status page and POST /hooks/bitbucket listen (default "
+                       "127.0.0.1:3452; "
                        "'off' for none)")
     watch.add_argument("--remote", metavar="URL",
                        help="state repository to follow (http(s); credentials from "

@@ -150,6 +150,27 @@ def agent_token(host: HostConfig, node: str, env: Mapping[str, str] | None = Non
         raise SdpError(f"agent token of node {node} ({host.path}): {e}") from None
 
 
+WEBHOOK_SECRET_ENV = "SDP_WEBHOOK_SECRET"  # noqa: S105 - the variable's name
+
+
+def webhook_secret(host: HostConfig | None, env: Mapping[str, str] | None = None
+                   ) -> Secret | None:
+    """The secret push webhooks are signed with: ``$SDP_WEBHOOK_SECRET``, else the host
+    config's ``webhooks.secret``; None when neither is set. Never from the state."""
+    env = os.environ if env is None else env
+    if env.get(WEBHOOK_SECRET_ENV):
+        value = env[WEBHOOK_SECRET_ENV]
+        SECRETS.add(value)
+        return Secret(value)
+    reference = host.model.webhooks.secret if host is not None else None
+    if reference is None:
+        return None
+    try:
+        return resolve(reference, host.directory, env) if host is not None else None
+    except SdpError as e:
+        raise SdpError(f"webhooks.secret of {host.path if host else ''}: {e}") from None
+
+
 def spec_key(host: HostConfig, env: Mapping[str, str] | None = None) -> bytes:
     try:
         return resolve(host.model.spec_hash_key, host.directory, env).reveal().encode()

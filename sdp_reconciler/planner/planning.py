@@ -99,6 +99,8 @@ class _Planner:
     restarts: frozenset[Restart]
     data: DesiredDataSet = field(default_factory=DesiredDataSet)
     retired: dict[str, str] = field(default_factory=dict)
+    only: frozenset[str] | None = None
+    """a scoped pass: what runs for any other sandbox (or for none) is never touched"""
     problems: list[Problem] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     blocked: set[str] = field(default_factory=set)
@@ -509,7 +511,7 @@ class _Planner:
                 if container.aside or (node, container.name) in wanted:
                     continue
                 sandbox = container.labels.get(LABEL_SANDBOX, "")
-                if sandbox in self.blocked:
+                if sandbox in self.blocked or not self.in_scope(sandbox):
                     continue
                 service = container.labels.get(LABEL_SERVICE)
                 reason = self.removal_reason(sandbox, service, node)
@@ -525,7 +527,8 @@ class _Planner:
                 ))
             for network in view.observation.networks:
                 sandbox = network.labels.get(LABEL_SANDBOX, "")
-                if (node, network.name) in wanted_networks or sandbox in self.blocked:
+                if (node, network.name) in wanted_networks or sandbox in self.blocked \
+                        or not self.in_scope(sandbox):
                     continue
                 self.changes.append(Change(
                     action=Action.REMOVE, subject=Subject.NETWORK, phase=Phase.CLEANUP,
@@ -535,6 +538,9 @@ class _Planner:
                     step=RemoveNetwork(step_id=f"cleanup:{node}:{network.name}",
                                        network=network.name),
                 ))
+
+    def in_scope(self, sandbox: str) -> bool:
+        return self.only is None or sandbox in self.only
 
     def removal_reason(self, sandbox: str, service: str | None, node: str) -> str:
         if sandbox in self.retired:
@@ -598,6 +604,7 @@ def plan(
     held: frozenset[str] = frozenset(),
     data: DesiredDataSet | None = None,
     resets: frozenset[Reset] = frozenset(),
+    only: frozenset[str] | None = None,
 ) -> Plan:
     """The changes that bring the nodes to the state. Pure and deterministic.
 
@@ -606,13 +613,14 @@ def plan(
     they run (an unauthorised change, docs/access.md): nothing of theirs is created, changed or
     removed (their data services neither); they are not in ``sandboxes`` either. ``data`` is
     ``desired_data(sandboxes, world)`` (built here when not given); ``resets`` are (sandbox,
-    entry) to re-clone.
+    entry) to re-clone. ``only`` (a scoped pass) limits removals to those sandboxes: the
+    containers, networks and data of any other are left as they are.
     """
     data = desired_data(sandboxes, world) if data is None else data
     planner = _Planner(
         sandboxes=sandboxes, world=world, placements=placements,
         ports={(a.sandbox, a.service): a for a in allocations}, restarts=restarts,
-        data=data, retired=dict(retired or {}),
+        data=data, retired=dict(retired or {}), only=only,
     )
     planner.blocked |= held
     for problem in [*problems, *data.problems]:
@@ -682,7 +690,7 @@ def plan(
     planner.problems += data_plan.problems
     planner.blocked |= data_plan.blocked
     planner.changes = [c for c in planner.changes if c.sandbox not in data_plan.blocked]
-    planner.changes += data_plan.changes
+    planner.changes += [c for c in data_plan.changes if planner.in_scope(c.sandbox)]
     notes += data_plan.notes
     ordered = sorted(
         planner.changes,

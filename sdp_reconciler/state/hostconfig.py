@@ -14,7 +14,10 @@ state repository:
 * the **secret-reference policy**: which environment variables (a prefix) and which
   directories environment secrets may be read from (``trust``);
 * the **page**: which proxy addresses may set forwarded headers;
-* the **history**'s retention (deployments 90 days, audit rows 730, by default).
+* the **history**'s retention (deployments 90 days, audit rows 730, by default);
+* the **webhooks**: the secret Bitbucket signs push webhooks with (``webhooks.secret``, or
+  ``$SDP_WEBHOOK_SECRET``) and which Bitbucket repository is which SDP repository when
+  their names differ.
 
 References inside this file (``{env: NAME}`` / ``{file: PATH}``) may name anything on the host
 (the file is the host administrator's); relative file paths are relative to this file. Found at
@@ -102,6 +105,22 @@ class HistorySettings(Frozen):
         default=730, ge=1, description="audit rows are kept this long (longer, by default)")
 
 
+class WebhookSettings(Frozen):
+    """``watch``'s ``POST /hooks/bitbucket``: who may call it, and what a push names."""
+
+    secret: SecretRef | None = Field(
+        default=None,
+        description="the webhook secret Bitbucket signs with (X-Hub-Signature), as a "
+        "reference; $SDP_WEBHOOK_SECRET overrides it. Without either the endpoint refuses "
+        "every request",
+    )
+    repositories: dict[str, Name] = Field(
+        default_factory=dict,
+        description="Bitbucket repository (slug, or PROJECT/slug, workspace/slug) -> the SDP "
+        "repository it is (an agent's repository name), where the names differ",
+    )
+
+
 class HostConfigFile(Frozen):
     """``reconciler.yaml``: the reconciler host's settings, never part of the state."""
 
@@ -119,6 +138,7 @@ class HostConfigFile(Frozen):
     secrets: SecretSources = Field(default_factory=SecretSources)
     page: PageSettings = Field(default_factory=PageSettings)
     history: HistorySettings = Field(default_factory=HistorySettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
 
 @dataclass(frozen=True)
@@ -134,7 +154,9 @@ class HostConfig:
 
     def own_references(self) -> list[SecretRef]:
         """Every reference this file makes: SDP's own secrets, never for the state."""
-        return [self.model.spec_hash_key, *(pin.token for pin in self.model.agents.values())]
+        hook = [self.model.webhooks.secret] if self.model.webhooks.secret else []
+        return [self.model.spec_hash_key, *(pin.token for pin in self.model.agents.values()),
+                *hook]
 
     def rules(self, env: Mapping[str, str] | None = None) -> HostRules:
         """What this host lets a state do: its secret policy, its agent pins."""
@@ -213,7 +235,7 @@ def load_host_config(path: Path) -> HostConfig:
 
 __all__ = [
     "CONFIG_ENV", "DEFAULT_ENV_PREFIX", "AgentPin", "HostConfig", "HostConfigFile",
-    "PageSettings", "SecretSources", "config_path", "find_host_config", "host_rules",
-    "load_host_config",
+    "PageSettings", "SecretSources", "WebhookSettings", "config_path", "find_host_config",
+    "host_rules", "load_host_config",
     "require_host_config",
 ]

@@ -41,7 +41,7 @@ SCHEMA_BASE = "https://sdp.invalid/schemas"
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 # --- scalar types -------------------------------------------------------------------------------

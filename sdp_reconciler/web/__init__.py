@@ -11,9 +11,13 @@ runs it alone (``server.serve_forever``) and ``watch`` runs it in a thread
 * ``hub``: the one poller tailing the history's events; ``stream``: ``GET /events``;
 * ``pages``: the HTML routes; ``views``, ``catalog``: what they show (pure);
   ``queries``: the history reads; ``stateview``: the state directory, reloaded on change;
-  ``nodes``: the live survey of the agents; ``rendering``: Jinja2 (autoescape on).
+  ``nodes``: the live survey of the agents; ``rendering``: Jinja2 (autoescape on);
+* ``hooks``: ``watch``'s ``POST /hooks/bitbucket``, mounted beside the page
+  (``create_app(extra_routes=...)``); ``bitbucket``: its signature check, payloads and rate
+  limit (pure).
 
-The page never changes anything: not the state, not the history, not a node.
+The page never changes anything: not the state, not the history, not a node. The webhook
+endpoint only records a signed push and asks ``watch`` for a pass.
 """
 
 from sdp_reconciler.web.app import create_app

@@ -4,20 +4,21 @@
 It opens its own connection to the history file (SQLite in WAL mode, so it reads while a
 reconciler in this or another process writes), reads the state directory on demand, and checks
 logins through the gateway agent unless a ``login`` check is given (tests pass their own).
-On shutdown it ends every open event stream and closes its connection. The application only
-reads: no route changes the state, the history or a node.
+On shutdown it ends every open event stream and closes its connection. The page only reads:
+no route of it changes the state, the history or a node (``watch``'s webhook endpoint, passed
+in ``extra_routes``, only asks for a pass).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from sdp_reconciler.errors import SdpError
@@ -59,9 +60,12 @@ def routes() -> list[Route | Mount]:
 def create_app(
     *, state_dir: Path, history_path: Path, env: Mapping[str, str] | None = None,
     settings: WebSettings | None = None, login: LoginCheck | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The page over ``history_path`` and ``state_dir``; ``env`` holds the agent tokens'
     variables and the git credentials the nodes page lists branches with (default: os.environ).
+    ``extra_routes``: what the process serves besides the page on the same listener
+    (``watch``'s ``POST /hooks/bitbucket``).
     """
     settings = settings or WebSettings()
     env = dict(os.environ) if env is None else env
@@ -87,7 +91,7 @@ def create_app(
             await context.hub.close()
 
     app = Starlette(
-        routes=routes(),
+        routes=[*extra_routes, *routes()],
         middleware=[Middleware(SecurityHeaders), Middleware(
             SessionGuard, sessions=sessions,
             metrics_token=env.get("SDP_METRICS_TOKEN") or None)],

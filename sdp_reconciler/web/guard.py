@@ -1,9 +1,11 @@
 """ASGI middleware of the page: the session guard and the security headers.
 
-``SessionGuard``: every path except ``/login``, ``/healthz`` and ``/static/`` needs a live
-session cookie. Without one, a browser asking for a page is sent to ``/login?next=<path>``;
-anything else (the event stream, a fragment the script refetches, a POST) gets 401. The
-session found is put in ``request.state.session`` for the handlers.
+``SessionGuard``: every path except ``/login``, ``/healthz``, ``/static/`` and the signed
+webhook endpoints (``/hooks/``: their callers prove themselves with an HMAC of the body,
+``web.hooks``) needs a live session cookie. Without one, a browser asking for a page is sent
+to ``/login?next=<path>``; anything else (the event stream, a fragment the script
+refetches, a POST) gets 401. The session found is put in ``request.state.session`` for the
+handlers.
 
 ``SecurityHeaders``: a strict Content-Security-Policy (scripts and styles only from
 ``/static``, no inline code, no framing), ``nosniff``, no referrer to other sites
@@ -26,12 +28,14 @@ from sdp_reconciler.web.sessions import COOKIE, SessionStore
 
 PUBLIC_PATHS = frozenset({"/login", "/healthz"})
 STATIC_PREFIX = "/static/"
+SIGNED_PREFIX = "/hooks/"
+"""endpoints that authenticate each request themselves (a signature), never by session"""
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 
 
 def is_public(path: str) -> bool:
-    return path in PUBLIC_PATHS or path.startswith(STATIC_PREFIX)
+    return path in PUBLIC_PATHS or path.startswith((STATIC_PREFIX, SIGNED_PREFIX))
 
 
 def safe_next(value: str | None) -> str:

@@ -124,6 +124,9 @@ async def history(request: Request) -> Response:
     def gather() -> dict[str, Any]:
         rows = queries.deployments(context.history, where, limit=limit)
         return {"rows": rows, "choices": queries.deployment_choices(context.history),
+                # The passes, with what started each, on the unfiltered first page only.
+                "passes": [] if where.sandbox or where.repository or where.status
+                or where.before is not None else queries.recent_passes(context.history),
                 "where": where, "more": rows[-1]["id"] if len(rows) == limit else None}
 
     return render(request, "history.html", **await _gather(gather))

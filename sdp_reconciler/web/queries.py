@@ -123,9 +123,16 @@ def recent_logs(history: History, sandbox: str, *, limit: int) -> list[Row]:
 
 def deployments(history: History, where: DeploymentFilter, *, limit: int) -> list[Row]:
     sql, params = where.clauses()
+    trigger = "(SELECT p.trigger FROM passes p WHERE p.id = deployments.pass_id)"
     return history.query(
-        f"SELECT * FROM deployments{sql} ORDER BY id DESC LIMIT ?",  # noqa: S608
+        f"SELECT *, {trigger} AS pass_trigger FROM deployments{sql} ORDER BY id DESC LIMIT ?",  # noqa: S608
         (*params, limit))
+
+
+def recent_passes(history: History, *, limit: int = 10) -> list[Row]:
+    """The last passes, with what started each (interval, state change, a webhook)."""
+    return history.query("SELECT id, started_at, mode, trigger, status, summary FROM passes "
+                         "ORDER BY id DESC LIMIT ?", (limit,))
 
 
 def deployment(history: History, deployment_id: int) -> Row | None:

@@ -57,6 +57,7 @@ def _age(path: Path, days: int) -> None:
         db.execute(f"UPDATE deployments SET started_at = {stamp}")  # noqa: S608
         db.execute(f"UPDATE events SET at = {stamp}")  # noqa: S608
         db.execute(f"UPDATE audit SET at = {stamp}")  # noqa: S608
+        db.execute(f"UPDATE hooks SET at = {stamp}")  # noqa: S608
 
 
 def _fill(history: History) -> None:
@@ -68,12 +69,14 @@ def _fill(history: History) -> None:
                       message="line")
     history.add_audit(deployment_id=deployment, runner="ci", action="create service",
                       sandbox="S", status="SUCCESS")
+    history.add_hook(sender="server", event="repo:refs_changed", repository="P/account",
+                     branches=["main"], result="queued")
     history.finish_pass(pass_id, status="CONVERGED", summary="")
 
 
 def _counts(history: History) -> dict[str, int]:
     return {t: history.query(f"SELECT COUNT(*) AS n FROM {t}")[0]["n"]  # noqa: S608
-            for t in ("passes", "deployments", "events", "audit")}
+            for t in ("passes", "deployments", "events", "audit", "hooks")}
 
 
 def test_old_deployments_go_and_the_audit_stays_longer(tmp_path: Path) -> None:
@@ -84,13 +87,15 @@ def test_old_deployments_go_and_the_audit_stays_longer(tmp_path: Path) -> None:
         _age(path, days=100)
         _fill(history)  # a recent pass
         removed = history.prune(Retention(deployments_days=90, audit_days=365), force=True)
-        assert removed == {"events": 1, "deployments": 1, "audit": 0, "passes": 1}
-        assert _counts(history) == {"passes": 1, "deployments": 1, "events": 1, "audit": 2}
+        assert removed == {"events": 1, "deployments": 1, "audit": 0, "passes": 1, "hooks": 1}
+        assert _counts(history) == {"passes": 1, "deployments": 1, "events": 1, "audit": 2,
+                                    "hooks": 1}
         _age(path, days=400)
         assert history.prune(Retention(deployments_days=90, audit_days=365)) == {}, \
             "at most once an hour"
         history.prune(Retention(deployments_days=90, audit_days=365), force=True)
-        assert _counts(history) == {"passes": 0, "deployments": 0, "events": 0, "audit": 0}
+        assert _counts(history) == {"passes": 0, "deployments": 0, "events": 0, "audit": 0,
+                                    "hooks": 0}
     finally:
         history.close()
 
