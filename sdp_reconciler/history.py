@@ -1,27 +1,35 @@
-"""Deployment history, live events, the audit trail and sandbox status, in SQLite.
+"""Deployment history, live events, the audit trail and sandbox status, in SQLite or PostgreSQL.
 
-One file (path configurable), WAL mode, so ``--once``, ``watch`` and ``serve`` on one host share
-it: the reconciler writes as things happen, with increasing ids, and a ``serve`` process tails
-the ``events`` table to stream progress live. Promises: nothing here stores a credential or a
-secret value (every text written passes ``redaction.SECRETS``, which holds every secret this
-process resolved, after the agents redacted theirs); rows are only ever added or updated,
-never rewritten wholesale.
+SQLite (the default: one file, WAL mode) lets ``--once``, ``watch`` and ``serve`` on one host
+share it; PostgreSQL (``--history postgresql://...``) lets them share it across hosts: a CI
+runner's ``--once`` and the page on the ``watch`` host. The reconciler writes as things happen,
+with increasing ids, and a page tails the ``events`` table to stream progress live (woken by
+NOTIFY on PostgreSQL, polling on SQLite). ``historydb`` is the seam between the two.
+
+Promises: nothing here stores a credential or a secret value (every text written passes
+``redaction.SECRETS``, which holds every secret this process resolved, after the agents
+redacted theirs); rows are only ever added or updated, never rewritten wholesale.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import sqlite3
-import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sdp_reconciler.errors import SdpError
+from sdp_reconciler.historydb import (
+    Backend,
+    Listener,
+    Location,
+    Transaction,
+    open_backend,
+    parse_location,
+)
 from sdp_reconciler.redaction import redact
 
 SCHEMA = """
@@ -117,6 +125,16 @@ CREATE TABLE IF NOT EXISTS status (
 """
 
 
+_SET_META = ("INSERT INTO meta (key, value) VALUES (?, ?) "
+             "ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+_STATUS_COLUMNS = ("node", "sync", "health", "reason", "message", "branch", "attempted_commit",
+                   "applied_commit", "port", "url", "route", "updated_at")
+_SET_STATUS = (
+    "INSERT INTO status (sandbox, service, " + ", ".join(_STATUS_COLUMNS) + ") VALUES ("  # noqa: S608
+    + ", ".join("?" for _ in range(len(_STATUS_COLUMNS) + 2)) + ") ON CONFLICT (sandbox,"
+    " service) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _STATUS_COLUMNS))
+
+
 def _redacted(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: redact(v) if isinstance(v, str) else v for k, v in values.items()}
 
@@ -175,63 +193,53 @@ class StatusRow:
 
 
 class History:
-    """The SQLite store. Thread-safe: one connection, one lock; WAL for concurrent readers."""
+    """The store, on SQLite (a path) or PostgreSQL (a ``postgresql://`` location): one API.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    Thread-safe. SQL here is SQLite's dialect; ``historydb`` runs it on either database.
+    """
+
+    def __init__(self, location: Path | str | Location,
+                 env: Mapping[str, str] | None = None) -> None:
+        if not isinstance(location, Location):
+            location = parse_location(location, os.environ if env is None else env)
+        self.location = location
+        self.path = location.path
+        """The SQLite file (None on PostgreSQL)."""
+        self._backend: Backend = open_backend(location)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-            self._migrate()
-        except (OSError, sqlite3.Error) as e:
-            raise SdpError(f"cannot open the history database {path}: {e}") from e
-        self._lock = threading.Lock()
+            self._backend.ensure_schema(SCHEMA, MIGRATIONS)
+        except BaseException:
+            self._backend.close()
+            raise
 
-    def _migrate(self) -> None:
-        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-        if version > len(MIGRATIONS):
-            raise SdpError(
-                f"the history database {self.path} has schema version {version}, newer than "
-                f"this sdp-reconcile knows ({len(MIGRATIONS)}): upgrade sdp-reconcile")
-        with self._db:
-            for number in range(version, len(MIGRATIONS)):
-                for statement in MIGRATIONS[number]:
-                    try:
-                        self._db.execute(statement)
-                    except sqlite3.OperationalError as e:
-                        if "duplicate column" not in str(e):  # a half-applied old run
-                            raise
-                self._db.execute(f"PRAGMA user_version = {number + 1}")
+    @property
+    def kind(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._backend.kind
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._backend.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                with self._db:
-                    yield self._db
-            except sqlite3.Error as e:
-                raise SdpError(f"cannot write the history database {self.path}: {e}") from e
+    def listen(self, on_change: Callable[[], None]) -> Listener | None:
+        """Call ``on_change`` (from another thread) after every committed write by any process
+        on any host; None when the database cannot push (SQLite: readers poll)."""
+        return self._backend.listen(on_change)
+
+    def _write(self) -> AbstractContextManager[Transaction]:
+        return self._backend.write()
 
     def _insert(self, table: str, values: Mapping[str, Any]) -> int:
         values = _redacted(values)
-        columns = ", ".join(values)
+        columns = ", ".join(f'"{k}"' for k in values)
         marks = ", ".join("?" for _ in values)
         with self._write() as db:
-            cursor = db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})",  # noqa: S608
-                                list(values.values()))
-            return int(cursor.lastrowid or 0)
+            row = db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks}) "  # noqa: S608
+                             "RETURNING id", list(values.values())).fetchone()
+            return int(row["id"]) if row else 0
 
     def _update(self, table: str, row_id: int, values: Mapping[str, Any]) -> None:
         values = _redacted(values)
-        assignments = ", ".join(f"{k} = ?" for k in values)
+        assignments = ", ".join(f'"{k}" = ?' for k in values)
         with self._write() as db:
             db.execute(f"UPDATE {table} SET {assignments} WHERE id = ?",  # noqa: S608
                        [*values.values(), row_id])
@@ -295,8 +303,7 @@ class History:
             removed["passes"] = db.execute(
                 "DELETE FROM passes WHERE started_at < ? AND id NOT IN "
                 "(SELECT pass_id FROM deployments)", (old,)).rowcount
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('pruned_at', ?)",
-                       (stamp.isoformat(timespec="milliseconds"),))
+            db.execute(_SET_META, ("pruned_at", stamp.isoformat(timespec="milliseconds")))
         return removed
 
     def meta(self, key: str) -> str | None:
@@ -309,8 +316,7 @@ class History:
             if value is None:
                 db.execute("DELETE FROM meta WHERE key = ?", (key,))
             else:
-                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                           (key, value))
+                db.execute(_SET_META, (key, value))
 
     def finish_pass(self, pass_id: int, *, status: str, summary: str) -> None:
         self._update("passes", pass_id, {"finished_at": now(), "status": status,
@@ -349,9 +355,7 @@ class History:
             for row in rows:
                 row = StatusRow(**_redacted(vars(row)))
                 db.execute(
-                    "INSERT OR REPLACE INTO status (sandbox, service, node, sync, health, reason,"
-                    " message, branch, attempted_commit, applied_commit, port, url, route,"
-                    " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    _SET_STATUS,
                     (row.sandbox, row.service, row.node, row.sync, row.health, row.reason,
                      row.message, row.branch, row.attempted_commit, row.applied_commit,
                      row.port, row.url, row.route, now()),
@@ -366,9 +370,9 @@ class History:
 
     # -- reading ----------------------------------------------------------------------------------
 
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(r) for r in self._db.execute(sql, params).fetchall()]
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Rows of a SELECT in SQLite's dialect (``?`` placeholders), on either database."""
+        return self._backend.query(sql, params)
 
     def status(self) -> list[dict[str, Any]]:
         return self.query("SELECT * FROM status ORDER BY sandbox, service")

@@ -102,8 +102,11 @@ def commands_parser(
 
 def _add_history(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
     parser.add_argument(
-        "--history", metavar="FILE", default=None if top else argparse.SUPPRESS,
-        help="SQLite history file (default: $SDP_HISTORY or ./.sdp/history.sqlite)",
+        "--history", metavar="FILE|URL", default=None if top else argparse.SUPPRESS,
+        help="the history: a SQLite file (or sqlite:///PATH), or postgresql://USER@HOST:PORT/DB "
+        "shared by reconcilers and pages on several hosts, its password in $PGPASSWORD (or "
+        "?password_env=NAME / ?password_file=PATH), never here (default: $SDP_HISTORY, which "
+        "may hold a whole URL, or ./.sdp/history.sqlite)",
     )
 
 

@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.history import History
+from sdp_reconciler.historydb import Location
 from sdp_reconciler.state.hostconfig import find_host_config
 from sdp_reconciler.web import account, pages, stream
 from sdp_reconciler.web.context import PageContext
@@ -56,7 +57,7 @@ def routes() -> list[Route | Mount]:
 
 
 def create_app(
-    *, state_dir: Path, history_path: Path, env: Mapping[str, str] | None = None,
+    *, state_dir: Path, history_path: Path | Location, env: Mapping[str, str] | None = None,
     settings: WebSettings | None = None, login: LoginCheck | None = None,
 ) -> Starlette:
     """The page over ``history_path`` and ``state_dir``; ``env`` holds the agent tokens'
