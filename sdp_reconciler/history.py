@@ -99,6 +99,12 @@ CREATE TABLE IF NOT EXISTS audit (
     service TEXT,
     status TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sessions (
+    token_sha256 TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -225,14 +231,14 @@ class History:
         on any host; None when the database cannot push (SQLite: readers poll)."""
         return self._backend.listen(on_change)
 
-    def _write(self) -> AbstractContextManager[Transaction]:
-        return self._backend.write()
+    def _write(self, *, ordered: bool = False) -> AbstractContextManager[Transaction]:
+        return self._backend.write(ordered=ordered)
 
     def _insert(self, table: str, values: Mapping[str, Any]) -> int:
         values = _redacted(values)
         columns = ", ".join(f'"{k}"' for k in values)
         marks = ", ".join("?" for _ in values)
-        with self._write() as db:
+        with self._write(ordered=table == "events") as db:  # the page tails events by id
             row = db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks}) "  # noqa: S608
                              "RETURNING id", list(values.values())).fetchone()
             return int(row["id"]) if row else 0
@@ -367,6 +373,32 @@ class History:
             for row in rows:
                 if row["sandbox"] not in keep:
                     db.execute("DELETE FROM status WHERE sandbox = ?", (row["sandbox"],))
+
+    # -- the page's sessions (web.sessions: only a token's SHA-256 is ever stored) -------------
+
+    def add_session(self, token_sha256: str, *, username: str, created_at: float,
+                    expires_at: float, replacing: str | None = None) -> None:
+        """A new session; the one whose digest is ``replacing`` (if any) ends with it, and
+        every expired session is forgotten."""
+        with self._write() as db:
+            if replacing:
+                db.execute("DELETE FROM sessions WHERE token_sha256 = ?", (replacing,))
+            db.execute("DELETE FROM sessions WHERE expires_at <= ?", (created_at,))
+            db.execute("INSERT INTO sessions (token_sha256, username, created_at, expires_at) "
+                       "VALUES (?, ?, ?, ?)", (token_sha256, username, created_at, expires_at))
+
+    def session(self, token_sha256: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT username, created_at, expires_at FROM sessions "
+                          "WHERE token_sha256 = ?", (token_sha256,))
+        return rows[0] if rows else None
+
+    def end_session(self, token_sha256: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM sessions WHERE token_sha256 = ?", (token_sha256,))
+
+    def live_sessions(self, at: float) -> int:
+        rows = self.query("SELECT COUNT(*) AS n FROM sessions WHERE expires_at > ?", (at,))
+        return int(rows[0]["n"])
 
     # -- reading ----------------------------------------------------------------------------------
 

@@ -42,6 +42,8 @@ CHANNEL = "sdp_history"
 """The NOTIFY channel every PostgreSQL write transaction signals on."""
 SCHEMA_LOCK = 0x5D9_4157
 """The advisory lock key serialising schema migrations of one PostgreSQL database."""
+ORDER_LOCK = 0x5D9_4158
+"""The advisory lock that makes event ids commit in order (see ``PostgresBackend.write``)."""
 PASSWORD_ENV = "PGPASSWORD"  # noqa: S105 - the variable's name
 
 
@@ -148,7 +150,7 @@ class Backend(Protocol):
 
     def ensure_schema(self, schema: str, migrations: Sequence[tuple[str, ...]]) -> None: ...
 
-    def write(self) -> AbstractContextManager[Transaction]: ...
+    def write(self, *, ordered: bool = False) -> AbstractContextManager[Transaction]: ...
 
     def query(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]: ...
 
@@ -193,8 +195,8 @@ class SqliteBackend:
             raise SdpError(f"cannot open the history database {self.path}: {e}") from e
 
     @contextmanager
-    def write(self) -> Iterator[Transaction]:
-        with self._lock:
+    def write(self, *, ordered: bool = False) -> Iterator[Transaction]:
+        with self._lock:  # one writer at a time: ids always commit in order
             try:
                 with self._db:
                     yield _SqliteTransaction(self._db)
@@ -333,11 +335,15 @@ class PostgresBackend:
                            f"{redact(str(e))}") from None
 
     @contextmanager
-    def write(self) -> Iterator[Transaction]:
+    def write(self, *, ordered: bool = False) -> Iterator[Transaction]:
+        """A transaction; ``ordered``: its new ids commit in id order across every writer of
+        the database (readers tail by id and must never see 11 before 10 commits)."""
         import psycopg
 
         try:
             with self._pool.connection() as conn, conn.transaction():
+                if ordered:
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (ORDER_LOCK,))
                 yield _PostgresTransaction(conn)
                 conn.execute(f"NOTIFY {CHANNEL}")
         except psycopg.Error as e:

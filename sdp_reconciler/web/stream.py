@@ -71,7 +71,8 @@ async def events(request: Request) -> Response:
                     caught_up = len(rows) < BATCH
                     continue
                 notices = await subscription.next_batch(settings.heartbeat_seconds)
-                if notices is None or context.sessions.get(token) is None:
+                if notices is None or await anyio.to_thread.run_sync(
+                        context.sessions.get, token) is None:
                     return  # the server is stopping, or the viewer signed out
                 if subscription.overflowed:
                     subscription.overflowed = False
