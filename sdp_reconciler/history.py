@@ -400,6 +400,29 @@ class History:
         rows = self.query("SELECT COUNT(*) AS n FROM sessions WHERE expires_at > ?", (at,))
         return int(rows[0]["n"])
 
+    # -- copying (historycopy) ------------------------------------------------------------------
+
+    def columns(self, table: str) -> list[str]:
+        """The columns ``table`` has in this database."""
+        return self._backend.columns(table)
+
+    def insert_missing(self, table: str, rows: list[dict[str, Any]]) -> int:
+        """Insert ``rows`` as they are (ids included), skipping any this database holds;
+        how many were new."""
+        added = 0
+        with self._write() as db:
+            for row in rows:
+                names = ", ".join(f'"{k}"' for k in row)
+                marks = ", ".join("?" for _ in row)
+                added += db.execute(
+                    f"INSERT INTO {table} ({names}) VALUES ({marks}) "  # noqa: S608
+                    "ON CONFLICT DO NOTHING", list(row.values())).rowcount
+        return added
+
+    def continue_ids_after_copy(self, table: str) -> None:
+        """New rows of ``table`` get ids after every copied one."""
+        self._backend.continue_ids(table)
+
     # -- reading ----------------------------------------------------------------------------------
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:

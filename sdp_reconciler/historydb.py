@@ -156,6 +156,10 @@ class Backend(Protocol):
 
     def listen(self, on_change: Callable[[], None]) -> Listener | None: ...
 
+    def columns(self, table: str) -> list[str]: ...
+
+    def continue_ids(self, table: str) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -212,6 +216,12 @@ class SqliteBackend:
 
     def listen(self, on_change: Callable[[], None]) -> Listener | None:
         return None  # a file cannot push: readers poll
+
+    def columns(self, table: str) -> list[str]:
+        return [str(r["name"]) for r in self.query(f"PRAGMA table_info({table})", ())]
+
+    def continue_ids(self, table: str) -> None:
+        pass  # AUTOINCREMENT continues after the largest id by itself
 
     def close(self) -> None:
         with self._lock:
@@ -364,6 +374,17 @@ class PostgresBackend:
 
     def listen(self, on_change: Callable[[], None]) -> Listener | None:
         return _PostgresListener(self.location, self._kwargs, on_change)
+
+    def columns(self, table: str) -> list[str]:
+        rows = self.query("SELECT column_name FROM information_schema.columns WHERE "
+                          "table_schema = current_schema() AND table_name = ? "
+                          "ORDER BY ordinal_position", (table,))
+        return [str(r["column_name"]) for r in rows]
+
+    def continue_ids(self, table: str) -> None:
+        with self.write() as db:
+            db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608
+                       f"(SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false)")
 
     def close(self) -> None:
         self._pool.close()
