@@ -95,6 +95,7 @@ def test_page_hosts_sharing_postgresql_share_sessions_and_a_logout_ends_them_eve
 
 WRITER = """
 import sys
+from sdp_reconciler.history import History
 h = History(sys.argv[1])
 p = h.start_pass(mode="once", runner="ci-runner", state_revision=None)
 h.add_event(pass_id=p, sandbox="S1", kind="log", message="from another process")
