@@ -94,16 +94,50 @@ class Load:
 class _Loads:
     views: dict[str, NodeView]
     loads: dict[str, Load] = field(default_factory=dict)
+    capacities: dict[str, Capacity] = field(default_factory=dict)
+    largest: dict[tuple[str, ...], Capacity] = field(default_factory=dict)
+    scores: dict[str, dict[tuple[Need, Capacity], tuple[float, int, str] | None]] = field(
+        default_factory=dict)
+    """node -> (need, like) -> its score, forgotten when the node's load changes"""
+    serving: dict[str, list[NodeView]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.capacities = {name: _capacity(view) for name, view in self.views.items()}
+
+    def serving_go(self, repository: str) -> list[NodeView]:
+        """The candidate nodes serving Go ``repository`` (cached: 1,000s of services ask)."""
+        if repository not in self.serving:
+            self.serving[repository] = [v for v in self.views.values()
+                                        if v.serves(repository, RepositoryKind.GO)]
+        return self.serving[repository]
+
+    def score(self, view: NodeView, need: Need, like: Capacity) -> tuple[float, int, str] | None:
+        """(share after, containers, name): the smallest wins; None: it does not fit."""
+        name = view.node.name
+        cached = self.scores.setdefault(name, {})
+        key = (need, like)
+        if key not in cached:
+            share = self.share_after(view, need, like)
+            cached[key] = None if share is None else (share, self.containers(name), name)
+        return cached[key]
+
+    def like(self, views: list[NodeView]) -> Capacity:
+        """The largest capacity ``views`` declare, per dimension (cached per set of nodes)."""
+        key = tuple(v.node.name for v in views)
+        if key not in self.largest:
+            self.largest[key] = _largest([self.capacities[name] for name in key])
+        return self.largest[key]
 
     def add(self, node: str, need: Need) -> None:
         self.loads.setdefault(node, Load()).add(need)
+        self.scores.pop(node, None)
 
     def share_after(self, view: NodeView, need: Need, like: Capacity) -> float | None:
         """The largest share of the node's capacity in use with ``need`` added; None: it does
         not fit. A dimension the node does not declare counts as ``like``'s (the largest any
         candidate declares) and never refuses; with none declared anywhere, 0.0."""
         load = self.loads.get(view.node.name, Load())
-        own = _capacity(view)
+        own = self.capacities[view.node.name]
         shares = []
         for used, mine, other in ((load.cpu + need.cpu, own.cpu, like.cpu),
                                   (load.memory + need.memory, own.memory, like.memory),
@@ -136,8 +170,7 @@ def _capacity(view: NodeView) -> Capacity:
                     declared.containers)
 
 
-def _largest(views: list[NodeView]) -> Capacity:
-    capacities = [_capacity(v) for v in views]
+def _largest(capacities: list[Capacity]) -> Capacity:
     cpus = [c.cpu for c in capacities if c.cpu is not None]
     memories = [c.memory for c in capacities if c.memory is not None]
     containers = [c.containers for c in capacities if c.containers is not None]
@@ -161,7 +194,7 @@ def place(
     new: list[tuple[str, ResolvedService]] = []
     for name, sandbox in sorted(sandboxes.items()):
         for service in sandbox.deployed_services():
-            kept = _keep(world, micro, sandbox=name, service=service,
+            kept = _keep(world, micro, loads, sandbox=name, service=service,
                          previous=before.get((name, service.name)),
                          running=running.get(world.names.container(name, service.name), []))
             if kept is None:
@@ -208,8 +241,8 @@ def place(
 
 
 def _keep(
-    world: World, candidates: list[NodeView], *, sandbox: str, service: ResolvedService,
-    previous: str | None, running: list[str],
+    world: World, candidates: list[NodeView], loads: _Loads, *, sandbox: str,
+    service: ResolvedService, previous: str | None, running: list[str],
 ) -> Placement | Problem | None:
     """Where a service stays (pinned, unreachable, or running where it is served); None: it
     needs a node (new, or its node no longer serves it)."""
@@ -220,7 +253,7 @@ def _keep(
                           repository=repository, pinned=service.spec.node,
                           kind=RepositoryKind.GO, location=location, previous=previous,
                           running=running)
-    serving = {v.node.name for v in candidates if v.serves(repository, RepositoryKind.GO)}
+    serving = {v.node.name for v in loads.serving_go(repository)}
     preferred = [previous] if previous in running else running
     for node in preferred:
         if node in serving:
@@ -233,7 +266,7 @@ def _keep(
 def _place_new(candidates: list[NodeView], loads: _Loads, *, sandbox: str,
                service: ResolvedService) -> Placement | Problem:
     repository, location = service.name, service.origin
-    serving = [v for v in candidates if v.serves(repository, RepositoryKind.GO)]
+    serving = loads.serving_go(repository)
     if not serving:
         return _nowhere(candidates, repository, RepositoryKind.GO, location,
                         f"services.{service.name}")
@@ -244,9 +277,8 @@ def _place_new(candidates: list[NodeView], loads: _Loads, *, sandbox: str,
                        f"({', '.join(v.node.name for v in serving)}): uncordon one in "
                        "nodes.yaml or pin the service to a node with 'node:'")
     need = Need.of(service.resources)
-    like = _largest(open_nodes)
-    scored = [(share, loads.containers(v.node.name), v.node.name) for v in open_nodes
-              if (share := loads.share_after(v, need, like)) is not None]
+    like = loads.like(open_nodes)
+    scored = [score for v in open_nodes if (score := loads.score(v, need, like)) is not None]
     if not scored:
         return Problem(location, f"services.{service.name}",
                        f"no MICRO node serving {repository!r} has room for it "
