@@ -154,10 +154,7 @@ class EventHub:
             while self._subscriptions and not self._closed:
                 self._wake.clear()
                 try:
-                    rows = await anyio.to_thread.run_sync(
-                        lambda: queries.events_after(self.history, self._last_id, limit=BATCH))
-                    marker = await anyio.to_thread.run_sync(queries.change_marker,
-                                                            self.history)
+                    rows, marker = await anyio.to_thread.run_sync(self._read)
                 except Exception:  # a locked or replaced file: try again next tick
                     log.exception("reading the history's events failed; retrying")
                     rows, marker = [], self._marker
@@ -174,6 +171,11 @@ class EventHub:
                     await self._pause()
         finally:
             self._task = None
+
+    def _read(self) -> tuple[list[dict[str, Any]], tuple[Any, ...]]:
+        """New events and the change marker, in one trip to a worker thread."""
+        return (queries.events_after(self.history, self._last_id, limit=BATCH),
+                queries.change_marker(self.history))
 
     async def _pause(self) -> None:
         """Until the next read: a NOTIFY (or the fallback) on PostgreSQL, else ``interval``."""
