@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +140,8 @@ class Result(Protocol):
 class Transaction(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result: ...
 
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
 
 class Listener(Protocol):
     def close(self) -> None: ...
@@ -235,6 +237,9 @@ class _SqliteTransaction:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
         return _DictResult(self._db.execute(sql, tuple(params)))
 
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._db.executemany(sql, [tuple(r) for r in rows])
+
 
 class _DictResult:
     def __init__(self, cursor: Any) -> None:
@@ -263,7 +268,19 @@ _LITERAL_OR_MARK = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|\?|\buser\b", re.IGNOR
 
 
 def postgres_sql(sql: str) -> str:
-    """SQLite-dialect SQL of ``History`` as PostgreSQL (psycopg's ``%s`` placeholders)."""
+    """SQLite-dialect SQL of ``History`` as PostgreSQL (psycopg's ``%s`` placeholders).
+
+    ``INSERT OR IGNORE`` becomes ``ON CONFLICT DO NOTHING``; ``INSERT OR REPLACE`` has no
+    faithful translation (it deletes the conflicting row) and is refused: write the upsert
+    as ``INSERT ... ON CONFLICT (key) DO UPDATE SET ...``, which both databases run.
+    """
+    head = sql.lstrip()[:40].upper()
+    if head.startswith("INSERT OR REPLACE"):
+        raise SdpError("history SQL: INSERT OR REPLACE is SQLite's own; write the upsert as "
+                       "INSERT ... ON CONFLICT (key) DO UPDATE SET ... (both databases run it)")
+    if head.startswith("INSERT OR IGNORE"):
+        sql = re.sub(r"^\s*INSERT OR IGNORE", "INSERT", sql, flags=re.IGNORECASE)
+        sql = sql.rstrip().rstrip(";") + " ON CONFLICT DO NOTHING"
     sql = sql.replace("%", "%%")
 
     def swap(match: re.Match[str]) -> str:
@@ -401,6 +418,10 @@ class _PostgresTransaction:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
         cursor = self._conn.execute(postgres_sql(sql).encode(), list(params))
         return _PostgresResult(cursor)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        with self._conn.cursor() as cursor:
+            cursor.executemany(postgres_sql(sql).encode(), [list(r) for r in rows])
 
 
 class _PostgresResult:

@@ -45,7 +45,7 @@ def test_three_micro_nodes_spread_stay_put_and_honour_a_cordon(
     assert placed == {f"{PREFIX}-qa-n{n}-account": f"micro-{n}" for n in (1, 2, 3)}, placed
     # QA-N3's gateway (on gateway-1) reaches its account on micro-3 by that node's address
     url = gateway_urls(first.output)["QA-N3"]
-    assert through(url, "account")["revision"] == "account main"
+    assert through(url, "account")["body"]["revision"] == "account main"
 
     again = stack.reconcile("once")
     assert again.code == 0, again.output

@@ -64,6 +64,10 @@ def test_every_method_behaves_alike_on_both(location: tuple[str, dict[str, str]]
         history.forget_sandboxes_except({"beta"})
         assert [r["sandbox"] for r in history.status()] == ["beta"]
 
+        with history._write() as db:  # the seam other History methods build on
+            db.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                           [("k1", "a"), ("k2", "b"), ("k1", "again")])
+        assert (history.meta("k1"), history.meta("k2")) == ("a", "b")
         assert history.meta("last_commit") is None
         history.set_meta("last_commit", "c1")
         history.set_meta("last_commit", "c2")
@@ -181,6 +185,10 @@ def test_the_dialect_translation() -> None:
          "NOT NULL, \"user\" TEXT)")
     assert postgres_ddl("ALTER TABLE passes ADD COLUMN host TEXT") == \
         "ALTER TABLE passes ADD COLUMN IF NOT EXISTS host TEXT"
+    assert postgres_sql("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)") == \
+        "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+    with pytest.raises(SdpError, match="ON CONFLICT"):
+        postgres_sql("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)")
 
 
 def test_every_write_on_postgresql_wakes_listeners_on_other_connections(
