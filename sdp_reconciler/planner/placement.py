@@ -96,7 +96,7 @@ class _Loads:
     loads: dict[str, Load] = field(default_factory=dict)
     capacities: dict[str, Capacity] = field(default_factory=dict)
     largest: dict[tuple[str, ...], Capacity] = field(default_factory=dict)
-    scores: dict[str, dict[tuple[Need, Capacity], tuple[float, int, str] | None]] = field(
+    scores: dict[str, dict[tuple[int, int, int], tuple[float, int, str] | None]] = field(
         default_factory=dict)
     """node -> (need, like) -> its score, forgotten when the node's load changes"""
     serving: dict[str, list[NodeView]] = field(default_factory=dict)
@@ -115,7 +115,7 @@ class _Loads:
         """(share after, containers, name): the smallest wins; None: it does not fit."""
         name = view.node.name
         cached = self.scores.setdefault(name, {})
-        key = (need, like)
+        key = (need.cpu, need.memory, id(like))  # ``like`` is one cached value per node set
         if key not in cached:
             share = self.share_after(view, need, like)
             cached[key] = None if share is None else (share, self.containers(name), name)
