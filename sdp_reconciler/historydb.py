@@ -340,8 +340,12 @@ class PostgresBackend:
                             **self._kwargs).close()
         except psycopg.Error as e:
             lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            why = " ".join(lines) or type(e).__name__
+            if "no password supplied" in why:
+                why += (f" (give it in ${PASSWORD_ENV}, or ?password_env=NAME or "
+                        "?password_file=PATH in the URL)")
             raise SdpError(f"cannot connect to the history database {self.location}: "
-                           f"{redact(' '.join(lines) or type(e).__name__)}") from None
+                           f"{redact(why)}") from None
 
     def ensure_schema(self, schema: str, migrations: Sequence[tuple[str, ...]]) -> None:
         import psycopg
