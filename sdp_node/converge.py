@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import assert_never
 
+from sdp_node import prune
 from sdp_node.build import GoBuilder
 from sdp_node.config import NodeConfig, RepositoryConfig
 from sdp_node.containers import ASIDE_SUFFIX, ContainerDetails, Engine, RunSpec
@@ -108,6 +109,8 @@ class Converger:
                                result=self._run_step(step, context))
         finally:
             operation.finish()
+            # Still in the one worker thread: no other apply runs while this looks.
+            prune.after_apply(self.config, lambda: self.engine.api.containers(all=True))
 
     def _run_step(self, step: Step, context: StepContext) -> StepResult:
         try:

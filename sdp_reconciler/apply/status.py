@@ -4,7 +4,8 @@ Pure: from the plan, what the nodes confirmed and what they reported. Vocabulary
 sync ``InSync`` / ``OutOfSync``; health ``Healthy`` / ``Progressing`` / ``Degraded`` /
 ``Unhealthy`` / ``Suspended``; a CamelCase reason and a message. A failed deploy leaves the
 previous container serving: that service is ``OutOfSync`` and ``Degraded``, its applied commit
-still the old one, its attempted commit the new one (as Flux keeps them).
+still the old one, its attempted commit the new one (as Flux keeps them). A sandbox's data
+services add one row each (``datastatus.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from sdp_node.protocol import (
     ObservedContainer,
 )
 from sdp_reconciler.apply.applying import ApplyOutcome
+from sdp_reconciler.apply.datastatus import data_rows
 from sdp_reconciler.history import StatusRow
+from sdp_reconciler.planner.dataplanning import DesiredDataSet
 from sdp_reconciler.planner.placement import Placement
 from sdp_reconciler.planner.plan import Action, Change, Plan, Subject
 from sdp_reconciler.planner.world import Allocation, World
@@ -58,7 +61,7 @@ def _health_of(container: ObservedContainer | None) -> tuple[str, str, str]:
 def status_rows(
     *, sandboxes: dict[str, ResolvedSandbox], plan: Plan, outcome: ApplyOutcome | None,
     world: World, placements: dict[tuple[str, str], Placement],
-    allocations: list[Allocation],
+    allocations: list[Allocation], data: DesiredDataSet | None = None,
 ) -> list[StatusRow]:
     changes: dict[tuple[str, str], Change] = {}
     route_changes: dict[str, Change] = {}
@@ -143,10 +146,28 @@ def status_rows(
                     why = result.message if result else outcome.errors.get(routes.step_id, "")
                     row = _replace(row, sync="OutOfSync", reason="RoutesFailed",
                                    health="Degraded", message=why)
+            if service == GATEWAY and not _serves(sandbox, planned, outcome, observed):
+                row = _replace(row, url=None)
             sandbox_rows.append(row)
+        if data is not None:
+            sandbox_rows += data_rows(sandbox, data=data, plan=plan, outcome=outcome, world=world)
         rows.extend(sandbox_rows)
         rows.append(_sandbox_row(name, sandbox, sandbox_rows, blocked))
     return rows
+
+
+def _serves(sandbox: ResolvedSandbox, planned: Change | None, outcome: ApplyOutcome | None,
+            observed: ObservedContainer | None) -> bool:
+    """Whether the gateway answers after this pass, so that its URL is worth giving: not when
+    the sandbox is suspended, nor when no container runs (none deployed yet, a failed first
+    deploy, stopped)."""
+    if sandbox.suspended:
+        return False
+    if planned is not None and outcome is not None:
+        result = outcome.results.get(planned.step_id)
+        if result is not None and result.ok:
+            return planned.action is not Action.STOP
+    return observed is not None and observed.state == "running"
 
 
 def held_rows(held: dict[str, tuple[str, ...]], world: World) -> list[StatusRow]:
@@ -173,7 +194,8 @@ def held_rows(held: dict[str, tuple[str, ...]], world: World) -> list[StatusRow]
                     attempted_commit=container.labels.get(LABEL_COMMIT),
                     applied_commit=container.labels.get(LABEL_COMMIT),
                     port=int(port) if port and port.isdigit() else None,
-                    url=f"http://{address}:{port}" if port and address else None,
+                    url=f"http://{address}:{port}" if port and address and (
+                        service != GATEWAY or container.state == "running") else None,
                     route="sandbox" if service != GATEWAY else None,
                 ))
         rows += sandbox_rows
