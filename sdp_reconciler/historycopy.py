@@ -1,12 +1,13 @@
 """``sdp-reconcile history migrate``: copy one history into another, idempotently.
 
-Every table of ``history.SCHEMA`` is copied row by row with its own ids (``INSERT ... ON
-CONFLICT DO NOTHING``), so a second run copies only what the first did not (rows the source
-gained since) and never a row twice. Afterwards the target's id sequences continue past the
-copied ids, so writers on the target never reuse one. The target remembers its source (``meta``
-``migrated_from``): a target that already holds another history is refused, since its ids would
-collide with the source's. Both databases are opened with ``History`` (so both are migrated to
-this program's schema first); the source is only read.
+Every table of ``history.SCHEMA`` is copied row by row with its own ids (tables with an ``id``
+in pages of ``BATCH`` by id; the small tables keyed by name, such as ``status``, whole), with
+``INSERT ... ON CONFLICT DO NOTHING``, so a second run copies only what the first did not (rows
+the source gained since) and never a row twice. Afterwards the target's id sequences continue
+past the copied ids, so writers on the target never reuse one. The target remembers its source
+(``meta`` ``migrated_from``): a target that already holds another history is refused, since its
+ids would collide with the source's. Both databases are opened with ``History`` (so both are
+migrated to this program's schema first); the source is only read.
 """
 
 from __future__ import annotations
@@ -53,39 +54,22 @@ def migrate(source: History, target: History) -> list[Copied]:
     target.set_meta(MARK, name)
     results = []
     for table in tables():
+        if "id" not in source.columns(table):
+            # status, meta, sessions and the like: small, keyed by name; read whole
+            rows = source.query(f"SELECT * FROM {table}")  # noqa: S608
+            results.append(Copied(table, len(rows), target.insert_missing(table, rows)
+                                  if rows else 0))
+            continue
         read = copied = 0
-        last: tuple[object, ...] | None = None
-        order = _order(source, table)
+        last = 0
         while True:
-            rows = _page(source, table, order, last)
+            rows = source.query(f"SELECT * FROM {table} WHERE id > ? ORDER BY id "  # noqa: S608
+                                f"LIMIT {BATCH}", (last,))
             if not rows:
                 break
             read += len(rows)
             copied += target.insert_missing(table, rows)
-            last = tuple(rows[-1][c] for c in order)
-        if "id" in order:
-            target.continue_ids_after_copy(table)
+            last = int(rows[-1]["id"])
+        target.continue_ids_after_copy(table)
         results.append(Copied(table, read, copied))
     return results
-
-
-def _order(history: History, table: str) -> tuple[str, ...]:
-    columns = set(history.columns(table))
-    if "id" in columns:
-        return ("id",)
-    keys = {"status": ("sandbox", "service"), "meta": ("key",), "sessions": ("token_sha256",)}
-    if table not in keys:
-        raise SdpError(f"history migrate does not know how to page table {table!r}")
-    return keys[table]
-
-
-def _page(history: History, table: str, order: tuple[str, ...],
-          last: tuple[object, ...] | None) -> list[dict[str, object]]:
-    columns = ", ".join(order)
-    where = ""
-    params: tuple[object, ...] = ()
-    if last is not None:
-        where = f" WHERE ({columns}) > ({', '.join('?' for _ in order)})"
-        params = last
-    return history.query(f"SELECT * FROM {table}{where} ORDER BY {columns} "  # noqa: S608
-                         f"LIMIT {BATCH}", params)
