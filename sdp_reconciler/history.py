@@ -1,27 +1,35 @@
-"""Deployment history, live events, the audit trail and sandbox status, in SQLite.
+"""Deployment history, live events, the audit trail and sandbox status, in SQLite or PostgreSQL.
 
-One file (path configurable), WAL mode, so ``--once``, ``watch`` and ``serve`` on one host share
-it: the reconciler writes as things happen, with increasing ids, and a ``serve`` process tails
-the ``events`` table to stream progress live. Promises: nothing here stores a credential or a
-secret value (every text written passes ``redaction.SECRETS``, which holds every secret this
-process resolved, after the agents redacted theirs); rows are only ever added or updated,
-never rewritten wholesale.
+SQLite (the default: one file, WAL mode) lets ``--once``, ``watch`` and ``serve`` on one host
+share it; PostgreSQL (``--history postgresql://...``) lets them share it across hosts: a CI
+runner's ``--once`` and the page on the ``watch`` host. The reconciler writes as things happen,
+with increasing ids, and a page tails the ``events`` table to stream progress live (woken by
+NOTIFY on PostgreSQL, polling on SQLite). ``historydb`` is the seam between the two.
+
+Promises: nothing here stores a credential or a secret value (every text written passes
+``redaction.SECRETS``, which holds every secret this process resolved, after the agents
+redacted theirs); rows are only ever added or updated, never rewritten wholesale.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import sqlite3
-import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sdp_reconciler.errors import SdpError
+from sdp_reconciler.historydb import (
+    Backend,
+    Listener,
+    Location,
+    Transaction,
+    open_backend,
+    parse_location,
+)
 from sdp_reconciler.redaction import redact
 
 SCHEMA = """
@@ -102,6 +110,12 @@ CREATE TABLE IF NOT EXISTS hooks (
     detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS hooks_at ON hooks(at);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_sha256 TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -148,6 +162,16 @@ CREATE TABLE IF NOT EXISTS expiry_warnings (
     PRIMARY KEY (sandbox, expires_at)
 );
 """
+
+
+_SET_META = ("INSERT INTO meta (key, value) VALUES (?, ?) "
+             "ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+_STATUS_COLUMNS = ("node", "sync", "health", "reason", "message", "branch", "attempted_commit",
+                   "applied_commit", "port", "url", "route", "updated_at")
+_SET_STATUS = (
+    "INSERT INTO status (sandbox, service, " + ", ".join(_STATUS_COLUMNS) + ") VALUES ("  # noqa: S608
+    + ", ".join("?" for _ in range(len(_STATUS_COLUMNS) + 2)) + ") ON CONFLICT (sandbox,"
+    " service) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _STATUS_COLUMNS))
 
 
 def _redacted(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -212,63 +236,53 @@ class StatusRow:
 
 
 class History:
-    """The SQLite store. Thread-safe: one connection, one lock; WAL for concurrent readers."""
+    """The store, on SQLite (a path) or PostgreSQL (a ``postgresql://`` location): one API.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    Thread-safe. SQL here is SQLite's dialect; ``historydb`` runs it on either database.
+    """
+
+    def __init__(self, location: Path | str | Location,
+                 env: Mapping[str, str] | None = None) -> None:
+        if not isinstance(location, Location):
+            location = parse_location(location, os.environ if env is None else env)
+        self.location = location
+        self.path = location.path
+        """The SQLite file (None on PostgreSQL)."""
+        self._backend: Backend = open_backend(location)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-            self._migrate()
-        except (OSError, sqlite3.Error) as e:
-            raise SdpError(f"cannot open the history database {path}: {e}") from e
-        self._lock = threading.Lock()
+            self._backend.ensure_schema(SCHEMA, MIGRATIONS)
+        except BaseException:
+            self._backend.close()
+            raise
 
-    def _migrate(self) -> None:
-        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-        if version > len(MIGRATIONS):
-            raise SdpError(
-                f"the history database {self.path} has schema version {version}, newer than "
-                f"this sdp-reconcile knows ({len(MIGRATIONS)}): upgrade sdp-reconcile")
-        with self._db:
-            for number in range(version, len(MIGRATIONS)):
-                for statement in MIGRATIONS[number]:
-                    try:
-                        self._db.execute(statement)
-                    except sqlite3.OperationalError as e:
-                        if "duplicate column" not in str(e):  # a half-applied old run
-                            raise
-                self._db.execute(f"PRAGMA user_version = {number + 1}")
+    @property
+    def kind(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._backend.kind
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._backend.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                with self._db:
-                    yield self._db
-            except sqlite3.Error as e:
-                raise SdpError(f"cannot write the history database {self.path}: {e}") from e
+    def listen(self, on_change: Callable[[], None]) -> Listener | None:
+        """Call ``on_change`` (from another thread) after every committed write by any process
+        on any host; None when the database cannot push (SQLite: readers poll)."""
+        return self._backend.listen(on_change)
+
+    def _write(self, *, ordered: bool = False) -> AbstractContextManager[Transaction]:
+        return self._backend.write(ordered=ordered)
 
     def _insert(self, table: str, values: Mapping[str, Any]) -> int:
         values = _redacted(values)
-        columns = ", ".join(values)
+        columns = ", ".join(f'"{k}"' for k in values)
         marks = ", ".join("?" for _ in values)
-        with self._write() as db:
-            cursor = db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})",  # noqa: S608
-                                list(values.values()))
-            return int(cursor.lastrowid or 0)
+        with self._write(ordered=table == "events") as db:  # the page tails events by id
+            row = db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks}) "  # noqa: S608
+                             "RETURNING id", list(values.values())).fetchone()
+            return int(row["id"]) if row else 0
 
     def _update(self, table: str, row_id: int, values: Mapping[str, Any]) -> None:
         values = _redacted(values)
-        assignments = ", ".join(f"{k} = ?" for k in values)
+        assignments = ", ".join(f'"{k}" = ?' for k in values)
         with self._write() as db:
             db.execute(f"UPDATE {table} SET {assignments} WHERE id = ?",  # noqa: S608
                        [*values.values(), row_id])
@@ -334,8 +348,7 @@ class History:
             removed["passes"] = db.execute(
                 "DELETE FROM passes WHERE started_at < ? AND id NOT IN "
                 "(SELECT pass_id FROM deployments)", (old,)).rowcount
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('pruned_at', ?)",
-                       (stamp.isoformat(timespec="milliseconds"),))
+            db.execute(_SET_META, ("pruned_at", stamp.isoformat(timespec="milliseconds")))
         return removed
 
     def meta(self, key: str) -> str | None:
@@ -348,8 +361,7 @@ class History:
             if value is None:
                 db.execute("DELETE FROM meta WHERE key = ?", (key,))
             else:
-                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                           (key, value))
+                db.execute(_SET_META, (key, value))
 
     def finish_pass(self, pass_id: int, *, status: str, summary: str) -> None:
         self._update("passes", pass_id, {"finished_at": now(), "status": status,
@@ -395,9 +407,7 @@ class History:
             for row in rows:
                 row = StatusRow(**_redacted(vars(row)))
                 db.execute(
-                    "INSERT OR REPLACE INTO status (sandbox, service, node, sync, health, reason,"
-                    " message, branch, attempted_commit, applied_commit, port, url, route,"
-                    " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    _SET_STATUS,
                     (row.sandbox, row.service, row.node, row.sync, row.health, row.reason,
                      row.message, row.branch, row.attempted_commit, row.applied_commit,
                      row.port, row.url, row.route, now()),
@@ -410,11 +420,60 @@ class History:
                 if row["sandbox"] not in keep:
                     db.execute("DELETE FROM status WHERE sandbox = ?", (row["sandbox"],))
 
+    # -- the page's sessions (web.sessions: only a token's SHA-256 is ever stored) -------------
+
+    def add_session(self, token_sha256: str, *, username: str, created_at: float,
+                    expires_at: float, replacing: str | None = None) -> None:
+        """A new session; the one whose digest is ``replacing`` (if any) ends with it, and
+        every expired session is forgotten."""
+        with self._write() as db:
+            if replacing:
+                db.execute("DELETE FROM sessions WHERE token_sha256 = ?", (replacing,))
+            db.execute("DELETE FROM sessions WHERE expires_at <= ?", (created_at,))
+            db.execute("INSERT INTO sessions (token_sha256, username, created_at, expires_at) "
+                       "VALUES (?, ?, ?, ?)", (token_sha256, username, created_at, expires_at))
+
+    def session(self, token_sha256: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT username, created_at, expires_at FROM sessions "
+                          "WHERE token_sha256 = ?", (token_sha256,))
+        return rows[0] if rows else None
+
+    def end_session(self, token_sha256: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM sessions WHERE token_sha256 = ?", (token_sha256,))
+
+    def live_sessions(self, at: float) -> int:
+        rows = self.query("SELECT COUNT(*) AS n FROM sessions WHERE expires_at > ?", (at,))
+        return int(rows[0]["n"])
+
+    # -- copying (historycopy) ------------------------------------------------------------------
+
+    def columns(self, table: str) -> list[str]:
+        """The columns ``table`` has in this database."""
+        return self._backend.columns(table)
+
+    def insert_missing(self, table: str, rows: list[dict[str, Any]]) -> int:
+        """Insert ``rows`` as they are (ids included), skipping any this database holds;
+        how many were new."""
+        added = 0
+        with self._write() as db:
+            for row in rows:
+                names = ", ".join(f'"{k}"' for k in row)
+                marks = ", ".join("?" for _ in row)
+                added += db.execute(
+                    f"INSERT INTO {table} ({names}) VALUES ({marks}) "  # noqa: S608
+                    "ON CONFLICT DO NOTHING", list(row.values())).rowcount
+        return added
+
+    def continue_ids_after_copy(self, table: str) -> None:
+        """New rows of ``table`` get ids after every copied one."""
+        self._backend.continue_ids(table)
+
     # -- reading ----------------------------------------------------------------------------------
 
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(r) for r in self._db.execute(sql, params).fetchall()]
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Rows of a SELECT in SQLite's dialect (``?`` placeholders), on either database."""
+        return self._backend.query(sql, params)
 
     def status(self) -> list[dict[str, Any]]:
         return self.query("SELECT * FROM status ORDER BY sandbox, service")
@@ -425,12 +484,12 @@ class History:
         older than ``keep_seconds`` go. They feed the page's charts and /metrics."""
         cutoff = (datetime.now(UTC) - timedelta(seconds=keep_seconds)).isoformat()
         with self._write() as db:
+            columns = ("sandbox", "service", "node", "container", "at", "state", "cpu_percent",
+                       "memory_bytes", "memory_limit_bytes", "restart_count", "health")
             db.executemany(
-                "INSERT OR IGNORE INTO samples (sandbox, service, node, container, at, state, "
-                "cpu_percent, memory_bytes, memory_limit_bytes, restart_count, health) VALUES "
-                "(:sandbox, :service, :node, :container, :at, :state, :cpu_percent, "
-                ":memory_bytes, :memory_limit_bytes, :restart_count, :health)",
-                [_redacted(r) for r in rows])
+                f"INSERT OR IGNORE INTO samples ({', '.join(columns)}) VALUES "  # noqa: S608
+                f"({', '.join('?' for _ in columns)})",
+                [tuple(_redacted(r).get(c) for c in columns) for r in rows])
             db.execute("DELETE FROM samples WHERE at < ?", (cutoff,))
 
     def claim_expiry_warning(self, sandbox: str, expires_at: datetime) -> bool:

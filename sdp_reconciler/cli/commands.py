@@ -23,6 +23,7 @@ from sdp_reconciler.apply.reconcile import (
 )
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.history import History
+from sdp_reconciler.historydb import Location, parse_location
 from sdp_reconciler.planner.plan import Change
 
 DEFAULT_HISTORY = ".sdp/history.sqlite"
@@ -32,9 +33,17 @@ def state_dir(args: argparse.Namespace) -> Path:
     return Path(args.state or os.environ.get("SDP_STATE") or "state")
 
 
-def history_path(args: argparse.Namespace) -> Path:
-    return Path(getattr(args, "history", None) or os.environ.get("SDP_HISTORY") or
-                DEFAULT_HISTORY)
+def history_location(args: argparse.Namespace) -> Location:
+    """``--history``, else ``$SDP_HISTORY``, else ``./.sdp/history.sqlite``: a SQLite file or a
+    PostgreSQL URL (its password from the environment, never from argv: see ``historydb``)."""
+    given = getattr(args, "history", None)
+    if given:
+        return parse_location(given, os.environ, from_argv=True)
+    return parse_location(os.environ.get("SDP_HISTORY") or DEFAULT_HISTORY, os.environ)
+
+
+history_path = history_location
+"""The old name (callers that say "path" get a ``Location``, which has ``exists()``)."""
 
 
 def _say(message: str) -> None:

@@ -102,8 +102,11 @@ def commands_parser(
 
 def _add_history(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
     parser.add_argument(
-        "--history", metavar="FILE", default=None if top else argparse.SUPPRESS,
-        help="SQLite history file (default: $SDP_HISTORY or ./.sdp/history.sqlite)",
+        "--history", metavar="FILE|URL", default=None if top else argparse.SUPPRESS,
+        help="the history: a SQLite file (or sqlite:///PATH), or postgresql://USER@HOST:PORT/DB "
+        "shared by reconcilers and pages on several hosts, its password in $PGPASSWORD (or "
+        "?password_env=NAME / ?password_file=PATH), never here (default: $SDP_HISTORY, which "
+        "may hold a whole URL, or ./.sdp/history.sqlite)",
     )
 
 
@@ -308,6 +311,34 @@ def _add_editing_commands(
     snap.add_argument("name", metavar="NAME")
     _add_history(snap)
     snap.set_defaults(handler=_lazy("cli.editing", "cmd_snapshot"))
+
+    history = commands.add_parser(
+        "history", help="manage the history store (move it from SQLite to PostgreSQL)",
+        description="Commands on the history store itself.")
+    history_commands = history.add_subparsers(dest="history_command", metavar="COMMAND",
+                                              required=True)
+    migrate = history_commands.add_parser(
+        "migrate", help="copy a history into another store, idempotently",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Copy every row (deployments, events, audit trail, status, sessions, "
+        "meta) of one history into another, with their ids, e.g. a host's SQLite file into the "
+        "PostgreSQL database that reconcilers and pages on several hosts share. Running it "
+        "again copies only rows the source gained since, never one twice. The target must be "
+        "empty or filled from this same source.",
+        epilog="example:\n"
+        "  PGPASSWORD=... sdp-reconcile history migrate \\\n"
+        "      --from sqlite:///srv/sdp/.sdp/history.sqlite \\\n"
+        "      --to postgresql://sdp@db.internal:5432/sdp_history\n\n"
+        "Stop the reconcilers writing to --from first (or run it again after stopping them),\n"
+        "then point every host at the target (--history or SDP_HISTORY). Passwords come from\n"
+        "$PGPASSWORD, ?password_env=NAME or ?password_file=PATH: never on the command line.\n"
+        "See docs/operations.md.")
+    migrate.add_argument("--from", dest="source", required=True, metavar="URL",
+                         help="the history to copy: sqlite:///PATH (or a path), or "
+                         "postgresql://USER@HOST:PORT/DB")
+    migrate.add_argument("--to", dest="target", required=True, metavar="URL",
+                         help="the store to fill (its schema is created or migrated first)")
+    migrate.set_defaults(handler=_lazy("cli.historycmd", "cmd_migrate"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

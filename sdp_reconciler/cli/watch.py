@@ -40,6 +40,7 @@ from sdp_reconciler.apply.reconcile import PassResult, prepare, run
 from sdp_reconciler.apply.statesync import StateSync
 from sdp_reconciler.errors import SdpError, StateError
 from sdp_reconciler.history import History
+from sdp_reconciler.historydb import Location
 from sdp_reconciler.observe import credentials as creds
 from sdp_reconciler.planner.scope import Tracking, Trigger, coalesce
 from sdp_reconciler.state.hostconfig import HostConfig, find_host_config, host_rules
@@ -54,7 +55,7 @@ Report = Callable[[str], None]
 @dataclass(frozen=True)
 class WatchOptions:
     state_dir: Path
-    history_path: Path
+    history_path: Path | Location
     interval: float = 60.0
     listen: str | None = "127.0.0.1:3452"
     remote: str | None = None

@@ -1,8 +1,19 @@
 """Which node runs each sandbox service and gateway. Pure.
 
-A service runs on the MICRO node its sandbox pins, else on a MICRO node whose agent serves a
-repository of that name: the one it already runs on, if that one still serves it, else the first
-by name (stable across passes). A gateway runs on the pinned GATEWAY node, else the first
+A service runs on the MICRO node its sandbox pins; else, nothing moving without a reason, where
+it runs now (or, not running, where ports.yaml last put it) while that node still serves its
+repository; else (a new service, or its node stopped serving it) on the MICRO node serving that
+repository with the most room left: capacity first (``nodes.yaml`` ``capacity``: the largest
+share of CPU, memory or containers the node would have in use, counting every service placed
+there this pass with its ``resources``), then the fewest containers, then the name. A node
+without ``capacity`` (or without one of its three) is limited by nothing and counts, for the
+comparison, as large as the largest declared; with no capacity declared anywhere, the fewest
+containers win. A node whose declared capacity the service does not fit is not chosen; a
+``cordoned`` node gets nothing new (what runs there stays until drained). New services are
+placed in sandbox and service name order, so the same inputs always give the same placements.
+A service whose node is unreachable stays placed there (reported, never moved on its own).
+
+A gateway runs on the pinned GATEWAY node, else where it runs, else the first uncordoned
 GATEWAY node serving the gateway repository (``gateway.repository``, else the node's only PHP
 repository). What cannot be placed is a problem at the entry's ``file:line:col``.
 """
@@ -10,14 +21,20 @@ repository). What cannot be placed is a problem at the entry's ``file:line:col``
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sdp_node.naming import GATEWAY
 from sdp_node.protocol import LABEL_NODE, RepositoryKind
 from sdp_reconciler.planner.world import NodeView, World
 from sdp_reconciler.state.locations import Location, Problem
-from sdp_reconciler.state.models import NodeType, PortAllocation
-from sdp_reconciler.state.resolved import ResolvedSandbox
+from sdp_reconciler.state.models import (
+    NodeType,
+    PortAllocation,
+    Resources,
+    cpu_millicores,
+    memory_bytes,
+)
+from sdp_reconciler.state.resolved import ResolvedSandbox, ResolvedService
 
 
 @dataclass(frozen=True)
@@ -42,6 +59,125 @@ def _running_nodes(world: World) -> dict[str, list[str]]:
     return found
 
 
+@dataclass(frozen=True)
+class Need:
+    """What one service takes of a node."""
+
+    cpu: int = 0
+    """millicores"""
+    memory: int = 0
+    """bytes"""
+
+    @staticmethod
+    def of(resources: Resources | None) -> Need:
+        if resources is None:
+            return Need()
+        return Need(cpu_millicores(resources.cpu) if resources.cpu else 0,
+                    memory_bytes(resources.memory) if resources.memory else 0)
+
+
+@dataclass
+class Load:
+    """What the services placed on one node this pass take of it."""
+
+    cpu: int = 0
+    memory: int = 0
+    containers: int = 0
+
+    def add(self, need: Need) -> None:
+        self.cpu += need.cpu
+        self.memory += need.memory
+        self.containers += 1
+
+
+@dataclass
+class _Loads:
+    views: dict[str, NodeView]
+    loads: dict[str, Load] = field(default_factory=dict)
+    capacities: dict[str, Capacity] = field(default_factory=dict)
+    largest: dict[tuple[str, ...], Capacity] = field(default_factory=dict)
+    scores: dict[str, dict[tuple[int, int, int], tuple[float, int, str] | None]] = field(
+        default_factory=dict)
+    """node -> (need, like) -> its score, forgotten when the node's load changes"""
+    serving: dict[str, list[NodeView]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.capacities = {name: _capacity(view) for name, view in self.views.items()}
+
+    def serving_go(self, repository: str) -> list[NodeView]:
+        """The candidate nodes serving Go ``repository`` (cached: 1,000s of services ask)."""
+        if repository not in self.serving:
+            self.serving[repository] = [v for v in self.views.values()
+                                        if v.serves(repository, RepositoryKind.GO)]
+        return self.serving[repository]
+
+    def score(self, view: NodeView, need: Need, like: Capacity) -> tuple[float, int, str] | None:
+        """(share after, containers, name): the smallest wins; None: it does not fit."""
+        name = view.node.name
+        cached = self.scores.setdefault(name, {})
+        key = (need.cpu, need.memory, id(like))  # ``like`` is one cached value per node set
+        if key not in cached:
+            share = self.share_after(view, need, like)
+            cached[key] = None if share is None else (share, self.containers(name), name)
+        return cached[key]
+
+    def like(self, views: list[NodeView]) -> Capacity:
+        """The largest capacity ``views`` declare, per dimension (cached per set of nodes)."""
+        key = tuple(v.node.name for v in views)
+        if key not in self.largest:
+            self.largest[key] = _largest([self.capacities[name] for name in key])
+        return self.largest[key]
+
+    def add(self, node: str, need: Need) -> None:
+        self.loads.setdefault(node, Load()).add(need)
+        self.scores.pop(node, None)
+
+    def share_after(self, view: NodeView, need: Need, like: Capacity) -> float | None:
+        """The largest share of the node's capacity in use with ``need`` added; None: it does
+        not fit. A dimension the node does not declare counts as ``like``'s (the largest any
+        candidate declares) and never refuses; with none declared anywhere, 0.0."""
+        load = self.loads.get(view.node.name, Load())
+        own = self.capacities[view.node.name]
+        shares = []
+        for used, mine, other in ((load.cpu + need.cpu, own.cpu, like.cpu),
+                                  (load.memory + need.memory, own.memory, like.memory),
+                                  (load.containers + 1, own.containers, like.containers)):
+            if mine is not None:
+                if used > mine:
+                    return None
+                shares.append(used / mine)
+            elif other is not None:
+                shares.append(used / other)
+        return max(shares, default=0.0)
+
+    def containers(self, node: str) -> int:
+        return self.loads.get(node, Load()).containers
+
+
+@dataclass(frozen=True)
+class Capacity:
+    cpu: int | None = None
+    memory: int | None = None
+    containers: int | None = None
+
+
+def _capacity(view: NodeView) -> Capacity:
+    declared = view.node.capacity
+    if declared is None:
+        return Capacity()
+    return Capacity(cpu_millicores(declared.cpu) if declared.cpu else None,
+                    memory_bytes(declared.memory) if declared.memory else None,
+                    declared.containers)
+
+
+def _largest(capacities: list[Capacity]) -> Capacity:
+    cpus = [c.cpu for c in capacities if c.cpu is not None]
+    memories = [c.memory for c in capacities if c.memory is not None]
+    containers = [c.containers for c in capacities if c.containers is not None]
+    return Capacity(max(cpus, default=None), max(memories, default=None),
+                    max(containers, default=None))
+
+
 def place(
     sandboxes: dict[str, ResolvedSandbox], world: World,
     previous: Iterable[PortAllocation] = (),
@@ -54,18 +190,28 @@ def place(
     problems: list[Problem] = []
     micro = world.nodes_of(NodeType.MICRO)
     gateways = world.nodes_of(NodeType.GATEWAY)
+    loads = _Loads({v.node.name: v for v in micro})
+    new: list[tuple[str, ResolvedService]] = []
     for name, sandbox in sorted(sandboxes.items()):
         for service in sandbox.deployed_services():
-            placed = _place_one(
-                world, micro, sandbox=name, service=service.name, repository=service.name,
-                pinned=service.spec.node, kind=RepositoryKind.GO, location=service.origin,
-                previous=before.get((name, service.name)),
-                running=running.get(world.names.container(name, service.name), []),
-            )
-            if isinstance(placed, Problem):
-                problems.append(placed)
+            kept = _keep(world, micro, loads, sandbox=name, service=service,
+                         previous=before.get((name, service.name)),
+                         running=running.get(world.names.container(name, service.name), []))
+            if kept is None:
+                new.append((name, service))
+            elif isinstance(kept, Problem):
+                problems.append(kept)
             else:
-                placements[(name, service.name)] = placed
+                placements[(name, service.name)] = kept
+                loads.add(kept.node, Need.of(service.resources))
+    for name, service in new:
+        placed = _place_new(micro, loads, sandbox=name, service=service)
+        if isinstance(placed, Problem):
+            problems.append(placed)
+        else:
+            placements[(name, service.name)] = placed
+            loads.add(placed.node, Need.of(service.resources))
+    for name, sandbox in sorted(sandboxes.items()):
         if sandbox.gateway is None:
             continue
         spec = sandbox.gateway.spec
@@ -92,6 +238,66 @@ def place(
         else:
             placements[(name, GATEWAY)] = placed
     return placements, problems
+
+
+def _keep(
+    world: World, candidates: list[NodeView], loads: _Loads, *, sandbox: str,
+    service: ResolvedService, previous: str | None, running: list[str],
+) -> Placement | Problem | None:
+    """Where a service stays (pinned, unreachable, or running where it is served); None: it
+    needs a node (new, or its node no longer serves it)."""
+    repository, location = service.name, service.origin
+    if service.spec.node is not None or (previous is not None and any(
+            v.node.name == previous and not v.reachable for v in candidates)):
+        return _place_one(world, candidates, sandbox=sandbox, service=service.name,
+                          repository=repository, pinned=service.spec.node,
+                          kind=RepositoryKind.GO, location=location, previous=previous,
+                          running=running)
+    serving = {v.node.name for v in loads.serving_go(repository)}
+    preferred = [previous] if previous in running else running
+    for node in preferred:
+        if node in serving:
+            return Placement(sandbox, service.name, node, repository, location)
+    if not running and previous in serving and not world.nodes[previous].node.cordoned:
+        return Placement(sandbox, service.name, previous, repository, location)
+    return None
+
+
+def _place_new(candidates: list[NodeView], loads: _Loads, *, sandbox: str,
+               service: ResolvedService) -> Placement | Problem:
+    repository, location = service.name, service.origin
+    serving = loads.serving_go(repository)
+    if not serving:
+        return _nowhere(candidates, repository, RepositoryKind.GO, location,
+                        f"services.{service.name}")
+    open_nodes = [v for v in serving if not v.node.cordoned]
+    if not open_nodes:
+        return Problem(location, f"services.{service.name}",
+                       f"every MICRO node serving {repository!r} is cordoned "
+                       f"({', '.join(v.node.name for v in serving)}): uncordon one in "
+                       "nodes.yaml or pin the service to a node with 'node:'")
+    need = Need.of(service.resources)
+    like = loads.like(open_nodes)
+    scored = [score for v in open_nodes if (score := loads.score(v, need, like)) is not None]
+    if not scored:
+        return Problem(location, f"services.{service.name}",
+                       f"no MICRO node serving {repository!r} has room for it "
+                       f"(cpu {need.cpu}m, memory {need.memory} bytes): raise a node's "
+                       "capacity in nodes.yaml, add a node, or lower its resources")
+    return Placement(sandbox, service.name, min(scored)[2], repository, location)
+
+
+def _nowhere(candidates: list[NodeView], repository: str, kind: RepositoryKind,
+             location: Location, path: str) -> Problem:
+    kind_name = "MICRO" if kind is RepositoryKind.GO else "GATEWAY"
+    unreachable = [v.node.name for v in candidates if not v.reachable]
+    served = sorted({r for v in candidates for r, info in v.repositories.items()
+                     if info.kind is kind})
+    detail = f"served: {', '.join(served)}" if served else "they serve none"
+    if unreachable:
+        detail += f"; unreachable, so unknown: {', '.join(unreachable)}"
+    return Problem(location, path, f"no {kind_name} node serves a {kind.value} repository "
+                                   f"named {repository!r} ({detail})")
 
 
 def _only_php_repository(gateways: list[NodeView], pinned: str | None) -> str | None:
@@ -129,18 +335,14 @@ def _place_one(
         return Placement(sandbox, service, previous, repository, location)
     serving = [v for v in candidates if v.serves(repository, kind)]
     if not serving:
-        unreachable = [v.node.name for v in candidates if not v.reachable]
-        served = sorted({r for v in candidates for r, info in v.repositories.items()
-                         if info.kind is kind})
-        detail = f"served: {', '.join(served)}" if served else "they serve none"
-        if unreachable:
-            detail += f"; unreachable, so unknown: {', '.join(unreachable)}"
-        return Problem(
-            location, path,
-            f"no {kind_name} node serves a {kind.value} repository named {repository!r} "
-            f"({detail})",
-        )
+        return _nowhere(candidates, repository, kind, location, path)
     running = running or []
     preferred = [previous] if previous in running else running
-    chosen = next((v for n in preferred for v in serving if v.node.name == n), serving[0])
-    return Placement(sandbox, service, chosen.node.name, repository, location)
+    kept = next((v for n in preferred for v in serving if v.node.name == n), None)
+    if kept is not None:
+        return Placement(sandbox, service, kept.node.name, repository, location)
+    open_nodes = [v for v in serving if not v.node.cordoned]
+    if not open_nodes:
+        return Problem(location, path, f"every {kind_name} node serving {repository!r} is "
+                                       "cordoned: uncordon one in nodes.yaml")
+    return Placement(sandbox, service, open_nodes[0].node.name, repository, location)

@@ -273,6 +273,17 @@ class PortRange(Frozen):
         return isinstance(port, int) and self.first <= port <= self.last
 
 
+class NodeCapacity(Frozen):
+    """What a node can run; placement fills the node with the most room left first."""
+
+    cpu: Cpu | None = Field(default=None, description="CPU for sandbox containers: '8' or "
+                            "'7500m'; a service's share is its resources.cpu")
+    memory: Memory | None = Field(default=None, description="memory for sandbox containers: "
+                                  "'16Gi'; a service's share is its resources.memory")
+    containers: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="at most this many sandbox service containers")
+
+
 class Node(Frozen):
     """A VM running an ``sdp-node`` agent."""
 
@@ -298,6 +309,15 @@ class Node(Frozen):
         default=None,
         description="ports SDP may allocate here (default 8080-8179 for GATEWAY, "
         "9001-9999 for MICRO)",
+    )
+    capacity: NodeCapacity | None = Field(
+        default=None,
+        description="MICRO nodes: what new services may fill (without it, services spread "
+        "by container count alone)",
+    )
+    cordoned: bool = Field(
+        default=False,
+        description="place nothing new here; what runs here stays (see 'sdp-reconcile drain')",
     )
 
     def port_range(self) -> PortRange:

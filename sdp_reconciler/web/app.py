@@ -1,12 +1,13 @@
 """``create_app``: the status page as one Starlette application, the same for ``serve`` and
 ``watch``.
 
-It opens its own connection to the history file (SQLite in WAL mode, so it reads while a
-reconciler in this or another process writes), reads the state directory on demand, and checks
-logins through the gateway agent unless a ``login`` check is given (tests pass their own).
-On shutdown it ends every open event stream and closes its connection. The page only reads:
-no route of it changes the state, the history or a node (``watch``'s webhook endpoint, passed
-in ``extra_routes``, only asks for a pass).
+It opens its own connection to the history (SQLite in WAL mode, so it reads while a
+reconciler in this or another process writes; or PostgreSQL, shared with reconcilers and other
+page hosts anywhere), keeps its viewers' sessions there, reads the state directory on demand,
+and checks logins through the gateway agent unless a ``login`` check is given (tests pass their
+own). On shutdown it ends every open event stream and closes its connection. The application
+only reads: no route changes the state, the history (but for its sessions) or a node
+(``watch``'s webhook endpoint, passed in ``extra_routes``, only asks for a pass).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.history import History
+from sdp_reconciler.historydb import Location
 from sdp_reconciler.state.hostconfig import find_host_config
 from sdp_reconciler.web import account, pages, prom, stream
 from sdp_reconciler.web.context import PageContext
@@ -58,7 +60,7 @@ def routes() -> list[Route | Mount]:
 
 
 def create_app(
-    *, state_dir: Path, history_path: Path, env: Mapping[str, str] | None = None,
+    *, state_dir: Path, history_path: Path | str | Location, env: Mapping[str, str] | None = None,
     settings: WebSettings | None = None, login: LoginCheck | None = None,
     extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
@@ -69,13 +71,13 @@ def create_app(
     """
     settings = settings or WebSettings()
     env = dict(os.environ) if env is None else env
-    history = History(history_path)
+    history = History(history_path, env=env)
     state = StateView(state_dir, env)
-    sessions = SessionStore(lifetime=settings.session_seconds)
+    sessions = SessionStore(history, lifetime=settings.session_seconds)
     context = PageContext(
         settings=settings, history=history, state=state, env=env,
-        hub=EventHub(history, interval=settings.poll_interval,
-                     queue_size=settings.queue_size),
+        hub=EventHub(history, interval=settings.poll_interval, queue_size=settings.queue_size,
+                     listen_fallback=settings.listen_fallback),
         sessions=sessions,
         throttle=LoginThrottle(per_user=settings.login_failures_per_user,
                                per_address=settings.login_failures_per_address,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hmac
 from urllib.parse import quote, urlsplit
 
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
@@ -77,7 +78,7 @@ class SessionGuard:
                 await self.app(scope, receive, send)
                 return
         token = request.cookies.get(COOKIE)
-        session = self.sessions.get(token)
+        session = await run_in_threadpool(self.sessions.get, token)  # a database read
         if session is None:
             await self._refuse(request)(scope, receive, send)
             return

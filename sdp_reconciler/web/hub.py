@@ -1,8 +1,10 @@
-"""One poller per process that tails the history's ``events`` table and feeds every open stream.
+"""One reader per process that tails the history's ``events`` table and feeds every open stream.
 
-The reconciler (``--once`` or ``watch``, in this process or another) writes events into SQLite
-as they happen, with increasing ids. ``EventHub`` polls for rows after the last id it saw
-(every ``interval`` seconds, only while at least one stream is open) and hands each row to the
+The reconciler (``--once`` or ``watch``, in this process or another, on this host or, with a
+PostgreSQL history, any other) writes events as they happen, with increasing ids. ``EventHub``
+reads the rows after the last id it saw (only while at least one stream is open): on SQLite
+every ``interval`` seconds; on PostgreSQL when a write's NOTIFY wakes it (``History.listen``),
+and every ``listen_fallback`` seconds in case a notification was lost. It hands each row to the
 subscriptions that want it (all rows, or one sandbox's). It also notices when the status, a
 pass or a deployment's outcome changed and tells every subscription, so pages refresh their
 summaries.
@@ -26,6 +28,7 @@ from typing import Any, Literal
 import anyio.to_thread
 
 from sdp_reconciler.history import History
+from sdp_reconciler.historydb import Listener
 from sdp_reconciler.web import queries
 
 log = logging.getLogger("sdp_reconciler.web")
@@ -73,9 +76,11 @@ class Subscription:
 
 
 class EventHub:
-    def __init__(self, history: History, *, interval: float, queue_size: int) -> None:
+    def __init__(self, history: History, *, interval: float, queue_size: int,
+                 listen_fallback: float = 5.0) -> None:
         self.history = history
         self.interval = interval
+        self.listen_fallback = listen_fallback
         self.queue_size = queue_size
         self._subscriptions: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
@@ -83,6 +88,9 @@ class EventHub:
         self._last_id = 0
         self._marker: tuple[Any, ...] = ()
         self._closed = False
+        self._wake = asyncio.Event()
+        self._listener: Listener | None = None
+        self._listening = False
 
     @property
     def open_streams(self) -> int:
@@ -105,7 +113,16 @@ class EventHub:
             subscription.closed = self._closed
             self._subscriptions.add(subscription)
             if not self.polling and not self._closed:
-                self._task = asyncio.get_running_loop().create_task(self._poll())
+                loop = asyncio.get_running_loop()
+                if not self._listening:
+                    self._listening = True
+
+                    def wake() -> None:  # from the listener's thread
+                        with contextlib.suppress(RuntimeError):  # the loop has closed
+                            loop.call_soon_threadsafe(self._wake.set)
+
+                    self._listener = await anyio.to_thread.run_sync(self.history.listen, wake)
+                self._task = loop.create_task(self._poll())
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -123,6 +140,9 @@ class EventHub:
         for subscription in list(self._subscriptions):
             subscription.closed = True
             subscription.wake.set()
+        if self._listener is not None:
+            await anyio.to_thread.run_sync(self._listener.close)
+            self._listener = None
         task = self._task
         if task is not None and not task.done():
             task.cancel()
@@ -132,11 +152,9 @@ class EventHub:
     async def _poll(self) -> None:
         try:
             while self._subscriptions and not self._closed:
+                self._wake.clear()
                 try:
-                    rows = await anyio.to_thread.run_sync(
-                        lambda: queries.events_after(self.history, self._last_id, limit=BATCH))
-                    marker = await anyio.to_thread.run_sync(queries.change_marker,
-                                                            self.history)
+                    rows, marker = await anyio.to_thread.run_sync(self._read)
                 except Exception:  # a locked or replaced file: try again next tick
                     log.exception("reading the history's events failed; retrying")
                     rows, marker = [], self._marker
@@ -150,6 +168,19 @@ class EventHub:
                     for subscription in list(self._subscriptions):
                         subscription.offer(Notice("status"))
                 if len(rows) < BATCH:
-                    await asyncio.sleep(self.interval)
+                    await self._pause()
         finally:
             self._task = None
+
+    def _read(self) -> tuple[list[dict[str, Any]], tuple[Any, ...]]:
+        """New events and the change marker, in one trip to a worker thread."""
+        return (queries.events_after(self.history, self._last_id, limit=BATCH),
+                queries.change_marker(self.history))
+
+    async def _pause(self) -> None:
+        """Until the next read: a NOTIFY (or the fallback) on PostgreSQL, else ``interval``."""
+        if self._listener is None:
+            await asyncio.sleep(self.interval)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.listen_fallback)

@@ -4,7 +4,10 @@ A session is a random token (256 bits) in an HttpOnly, SameSite=Lax cookie; the 
 only the token's SHA-256, the viewer's username and the expiry (an absolute lifetime, 12 h by
 default). A login always creates a new token and drops the one the browser came with, so a
 token planted before login is worthless; logout forgets the token. Sessions live in the
-memory of the serving process: a restart signs everyone out. Nothing here ever sees a password.
+history's ``sessions`` table (``History.add_session``...): a page restart keeps everyone
+signed in, and page hosts sharing a PostgreSQL history share their sessions (a viewer signed in
+on one is signed in on all; a logout on one ends the session everywhere). The raw token never
+reaches the database, so a copy of it signs nobody in. Nothing here ever sees a password.
 
 ``LoginThrottle`` counts failed logins per username and per client address in a sliding
 window; while either count is at its limit, logins from that user or address are refused
@@ -20,6 +23,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from sdp_reconciler.history import History
 
 COOKIE = "sdp_session"
 Clock = Callable[[], float]
@@ -37,47 +42,37 @@ def _digest(token: str) -> str:
 
 
 class SessionStore:
-    def __init__(self, *, lifetime: float, clock: Clock = time.time) -> None:
+    def __init__(self, history: History, *, lifetime: float, clock: Clock = time.time) -> None:
         self.lifetime = lifetime
+        self._history = history
         self._clock = clock
-        self._sessions: dict[str, Session] = {}
-        self._lock = threading.Lock()
 
     def create(self, username: str, *, replacing: str | None = None) -> str:
         """A new session for ``username``; the token ``replacing`` (if any) stops working."""
         token = secrets.token_urlsafe(32)
         now = self._clock()
-        with self._lock:
-            if replacing:
-                self._sessions.pop(_digest(replacing), None)
-            self._prune(now)
-            self._sessions[_digest(token)] = Session(username, now, now + self.lifetime)
+        self._history.add_session(_digest(token), username=username, created_at=now,
+                                  expires_at=now + self.lifetime,
+                                  replacing=_digest(replacing) if replacing else None)
         return token
 
     def get(self, token: str | None) -> Session | None:
         if not token:
             return None
-        with self._lock:
-            session = self._sessions.get(_digest(token))
-            if session is not None and session.expires_at <= self._clock():
-                del self._sessions[_digest(token)]
-                return None
-            return session
+        row = self._history.session(_digest(token))
+        if row is None:
+            return None
+        if float(row["expires_at"]) <= self._clock():
+            self._history.end_session(_digest(token))
+            return None
+        return Session(str(row["username"]), float(row["created_at"]), float(row["expires_at"]))
 
     def end(self, token: str | None) -> None:
         if token:
-            with self._lock:
-                self._sessions.pop(_digest(token), None)
+            self._history.end_session(_digest(token))
 
     def __len__(self) -> int:
-        with self._lock:
-            self._prune(self._clock())
-            return len(self._sessions)
-
-    def _prune(self, now: float) -> None:
-        expired = [k for k, s in self._sessions.items() if s.expires_at <= now]
-        for key in expired:
-            del self._sessions[key]
+        return self._history.live_sessions(self._clock())
 
 
 class LoginThrottle:

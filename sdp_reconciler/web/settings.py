@@ -14,7 +14,11 @@ DEFAULT_LISTEN = "127.0.0.1:3452"
 @dataclass(frozen=True)
 class WebSettings:
     poll_interval: float = 0.25
-    """How often the one shared poller looks for new rows in the history's events table."""
+    """How often the one shared poller looks for new rows in the history's events table
+    (SQLite; a PostgreSQL history pushes each write with NOTIFY instead)."""
+    listen_fallback: float = 5.0
+    """On PostgreSQL, read the events this often even without a NOTIFY (one lost in a
+    reconnect cannot stall a page for longer)."""
     heartbeat_seconds: float = 15.0
     """Comment lines sent on an idle stream, so proxies and browsers keep it open."""
     retry_ms: int = 2000

@@ -9,12 +9,14 @@ browser sends when it reconnects), else after ``?after=ID`` (the last event the 
 rendered with), else at the present; a reconnect further behind than ``catch_up_limit`` gets
 ``event: reload``. Idle streams carry a comment heartbeat. When the client goes away the
 subscription is dropped at once (``open_streams`` in /healthz counts them); a sign-out ends
-that session's streams at once, an expired session's within a heartbeat interval.
+that session's streams at once on this page host, and within a heartbeat interval on another
+sharing the history, as does the expiry of a session (checked once a heartbeat, not per event).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -62,6 +64,7 @@ async def events(request: Request) -> Response:
                 yield ServerSentEvent("{}", event="reload", id=str(last))
                 sent = last
             caught_up = False
+            checked = time.monotonic()
             while True:
                 if not caught_up:
                     rows = await read(sent)
@@ -71,8 +74,14 @@ async def events(request: Request) -> Response:
                     caught_up = len(rows) < BATCH
                     continue
                 notices = await subscription.next_batch(settings.heartbeat_seconds)
-                if notices is None or context.sessions.get(token) is None:
-                    return  # the server is stopping, or the viewer signed out
+                if notices is None:
+                    return  # the server is stopping, or the viewer signed out here
+                if time.monotonic() - checked >= settings.heartbeat_seconds:
+                    # The session lives in the history (shared by page hosts): asked once a
+                    # heartbeat, not per event, so 20 viewers cost no 20 queries an event.
+                    if await anyio.to_thread.run_sync(context.sessions.get, token) is None:
+                        return  # expired, or signed out on another page host
+                    checked = time.monotonic()
                 if subscription.overflowed:
                     subscription.overflowed = False
                     caught_up = False

@@ -87,16 +87,20 @@ class LivePage:
                                       message=message, **values)
 
 
-def start_live_page(root: Path, settings: WebSettings) -> LivePage:
-    history_path = root / "history.sqlite"
-    writer = History(history_path)
-    app = create_app(state_dir=root / "state", history_path=history_path, env={},
+def start_live_page(root: Path, settings: WebSettings, *, history: str | None = None,
+                    env: dict[str, str] | None = None, sign_in: bool = True) -> LivePage:
+    """A page over ``history`` (default: ``root/history.sqlite``); ``env`` holds what opening
+    it needs (a PostgreSQL password)."""
+    location: Path | str = history or root / "history.sqlite"
+    writer = History(location, env=env or {})
+    app = create_app(state_dir=root / "state", history_path=location, env=env or {},
                      settings=settings, login=lambda username, password: None)
     server = WebServer(app, f"127.0.0.1:{free_port()}")
     server.start()
     page = LivePage(url=f"http://{server.listen}", history=writer, server=server)
-    answer = httpx.post(f"{page.url}/login", data={"username": "viewer", "password": "pw"},
-                        timeout=10)
-    assert answer.status_code == 303, answer.text
-    page.cookies = dict(answer.cookies)
+    if sign_in:
+        answer = httpx.post(f"{page.url}/login", data={"username": "viewer", "password": "pw"},
+                            timeout=10)
+        assert answer.status_code == 303, answer.text
+        page.cookies = dict(answer.cookies)
     return page

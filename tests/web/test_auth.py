@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
+from sdp_reconciler.history import History
 from sdp_reconciler.web.guard import safe_next
 from sdp_reconciler.web.sessions import COOKIE, SessionStore
 from tests.conftest import CANARY_PASSWORD, CANARY_USER
@@ -150,9 +151,10 @@ def test_logout_ends_the_session(make_app: Callable[..., Starlette]) -> None:
         assert again.status_code == 303
 
 
-def test_sessions_last_twelve_hours() -> None:
+def test_sessions_last_twelve_hours(tmp_path: Path) -> None:
     now = [1000.0]
-    store = SessionStore(lifetime=12 * 3600, clock=lambda: now[0])
+    store = SessionStore(History(tmp_path / "h.sqlite"), lifetime=12 * 3600,
+                         clock=lambda: now[0])
     token = store.create("viewer")
     now[0] += 12 * 3600 - 1
     session = store.get(token)
