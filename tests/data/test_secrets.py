@@ -1,8 +1,7 @@
-"""The canary sweep (clones, a re-clone, a captured source and drops): the sandbox passwords
-the reconciler sends, and the administrators'
-passwords, appear in no agent log, event, SSE byte, operation summary, observation, workspace
-file or process argv, and reach the servers only as hashes (PostgreSQL's statement log, the
-Redis ACL file and MONITOR, RabbitMQ's logs)."""
+"""The canary sweep (clones, a re-clone, a captured source, drops): the sandbox passwords the
+reconciler sends, and the administrators' passwords, appear in no agent log, event, SSE byte,
+operation summary, observation, workspace file or process argv, and reach the servers only as
+hashes (PostgreSQL's statement log, the Redis ACL file and MONITOR, RabbitMQ's logs)."""
 
 from __future__ import annotations
 
