@@ -89,7 +89,7 @@ def test_generated_and_admin_passwords_appear_nowhere(
     rabbit_logs = {p: p.stat().st_size for p in data_servers.rabbitmq.log.glob("*.log")}
 
     monitored: list[str] = []
-    monitor_client = redis_admin(data_servers)
+    monitor_client = redis_admin(data_servers, socket_timeout=None)
     monitor = monitor_client.monitor().__enter__()  # MONITOR is on once this returns
 
     def watch() -> None:

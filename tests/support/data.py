@@ -66,10 +66,13 @@ def pg_login(servers: DataServers, *, user: str, password: str, database: str)\
                            dbname=database, autocommit=True, connect_timeout=5)
 
 
-def redis_admin(servers: DataServers) -> redis.Redis:
+def redis_admin(servers: DataServers, *, socket_timeout: float | None = 5) -> redis.Redis:
+    """``socket_timeout=None`` for MONITOR, which waits between commands (redis-py 8 reads
+    with a 5 s limit by default and ends the stream after a quiet spell)."""
     server = servers.redis
     return redis.Redis(host=server.host, port=server.port, username=server.admin_user,
-                       password=server.admin_password, decode_responses=True)
+                       password=server.admin_password, decode_responses=True,
+                       socket_timeout=socket_timeout)
 
 
 def redis_login(servers: DataServers, *, user: str, password: str) -> redis.Redis:
