@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
@@ -35,7 +36,9 @@ from sdp_node.converge import Converger
 from sdp_node.data.agent import DataAgent
 from sdp_node.errors import BadRequest, NodeError, NotFound, Unauthorized
 from sdp_node.lease import LeaseKeeper
+from sdp_node.metrics import Sampler
 from sdp_node.operations import Operations
+from sdp_node.promexport import CONTENT_TYPE, exposition, registry_for
 from sdp_node.protocol import (
     API_PREFIX,
     LABEL_PORT,
@@ -151,6 +154,10 @@ class NodeApp:
         else:
             self.engine = engine or Engine(config)
             self.converger = Converger(config, self.engine)
+        self.sampler: Sampler | None = None
+        self._registry: CollectorRegistry | None = None
+        if self.engine is not None:
+            self.sampler = self._sampler(self.engine)
         self.operations = Operations(cap=config.max_events_per_operation)
         self.leases = LeaseKeeper()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdp-apply")
@@ -171,6 +178,8 @@ class NodeApp:
             Route(f"{p}/observe", guarded(self.observe)),
             Route(f"{p}/committed-routes", guarded(self.committed_routes), methods=["POST"]),
             Route(f"{p}/containers/{{name}}/stats", guarded(self.stats)),
+            Route(f"{p}/metrics/containers", guarded(self.container_metrics)),
+            Route("/metrics", guarded(self.prometheus)),
             Route(f"{p}/containers/{{name}}/logs", guarded(self.container_logs)),
             Route(f"{p}/apply", guarded(self.apply), methods=["POST"]),
             Route(f"{p}/operations", guarded(self.list_operations)),
@@ -187,10 +196,44 @@ class NodeApp:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        if self.sampler is not None:
+            self.sampler.start()
         try:
             yield
         finally:
+            if self.sampler is not None:
+                self.sampler.stop()
             self.worker.shutdown(wait=False, cancel_futures=True)
+
+    def _sampler(self, engine: Engine) -> Sampler:
+        def stats(name: str) -> tuple[float, int, int]:
+            found = engine.stats(name)
+            return found.cpu_percent, found.memory_bytes, found.memory_limit_bytes
+
+        def health_path(repository: str) -> str | None:
+            try:
+                return self.config.repository(repository).effective_health_path
+            except NodeError:
+                return None
+
+        return Sampler(node=self.config.name, interval=self.config.metrics_interval_seconds,
+                       size=self.config.metrics_samples, lister=engine.list_containers,
+                       stats=stats, prober=engine.probe_all, health_path=health_path)
+
+    async def prometheus(self, request: Request) -> Response:
+        """Prometheus text format (``promexport.py``), behind the bearer token like the API."""
+        if self.sampler is None:
+            raise BadRequest(f"node {self.config.name} is an INFRA node: it runs no containers")
+        if self._registry is None:
+            self._registry = registry_for(self.sampler)
+        body = await run_in_threadpool(exposition, self._registry)
+        return Response(body, media_type=CONTENT_TYPE)
+
+    async def container_metrics(self, request: Request) -> Response:
+        """The sampler's ring buffers (``metrics.py``); INFRA nodes have none."""
+        if self.sampler is None:
+            raise BadRequest(f"node {self.config.name} is an INFRA node: it runs no containers")
+        return model_response(self.sampler.snapshot())
 
     def _containers(self) -> tuple[Engine, Converger]:
         if self.engine is None or self.converger is None:

@@ -341,6 +341,12 @@ class NodeConfig(_Model):
     go_cache: Path | None = Field(
         default=None, description="GOCACHE shared by all builds (default <workspace>/gocache)"
     )
+    metrics_interval_seconds: float = Field(
+        default=10.0, ge=0.2, le=3600, description="how often the background sampler reads "
+        "each container's CPU, memory, restarts and health path (never inside observe)")
+    metrics_samples: int = Field(
+        default=60, ge=2, le=10000,
+        description="samples kept per container (a ring buffer: 60 x 10 s = the last 10 minutes)")
     hardening: Hardening = Field(
         default_factory=Hardening,
         description="how every container is confined by default (pids, privileges, "

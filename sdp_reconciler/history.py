@@ -114,6 +114,28 @@ CREATE TABLE IF NOT EXISTS status (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (sandbox, service)
 );
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sandbox TEXT NOT NULL,
+    service TEXT NOT NULL,
+    node TEXT NOT NULL,
+    container TEXT NOT NULL,
+    at TEXT NOT NULL,
+    state TEXT NOT NULL,
+    cpu_percent REAL,
+    memory_bytes INTEGER,
+    memory_limit_bytes INTEGER,
+    restart_count INTEGER NOT NULL DEFAULT 0,
+    health TEXT,
+    UNIQUE (container, at)
+);
+CREATE INDEX IF NOT EXISTS samples_sandbox ON samples(sandbox, service, at);
+CREATE TABLE IF NOT EXISTS expiry_warnings (
+    sandbox TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    sent_at TEXT NOT NULL,
+    PRIMARY KEY (sandbox, expires_at)
+);
 """
 
 
@@ -131,6 +153,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
 ]
 """Schema changes after the first version, applied in order (PRAGMA user_version counts them)."""
 PRUNE_EVERY_SECONDS = 3600
+SAMPLES_KEEP_SECONDS = 15 * 60
+"""container samples older than this leave the history (the page charts the last minutes)"""
 STALE_PASS_SECONDS = 24 * 3600
 """A pass of another host that has not finished after this long is taken as interrupted."""
 
@@ -372,6 +396,30 @@ class History:
 
     def status(self) -> list[dict[str, Any]]:
         return self.query("SELECT * FROM status ORDER BY sandbox, service")
+
+    def record_samples(self, rows: list[dict[str, Any]], *,
+                       keep_seconds: float = SAMPLES_KEEP_SECONDS) -> None:
+        """Container samples the agents reported (each once: (container, at) is unique); those
+        older than ``keep_seconds`` go. They feed the page's charts and /metrics."""
+        cutoff = (datetime.now(UTC) - timedelta(seconds=keep_seconds)).isoformat()
+        with self._write() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO samples (sandbox, service, node, container, at, state, "
+                "cpu_percent, memory_bytes, memory_limit_bytes, restart_count, health) VALUES "
+                "(:sandbox, :service, :node, :container, :at, :state, :cpu_percent, "
+                ":memory_bytes, :memory_limit_bytes, :restart_count, :health)",
+                [_redacted(r) for r in rows])
+            db.execute("DELETE FROM samples WHERE at < ?", (cutoff,))
+
+    def claim_expiry_warning(self, sandbox: str, expires_at: datetime) -> bool:
+        """True the first time (sandbox, expiry) is claimed: the warning is then due; False
+        when this or another reconciler sharing the store already sent it."""
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO expiry_warnings (sandbox, expires_at, sent_at) "
+                "VALUES (?, ?, ?)",
+                (sandbox, expires_at.astimezone(UTC).isoformat(timespec="seconds"), now()))
+            return cursor.rowcount == 1
 
     def last_deploys(self) -> dict[str, datetime]:
         """Sandbox -> when its last successful deploy completed."""

@@ -3,8 +3,10 @@
 `go_service_files` returns the tree of module `example.invalid/<service>`: it listens on
 `:$PORT` (default 8080); `GET /healthz` answers 200 "ok" (500 when built unhealthy); every
 other path answers JSON `{"service", "revision", "path", "env": {"SDP_SANDBOX"}}` (plus
-`"greeting"` when it uses the dependency). The revision is a constant in the source, so an
-answer proves which commit was built; nothing injected at run time can fake it.
+`"greeting"` when it uses the dependency); with `calls`, `GET /call/<NAME>/<rest>` forwards to
+`$<NAME>_URL/<rest>` and answers what came back; with `hungry`, `GET /alloc?mb=N` keeps N MiB
+more allocated and `GET /crash` makes it exit with code 3. The revision is a constant in the
+source, so an answer proves which commit was built; nothing injected at run time can fake it.
 
 The go.mod says `go 1.19`: Debian's Go is 1.19, which rejects a three-part `go` line.
 
@@ -45,7 +47,7 @@ const service = {service}
 const revision = {revision}
 
 const healthy = {healthy}
-
+{extra_globals}
 func main() {{
 	port := os.Getenv("PORT")
 	if port == "" {{
@@ -59,7 +61,7 @@ func main() {{
 		}}
 		w.Write([]byte("ok"))
 	}})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {{
+{extra_handlers}	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {{
 		answer := map[string]interface{{}}{{
 			"service":  service,
 			"revision": revision,
@@ -76,6 +78,63 @@ func main() {{
 
 _GREET_IMPORT = f'\n\t"{GREET_MODULE}"\n'
 _GREET_FIELD = '\t\tanswer["greeting"] = greet.Hello(service)\n'
+# `/call/<NAME>/<rest>` asks the service the container's `<NAME>_URL` points at for `/<rest>`
+# and answers {"called", "url", "status", "answer"}: how a service reaches another by the
+# variables SDP injects.
+_CALLS_IMPORTS = '\t"io"\n\t"strings"\n'
+_CALLS_HANDLER = """\
+	mux.HandleFunc("/call/", func(w http.ResponseWriter, r *http.Request) {
+		parts := strings.SplitN(strings.TrimPrefix(r.URL.Path, "/call/"), "/", 2)
+		rest := ""
+		if len(parts) == 2 {
+			rest = parts[1]
+		}
+		url := os.Getenv(parts[0] + "_URL")
+		answer := map[string]interface{}{"called": parts[0], "url": url}
+		if url == "" {
+			answer["error"] = "no " + parts[0] + "_URL"
+		} else if response, err := http.Get(url + "/" + rest); err != nil {
+			answer["error"] = err.Error()
+		} else {
+			body, _ := io.ReadAll(response.Body)
+			response.Body.Close()
+			answer["status"] = response.StatusCode
+			var parsed interface{}
+			if json.Unmarshal(body, &parsed) == nil {
+				answer["answer"] = parsed
+			} else {
+				answer["answer"] = string(body)
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(answer)
+	})
+"""
+# `/alloc?mb=N` allocates N MiB more and keeps it (every page written, so it is resident);
+# `/crash` answers, then exits with code 3: what a memory-hungry or crashing service does.
+_HUNGRY_IMPORTS = '\t"strconv"\n\t"time"\n'
+_HUNGRY_GLOBALS = "\nvar hoard [][]byte\n"
+_HUNGRY_HANDLERS = """\
+	mux.HandleFunc("/alloc", func(w http.ResponseWriter, r *http.Request) {
+		mb, _ := strconv.Atoi(r.URL.Query().Get("mb"))
+		for i := 0; i < mb; i++ {
+			block := make([]byte, 1<<20)
+			for j := range block {
+				block[j] = byte(j)
+			}
+			hoard = append(hoard, block)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]int{"allocated_mb": len(hoard)})
+	})
+	mux.HandleFunc("/crash", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("crashing"))
+		go func() {
+			time.Sleep(50 * time.Millisecond)
+			os.Exit(3)
+		}()
+	})
+"""
 _COMPILE_ERROR = "\nthis line is not Go and breaks the build\n"
 
 
@@ -86,16 +145,21 @@ def go_service_files(
     healthy: bool = True,
     compile_error: bool = False,
     dependency: Dependency = "none",
+    calls: bool = False,
+    hungry: bool = False,
 ) -> dict[str, bytes]:
     """The files of the fixture service at one revision, path -> content."""
     if not _SERVICE_NAME.fullmatch(service):
         raise ValueError(f"service name {service!r} is not a valid module path element")
     uses_greet = dependency != "none"
     main_go = _MAIN_GO.format(
-        extra_imports=_GREET_IMPORT if uses_greet else "",
+        extra_imports=(_GREET_IMPORT if uses_greet else "") + (_CALLS_IMPORTS if calls else "")
+        + (_HUNGRY_IMPORTS if hungry else ""),
+        extra_handlers=(_CALLS_HANDLER if calls else "") + (_HUNGRY_HANDLERS if hungry else ""),
         service=go_string(service),
         revision=go_string(revision),
         healthy="true" if healthy else "false",
+        extra_globals=_HUNGRY_GLOBALS if hungry else "",
         extra_fields=_GREET_FIELD if uses_greet else "",
     )
     if compile_error:

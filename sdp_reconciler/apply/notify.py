@@ -1,7 +1,9 @@
-"""Deployment notifications: incoming webhooks for Slack, Microsoft Teams, or plain JSON.
+"""Deployment notifications: incoming webhooks for Slack, Microsoft Teams, or plain JSON, and
+e-mail over SMTP with STARTTLS (``mailer.py``).
 
 ``notifications.yaml`` names webhooks (their URLs are secret references: such URLs carry a
-token) and which events and sandboxes each wants: deployment started, succeeded, failed, and
+token) or SMTP servers (their logins are references) and which events and sandboxes each
+wants: deployment started, succeeded, failed, and
 sandbox expired. Delivery is best-effort and bounded: a webhook that fails or hangs is reported
 and never holds up or fails a pass. A notice's text is redacted with the values this pass knows
 before it leaves, and a webhook's URL is never printed.
@@ -19,6 +21,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from sdp_node.protocol import Secret
+from sdp_reconciler.apply import mailer
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.observe import credentials as creds
 from sdp_reconciler.planner.plan import Action, Change, Plan
@@ -116,6 +120,13 @@ def _webhook_ok(url: str) -> bool:
         c.isspace() for c in url)
 
 
+def _wants(notification: Notification, notice: Notice) -> bool:
+    if notice.event not in notification.events:
+        return False
+    return not notification.sandboxes or any(
+        fnmatch.fnmatchcase(notice.sandbox, p) for p in notification.sandboxes)
+
+
 class Notifier:
     def __init__(self, notifications: Iterable[Notification], *, root: Path,
                  env: Mapping[str, str] | None, redactor: Callable[[str], str],
@@ -124,7 +135,20 @@ class Notifier:
         self.redact = redactor
         self.report = report
         self.targets: list[tuple[Notification, str]] = []
+        self.mailboxes: list[tuple[Notification, Secret | None, Secret | None]] = []
         for notification in notifications:
+            if notification.email is not None:
+                email = notification.email
+                try:
+                    login = (None, None) if email.username is None or email.password is None \
+                        else (creds.resolve(email.username, root, env, policy=policy),
+                              creds.resolve(email.password, root, env, policy=policy))
+                except SdpError as e:
+                    report(f"notification {notification.name}: SMTP login unavailable: {e}")
+                    continue
+                self.mailboxes.append((notification, *login))
+                continue
+            assert notification.webhook is not None
             try:
                 url = creds.resolve(notification.webhook, root, env, policy=policy).reveal()
             except SdpError as e:
@@ -144,13 +168,28 @@ class Notifier:
             notice = Notice(notice.event, notice.sandbox, self.redact(notice.text),
                             notice.fields)
             for notification, url in self.targets:
-                if notice.event not in notification.events:
-                    continue
-                if notification.sandboxes and not any(
-                    fnmatch.fnmatchcase(notice.sandbox, p) for p in notification.sandboxes
-                ):
-                    continue
-                self._pending.append(self._pool.submit(self._post, notification, url, notice))
+                if _wants(notification, notice):
+                    self._pending.append(self._pool.submit(self._post, notification, url,
+                                                           notice))
+            for notification, username, password in self.mailboxes:
+                if _wants(notification, notice):
+                    self._pending.append(self._pool.submit(
+                        self._mail, notification, username, password, notice))
+
+    def _mail(self, notification: Notification, username: Secret | None,
+              password: Secret | None, notice: Notice) -> None:
+        assert notification.email is not None
+        mail = mailer.message(
+            mailer.MailNotice(notice.event, notice.sandbox, notice.text, notice.fields),
+            notification.email)
+        try:
+            mailer.send(mail, notification.email, username=username, password=password,
+                        timeout=TIMEOUT_SECONDS)
+        except mailer.MailError as e:
+            self.report(self.redact(f"notification {notification.name}: {notice.event.value} "
+                                    f"not delivered: {e}"))
+            return
+        self.delivered.append((notification.name, notice.event.value))
 
     def _post(self, notification: Notification, url: str, notice: Notice) -> None:
         try:

@@ -20,7 +20,9 @@ from sdp_node.protocol import LABEL_SANDBOX, LABEL_SERVICE, Credentials, Operati
 from sdp_reconciler.access.enforcement import Enforcement, audit_refusals, enforce, record
 from sdp_reconciler.access.signatures import SignatureVerifier
 from sdp_reconciler.apply.applying import Applier, ApplyOutcome
+from sdp_reconciler.apply.expirywarn import due_notices
 from sdp_reconciler.apply.notify import Notifier, finished_notices, started_notices
+from sdp_reconciler.apply.samples import sample_rows
 from sdp_reconciler.apply.status import held_rows, retired_rows, status_rows
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.history import History, Retention
@@ -34,7 +36,7 @@ from sdp_reconciler.observe.observing import (
     resolve_heads,
 )
 from sdp_reconciler.planner.dataplanning import DesiredDataSet, Reset, desired_data
-from sdp_reconciler.planner.expiry import apply_expiry
+from sdp_reconciler.planner.expiry import ExpiryWarning, apply_expiry, expiry_warnings
 from sdp_reconciler.planner.placement import Placement, place
 from sdp_reconciler.planner.plan import Action, Change, Plan
 from sdp_reconciler.planner.planning import Restart, plan
@@ -77,6 +79,8 @@ class Prepared:
     """sandboxes left as they run: a change to them is not authorised (access.yaml)"""
     again: Callable[[], Prepared] | None = None
     """prepare once more with the same inputs (``run``'s second round)"""
+    warnings: list[ExpiryWarning] = field(default_factory=list)
+    """expiry warnings due this pass (sent once each by ``run``)"""
 
     def close(self) -> None:
         for client in self.clients.values():
@@ -150,9 +154,12 @@ def prepare(
     for note in access.notes:
         report(note)
     everything = resolve_all(state)
-    sandboxes, retired = apply_expiry(
-        everything, activity(state, everything, history), now or datetime.now(UTC)
-    )
+    moment = now or datetime.now(UTC)
+    last_activity = activity(state, everything, history)
+    sandboxes, retired = apply_expiry(everything, last_activity, moment)
+    files = {n: d.path.relative_to(state.root).as_posix() for n, d in state.sandboxes.items()
+             if d.path.is_relative_to(state.root)}
+    warnings = expiry_warnings(sandboxes, last_activity, moment, files)
     key = creds.spec_key(host, env)
     nodes = state.nodes.model.nodes
     clients: dict[str, NodeClient] = {}
@@ -191,6 +198,8 @@ def prepare(
             installation=world.installation, spec_key=key, nodes=views, names=names, heads=heads,
             head_errors=head_errors, environments=environments,
             environment_errors=environment_errors, committed_routes=committed,
+            service_url_variable=state.nodes.model.service_url_variable,
+            health_rules=state.nodes.model.health,
         )
         allocations, port_problems = allocate(
             sandboxes=sandboxes, placements=placements,
@@ -218,7 +227,7 @@ def prepare(
         state=state, sandboxes=sandboxes, retired=retired, world=world, placements=placements,
         allocations=allocations, data=data, plan=the_plan, clients=clients,
         credentials=credentials, redactor=SECRETS, host=host, access=access, held=held,
-        again=again,
+        again=again, warnings=warnings,
     )
 
 
@@ -275,6 +284,11 @@ def run(
             root=state.root, env=env, redactor=prepared.redactor, policy=state.host.policy,
             report=report,
         )
+        # A sandbox this pass deploys to sees activity now: its expiry moves, no warning.
+        deploying = {c.sandbox for c in prepared.plan.changes
+                     if c.action not in (Action.REMOVE, Action.STOP)}
+        notifier.send(due_notices([w for w in prepared.warnings if w.sandbox not in deploying],
+                                  history, report))
         notifier.send(started_notices(prepared.plan))
         def applier(round_: Prepared) -> Applier:
             return Applier(
@@ -330,6 +344,7 @@ def run(
             notifier.send(finished_notices(round_.plan, round_.outcome.ok, failure, urls))
         known = set(final.sandboxes) | set(final.retired) | {r.sandbox for r in rows}
         history.set_status(rows, sandboxes=known)
+        history.record_samples(sample_rows(prepared.world))
         history.forget_sandboxes_except(known)
         status = "CONVERGED" if result.converged else "NOT_CONVERGED"
         audit_refusals(history, prepared.access, runner=runner)

@@ -21,11 +21,13 @@ from sdp_node.protocol import (
 )
 from sdp_reconciler.apply.applying import ApplyOutcome
 from sdp_reconciler.apply.datastatus import data_rows
+from sdp_reconciler.apply.health import judge
 from sdp_reconciler.history import StatusRow
 from sdp_reconciler.planner.dataplanning import DesiredDataSet
 from sdp_reconciler.planner.placement import Placement
 from sdp_reconciler.planner.plan import Action, Change, Plan, Subject
 from sdp_reconciler.planner.world import Allocation, World
+from sdp_reconciler.state.models import HealthRules
 from sdp_reconciler.state.resolved import ResolvedSandbox
 
 _HEALTH_ORDER = ["Healthy", "Suspended", "Progressing", "Degraded", "Unhealthy"]
@@ -43,19 +45,14 @@ def _observed(world: World, node: str | None, name: str) -> ObservedContainer | 
                 None)
 
 
-def _health_of(container: ObservedContainer | None) -> tuple[str, str, str]:
-    """(health, reason, message) of a container as the node last reported it."""
-    if container is None:
-        return "Unhealthy", "ContainerMissing", "no container"
-    if container.state == "running":
-        if container.health_check not in (None, "ok"):
-            return "Degraded", "HealthCheckFailing", f"health check: {container.health_check}"
-        if container.restart_count > 0:
-            return "Degraded", "Restarted", f"restarted {container.restart_count} time(s)"
-        return "Healthy", "UpToDate", ""
-    if container.state == "restarting":
-        return "Degraded", "Restarting", "the container keeps restarting"
-    return "Unhealthy", "ContainerStopped", f"container {container.state}"
+def _health_of(container: ObservedContainer | None,
+               world: World | None = None, node: str | None = None) -> tuple[str, str, str]:
+    """(health, reason, message) of a container as the node last reported it, under the
+    installation's health rules (``health.py``)."""
+    view = world.nodes.get(node or "") if world is not None else None
+    metrics = view.metrics.get(container.name) if view and container is not None else None
+    rules = world.health_rules if world is not None else HealthRules()
+    return judge(container, metrics, rules)
 
 
 def status_rows(
@@ -103,7 +100,7 @@ def status_rows(
                       f":{port}"
             previous = observed.labels.get(LABEL_COMMIT) if observed else None
             attempted = planned.detail.get("commit") if planned else previous
-            health, reason, why = _health_of(observed)
+            health, reason, why = _health_of(observed, world, node)
             row = StatusRow(
                 sandbox=name, service=service, node=node, sync="InSync",
                 health=health, reason=reason, message=why, branch=branch,
@@ -186,7 +183,7 @@ def held_rows(held: dict[str, tuple[str, ...]], world: World) -> list[StatusRow]
                 service = container.labels.get(LABEL_SERVICE, "")
                 port = container.labels.get(LABEL_PORT)
                 address = view.node.public_address if service == GATEWAY else view.node.address
-                health, _reason, why = _health_of(container)
+                health, _reason, why = _health_of(container, world, node)
                 sandbox_rows.append(StatusRow(
                     sandbox=name, service=service, node=node, sync="OutOfSync", health=health,
                     reason="Unauthorised", message=message if not why else f"{message}; {why}",

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
+from sdp_node.metricswire import MetricsResponse
 from sdp_node.protocol import (
     API_PREFIX,
     ApplyRequest,
@@ -172,6 +173,10 @@ class NodeClient:
                                       credentials=credentials)
         response = self._request("POST", "/committed-routes", body=body, timeout=90)
         return CommittedRoutesResponse.model_validate_json(response.content).routes
+
+    def container_metrics(self, *, timeout: float | None = 10) -> MetricsResponse:
+        """The agent's recent samples of each container (``sdp_node/metrics.py``)."""
+        return self._get("/metrics/containers", MetricsResponse, timeout=timeout)
 
     def stats(self, container: str) -> ContainerStats:
         return self._get(f"/containers/{container}/stats", ContainerStats, timeout=30)

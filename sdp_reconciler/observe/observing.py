@@ -41,7 +41,14 @@ def observe_nodes(
                 unreachable=f"the agent says it is a {observation.node.type.value} node, "
                 f"nodes.yaml says {node.type.value}",
             )
-        return NodeView(node=node, observation=observation, repositories=repositories)
+        metrics = {}
+        if node.type.value != "INFRA":
+            try:  # an agent without the sampler (older) simply reports no metrics
+                metrics = {m.container: m for m in client.container_metrics().containers}
+            except SdpError:
+                metrics = {}
+        return NodeView(node=node, observation=observation, repositories=repositories,
+                        metrics=metrics)
 
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(nodes)))) as pool:
         views = list(pool.map(one, nodes))

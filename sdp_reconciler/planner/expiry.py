@@ -2,6 +2,9 @@
 suspended); after ``retention`` more, its containers are removed (the file stays: touching it
 brings the sandbox back). Pure: the caller says when the sandbox last saw activity.
 
+A warning (``SANDBOX_EXPIRING``) goes out ``warn_before`` ahead of the expiry, naming the
+moment and how to keep the sandbox; ``expirywarn.py`` sends it once per expiry.
+
 Activity is the later of the last commit that touched the sandbox's state file (its modification
 time when it has uncommitted edits or no git) and its last successful deploy in the history.
 """
@@ -39,6 +42,44 @@ def expiry_of(sandbox: ResolvedSandbox, last_activity: datetime | None,
             return Expiry(True, True, f"{message}; its retention of {lifecycle.retention} is "
                           "over (touch the sandbox's file to bring it back)")
     return Expiry(True, False, message)
+
+
+@dataclass(frozen=True)
+class ExpiryWarning:
+    sandbox: str
+    file: str
+    expires_at: datetime
+    message: str
+    keep: str
+    """how to keep the sandbox"""
+
+
+def expiry_warning(sandbox: ResolvedSandbox, last_activity: datetime | None,
+                   now: datetime, file: str | None = None) -> ExpiryWarning | None:
+    """The warning due for ``sandbox`` now, or None (not due, already expired, no expiry).
+    ``file``: the sandbox's file as its owners know it (its path in the state repository)."""
+    file = file or sandbox.file
+    lifecycle = sandbox.lifecycle
+    if lifecycle.expire_after is None or lifecycle.warn_before is None or last_activity is None:
+        return None
+    expires_at = last_activity + timedelta(seconds=duration_seconds(lifecycle.expire_after))
+    warn_from = expires_at - timedelta(seconds=duration_seconds(lifecycle.warn_before))
+    if not warn_from <= now < expires_at:
+        return None
+    keep = f"touch its file: commit any change to {file} (or deploy it)"
+    message = (
+        f"Sandbox {sandbox.name} expires on {expires_at:%Y-%m-%d %H:%M} UTC: no activity for "
+        f"{lifecycle.expire_after} since {last_activity:%Y-%m-%d %H:%M} UTC; its containers "
+        f"will then be stopped. To keep it, {keep}."
+    )
+    return ExpiryWarning(sandbox.name, file, expires_at, message, keep)
+
+
+def expiry_warnings(sandboxes: dict[str, ResolvedSandbox], activity: dict[str, datetime],
+                    now: datetime, files: dict[str, str] | None = None) -> list[ExpiryWarning]:
+    found = (expiry_warning(s, activity.get(n), now, (files or {}).get(n))
+             for n, s in sorted(sandboxes.items()))
+    return [w for w in found if w is not None]
 
 
 def apply_expiry(

@@ -56,6 +56,7 @@ from sdp_reconciler.planner.plan import (
     RouteChoice,
     Subject,
 )
+from sdp_reconciler.planner.routetable import Route, RouteTable
 from sdp_reconciler.planner.specs import differences, public_spec, spec_hash
 from sdp_reconciler.planner.world import Allocation, ResolvedEnvironment, World
 from sdp_reconciler.state.locations import Location, Problem
@@ -197,7 +198,8 @@ class _Planner:
             secrets={**found.secrets, **secret_env}, files=found.files,
         )
 
-    def draft(self, sandbox: ResolvedSandbox, service: str) -> _Draft | None:
+    def draft(self, sandbox: ResolvedSandbox, service: str,
+              table: RouteTable | None = None) -> _Draft | None:
         placement = self.placements.get((sandbox.name, service))
         allocation = self.ports.get((sandbox.name, service))
         if placement is None or allocation is None:
@@ -227,10 +229,12 @@ class _Planner:
         if service == GATEWAY:
             self.check_route_keys(sandbox, placement.repository, commit)
         network = self.world.names.network(sandbox.name) if service != GATEWAY else None
+        urls = table.variables(placement.node, self.world.service_url_variable) \
+            if table is not None and service != GATEWAY else {}
         spec = self.container_spec(
             sandbox=sandbox.name, service=service, placement=placement, info=info,
             branch=branch, commit=commit, port=allocation.port, network=network,
-            environment=environment, resources=resources,
+            environment=environment, resources=resources, service_urls=urls,
         )
         return _Draft(sandbox, service, placement, spec, network, location, environment_name)
 
@@ -248,12 +252,30 @@ class _Planner:
                 "config: this service cannot be routed",
             ))
 
+    def check_service_urls(self, sandbox: ResolvedSandbox, gateway: _Draft | None) -> None:
+        """The services' variables need the OCP values of the gateway's commit: without them
+        this pass, the sandbox is left as is rather than given variables that would change
+        (and recreate every service) as soon as they are known."""
+        if gateway is None or self.world.service_url_variable is None \
+                or not sandbox.deployed_services() \
+                or gateway.spec.commit in self.world.committed_routes:
+            return
+        self.block(sandbox.name, Problem(
+            gateway.location, "gateway",
+            f"the route values of {gateway.spec.repository} at {gateway.spec.commit[:7]} are "
+            "unknown this pass, so the services' service URL variables cannot be built; "
+            "the sandbox is left as is",
+        ))
+
     def container_spec(
         self, *, sandbox: str, service: str, placement: Placement, info: RepositoryInfo,
         branch: str, commit: str, port: int, network: str | None,
         environment: ResolvedEnvironment, resources: Resources | None,
+        service_urls: dict[str, str] | None = None,
     ) -> ContainerSpec:
         key = self.world.spec_key
+        # The environment's own variable of the same name wins: someone wrote it on purpose.
+        variables = {**(service_urls or {}), **environment.variables}
         cpu = cpu_millicores(resources.cpu) if resources and resources.cpu else None
         memory = memory_bytes(resources.memory) if resources and resources.memory else None
         files = {f.path: f.content for f in environment.files}
@@ -261,7 +283,7 @@ class _Planner:
             key=key, kind="gateway" if service == GATEWAY else "service",
             repository=placement.repository, branch=branch, commit=commit, port=port,
             image=info.image, container_port=info.container_port, network=network,
-            env=environment.variables, secrets=environment.secrets, files=files,
+            env=variables, secrets=environment.secrets, files=files,
             cpu_millicores=cpu, memory_bytes=memory,
         )
         restart = (sandbox, service) in self.restarts or (sandbox, None) in self.restarts
@@ -270,7 +292,7 @@ class _Planner:
             container=self.world.names.container(sandbox, service),
             repository=placement.repository, branch=branch, commit=commit, port=port,
             spec_hash=spec_hash(key, public), public_spec=public,
-            env=dict(environment.variables), secret_env=dict(environment.secrets),
+            env=variables, secret_env=dict(environment.secrets),
             files=list(environment.files), cpu_millicores=cpu, memory_bytes=memory,
             recreate=restart,
         )
@@ -364,32 +386,54 @@ class _Planner:
 
     # -- routes -----------------------------------------------------------------------------------
 
-    def route_choices(self, sandbox: ResolvedSandbox,
-                      live: dict[str, str] | None) -> list[RouteChoice]:
-        choices = []
+    def route_table(self, sandbox: ResolvedSandbox, gateway_commit: str | None) -> RouteTable:
+        """Where each key of the sandbox goes: the one value both the gateway's routes and the
+        containers' ``<SERVICE>_URL`` variables are read from."""
+        committed = self.world.committed_routes.get(gateway_commit) if gateway_commit else None
+        routes: dict[str, Route] = {}
         for name, entry in sorted(sandbox.services.items()):
             if entry.spec.target is not None:
-                choices.append(RouteChoice(name, entry.spec.target, "target"))
+                routes[name] = Route(name, "target", entry.spec.target)
             elif entry.spec.use_ocp:
-                choices.append(RouteChoice(name, None, "ocp"))
+                routes[name] = Route(name, "ocp", (committed or {}).get(name))
             else:
                 allocation = self.ports.get((sandbox.name, name))
                 placement = self.placements.get((sandbox.name, name))
                 if allocation is None or placement is None:
                     continue
                 address = self.world.nodes[placement.node].node.address
-                url = f"http://{address}:{allocation.port}"
-                depends = self.deploy_steps.get((sandbox.name, name))
-                fallback = (live or {}).get(name) if live is not None else None
-                choices.append(RouteChoice(name, url, "sandbox", depends, fallback))
+                info = self.repository_info(placement.node, placement.repository)
+                # the service's alias on its sandbox network (runspec gives every service one)
+                internal = f"http://{name}:{info.container_port}" if info else None
+                routes[name] = Route(name, "sandbox", f"http://{address}:{allocation.port}",
+                                     placement.node, internal)
+        for key, value in sorted((committed or {}).items()):
+            routes.setdefault(key, Route(key, "ocp", value, declared=False))
+        return RouteTable(tuple(routes[k] for k in sorted(routes)))
+
+    def route_choices(self, sandbox: ResolvedSandbox, table: RouteTable,
+                      live: dict[str, str] | None) -> list[RouteChoice]:
+        choices = []
+        for route in table.routes:
+            if not route.declared:
+                continue
+            if route.kind == "target":
+                choices.append(RouteChoice(route.key, route.url, "target"))
+            elif route.kind == "ocp":
+                choices.append(RouteChoice(route.key, None, "ocp"))
+            else:
+                depends = self.deploy_steps.get((sandbox.name, route.key))
+                fallback = (live or {}).get(route.key) if live is not None else None
+                choices.append(RouteChoice(route.key, route.url, "sandbox", depends, fallback))
         return choices
 
-    def plan_routes(self, draft: _Draft, gateway_change: Change | None) -> list[Change]:
+    def plan_routes(self, draft: _Draft, table: RouteTable,
+                    gateway_change: Change | None) -> list[Change]:
         """The gateway's change (carrying its routes) and/or an in-place route change."""
         sandbox, node, container = draft.sandbox, draft.placement.node, draft.spec.container
         observed = self.observed_gateway(node, container)
         live = observed.live_routes if observed and observed.problem is None else None
-        choices = self.route_choices(sandbox, live)
+        choices = self.route_choices(sandbox, table, live)
         if gateway_change is not None and gateway_change.action in (
             Action.CREATE, Action.UPDATE, Action.RECREATE
         ):
@@ -578,6 +622,7 @@ def plan(
              for name, view in sorted(world.nodes.items()) if view.unreachable]
 
     drafts: dict[str, list[_Draft]] = {}
+    tables: dict[str, RouteTable] = {}
     for name, sandbox in sorted(sandboxes.items()):
         # A blocked sandbox is still drafted, so that all of its problems are reported at
         # once; only its changes are dropped.
@@ -585,9 +630,13 @@ def plan(
             if not world.nodes[node].reachable:
                 planner.block(name, Problem(sandbox.location, "sandbox",
                                             f"node {node} is unreachable; sandbox left as is"))
-        ready = [d for d in (planner.draft(sandbox, s.name)
-                             for s in sandbox.deployed_services()) if d is not None]
+        # The gateway first: its commit carries the OCP values of the route table, which the
+        # services' <SERVICE>_URL variables are built from.
         gateway = planner.draft(sandbox, GATEWAY) if sandbox.gateway else None
+        tables[name] = planner.route_table(sandbox, gateway.spec.commit if gateway else None)
+        planner.check_service_urls(sandbox, gateway)
+        ready = [d for d in (planner.draft(sandbox, s.name, tables[name])
+                             for s in sandbox.deployed_services()) if d is not None]
         if name not in planner.blocked:
             drafts[name] = ready + ([gateway] if gateway else [])
 
@@ -625,7 +674,7 @@ def plan(
         for draft in sandbox_drafts:
             if draft.service != GATEWAY:
                 continue
-            planner.changes += planner.plan_routes(draft, planner.compare(draft))
+            planner.changes += planner.plan_routes(draft, tables[name], planner.compare(draft))
 
     planner.removals(wanted, wanted_networks)
     data_plan = plan_data(data=data, world=world, sandboxes=sandboxes, blocked=planner.blocked,

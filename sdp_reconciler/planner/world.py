@@ -7,9 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sdp_node.metricswire import ContainerMetrics
 from sdp_node.naming import DEFAULT_NAMES, ResourceNames
 from sdp_node.protocol import EnvFileMount, Observation, RepositoryInfo, RepositoryKind, Secret
-from sdp_reconciler.state.models import Node, NodeType
+from sdp_reconciler.planner.routetable import DEFAULT_VARIABLE
+from sdp_reconciler.state.models import HealthRules, Node, NodeType
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class NodeView:
     observation: Observation | None = None
     unreachable: str | None = None
     repositories: dict[str, RepositoryInfo] = field(default_factory=dict)
+    metrics: dict[str, ContainerMetrics] = field(default_factory=dict)
+    """container -> its recent samples (the agent's background sampler), where reported"""
 
     @property
     def reachable(self) -> bool:
@@ -52,6 +56,11 @@ class World:
     environment_errors: dict[str, str] = field(default_factory=dict)
     committed_routes: dict[str, dict[str, str]] = field(default_factory=dict)
     """gateway commit -> the route values it carries (the OCP values), where known"""
+    service_url_variable: str | None = DEFAULT_VARIABLE
+    """how the services' URL variables are named (nodes.yaml ``service_url_variable``);
+    None: none are injected"""
+    health_rules: HealthRules = field(default_factory=HealthRules)
+    """nodes.yaml ``health``: what Degraded and Unhealthy mean"""
 
     def nodes_of(self, node_type: NodeType) -> list[NodeView]:
         return [v for _, v in sorted(self.nodes.items()) if v.node.type is node_type]

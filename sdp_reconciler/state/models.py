@@ -34,6 +34,8 @@ from sdp_node.naming import (
     prefix_problem,
 )
 from sdp_node.protocol import DataKind
+from sdp_reconciler.state.servicevars import DEFAULT_VARIABLE as DEFAULT_URL_VARIABLE
+from sdp_reconciler.state.servicevars import pattern_problem as url_variable_problem
 
 SCHEMA_BASE = "https://sdp.invalid/schemas"
 
@@ -305,6 +307,31 @@ class Node(Frozen):
         return PortRange(first=first, last=last)
 
 
+class HealthRules(Frozen):
+    """When a running container counts as Degraded or Unhealthy (from the agents' samples)."""
+
+    memory_percent: float = Field(
+        default=90, gt=0, le=100,
+        description="Degraded at or above this share of the container's memory limit")
+    cpu_percent: float | None = Field(
+        default=None, gt=0,
+        description="Degraded at or above this CPU use (100 = one core); default: not judged")
+    failing_checks: int = Field(
+        default=3, ge=1,
+        description="Unhealthy after this many failed health checks in a row (fewer: Degraded)")
+    restarts_per_hour: int = Field(
+        default=3, ge=1,
+        description="Unhealthy (crash loop) at this many restarts in the last hour (fewer: "
+        "Degraded)")
+
+
+def _check_url_variable(value: str) -> str:
+    problem = url_variable_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 class NodesFile(Frozen):
     """``state/nodes.yaml``: this SDP installation and its nodes."""
 
@@ -323,6 +350,16 @@ class NodesFile(Frozen):
         default=None,
         description="no longer allowed here: the spec-hash key is pinned on the reconciler "
         "host (reconciler.yaml spec_hash_key)",
+    )
+    service_url_variable: Annotated[str, AfterValidator(_check_url_variable)] | None = Field(
+        default=DEFAULT_URL_VARIABLE,
+        description="the name of the variable each container of a sandbox gets for every "
+        "service its gateway routes, {SERVICE} standing for the service's name in capitals "
+        "('-' as '_'): PAYMENT_URL; null: no such variables",
+    )
+    health: HealthRules = Field(
+        default_factory=HealthRules,
+        description="thresholds that decide Healthy / Degraded / Unhealthy (docs/operations.md)",
     )
     nodes: list[Node] = Field(min_length=1)
 
@@ -347,6 +384,11 @@ class Lifecycle(Frozen):
     )
     expire_after: Duration | None = Field(
         default=None, description="inactivity after which the sandbox is suspended, e.g. 14d"
+    )
+    warn_before: Duration | None = Field(
+        default=None,
+        description="announce SANDBOX_EXPIRING this long before expire_after runs out, once "
+        "per expiry, e.g. 1d",
     )
     retention: Duration | None = Field(
         default=None, description="how long an expired sandbox is kept before removal"
@@ -703,6 +745,7 @@ class NotificationEvent(StrEnum):
     DEPLOYMENT_STARTED = "DEPLOYMENT_STARTED"
     DEPLOYMENT_SUCCEEDED = "DEPLOYMENT_SUCCEEDED"
     DEPLOYMENT_FAILED = "DEPLOYMENT_FAILED"
+    SANDBOX_EXPIRING = "SANDBOX_EXPIRING"
     SANDBOX_EXPIRED = "SANDBOX_EXPIRED"
 
 
@@ -712,13 +755,56 @@ class WebhookFormat(StrEnum):
     TEAMS = "teams"
 
 
+_EMAIL_ADDRESS = re.compile(r"[^@\s<>,;\"']{1,64}@[A-Za-z0-9.-]{1,255}")
+
+
+def _check_email_address(value: str) -> str:
+    if not _EMAIL_ADDRESS.fullmatch(value):
+        raise ValueError(f"{value!r} is not a plain e-mail address (write name@example.com)")
+    return value
+
+
+EmailAddress = Annotated[str, AfterValidator(_check_email_address)]
+
+
+class Email(Frozen):
+    """An SMTP server to send notices through (plain text and HTML in one message)."""
+
+    host: Host = Field(description="the SMTP server")
+    port: Port = Field(default=587, description="default 587 (submission)")
+    starttls: bool = Field(
+        default=True,
+        description="upgrade the connection with STARTTLS, verifying the server's certificate "
+        "against the reconciler host's trust store; false only for a relay without "
+        "credentials",
+    )
+    sender: EmailAddress = Field(description="the From address")
+    to: list[EmailAddress] = Field(min_length=1, description="recipients")
+    username: SecretRef | None = Field(
+        default=None, description="SMTP login, as a reference (with password)")
+    password: SecretRef | None = Field(
+        default=None, description="SMTP password, as a reference (with username)")
+
+    @model_validator(mode="after")
+    def _login(self) -> Email:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both 'username' and 'password' (references), or neither")
+        if self.username is not None and not self.starttls:
+            raise ValueError("credentials are sent only over STARTTLS: remove "
+                             "'starttls: false' or the credentials")
+        return self
+
+
 class Notification(Frozen):
-    """Where to announce deployments: an incoming webhook (Slack, Microsoft Teams, or JSON)."""
+    """Where to announce deployments: an incoming webhook (Slack, Microsoft Teams, or JSON) or
+    e-mail over SMTP."""
 
     name: Name
-    webhook: SecretRef = Field(
-        description="the webhook URL, as a reference: such URLs carry their own token"
+    webhook: SecretRef | None = Field(
+        default=None,
+        description="the webhook URL, as a reference: such URLs carry their own token",
     )
+    email: Email | None = Field(default=None, description="send by e-mail instead")
     format: WebhookFormat = WebhookFormat.JSON
     events: list[NotificationEvent] = Field(
         default_factory=lambda: list(NotificationEvent),
@@ -728,6 +814,12 @@ class Notification(Frozen):
         default_factory=list,
         description="only these sandboxes (shell patterns like 'QA-*'; default: all)",
     )
+
+    @model_validator(mode="after")
+    def _one_channel(self) -> Notification:
+        if (self.webhook is None) == (self.email is None):
+            raise ValueError("a notification has exactly one of 'webhook' or 'email'")
+        return self
 
 
 class NotificationsFile(Frozen):

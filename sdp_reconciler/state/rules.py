@@ -422,8 +422,16 @@ def secrets_are_references(state: LoadedState) -> Iterator[Problem]:
     references: list[tuple[Document, tuple[str | int, ...], SecretRef]] = []  # type: ignore[type-arg]
     if state.notifications is not None:
         for index, notification in enumerate(state.notifications.model.notifications):
-            references.append((state.notifications, ("notifications", index, "webhook"),
-                               notification.webhook))
+            if notification.webhook is not None:
+                references.append((state.notifications, ("notifications", index, "webhook"),
+                                   notification.webhook))
+            email = notification.email
+            logins = (("username", email.username), ("password", email.password)) if email \
+                else ()
+            for key, login in logins:
+                if login is not None:
+                    references.append((state.notifications,
+                                       ("notifications", index, "email", key), login))
     for document in state.environments.values():
         model = document.model
         for variable, value in model.variables.items():

@@ -23,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.history import History
 from sdp_reconciler.state.hostconfig import find_host_config
-from sdp_reconciler.web import account, pages, stream
+from sdp_reconciler.web import account, pages, prom, stream
 from sdp_reconciler.web.context import PageContext
 from sdp_reconciler.web.guard import SecurityHeaders, SessionGuard
 from sdp_reconciler.web.hub import EventHub
@@ -51,6 +51,7 @@ def routes() -> list[Route | Mount]:
         Route("/login", account.login, methods=["POST"]),
         Route("/logout", account.logout, methods=["POST"]),
         Route("/healthz", account.healthz),
+        Route("/metrics", prom.metrics),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
 
@@ -87,10 +88,13 @@ def create_app(
 
     app = Starlette(
         routes=routes(),
-        middleware=[Middleware(SecurityHeaders), Middleware(SessionGuard, sessions=sessions)],
+        middleware=[Middleware(SecurityHeaders), Middleware(
+            SessionGuard, sessions=sessions,
+            metrics_token=env.get("SDP_METRICS_TOKEN") or None)],
         lifespan=lifespan,
     )
     app.state.context = context
+    app.state.prometheus = prom.registry_for(history, lambda: context.hub.open_streams)
     # Forwarded headers are believed only from proxies the host names (reconciler.yaml
     # page.trusted_proxies): otherwise anyone could pick the address the login throttle counts.
     try:

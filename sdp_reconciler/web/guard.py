@@ -14,6 +14,7 @@ logout is never served from cache.
 
 from __future__ import annotations
 
+import hmac
 from urllib.parse import quote, urlsplit
 
 from starlette.datastructures import MutableHeaders
@@ -52,15 +53,25 @@ def same_origin(request: Request) -> bool:
 
 
 class SessionGuard:
-    def __init__(self, app: ASGIApp, sessions: SessionStore) -> None:
+    """``metrics_token``: ``/metrics`` also answers ``Authorization: Bearer <it>`` (a scraper
+    has no session); None: only a session."""
+
+    def __init__(self, app: ASGIApp, sessions: SessionStore,
+                 metrics_token: str | None = None) -> None:
         self.app = app
         self.sessions = sessions
+        self._metrics_token = metrics_token.encode() if metrics_token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
         request = Request(scope)
+        if scope["path"] == "/metrics" and self._metrics_token is not None:
+            given = request.headers.get("authorization", "").encode()
+            if hmac.compare_digest(given, b"Bearer " + self._metrics_token):
+                await self.app(scope, receive, send)
+                return
         token = request.cookies.get(COOKIE)
         session = self.sessions.get(token)
         if session is None:

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.web import catalog, queries
+from sdp_reconciler.web.charts import resource_views, sandbox_loads
 from sdp_reconciler.web.context import PageContext
 from sdp_reconciler.web.nodes import survey
 from sdp_reconciler.web.rendering import render
@@ -46,8 +47,12 @@ async def _gather(function: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 def _overview(context: PageContext) -> dict[str, Any]:
     history = context.history
+    sandboxes = sandbox_summaries(queries.status_rows(history), context.state.sandboxes())
+    healths = {s.name: [line.health for line in ([s.gateway] if s.gateway else []) + s.services]
+               for s in sandboxes}
     return {
-        "sandboxes": sandbox_summaries(queries.status_rows(history), context.state.sandboxes()),
+        "sandboxes": sandboxes,
+        "loads": sandbox_loads(healths, queries.latest_samples(history)),
         "state_problem": context.state.problem(),
         "last_pass": queries.last_pass(history),
         "last_event_id": queries.last_event_id(history),
@@ -79,6 +84,7 @@ def _sandbox(context: PageContext, name: str) -> dict[str, Any] | None:
     return {
         "sandbox": summaries[0],
         "deployments": deployment_views(deployments, events),
+        "resources": resource_views(queries.samples(history, name)),
         "pass_started_at": deployments[0]["pass_started_at"] if deployments else None,
         "logs": queries.recent_logs(history, name, limit=context.settings.log_lines),
         "last_event_id": last_event_id,

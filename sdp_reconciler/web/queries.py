@@ -63,8 +63,25 @@ def change_marker(history: History) -> tuple[Any, ...]:
     row = history.query(
         "SELECT (SELECT COUNT(*) FROM status) AS n, (SELECT MAX(updated_at) FROM status) AS s,"
         " (SELECT MAX(id) FROM passes) AS p, (SELECT MAX(finished_at) FROM passes) AS f,"
-        " (SELECT MAX(completed_at) FROM deployments) AS d")[0]
-    return (row["n"], row["s"], row["p"], row["f"], row["d"])
+        " (SELECT MAX(completed_at) FROM deployments) AS d,"
+        " (SELECT MAX(id) FROM samples) AS m")[0]
+    return (row["n"], row["s"], row["p"], row["f"], row["d"], row["m"])
+
+
+def samples(history: History, sandbox: str, *, limit: int = 120) -> list[Row]:
+    """The last ``limit`` samples of each service of ``sandbox``, oldest first."""
+    return history.query(
+        "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY service ORDER BY at DESC) "
+        "AS n FROM samples WHERE sandbox = ?) WHERE n <= ? ORDER BY service, at",
+        (sandbox, limit))
+
+
+def latest_samples(history: History) -> list[Row]:
+    """The latest sample of every container, by sandbox."""
+    return history.query(
+        "SELECT s.* FROM samples s JOIN (SELECT container, MAX(at) AS at FROM samples "
+        "GROUP BY container) l ON s.container = l.container AND s.at = l.at "
+        "ORDER BY s.sandbox, s.service")
 
 
 def status_rows(history: History, sandbox: str | None = None) -> list[Row]:

@@ -142,7 +142,9 @@ def sandbox_yaml(name: str, *, account_branch: str | None, extra: str = "") -> s
 
 
 def build_stack(root: Path, installation: str, make_agent: Any, make_repo: Any,
-                images: dict[str, str], canary: Any) -> Stack:
+                images: dict[str, str], canary: Any,
+                micro_settings: dict[str, Any] | None = None) -> Stack:
+    """``micro_settings``: more node.yaml settings of the MICRO agent."""
     ocp = {name: OcpStandIn(f"ocp-{name}") for name in SERVICES}
     for stand_in in ocp.values():
         stand_in.start()
@@ -162,7 +164,7 @@ def build_stack(root: Path, installation: str, make_agent: Any, make_repo: Any,
         revision="erangel develop", ocp_urls={n: s.url_for_containers for n, s in ocp.items()}))
     micro = make_agent(name="micro-1", repositories=[
         {"name": s, "url": urls[s], "kind": "go", "image": images["micro"],
-         "health_timeout_seconds": 20} for s in SERVICES])
+         "health_timeout_seconds": 20} for s in SERVICES], **(micro_settings or {}))
     gateway = make_agent(name="gateway-1", node_type="GATEWAY", reload_command=[],
                          repositories=[{
                              "name": "erangel", "url": urls["erangel"], "kind": "php",

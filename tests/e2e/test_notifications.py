@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
 from tests.e2e.stack import Stack, sandbox_yaml
 from tests.node.test_credentials import find_canary
 from tests.support.agents import free_port
+from tests.support.smtp import SmtpReceiver
 from tests.support.webhook import WebhookReceiver
 
 NOTIFICATIONS = """\
@@ -49,3 +53,56 @@ def test_deployments_are_announced_and_a_dead_webhook_fails_nothing(stack: Stack
             message["text"]
         for _, body in hook.received + slack.received:
             assert find_canary(repr(body).encode()) == []
+
+
+EXPIRING = """\
+notifications:
+  - name: qa-json
+    webhook: {env: SDP_SECRET_TEST_WEBHOOK}
+    events: [SANDBOX_EXPIRING]
+  - name: qa-mail
+    email:
+      host: 127.0.0.1
+      port: %d
+      sender: sdp@example.invalid
+      to: [qa@example.invalid]
+      username: {env: SDP_SECRET_TEST_SMTP_USER}
+      password: {env: SDP_SECRET_TEST_SMTP_PASSWORD}
+"""
+
+
+def test_an_expiry_warning_arrives_once_by_webhook_and_mail(stack: Stack, tmp_path: Path) -> None:
+    stack.write("sandboxes/QA-E.yaml", sandbox_yaml("QA-E", account_branch="main"))
+    stack.commit_state("a sandbox")
+    assert stack.reconcile("once").code == 0
+    # Its file was last changed 20 hours ago and it expires after a day: due in 4 hours. A
+    # history of its own, so that the deploy just made is not the sandbox's last activity.
+    last = (datetime.now(UTC) - timedelta(hours=20)).isoformat(timespec="seconds")
+    stack.write("sandboxes/QA-E.yaml", sandbox_yaml(
+        "QA-E", account_branch="main",
+        extra="lifecycle:\n  expire_after: 1d\n  warn_before: 6h\n"))
+    stack.commit_state("it expires a day after its last activity", date=last)
+    history = tmp_path / "other-history.sqlite"
+    with WebhookReceiver() as hook, SmtpReceiver(tmp_path) as smtp:
+        stack.write("notifications.yaml", EXPIRING % smtp.port)
+        env = {"SDP_SECRET_TEST_WEBHOOK": hook.url, "SSL_CERT_FILE": str(smtp.ca_file),
+               "SDP_SECRET_TEST_SMTP_USER": smtp.username,
+               "SDP_SECRET_TEST_SMTP_PASSWORD": smtp.password}
+        first = stack.reconcile("once", env=env, history=history)
+        assert first.code == 0, first.output
+        assert "Sandbox QA-E expires on" in first.stderr
+        ((_, warning),) = hook.received
+        assert warning["event"] == "SANDBOX_EXPIRING" and warning["sandbox"] == "QA-E"
+        assert warning["file"] == "sandboxes/QA-E.yaml"
+        assert "To keep it, touch its file: commit any change to sandboxes/QA-E.yaml" \
+            in warning["text"]
+        (mail,) = smtp.messages
+        assert mail["Subject"] == "[SDP] Sandbox expires soon: QA-E"
+        assert "commit any change to sandboxes/QA-E.yaml" in mail.get_body(
+            ("plain",)).get_content()  # type: ignore[union-attr]
+        again = stack.reconcile("once", env=env, history=history)
+        assert again.code == 0, again.output
+        assert len(hook.received) == 1 and len(smtp.raw) == 1  # once per expiry
+        for raw in smtp.raw:
+            assert smtp.password.encode() not in raw
+            assert find_canary(raw) == []

@@ -155,7 +155,18 @@ class InMemoryNodes:
             head_errors=dict(head_errors or {}),
             environments=dict(environments or {}),
             environment_errors=dict(environment_errors or {}),
+            committed_routes=self.routes_of_heads(heads),
         )
+
+    def routes_of_heads(self, heads: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+        """Gateway commit -> its values, for every head of a gateway repository (what
+        ``observing.gateway_commit_routes`` asks the gateway's agent for)."""
+        found: dict[str, dict[str, str]] = {}
+        for repository, values in self.committed_routes.items():
+            for commit in heads.get(repository, {}).values():
+                found[commit] = dict(self.committed_routes_at.get(commit, values))
+        found.update({c: dict(v) for c, v in self.committed_routes_at.items()})
+        return found
 
     def gateway(self, container: str) -> ObservedGateway | None:
         found = [n.gateways[container] for n in self.nodes.values() if container in n.gateways]

@@ -263,18 +263,22 @@ CASES = [
              (A.REMOVE, S, ACCOUNT, f"(routed to target {STAGING})"),
              (A.REMOVE, N, NET, "no service of the sandbox runs on this node any more"),
          ]),
-    Case("service switched from OCP to a branch: deployed, then routed",
+    Case("service switched from OCP to a branch: deployed, then routed, and the other "
+         "services told (PAYMENT_URL)",
          qa(payment=branch("main")), lambda: converged(BASE), [
+             (A.UPDATE, S, ACCOUNT, "spec changed: env PAYMENT_URL"),
              (A.CREATE, S, "sandbox-qa-payment", "new in the sandbox"),
              (A.UPDATE, R, GW, "routes changed: payment_url OCP→http://10.0.0.1:9002"),
          ]),
     Case("service added to the sandbox", qa(user=branch("main")), lambda: converged(BASE), [
+        (A.UPDATE, S, ACCOUNT, "spec changed: env USER_URL"),
         (A.CREATE, S, "sandbox-qa-user", "new in the sandbox"),
         (A.UPDATE, R, GW, "routes changed: user_url OCP→http://10.0.0.1:9002"),
     ]),
     Case("service removed from the sandbox: its key goes back to the commit's value",
          Desired(by_name(sandbox("qa", {"account": branch("main")}))),
          lambda: converged(qa(user=branch("main"))), [
+             (A.UPDATE, S, ACCOUNT, "spec changed: env USER_URL"),
              (A.UPDATE, R, GW, "user_url http://10.0.0.1:9002→OCP"),
              (A.REMOVE, S, "sandbox-qa-user", "service removed from the sandbox"),
          ]),
@@ -420,7 +424,7 @@ def test_gateway_update_without_service_deploys_has_no_dependencies() -> None:
 
 def test_route_to_a_new_service_waits_for_its_deploy_and_keeps_ocp_on_failure() -> None:
     result = plan_pass(qa(payment=branch("main")), converged(BASE)).plan
-    deploy, routes = result.changes
+    _account, deploy, routes = result.changes
     assert isinstance(routes.step, SetRoutes)
     assert routes.step.routes == {"account": ACCOUNT_URL, "payment": "http://10.0.0.1:9002"}
     assert routes.routes == (RouteChoice(

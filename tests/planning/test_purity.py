@@ -150,6 +150,9 @@ def big_installation() -> InMemoryNodes:
     installation.nodes[GATEWAY_NODE] = replace(gateway, node=gateway.node.model_copy(
         update={"ports": gateway.node.ports.model_copy(update={"last": 8479})}  # type: ignore[union-attr]
     ))
+    # the gateway's commit carries a <key>_url for every service it routes
+    installation.committed_routes["erangel"] = {
+        s: f"https://{s}.ocp.company.invalid" for s in SERVICES}
     return installation
 
 

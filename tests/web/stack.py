@@ -109,7 +109,9 @@ def php_gateway(url: str, images: dict[str, str]) -> dict[str, Any]:
 
 
 def build_stack(root: Path, *, installation: str, git_server: GitServer,
-                images: dict[str, str], canary: Credentials) -> WebStack:
+                images: dict[str, str], canary: Credentials,
+                micro_settings: dict[str, Any] | None = None) -> WebStack:
+    """``micro_settings``: more node.yaml settings of the MICRO agent."""
     account, account_url = _repo(git_server, "account")
     commit_files(account, branch="main", message="main",
                  files=go_service_files(service="account", revision="account main"))
@@ -125,7 +127,7 @@ def build_stack(root: Path, *, installation: str, git_server: GitServer,
         root, name="micro-1", installation=installation, node_type="MICRO",
         repositories=[{"name": "account", "url": account_url, "kind": "go",
                        "image": images["micro"], "health_timeout_seconds": 20}],
-        go_cache=str(GO_CACHE))
+        go_cache=str(GO_CACHE), **(micro_settings or {}))
     gateway = AgentProcess.create(
         root, name="gateway-1", installation=installation, node_type="GATEWAY",
         repositories=[php_gateway(erangel_url, images)], reload_command=[],
