@@ -49,10 +49,12 @@ from sdp_node.protocol import (
     LABEL_SANDBOX,
     LABEL_SPEC,
     ApplyRequest,
+    CaptureDatabase,
     ContainerSpec,
     DeployGateway,
     DeployService,
     DeployState,
+    DropCapturedSource,
     DropDatabase,
     DropRabbitmqVhost,
     DropRedisUser,
@@ -158,7 +160,8 @@ class Converger:
             case RemoveNetwork():
                 return self.remove_network(step, context)
             case EnsureDatabase() | RecloneDatabase() | DropDatabase() | EnsureRedisUser() \
-                    | DropRedisUser() | EnsureRabbitmqVhost() | DropRabbitmqVhost():
+                    | DropRedisUser() | EnsureRabbitmqVhost() | DropRabbitmqVhost() \
+                    | CaptureDatabase() | DropCapturedSource():
                 raise BadRequest(f"{step.action} is a data step: INFRA nodes run them, this "
                                  f"node is a {self.config.type.value} node")
             case _:
@@ -503,7 +506,8 @@ def _container_of(step: Step) -> str | None:
         case EnsureNetwork() | RemoveNetwork():
             return None
         case EnsureDatabase() | RecloneDatabase() | DropDatabase() | EnsureRedisUser() \
-                | DropRedisUser() | EnsureRabbitmqVhost() | DropRabbitmqVhost():
+                | DropRedisUser() | EnsureRabbitmqVhost() | DropRabbitmqVhost() \
+                | CaptureDatabase() | DropCapturedSource():
             return None
         case _:
             assert_never(step)

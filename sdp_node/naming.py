@@ -110,6 +110,23 @@ class ResourceNames:
         half-made database under the real name."""
         return self.database(sandbox, entry) + STAGING_SUFFIX
 
+    def captured_source(self, source: str) -> str:
+        """The template database of a source SDP captured from a sandbox: ``sandbox__src_qa``.
+        The double ``_`` keeps it apart from every sandbox database (a slug never starts with
+        ``_``); ``captured_problem`` checks ``source`` first."""
+        return f"{self.prefix}__src_{slug(source)}".replace("-", "_")
+
+    def captured_problem(self, source: str) -> str | None:
+        """Why ``source`` cannot name a captured source, or None."""
+        problem = name_problem(source)
+        if problem:
+            return f"source name: {problem}"
+        database = self.captured_source(source)
+        if len(database) > DATABASE_NAME_MAX:
+            return (f"source name {source!r} makes database {database!r} of {len(database)} "
+                    f"characters; at most {DATABASE_NAME_MAX}: shorten it")
+        return None
+
     def redis_user(self, sandbox: str, entry: str) -> str:
         """Redis ACL user of a sandbox's data entry; its keys start with ``redis_key_prefix``."""
         return f"{self.prefix}-{slug(sandbox)}-{slug(entry)}"

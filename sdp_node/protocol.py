@@ -211,6 +211,11 @@ class DataSourceInfo(Wire):
     problem: str | None = Field(
         default=None, description="why a clone from it would fail now (missing, busy, ...)"
     )
+    captured_from: str | None = Field(
+        default=None, description="a source SDP captured (CaptureDatabase): the sandbox and "
+        "entry it was copied from, 'SANDBOX/ENTRY'; None for node.yaml's sources"
+    )
+    created_at: datetime | None = None
 
 
 class DataServerInfo(Wire):
@@ -439,6 +444,27 @@ class DropDatabase(_DataStep):
     database: str
 
 
+class CaptureDatabase(_DataStep):
+    """Copy a sandbox's database into a new template source ``source`` owned by SDP's
+    administrator (database ``template`` = ``ResourceNames.captured_source(source)``), which
+    later ``EnsureDatabase`` steps may name. The sandbox's own sessions on its database are
+    ended for the copy; a name that is already a source or a database is refused."""
+
+    action: Literal["capture_database"] = "capture_database"
+    database: str
+    source: str
+    template: str
+
+
+class DropCapturedSource(_DataStep):
+    """Drop a source SDP captured (never one of node.yaml's, never a database SDP did not
+    make); ``sandbox``/``service`` are the entry it was captured from, as observed."""
+
+    action: Literal["drop_captured_source"] = "drop_captured_source"
+    source: str
+    template: str
+
+
 class EnsureRedisUser(_EnsureData):
     """A Redis ACL user allowed only the keys and channels starting with ``key_prefix``."""
 
@@ -470,19 +496,20 @@ class DropRabbitmqVhost(_DataStep):
 
 DataStep = (
     EnsureDatabase | RecloneDatabase | DropDatabase | EnsureRedisUser | DropRedisUser
-    | EnsureRabbitmqVhost | DropRabbitmqVhost
+    | EnsureRabbitmqVhost | DropRabbitmqVhost | CaptureDatabase | DropCapturedSource
 )
 """The steps of an INFRA node (a plain union, for ``isinstance``)."""
 DATA_STEP_TYPES = (
     EnsureDatabase, RecloneDatabase, DropDatabase, EnsureRedisUser, DropRedisUser,
-    EnsureRabbitmqVhost, DropRabbitmqVhost,
+    EnsureRabbitmqVhost, DropRabbitmqVhost, CaptureDatabase, DropCapturedSource,
 )
 
 
 Step = Annotated[
     EnsureNetwork | DeployService | DeployGateway | SetRoutes | StopContainer | StartContainer
     | RemoveContainer | RemoveNetwork | EnsureDatabase | RecloneDatabase | DropDatabase
-    | EnsureRedisUser | DropRedisUser | EnsureRabbitmqVhost | DropRabbitmqVhost,
+    | EnsureRedisUser | DropRedisUser | EnsureRabbitmqVhost | DropRabbitmqVhost
+    | CaptureDatabase | DropCapturedSource,
     Field(discriminator="action"),
 ]
 
@@ -526,6 +553,7 @@ class Stage(StrEnum):
     STOP = "stop container"
     REMOVE = "remove"
     CLONE = "clone database"
+    CAPTURE = "capture database"
     DROP = "drop data"
 
 

@@ -20,10 +20,12 @@ from sdp_node.operations import Operation
 from sdp_node.protocol import (
     DATA_STEP_TYPES,
     ApplyRequest,
+    CaptureDatabase,
     DataServerInfo,
     DataSourceInfo,
     DataStep,
     DeployState,
+    DropCapturedSource,
     DropDatabase,
     DropRabbitmqVhost,
     DropRedisUser,
@@ -107,6 +109,12 @@ class DataAgent:
                 return self._done(step, context, changed, service)
             case DropDatabase():
                 return self._done(step, context, self._postgresql().drop(step, context), None)
+            case CaptureDatabase():
+                changed, service = self._postgresql().capture(step, context)
+                return self._done(step, context, changed, service)
+            case DropCapturedSource():
+                return self._done(step, context, self._postgresql().drop_source(step, context),
+                                  None)
             case EnsureRedisUser():
                 changed, service = self._redis().ensure(step, context)
                 return self._done(step, context, changed, service)

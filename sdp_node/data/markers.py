@@ -39,12 +39,15 @@ class Marker:
     spec_hash: str | None = None
     state: str = CREATING
     created_at: str | None = None
+    captured: str | None = None
+    """on a source SDP captured from (sandbox, service): the source's name"""
 
     @classmethod
     def new(cls, *, instance: str, node: str, sandbox: str, service: str,
-            source: str | None = None, spec_hash: str | None = None) -> Marker:
+            source: str | None = None, spec_hash: str | None = None,
+            captured: str | None = None) -> Marker:
         return cls(instance=instance, node=node, sandbox=sandbox, service=service,
-                   source=source, spec_hash=spec_hash,
+                   source=source, spec_hash=spec_hash, captured=captured,
                    created_at=datetime.now(UTC).isoformat(timespec="seconds"))
 
     def encode(self) -> str:

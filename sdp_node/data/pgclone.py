@@ -35,6 +35,7 @@ from psycopg import errors, sql
 from sdp_node.data.checks import check_names
 from sdp_node.data.hashing import check_password, scram_sha256
 from sdp_node.data.markers import Marker, Owner
+from sdp_node.data.pgcapture import Captures
 from sdp_node.data.pgowner import hand_over
 from sdp_node.data.postgres import (
     APPLICATION_NAME,
@@ -49,10 +50,12 @@ from sdp_node.dataconfig import PostgresServer, PostgresSource
 from sdp_node.errors import BadRequest, Conflict
 from sdp_node.naming import STAGING_SUFFIX, ResourceNames
 from sdp_node.protocol import (
+    CaptureDatabase,
     DataKind,
     DataServerInfo,
     DataSourceInfo,
     DataState,
+    DropCapturedSource,
     DropDatabase,
     EnsureDatabase,
     ObservedDataService,
@@ -71,6 +74,7 @@ class PostgresData:
         self.admin = PgAdmin(server)
         self.names = names
         self.owner = owner
+        self.captures = Captures(server, self.admin, names=names, owner=owner)
 
     # -- observe ---------------------------------------------------------------------------------
 
@@ -81,7 +85,7 @@ class PostgresData:
             with self.admin.connect() as connection:
                 version = self.admin.version(connection)
                 sources = [self.admin.source_info(connection, n) for n in sorted(
-                    self.server.sources)]
+                    self.server.sources)] + self.captures.listed(connection)
                 services = self._services(connection)
         except (DataServerError, psycopg.Error) as e:
             return info.model_copy(update={"problem": str(e)}), [], []
@@ -160,10 +164,10 @@ class PostgresData:
             -> tuple[bool, ObservedDataService]:
         """Ensure (clone unless a complete one exists) or re-clone; (changed, state after)."""
         self._check_names(step.sandbox, step.service, step.database)
-        source = self.server.source(step.source)
         password = check_password(step.password)
         name, staging = step.database, step.database + STAGING_SUFFIX
         with self.admin.connect() as connection:
+            source = self.captures.source(connection, step.source)
             role = self._own_role(connection, name, step.sandbox, step.service)
             database = self._own_database(connection, name, name, exists_role=role is not None)
             leftover = self._own_database(connection, staging, name, exists_role=role is not None)
@@ -324,6 +328,26 @@ class PostgresData:
         database = self.admin.database(connection, name)
         staging = self.admin.database(connection, name + STAGING_SUFFIX) is not None
         return self._observed(role, database, staging=staging)
+
+    def capture(self, step: CaptureDatabase, context: StepContext)\
+            -> tuple[bool, ObservedDataService]:
+        """Copy the sandbox's complete database into a new source (``pgcapture``); the
+        sandbox's database as it is left, unchanged."""
+        self._check_names(step.sandbox, step.service, step.database)
+        with self.admin.connect() as connection:
+            role = self._own_role(connection, step.database, step.sandbox, step.service)
+            database = self._own_database(connection, step.database, step.database,
+                                          exists_role=role is not None)
+            if role is None or database is None or database.marker is None \
+                    or not database.marker.is_ready:
+                raise Conflict(f"sandbox {step.sandbox!r} entry {step.service!r} has no "
+                               f"complete database {step.database} on this node to capture")
+            changed = self.captures.capture(step, connection, context)
+            return changed, self._state(connection, step.database)
+
+    def drop_source(self, step: DropCapturedSource, context: StepContext) -> bool:
+        with self.admin.connect() as connection:
+            return self.captures.drop(step, connection, context)
 
     def drop(self, step: DropDatabase, context: StepContext) -> bool:
         """Drop the database, a staging copy and the role, if they are SDP's; role last, so

@@ -354,6 +354,8 @@ def _audit_label(change: Change, result: StepResult | None) -> str:
 def _action_label(change: Change) -> str:
     if change.subject is Subject.ROUTES:
         return "routes"
+    if change.subject is Subject.SOURCE:
+        return "drop source" if change.action is Action.REMOVE else "capture source"
     if change.action is Action.REMOVE:
         return f"remove {change.subject.value}"
     return f"{change.action.value} {change.subject.value}"

@@ -110,6 +110,14 @@ def _add_history(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
     )
 
 
+def _add_lease_wait(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lease-wait", type=float, metavar="SECONDS", default=None,
+        help="how long to wait for another reconciler's lease on the INFRA node (default: the "
+        "lease time limit plus 10 s); 0 fails at once",
+    )
+
+
 def _add_apply_options(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
     parser.add_argument(
         "--allow-prune", action="store_true", default=False if top else argparse.SUPPRESS,
@@ -302,14 +310,29 @@ def _add_editing_commands(
     to.add_argument("--target", metavar="URL", help="route to this http(s) URL")
     route.set_defaults(handler=_lazy("cli.editing", "cmd_route"))
 
-    snap = commands_parser(commands, "snapshot", help="capture a sandbox as a template "
-                           "pinning its running commits", description="Write templates/NAME."
-                           "yaml pinning the commits SANDBOX runs now (from the history), its "
-                           "routes, and environments/NAME.yaml copying its environment; "
-                           "recreate it later with 'sdp-reconcile new X --from NAME'.")
+    snap = commands_parser(
+        commands, "snapshot", help="capture a sandbox as a template pinning its running "
+        "commits (and, with --data, its database)", description="Write templates/NAME.yaml "
+        "pinning the commits SANDBOX runs now (from the history), its routes and data "
+        "entries, and environments/NAME.yaml copying its environment; recreate it later with "
+        "'sdp-reconcile new X --from NAME'. With --data ENTRY, also copy the sandbox's "
+        "PostgreSQL database of that entry, as it is now, into a new source on its INFRA node "
+        "(named NAME, or --as SOURCE), through the node's lease like a pass, recorded in the "
+        "history and the audit as 'capture source'; the template's ENTRY then clones from it "
+        "(from: SOURCE, node: its INFRA node). The sandbox's own sessions on its database are "
+        "ended for the copy (its services reconnect); a foreign session stops it after the "
+        "node's busy_timeout_seconds, named. A SOURCE the node already offers, or an existing "
+        "database of that name, is refused; so is a database that is not ready: nothing is "
+        "captured or written then. Drop a captured source with 'sdp-reconcile drop-source "
+        "SOURCE' (docs/infra.md).")
     snap.add_argument("sandbox", metavar="SANDBOX")
-    snap.add_argument("name", metavar="NAME")
+    snap.add_argument("name", metavar="NAME", help="the template (and default source) name")
+    snap.add_argument("--data", metavar="ENTRY", help="a postgresql entry of the sandbox's "
+                      "data: (e.g. db) whose database becomes a new source")
+    snap.add_argument("--as", dest="source", metavar="SOURCE", help="the new source's name "
+                      "(default: NAME); letters, digits and single '-' or '_'")
     _add_history(snap)
+    _add_lease_wait(snap)
     snap.set_defaults(handler=_lazy("cli.editing", "cmd_snapshot"))
 
     history = commands.add_parser(
@@ -339,6 +362,19 @@ def _add_editing_commands(
     migrate.add_argument("--to", dest="target", required=True, metavar="URL",
                          help="the store to fill (its schema is created or migrated first)")
     migrate.set_defaults(handler=_lazy("cli.historycmd", "cmd_migrate"))
+    drop = commands_parser(
+        commands, "drop-source", help="drop a source 'snapshot --data' captured",
+        description="Drop the template database of SOURCE, a source SDP captured with "
+        "'snapshot --data', through its INFRA node's lease, recorded in the history and the "
+        "audit as 'drop source'. Refused for a source of node.yaml (the administrator's: SDP "
+        "never drops a database it did not make) and while a sandbox of the state still "
+        "clones from it (from: SOURCE). Sandboxes already cloned from it keep their copies.")
+    drop.add_argument("source", metavar="SOURCE")
+    drop.add_argument("--node", metavar="NODE", help="the INFRA node (needed only when two "
+                      "list the source)")
+    _add_history(drop)
+    _add_lease_wait(drop)
+    drop.set_defaults(handler=_lazy("cli.editing", "cmd_drop_source"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -49,6 +49,8 @@ class Subject(StrEnum):
     DATABASE = "database"
     REDIS_USER = "redis user"
     RABBITMQ_VHOST = "rabbitmq vhost"
+    SOURCE = "source"
+    """a PostgreSQL source SDP captured from a sandbox (``snapshot --data``, ``drop-source``)"""
 
     @property
     def is_data(self) -> bool:

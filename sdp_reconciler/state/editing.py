@@ -187,9 +187,13 @@ def set_route(state_dir: Path, sandbox: str, service: str, *, branch: str | None
     return _write_checked(state_dir, path, _dump(document))
 
 
-def snapshot(state_dir: Path, sandbox: str, name: str, history: History) -> list[Path]:
+def snapshot(state_dir: Path, sandbox: str, name: str, history: History, *,
+             captured: Mapping[str, tuple[str, str]] | None = None) -> list[Path]:
     """A template ``name`` pinning the sandbox's running commits, with a copy of its
-    environment: the sandbox can be recreated from it later (``new --from NAME``)."""
+    environment and its data entries: the sandbox can be recreated from it later (``new
+    --from NAME``). ``captured`` maps a PostgreSQL entry to the (source, INFRA node) its
+    database was captured as (``snapshot --data``): that entry clones from it there."""
+    captured = dict(captured or {})
     state = load_state(state_dir, host=host_rules())
     _check_name("snapshot", name)
     if name in state.templates:
@@ -225,6 +229,18 @@ def snapshot(state_dir: Path, sandbox: str, name: str, history: History) -> list
         else:
             services[service_name] = CommentedMap(use_ocp=True)
     document["services"] = services
+    if resolved.data:
+        data = CommentedMap()
+        for entry_name, item in sorted(resolved.data.items()):
+            dumped = item.entry.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+            if entry_name in captured and "postgresql" in dumped:
+                copy, infra = captured.pop(entry_name)
+                dumped["postgresql"] = {**dumped["postgresql"], "from": copy, "node": infra}
+            data[entry_name] = dumped
+        document["data"] = data
+    if captured:
+        raise SdpError(f"sandbox {sandbox!r} has no PostgreSQL data entry "
+                       f"{', '.join(sorted(captured))}")
     if environment is not None:
         source = state.environments[environment].path
         env_document = _yaml().load(source.read_text())

@@ -1,7 +1,7 @@
-"""The canary sweep: the sandbox passwords the reconciler sends, and the administrators'
-passwords, appear in no agent log, event, SSE byte, operation summary, observation, workspace
-file or process argv, and reach the servers only as hashes (PostgreSQL's statement log, the
-Redis ACL file and MONITOR, RabbitMQ's logs)."""
+"""The canary sweep (clones, a re-clone, a captured source, drops): the sandbox passwords the
+reconciler sends, and the administrators' passwords, appear in no agent log, event, SSE byte,
+operation summary, observation, workspace file or process argv, and reach the servers only as
+hashes (PostgreSQL's statement log, the Redis ACL file and MONITOR, RabbitMQ's logs)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ from sdp_testbed.dataservers import DataServers
 from sdp_testbed.waiting import wait_for
 from tests.support.agents import AgentProcess
 from tests.support.data import (
+    capture_db,
     drop_cache,
     drop_db,
     drop_queue,
+    drop_source,
     ensure_cache,
     ensure_db,
     ensure_queue,
@@ -87,7 +89,7 @@ def test_generated_and_admin_passwords_appear_nowhere(
     rabbit_logs = {p: p.stat().st_size for p in data_servers.rabbitmq.log.glob("*.log")}
 
     monitored: list[str] = []
-    monitor_client = redis_admin(data_servers)
+    monitor_client = redis_admin(data_servers, socket_timeout=None)
     monitor = monitor_client.monitor().__enter__()  # MONITOR is on once this returns
 
     def watch() -> None:
@@ -103,9 +105,11 @@ def test_generated_and_admin_passwords_appear_nowhere(
     raw_sse = bytearray()
     with Sweep(sandbox_passwords + admins) as sweep:
         steps = [ensure_db("S1", db), ensure_db("S2", db, source="qa-dump"),
-                 reclone_db("S1", db, source="qa-dump"), ensure_cache("S1", cache),
+                 reclone_db("S1", db, source="qa-dump"), capture_db("S2", "canary-src"),
+                 ensure_db("S4", db, source="canary-src"), ensure_cache("S1", cache),
                  ensure_queue("S1", queue), ensure_db("S3", db, source="missing"),
-                 drop_db("S1"), drop_db("S2"), drop_cache("S1"), drop_queue("S1")]
+                 drop_db("S1"), drop_db("S2"), drop_db("S4"),
+                 drop_source("canary-src", sandbox="S2"), drop_cache("S1"), drop_queue("S1")]
         lease = client.acquire_lease("canary", 300)
         operation = client.apply(lease_id=lease.id, steps=steps, requested_by="canary",
                                  credentials=None)
@@ -128,7 +132,7 @@ def test_generated_and_admin_passwords_appear_nowhere(
     agent.stop()
 
     results = [r for o in client_operations(summaries) for r in o]
-    assert results.count(True) == 9 and results.count(False) == 1, summaries[:2000]
+    assert results.count(True) == 13 and results.count(False) == 1, summaries[:2000]
     assert sweep.samples > 5
     assert sweep.argv_hits == []
     assert sweep.hits(bytes(raw_sse)) == []

@@ -4,8 +4,10 @@ vendored from Debian, through the sandbox's gateway.
 
 ``sdp-reconcile --once`` clones the snapshot before the service starts, the Go service reads the
 snapshot's row through the injected ``DB_*`` settings, ``reset`` re-clones, deleting the sandbox
-drops the database after its container; the derived password is in the container's
-environment and nowhere else SDP writes (output, history, labels, agent logs, state files).
+drops the database after its container; ``snapshot --data`` captures a sandbox's changed
+database as a new source that a new sandbox clones (and ``drop-source`` drops it); the derived
+password is in the container's environment and nowhere else SDP writes (output, history,
+labels, agent logs, state files).
 """
 
 from __future__ import annotations
@@ -184,3 +186,85 @@ def test_a_sandbox_whose_clone_fails_gets_no_service_and_heals_on_the_next_pass(
     assert healed.code == 0, healed.output
     url = gateway_urls(healed.stdout)[SANDBOX]
     assert row_through_gateway(url)["row"] == snapshot.row
+
+
+def test_snapshot_captures_a_sandbox_s_database_that_a_new_sandbox_clones(
+    stack: Stack, infra: AgentProcess, data_servers: DataServers,  # noqa: F811
+    snapshot: Snapshot, docker_client: docker.DockerClient,  # noqa: F811
+) -> None:
+    commit_files(stack.repos["account"], branch="feature/db", base="main", message="db",
+                 files=row_reader_files(service="account", revision="account db 1"))
+    stack.write(f"sandboxes/{SANDBOX}.yaml", SANDBOX_YAML)
+    stack.commit_state("a sandbox with a database")
+    names = ResourceNames(PREFIX)
+    first = stack.reconcile("once")
+    assert first.code == 0, first.output
+    # The server is shared with other test runs: compare this run's databases only.
+    def ours() -> set[str]:
+        return {d for d in databases(data_servers) if d.startswith(f"{PREFIX}_")}
+
+    before = ours()
+    with pg_admin(data_servers, names.database(SANDBOX, "db")) as connection:
+        connection.execute("UPDATE accounts SET email = 'bug@qa.invalid' WHERE email = %s",
+                           (snapshot.row,))
+
+    # A clash with a source of node.yaml is refused: nothing written, nothing captured.
+    clash = stack.reconcile("snapshot", SANDBOX, "QA-WITH-BUG", "--data", "db",
+                            "--as", "qa-snapshot")
+    assert clash.code == 1 and "already offers a source 'qa-snapshot'" in clash.output
+    assert not (stack.state / "templates" / "QA-WITH-BUG.yaml").exists()
+    assert ours() == before
+
+    captured = stack.reconcile("snapshot", SANDBOX, "QA-WITH-BUG", "--data", "db")
+    assert captured.code == 0, captured.output
+    assert "+ source QA-WITH-BUG on infra-1" in captured.output
+    template = names.captured_source("QA-WITH-BUG")
+    assert ours() == before | {template}
+    written = (stack.state / "templates" / "QA-WITH-BUG.yaml").read_text()
+    assert "from: QA-WITH-BUG" in written and "node: infra-1" in written, written
+    assert ("capture source", "db", "SUCCESS") in audit(stack)
+
+    made = stack.reconcile("new", "QA-DB2", "--from", "QA-WITH-BUG")
+    assert made.code == 0, made.output
+    stack.commit_state("a sandbox from the snapshot")
+    second = stack.reconcile("once")
+    assert second.code == 0, second.output
+    assert f"+ database {names.database('QA-DB2', 'db')} on infra-1 (from QA-WITH-BUG)" \
+        in second.output
+    url = gateway_urls(second.stdout)["QA-DB2"]
+    assert row_through_gateway(url)["row"] == "bug@qa.invalid"
+
+    passwords = [dict(e.split("=", 1) for e in c.attrs["Config"]["Env"])["DB_PASSWORD"]
+                 for c in docker_client.containers.list(filters={"label": [
+                     f"sdp.instance={stack.installation}", "sdp.service=account"]})]
+    assert len(passwords) == 2
+
+    # Still cloned from: refused. Once no sandbox names it, it goes; nothing else does.
+    busy = stack.reconcile("drop-source", "QA-WITH-BUG")
+    assert busy.code == 1 and "still the from: of QA-DB2/db" in busy.output, busy.output
+    mine = stack.reconcile("drop-source", "qa-snapshot")
+    assert mine.code == 1 and "node.yaml's, not one SDP captured" in mine.output, mine.output
+    for name in ("sandboxes/QA-DB2.yaml", f"sandboxes/{SANDBOX}.yaml",
+                 "templates/QA-WITH-BUG.yaml"):
+        stack.delete(name)
+    stack.commit_state("done with both")
+    gone = stack.reconcile("once", "--allow-prune")
+    assert gone.code == 0, gone.output
+    dropped = stack.reconcile("drop-source", "QA-WITH-BUG")
+    assert dropped.code == 0 and "dropped source 'QA-WITH-BUG'" in dropped.output, \
+        dropped.output
+    assert ("drop source", "db", "SUCCESS") in audit(stack)
+    assert ours() == before - {names.database(SANDBOX, "db")}
+
+    # The canary: no generated password in what SDP printed, recorded or logged.
+    places = {
+        "output": "".join(r.output for r in (first, clash, captured, made, second, busy, mine,
+                                             gone, dropped)),
+        "history": history_text(stack),
+        "agent logs": "".join(a.log_path.read_text(errors="replace")
+                              for a in (stack.micro, stack.gateway, infra)),
+        "state files": "".join(p.read_text(errors="replace") for p in stack.state.rglob("*")
+                               if p.is_file() and ".git" not in p.parts),
+    }
+    assert [(w, i) for w, text in places.items() for i, pw in enumerate(passwords)
+            if pw in text] == []

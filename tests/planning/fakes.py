@@ -33,6 +33,7 @@ from sdp_node.protocol import (
     LABEL_SANDBOX,
     LABEL_SERVICE,
     LABEL_SPEC,
+    CaptureDatabase,
     ContainerSpec,
     DataKind,
     DataServerInfo,
@@ -42,6 +43,7 @@ from sdp_node.protocol import (
     DeployGateway,
     DeployService,
     DeployState,
+    DropCapturedSource,
     DropDatabase,
     DropRabbitmqVhost,
     DropRedisUser,
@@ -247,6 +249,10 @@ class InMemoryNodes:
                 return None
             case DropRabbitmqVhost():
                 node.data_services.pop((DataKind.RABBITMQ, step.vhost), None)
+                return None
+            case CaptureDatabase():  # the sandbox's database stays as it is
+                return node.data_services.get((DataKind.POSTGRESQL, step.database))
+            case DropCapturedSource():
                 return None
         existing = node.data_services.get((kind, name))
         if existing is not None and existing.state is DataState.READY \

@@ -97,6 +97,37 @@ def test_snapshot_pins_running_commits_and_copies_the_environment(
     history.close()
 
 
+def test_snapshot_keeps_the_data_entries_and_points_a_captured_one_at_its_source(
+    state: Path, tmp_path: Path
+) -> None:
+    nodes = state / "nodes.yaml"
+    nodes.write_text(nodes.read_text() + "  - name: infra-1\n    type: INFRA\n"
+                     "    agent_url: http://127.0.0.1:3455\n    address: 127.0.0.1\n"
+                     "    public_address: 127.0.0.1\n")
+    source = state / "sandboxes" / "QA-LOGIN-ERROR.yaml"
+    source.write_text(source.read_text() + "data:\n  store: {postgresql: {from: qa-snapshot, "
+                      "env: {host: PGHOST}}}\n  cache: {redis: {}}\n")
+    history = History(tmp_path / "h.sqlite")
+    history.set_status([
+        StatusRow(sandbox="QA-LOGIN-ERROR", service=s, node="n", sync="InSync",
+                  health="Healthy", reason="UpToDate", applied_commit=c * 40)
+        for s, c in (("account", "a"), ("gateway", "b"))], sandboxes={"QA-LOGIN-ERROR"})
+    before = {p: p.read_bytes() for p in state.rglob("*") if p.is_file()}
+    with pytest.raises(SdpError, match="no PostgreSQL data entry nope"):
+        editing.snapshot(state, "QA-LOGIN-ERROR", "QA-BUG", history,
+                         captured={"nope": ("qa-bug", "infra-1")})
+    assert {p: p.read_bytes() for p in state.rglob("*") if p.is_file()} == before
+    editing.snapshot(state, "QA-LOGIN-ERROR", "QA-BUG", history,
+                     captured={"store": ("qa-bug", "infra-1")})
+    editing.new_sandbox(state, "QA-AGAIN", template="QA-BUG", branches={})
+    again = resolve_sandbox(load_state(state), "QA-AGAIN")
+    db, cache = again.data["store"].entry, again.data["cache"].entry
+    assert (db.kind.value, db.source, db.node) == ("postgresql", "qa-bug", "infra-1")
+    assert db.postgresql is not None and db.postgresql.env.host == "PGHOST"
+    assert cache.kind.value == "redis" and cache.node is None
+    history.close()
+
+
 def test_the_commands_say_what_they_wrote(state: Path) -> None:
     done = subprocess.run([str(CLI), "new", "QA-9", "--from", "QA-DEFAULT", "--branch",
                            "account=feature/z", "--state", str(state)],

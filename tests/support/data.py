@@ -27,6 +27,8 @@ from sdp_node.data.markers import Marker, Owner
 from sdp_node.data.redisacl import registry_key
 from sdp_node.naming import STAGING_SUFFIX
 from sdp_node.protocol import (
+    CaptureDatabase,
+    DropCapturedSource,
     DropDatabase,
     DropRabbitmqVhost,
     DropRedisUser,
@@ -64,10 +66,13 @@ def pg_login(servers: DataServers, *, user: str, password: str, database: str)\
                            dbname=database, autocommit=True, connect_timeout=5)
 
 
-def redis_admin(servers: DataServers) -> redis.Redis:
+def redis_admin(servers: DataServers, *, socket_timeout: float | None = 5) -> redis.Redis:
+    """``socket_timeout=None`` for MONITOR, which waits between commands (redis-py 8 reads
+    with a 5 s limit by default and ends the stream after a quiet spell)."""
     server = servers.redis
     return redis.Redis(host=server.host, port=server.port, username=server.admin_user,
-                       password=server.admin_password, decode_responses=True)
+                       password=server.admin_password, decode_responses=True,
+                       socket_timeout=socket_timeout)
 
 
 def redis_login(servers: DataServers, *, user: str, password: str) -> redis.Redis:
@@ -212,6 +217,17 @@ def drop_db(sandbox: str, *, service: str = "db") -> DropDatabase:
                         database=NAMES.database(sandbox, service))
 
 
+def capture_db(sandbox: str, source: str, *, service: str = "db") -> CaptureDatabase:
+    return CaptureDatabase(step_id=_id(), sandbox=sandbox, service=service,
+                           database=NAMES.database(sandbox, service), source=source,
+                           template=NAMES.captured_source(source))
+
+
+def drop_source(source: str, *, sandbox: str = "S1", service: str = "db") -> DropCapturedSource:
+    return DropCapturedSource(step_id=_id(), sandbox=sandbox, service=service, source=source,
+                              template=NAMES.captured_source(source))
+
+
 def ensure_cache(sandbox: str, password: str, *, service: str = "cache") -> EnsureRedisUser:
     user = NAMES.redis_user(sandbox, service)
     return EnsureRedisUser(step_id=_id(), sandbox=sandbox, service=service, user=user,
@@ -262,6 +278,13 @@ def _cleanup_postgres(servers: DataServers, installation: str, nodes: list[str])
             for database in (role + STAGING_SUFFIX, role):
                 drop_now(connection, database)
             connection.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        # Sources the installation captured: owned by the administrator, marked "captured".
+        databases = connection.execute(
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database").fetchall()
+        for database, comment in databases:
+            marker = Marker.decode(comment)
+            if marker is not None and marker.instance == installation and marker.captured:
+                drop_now(connection, database)
 
 
 def _cleanup_redis(servers: DataServers, installation: str, nodes: list[str]) -> None:
