@@ -42,20 +42,24 @@ from sdp_node.errors import (
     BadRequest,
     Conflict,
     ContainerError,
+    CrashedOnStart,
     HealthCheckFailed,
     ImageMissing,
     NodeError,
 )
 from sdp_node.protocol import (
+    ASIDE_SUFFIX,
     LABEL_INSTANCE,
     LABEL_MANAGED,
     LABEL_NODE,
+    NEXT_SUFFIX,
     ContainerStats,
     ObservedContainer,
     ObservedNetwork,
 )
 
-ASIDE_SUFFIX = "--previous"
+__all__ = ["ASIDE_SUFFIX", "NEXT_SUFFIX"]  # re-exported: the agent's names for them
+
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 Runtime = tuple[datetime | None, int, str | None]
 """started at, restart count, health"""
@@ -219,7 +223,7 @@ class Engine:
                     restart_count=restart_count,
                     health=health,
                     image=summary.get("Image", ""),
-                    aside=name.endswith(ASIDE_SUFFIX),
+                    aside=name.endswith((ASIDE_SUFFIX, NEXT_SUFFIX)),
                 )
             )
         return sorted(observed, key=lambda c: c.name)
@@ -508,6 +512,18 @@ class Engine:
         except APIError as e:
             raise ContainerError(f"cannot stop container {ident!r}: {e.explanation}") from e
 
+    def join_alias(self, ident: str, network: str, alias: str) -> None:
+        """Give the container ``alias`` on ``network`` (Docker sets aliases only when a
+        container connects: it leaves the network and joins again with it; its published port
+        comes back with it)."""
+        try:
+            self.api.disconnect_container_from_network(ident, network)
+            self.api.connect_container_to_network(ident, network, aliases=[alias])
+        except APIError as e:
+            raise ContainerError(
+                f"cannot give container {ident[:12]} the alias {alias!r} on {network!r}: "
+                f"{e.explanation}") from e
+
     def rename(self, ident: str, new_name: str) -> None:
         try:
             self.api.rename(ident, new_name)
@@ -534,12 +550,12 @@ class Engine:
         return int(code if code is not None else -1), output.decode("utf-8", "replace")
 
     def probe(self, port: int, path: str, *, timeout: float = 2.0) -> tuple[bool, str]:
-        """One GET of ``path`` on the published port: (healthy, "HTTP 200" or why not)."""
+        """One GET of ``path`` on the published port: (healthy = 2xx, "HTTP 200" or why not)."""
         host = "127.0.0.1" if self.config.publish_address in ("0.0.0.0", "") else \
             self.config.publish_address
         try:
             with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout) as answer:
-                return answer.status < 400, f"HTTP {answer.status}"
+                return 200 <= answer.status < 300, f"HTTP {answer.status}"
         except urllib.error.HTTPError as e:
             return False, f"HTTP {e.code}"
         except (urllib.error.URLError, OSError) as e:
@@ -555,28 +571,42 @@ class Engine:
                     for name, (healthy, text) in zip(targets, results, strict=True)}
 
     def wait_healthy(
-        self, ident: str, *, name: str, port: int, path: str, timeout: float, log: Log
-    ) -> None:
-        """Poll ``path`` on the published port until it answers below 400 or time runs out."""
+        self, ident: str, *, name: str, port: int, path: str, timeout: float, log: Log,
+        successes: int = 1,
+    ) -> str:
+        """Poll ``path`` on the published port until it answered 2xx ``successes`` times in a
+        row; the last answer. A container that exits, or that Docker restarts (its restart
+        policy hides a crash), fails at once with ``CrashedOnStart``: nobody waits out the
+        timeout for a process that is gone. Time running out is ``HealthCheckFailed``."""
         deadline = time.monotonic() + timeout
         delay = 0.05
         last = "no answer yet"
+        streak = 0
         while True:
             details = self._inspect(ident)
             state = (details or {}).get("State", {})
-            if details is None or state.get("Status") in ("exited", "dead"):
-                raise HealthCheckFailed(
-                    f"container {name!r} exited with code {state.get('ExitCode')} before "
-                    f"answering on {path}"
+            restarts = int((details or {}).get("RestartCount", 0) or 0)
+            if details is None or state.get("Status") in ("exited", "dead", "restarting") \
+                    or restarts > 0:
+                code = state.get("ExitCode")
+                how = f"exited with code {code}" if not restarts else \
+                    f"exited (code {code}) and was restarted {restarts} time(s)"
+                raise CrashedOnStart(
+                    f"container {name!r} {how} before it was healthy on {path}",
+                    answer=last,
                 )
             healthy, last = self.probe(port, path)
-            if healthy:
-                log(f"health check {path} answered {last.removeprefix('HTTP ')}")
-                return
+            streak = streak + 1 if healthy else 0
+            if streak >= successes:
+                log(f"health check {path} answered {last.removeprefix('HTTP ')}"
+                    + (f" {streak} times in a row" if successes > 1 else ""))
+                return last
             if time.monotonic() >= deadline:
                 raise HealthCheckFailed(
-                    f"container {name!r} did not answer {path} on port {port} within "
-                    f"{timeout:.0f}s (last: {last})"
+                    f"container {name!r} did not answer {path} on port {port} with 2xx"
+                    + (f" {successes} times in a row" if successes > 1 else "")
+                    + f" within {timeout:.0f}s (last: {last})", answer=last,
                 )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
+            time.sleep(0.05 if healthy else delay)
+            if not healthy:
+                delay = min(delay * 1.5, 0.5)

@@ -1,9 +1,10 @@
 """Port allocation: explicit ports honoured, the rest allocated, none ever given to two owners.
 
 ``allocate`` is pure. A (sandbox, service) keeps, in this order: the port its state file names;
-its allocation in ``ports.yaml``; the port its running container is labelled with (``sdp.port``:
-so a fresh CI clone without ``ports.yaml`` allocates nothing that is in use); else the lowest
-free port of its node's range. A port counts as used while any allocation, any container of
+the port its container is labelled with (``sdp.port``: where it serves now — a zero-drop
+switch moves a service to a spare port of its node — and so a fresh CI clone without
+``ports.yaml`` allocates nothing that is in use); its allocation in ``ports.yaml``; else the
+lowest free port of its node's range. A port counts as used while any allocation, any container of
 this installation or any explicit claim holds it. An allocation nobody wants any more is kept
 until its node confirms the container is gone (the node is reachable and shows no container
 for it): only then is the port free again.
@@ -54,6 +55,8 @@ def _observed_ports(world: World) -> dict[tuple[str, str], tuple[str, int]]:
         if view.observation is None:
             continue
         for container in view.observation.containers:
+            if container.aside:
+                continue  # a switch's previous or unconfirmed instance: not where it lives
             labels = container.labels
             port = labels.get(LABEL_PORT, "")
             if port.isdigit() and LABEL_SANDBOX in labels and LABEL_SERVICE in labels:
@@ -107,10 +110,12 @@ def allocate(
                 continue
             same = kept if kept and kept.node == node and kept.port == explicit else None
             result[key] = same or Allocation(sandbox, service, node, explicit, now)
+        elif seen is not None and seen[0] == node:
+            # The port it serves on: a switch moves a service to a spare port.
+            same = kept if kept and kept.node == node and kept.port == seen[1] else None
+            result[key] = same or Allocation(sandbox, service, node, seen[1], now)
         elif kept is not None and kept.node == node:
             result[key] = kept
-        elif seen is not None and seen[0] == node:
-            result[key] = Allocation(sandbox, service, node, seen[1], now)
         else:
             free = _lowest_free(world, node, used[node], cursor)
             if free is None:

@@ -44,6 +44,7 @@ from sdp_node.protocol import (
     RemoveContainer,
     RemoveNetwork,
     RepositoryInfo,
+    RetireContainer,
     SetRoutes,
     StartContainer,
     Step,
@@ -147,6 +148,8 @@ class InMemoryNodes:
                     continue
                 for change in changes:
                     step = change.step
+                    if phase is Phase.CLEANUP and outcome.failed_steps() & set(change.after):
+                        continue  # as the Applier: a retire waits for its deploy and routes
                     if phase is Phase.ROUTES:
                         step = settle_routes(change, outcome.failed_steps())
                     outcome.results[step.step_id] = self.run(node, step, failing=failing)
@@ -181,6 +184,8 @@ class InMemoryNodes:
             node.containers.pop(step.container + "--previous", None)
             node.gateways.pop(step.container, None)
             node.last_applied.pop(step.container, None)
+        elif isinstance(step, RetireContainer):
+            node.containers.pop(step.container + "--previous", None)
         elif isinstance(step, RemoveNetwork):
             node.networks.pop(step.network, None)
         else:  # pragma: no cover - Step is a closed union
@@ -195,6 +200,12 @@ class InMemoryNodes:
         if isinstance(step, DeployService):
             assert step.network == DEFAULT_NAMES.network(spec.sandbox)
             assert step.network in node.networks, f"{step.network} missing on {node.node.name}"
+        current = node.containers.get(spec.container)
+        if current is not None and current.state == "running" and \
+                current.labels.get(LABEL_PORT) != str(spec.port):
+            # A switch: the previous instance keeps serving until it is retired.
+            aside = spec.container + "--previous"
+            node.containers[aside] = current.model_copy(update={"name": aside, "aside": True})
         node.containers[spec.container] = observed_container(
             node.labels(), spec, image=node.repositories[spec.repository].image, id=self._id())
         node.last_applied[spec.container] = dict(spec.public_spec)
