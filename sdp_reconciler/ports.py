@@ -31,7 +31,8 @@ from sdp_reconciler.models import PortAllocation
 from sdp_reconciler.placement import Placement
 from sdp_reconciler.world import Allocation, World
 
-__all__ = ["Allocation", "allocate", "release", "same_allocations", "write_ports_file"]
+__all__ = ["Allocation", "allocate", "follow", "release", "same_allocations",
+           "write_ports_file"]
 
 HEADER = (
     "yaml-language-server: $schema=../schemas/ports.schema.json\n"
@@ -156,6 +157,17 @@ def _lowest_free(world: World, node: str, used: set[int], cursor: dict[str, int]
 def release(allocations: list[Allocation], removed: set[tuple[str, str]]) -> list[Allocation]:
     """Allocations without those whose containers a node confirmed removed."""
     return [a for a in allocations if (a.sandbox, a.service) not in removed]
+
+
+def follow(allocations: list[Allocation], ports: dict[tuple[str, str], int], *,
+           now: datetime) -> list[Allocation]:
+    """Allocations moved to the ports their services were deployed on (a switch)."""
+    out = []
+    for allocation in allocations:
+        port = ports.get((allocation.sandbox, allocation.service), allocation.port)
+        out.append(allocation if port == allocation.port else Allocation(
+            allocation.sandbox, allocation.service, allocation.node, port, now))
+    return out
 
 
 def same_allocations(a: Iterable[Allocation], b: Iterable[PortAllocation]) -> bool:

@@ -16,7 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sdp_node.naming import GATEWAY
-from sdp_node.protocol import LABEL_SANDBOX, LABEL_SERVICE, Credentials, OperationEvent
+from sdp_node.protocol import (
+    LABEL_SANDBOX,
+    LABEL_SERVICE,
+    Credentials,
+    DeployService,
+    OperationEvent,
+    RetireContainer,
+)
 from sdp_reconciler import credentials as creds
 from sdp_reconciler.agents import pinned_client
 from sdp_reconciler.applying import Applier, ApplyOutcome
@@ -37,7 +44,13 @@ from sdp_reconciler.observing import (
 from sdp_reconciler.placement import Placement, place
 from sdp_reconciler.plan import Action, Change, Plan, Subject
 from sdp_reconciler.planning import Restart, plan
-from sdp_reconciler.ports import allocate, release, same_allocations, write_ports_file
+from sdp_reconciler.ports import (
+    allocate,
+    follow,
+    release,
+    same_allocations,
+    write_ports_file,
+)
 from sdp_reconciler.redaction import SECRETS
 from sdp_reconciler.resolve import ResolvedSandbox, resolve_all
 from sdp_reconciler.status import retired_rows, status_rows
@@ -234,8 +247,14 @@ def run(
         removed = {
             (c.sandbox, c.service) for c in prepared.plan.changes
             if c.action is Action.REMOVE and c.service and result.outcome.ok(c)
+            and not isinstance(c.step, RetireContainer)
         }
-        remaining = release(prepared.allocations, removed)
+        switched = {
+            (c.sandbox, c.service): c.step.spec.port for c in prepared.plan.changes
+            if isinstance(c.step, DeployService) and c.service and result.outcome.ok(c)
+        }
+        remaining = follow(release(prepared.allocations, removed), switched,
+                           now=datetime.now(UTC))
         if remaining != prepared.allocations:
             write_ports_file(ports_path, remaining)
         rows = status_rows(

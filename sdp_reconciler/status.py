@@ -174,8 +174,9 @@ def status_rows(
                     row, sync="OutOfSync", reason=failure.reason.value,
                     health="Degraded" if observed is not None and observed.state == "running"
                     else "Unhealthy", attempted_commit=failure.commit,
-                    message=failure_message(failure.message, failure.health_answer,
-                                            failure.log_tail, remembered=True),
+                    message=failure_message(
+                        f"commit {failure.commit[:7]}: {failure.message}",
+                        failure.health_answer, failure.log_tail, remembered=True),
                 )
             routes = route_changes.get(name) if service == GATEWAY else None
             if routes is not None and not blocked and row.sync == "InSync":
