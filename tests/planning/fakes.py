@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sdp_node.naming import DEFAULT_NAMES, GATEWAY
@@ -35,10 +36,12 @@ from sdp_node.protocol import (
     DeployService,
     DeployState,
     EnsureNetwork,
+    FailureReason,
     NodeInfo,
     NodeType,
     Observation,
     ObservedContainer,
+    ObservedFailure,
     ObservedGateway,
     ObservedNetwork,
     RemoveContainer,
@@ -70,6 +73,8 @@ class InMemoryNode:
     networks: dict[str, ObservedNetwork] = field(default_factory=dict)
     gateways: dict[str, ObservedGateway] = field(default_factory=dict)
     last_applied: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failures: dict[str, ObservedFailure] = field(default_factory=dict)
+    """container -> the failed deploy the agent remembers (see ``remember_failure``)"""
     unreachable: str | None = None
 
     def labels(self, **extra: str) -> dict[str, str]:
@@ -89,6 +94,7 @@ class InMemoryNode:
             gateways=[self.gateways[k] for k in sorted(self.gateways)],
             last_applied={k: dict(v) for k, v in sorted(self.last_applied.items())},
             operations_in_flight=[],
+            failures=[self.failures[k] for k in sorted(self.failures)],
         )
         return NodeView(node=self.node, observation=observation,
                         repositories=dict(self.repositories))
@@ -209,6 +215,7 @@ class InMemoryNodes:
         node.containers[spec.container] = observed_container(
             node.labels(), spec, image=node.repositories[spec.repository].image, id=self._id())
         node.last_applied[spec.container] = dict(spec.public_spec)
+        node.failures.pop(spec.container, None)
         if gateway:
             assert isinstance(step, DeployGateway)
             committed = self.committed_routes_at.get(
@@ -252,6 +259,15 @@ class InMemoryNodes:
                 node.gateways[container] = gateway.model_copy(update={
                     "live_routes": {**gateway.live_routes,
                                     **{k.removesuffix("_url"): v for k, v in urls.items()}}})
+
+    def remember_failure(self, node: str, spec: ContainerSpec,
+                         reason: FailureReason = FailureReason.HEALTH_CHECK_FAILED) -> None:
+        """What the agent keeps after a deploy of ``spec`` failed (build, crash, health)."""
+        self.nodes[node].failures[spec.container] = ObservedFailure(
+            container=spec.container, sandbox=spec.sandbox, service=spec.service,
+            commit=spec.commit, spec_hash=spec.attempt_key, reason=reason,
+            message="did not answer /healthz (last: HTTP 500)", health_answer="HTTP 500",
+            log_tail=["listening on :8080"], at=datetime(2026, 12, 1, tzinfo=UTC))
 
     def put(self, node: str, container: ObservedContainer) -> None:
         self.nodes[node].containers[container.name] = container
