@@ -51,7 +51,7 @@ from common import (
 from psycopg import sql
 
 from sdp_node.protocol import DropDatabase, EnsureDatabase, Secret
-from sdp_reconciler.node_client import NodeClient
+from sdp_reconciler.observe.node_client import NodeClient
 from sdp_testbed.dataservers import PG_BIN, DataServers, ensure_started
 from tests.support.data import (
     Snapshot,

@@ -244,15 +244,15 @@ def import_time(repeat: int = 5) -> dict[str, float]:
         return statistics.median(samples)
 
     bare = timed("pass")
-    full = timed("import sdp_reconciler.cli, sdp_reconciler.commands, "
-                 "sdp_reconciler.reconcile")
+    full = timed("import sdp_reconciler.cli.main, sdp_reconciler.cli.commands, "
+                 "sdp_reconciler.apply.reconcile")
     return {"python_bare": round(bare, 4), "python_with_sdp_imports": round(full, 4),
             "imports_only": round(full - bare, 4)}
 
 
 def in_process_phases(stack: SdpStack, repeat: int = 3) -> dict[str, Any]:
     """The same prepare()/run() the CLI calls, with their parts wrapped by timers."""
-    from sdp_reconciler import reconcile
+    from sdp_reconciler.apply import reconcile
     from sdp_reconciler.history import History
 
     timings: dict[str, list[float]] = {}
@@ -380,7 +380,7 @@ def cprofile_once(stack: SdpStack) -> dict[str, Any]:
     """cProfile of one whole `sdp-reconcile once` process (imports included)."""
     profile = stack.bench.workdir / "once.prof"
     command = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m",
-               "sdp_reconciler.cli", "once", "--state", str(stack.state),
+               "sdp_reconciler.cli.main", "once", "--state", str(stack.state),
                "--history", str(stack.history)]
     done = subprocess.run(command, env=stack.env, capture_output=True, text=True,
                           cwd=stack.bench.workdir)

@@ -61,15 +61,15 @@ from sdp_node.protocol import (
     RepositoryKind,
     Secret,
 )
-from sdp_reconciler import models
-from sdp_reconciler.models import GatewaySpec, Lifecycle, PortAllocation, ServiceSpec
-from sdp_reconciler.placement import Placement, place
-from sdp_reconciler.plan import Plan
-from sdp_reconciler.planning import plan
-from sdp_reconciler.ports import Allocation, allocate
-from sdp_reconciler.resolve import ResolvedGateway, ResolvedSandbox, ResolvedService
-from sdp_reconciler.sources import Location
-from sdp_reconciler.world import NodeView, ResolvedEnvironment, World
+from sdp_reconciler.planner.placement import Placement, place
+from sdp_reconciler.planner.plan import Plan
+from sdp_reconciler.planner.planning import plan
+from sdp_reconciler.planner.ports import Allocation, allocate
+from sdp_reconciler.planner.world import NodeView, ResolvedEnvironment, World
+from sdp_reconciler.state import models
+from sdp_reconciler.state.models import GatewaySpec, Lifecycle, PortAllocation, ServiceSpec
+from sdp_reconciler.state.resolve import ResolvedGateway, ResolvedSandbox, ResolvedService
+from sdp_reconciler.state.sources import Location
 
 SERVICES = ("account", "payment", "user", "order", "notify")
 INSTALLATION = "bench"

@@ -5,7 +5,7 @@ was pushed to their own branch just before the clock starts, on a node that alre
 repository and a warm GOCACHE (the same directory for both):
 
 * **agent**: from ``POST /v1/apply`` (a ``DeployService`` step, through
-  ``sdp_reconciler.node_client.NodeClient``) to the step's RUNNING result on the SSE stream:
+  ``sdp_reconciler.observe.node_client.NodeClient``) to the step's RUNNING result on the SSE stream:
   dulwich fetch → tree per commit → ``go build`` → stop/rename aside → create/start → health
   → remove the old one. The lease is taken before and given back after the clock.
 * **by hand**: ``git fetch`` → ``git worktree add --detach`` → ``go build`` with the agent's
@@ -48,7 +48,7 @@ from common import (
 
 from sdp_node.naming import DEFAULT_NAMES
 from sdp_node.protocol import Credentials, DeployService, Secret
-from sdp_reconciler.node_client import NodeClient
+from sdp_reconciler.observe.node_client import NodeClient
 from sdp_testbed.go_service import go_service_files
 from sdp_testbed.repos import commit_files
 from tests.support.plans import deploy, run, spec

@@ -1,0 +1,8 @@
+"""The reconciler: converges SDP sandboxes to the state directory through the node agents.
+
+Layers, each a package whose ``__init__`` says what it owns and what it may import:
+``state`` (what the state directory says) → ``planner`` (pure: what should change) →
+``observe`` (what the nodes run) and ``apply`` (one pass, carried out by the agents), with
+``cli`` and ``web`` at the edge and ``access`` (who may change what) beside ``state``.
+``errors``, ``redaction`` and ``history`` are shared by all.
+"""

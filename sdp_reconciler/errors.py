@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sdp_reconciler.locations import Problem
+from sdp_reconciler.state.locations import Problem
 
 
 class SdpError(Exception):

@@ -124,6 +124,10 @@ def _redacted(values: Mapping[str, Any]) -> dict[str, Any]:
 MIGRATIONS: list[tuple[str, ...]] = [
     # 1: who runs a pass, so that the next pass can tell a dead one from a live one
     ("ALTER TABLE passes ADD COLUMN host TEXT", "ALTER TABLE passes ADD COLUMN pid INTEGER"),
+    # 2: which state commit and access.yaml permission (and role) authorised an audited change
+    ("ALTER TABLE audit ADD COLUMN state_commit TEXT",
+     "ALTER TABLE audit ADD COLUMN permission TEXT", "ALTER TABLE audit ADD COLUMN role TEXT",
+     "ALTER TABLE audit ADD COLUMN note TEXT"),
 ]
 """Schema changes after the first version, applied in order (PRAGMA user_version counts them)."""
 PRUNE_EVERY_SECONDS = 3600
@@ -295,6 +299,19 @@ class History:
                        (stamp.isoformat(timespec="milliseconds"),))
         return removed
 
+    def meta(self, key: str) -> str | None:
+        """A value the passes keep between them (e.g. the last state commit authorised)."""
+        rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0]["value"]) if rows else None
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        with self._write() as db:
+            if value is None:
+                db.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                           (key, value))
+
     def finish_pass(self, pass_id: int, *, status: str, summary: str) -> None:
         self._update("passes", pass_id, {"finished_at": now(), "status": status,
                                          "summary": summary})
@@ -309,6 +326,17 @@ class History:
 
     def add_event(self, **values: Any) -> int:
         return self._insert("events", {"at": values.pop("at", None) or now(), **values})
+
+    def add_refusal(self, *, sandbox: str, line: str, commit: str | None, permission: str,
+                    runner: str) -> bool:
+        """An audit row for a refused change, once per refusal line (a held change is judged
+        again every pass); True when it was new."""
+        if self.query("SELECT 1 FROM audit WHERE action = 'refused' AND sandbox = ? AND "
+                      "note = ?", (sandbox, line)):
+            return False
+        self.add_audit(action="refused", status="REFUSED", sandbox=sandbox, note=line,
+                       state_commit=commit, permission=permission, runner=runner)
+        return True
 
     def add_audit(self, **values: Any) -> int:
         return self._insert("audit", {"at": now(), **values})

@@ -15,10 +15,10 @@ Layers, pure first:
 * ``authorize`` is the integration surface (``authorize_range`` → ``AccessDecision``) and
   ``command`` is ``sdp-reconcile authorize``.
 
-Imports allowed from the rest of SDP: ``sdp_reconciler.models`` (``Frozen``, ``SCHEMA_BASE``,
-``url_problem``), ``sdp_reconciler.locations``, ``sdp_reconciler.sources``,
-``sdp_reconciler.errors``, and (for validation messages only) ``sdp_reconciler.loading``. Nothing
-in the pass (reconcile, planning, applying, status) or the page is imported here; they import
-this package. This ``__init__`` imports nothing, so ``loading`` can import ``access.model``
-without a cycle.
+Imports allowed from the rest of SDP: ``sdp_reconciler.state.models`` (``Frozen``,
+``SCHEMA_BASE``, ``url_problem``), ``sdp_reconciler.state.locations``,
+``sdp_reconciler.state.sources``, ``sdp_reconciler.errors``, and (for validation messages only)
+``sdp_reconciler.state.loading``. Nothing in the pass (reconcile, planning, applying, status)
+or the page is imported here; they import this package. This ``__init__`` imports nothing, so
+``loading`` can import ``access.model`` without a cycle.
 """

@@ -32,7 +32,7 @@ from enum import StrEnum
 from typing import Any
 
 from sdp_reconciler.access.model import ACCESS_FILE, Permission
-from sdp_reconciler.models import url_problem
+from sdp_reconciler.state.models import url_problem
 
 WHOLE_FILE = "(file)"
 YAML_SUFFIXES = (".yaml", ".yml")

@@ -37,7 +37,7 @@ from sdp_reconciler.access.changes import (
 from sdp_reconciler.access.facts import AccessVersion, CommitFacts, RangeFacts, SandboxUse
 from sdp_reconciler.access.model import ACCESS_FILE, AccessFile, access_problems
 from sdp_reconciler.errors import SdpError
-from sdp_reconciler.sources import MAX_FILE_BYTES, SourceDoc, SourceError, parse_source
+from sdp_reconciler.state.sources import MAX_FILE_BYTES, SourceDoc, SourceError, parse_source
 
 PORTS_FILE = "ports.yaml"
 _DIRECTORIES = ("sandboxes", "templates", "environments")

@@ -1,6 +1,6 @@
 """``state/access.yaml``: users, their roles, role overrides and whether commits must be signed.
 
-Pure data (pydantic, frozen, unknown keys forbidden), like ``sdp_reconciler.models``. Field
+Pure data (pydantic, frozen, unknown keys forbidden), like ``sdp_reconciler.state.models``. Field
 rules live in the models (an unknown role or permission, a user without roles, a malformed
 signing key); rules over the whole file live in ``access_problems`` (an email or a key used
 twice, an ADMIN override, no ADMIN at all), each placed at the key or value it is about. The
@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 
-from sdp_reconciler.locations import Problem
-from sdp_reconciler.models import SCHEMA_BASE, Frozen
+from sdp_reconciler.state.locations import Problem
+from sdp_reconciler.state.models import SCHEMA_BASE, Frozen
 
 if TYPE_CHECKING:  # only its type: sources.py also reads files, which this module never does
-    from sdp_reconciler.sources import SourceDoc
+    from sdp_reconciler.state.sources import SourceDoc
 
 ACCESS_FILE = "access.yaml"
 

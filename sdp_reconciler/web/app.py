@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.history import History
-from sdp_reconciler.hostconfig import find_host_config
+from sdp_reconciler.state.hostconfig import find_host_config
 from sdp_reconciler.web import account, pages, stream
 from sdp_reconciler.web.context import PageContext
 from sdp_reconciler.web.guard import SecurityHeaders, SessionGuard

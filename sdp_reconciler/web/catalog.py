@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sdp_reconciler.loading import LoadedState
-from sdp_reconciler.models import GatewaySpec, Resources, ServiceSpec
-from sdp_reconciler.resolve import ResolvedSandbox
+from sdp_reconciler.state.loading import LoadedState
+from sdp_reconciler.state.models import GatewaySpec, Resources, ServiceSpec
+from sdp_reconciler.state.resolve import ResolvedSandbox
 
 
 def describe_service(spec: ServiceSpec) -> str:

@@ -15,13 +15,13 @@ from typing import Protocol
 
 from sdp_node.protocol import Credentials, RepositoryKind, Secret
 from sdp_node.redact import Redactor
-from sdp_reconciler.agents import pinned_client
 from sdp_reconciler.errors import AgentError, AgentIdentityError, NodeUnreachable, SdpError
-from sdp_reconciler.hostconfig import require_host_config
-from sdp_reconciler.loading import LoadedState
-from sdp_reconciler.models import NodeType
-from sdp_reconciler.node_client import NodeClient
+from sdp_reconciler.observe.agents import pinned_client
+from sdp_reconciler.observe.node_client import NodeClient
 from sdp_reconciler.redaction import SECRETS
+from sdp_reconciler.state.hostconfig import require_host_config
+from sdp_reconciler.state.loading import LoadedState
+from sdp_reconciler.state.models import NodeType
 
 
 class LoginRefused(Exception):

@@ -24,14 +24,14 @@ from sdp_node.protocol import (
     LABEL_SERVICE,
     Credentials,
 )
-from sdp_reconciler import credentials as creds
-from sdp_reconciler.agents import pinned_client
 from sdp_reconciler.errors import SdpError
-from sdp_reconciler.hostconfig import HostConfig, require_host_config
-from sdp_reconciler.loading import LoadedState
-from sdp_reconciler.models import Node
-from sdp_reconciler.node_client import NodeClient
+from sdp_reconciler.observe import credentials as creds
+from sdp_reconciler.observe.agents import pinned_client
+from sdp_reconciler.observe.node_client import NodeClient
 from sdp_reconciler.redaction import SECRETS
+from sdp_reconciler.state.hostconfig import HostConfig, require_host_config
+from sdp_reconciler.state.loading import LoadedState
+from sdp_reconciler.state.models import Node
 
 
 class CappedTimeouts(httpx.HTTPTransport):

@@ -14,6 +14,8 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from sdp_reconciler.access.enforcement import roles_in_force
+
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 
@@ -65,9 +67,21 @@ _ENVIRONMENT = build_environment()
 
 def render(request: Request, name: str, *, status: int = 200, **context: Any) -> HTMLResponse:
     state = request.scope.get("state", {})
+    session = state.get("session")
     page = _ENVIRONMENT.get_template(name).render(
-        session=state.get("session"), path=request.url.path, **context)
+        session=session, path=request.url.path, roles=_roles(request, session), **context)
     return HTMLResponse(page, status_code=status)
+
+
+def _roles(request: Request, session: Any) -> str:
+    """What the signed-in user may change, as the last pass's access.yaml says."""
+    page = getattr(request.app.state, "context", None)
+    if session is None or page is None:
+        return ""
+    roles = roles_in_force(page.history, session.username)
+    if roles is None:
+        return "every permission (no access.yaml)"
+    return ", ".join(roles) if roles else "no role in access.yaml"
 
 
 def render_text(name: str, **context: Any) -> str:

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from sdp_reconciler.errors import SdpError
-from sdp_reconciler.hostconfig import host_rules
-from sdp_reconciler.loading import LoadedState, load_state
-from sdp_reconciler.resolve import ResolvedSandbox, resolve_all
+from sdp_reconciler.state.hostconfig import host_rules
+from sdp_reconciler.state.loading import LoadedState, load_state
+from sdp_reconciler.state.resolve import ResolvedSandbox, resolve_all
 
 Fingerprint = tuple[tuple[str, int, int], ...]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdp_node.naming import GATEWAY
-from sdp_reconciler.resolve import ResolvedSandbox
+from sdp_reconciler.state.resolve import ResolvedSandbox
 
 Row = dict[str, Any]
 UNKNOWN = "Unknown"

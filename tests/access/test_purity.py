@@ -68,7 +68,8 @@ def test_a_pure_module_imports_no_io(module: str) -> None:
                        if forbidden(i, NETWORK_PROCESS_DATABASE))
     assert offending == []
     assert not reached & IMPURE
-    assert "sdp_reconciler.loading" not in graph and "sdp_reconciler.sources" not in graph
+    assert "sdp_reconciler.state.loading" not in graph
+    assert "sdp_reconciler.state.sources" not in graph
 
 
 @pytest.mark.parametrize("module", PURE)
@@ -81,5 +82,6 @@ def test_the_pass_and_the_page_are_not_imported_by_access() -> None:
     for module in [*PURE, *IMPURE]:
         graph = runtime_graph(f"sdp_reconciler.access.{module}")
         assert not {m for m in graph if m.startswith((
-            "sdp_reconciler.reconcile", "sdp_reconciler.planning", "sdp_reconciler.applying",
-            "sdp_reconciler.status", "sdp_reconciler.web"))}, module
+            "sdp_reconciler.apply.reconcile", "sdp_reconciler.planner.planning",
+            "sdp_reconciler.apply.applying",
+            "sdp_reconciler.apply.status", "sdp_reconciler.web"))}, module

@@ -33,8 +33,13 @@ from sdp_node.protocol import (
     RepositoryKind,
     Secret,
 )
-from sdp_reconciler.applying import ApplyOutcome
-from sdp_reconciler.models import (
+from sdp_reconciler.apply.applying import ApplyOutcome
+from sdp_reconciler.planner.placement import Placement, place
+from sdp_reconciler.planner.plan import Action, Plan, Subject
+from sdp_reconciler.planner.planning import Restart, plan
+from sdp_reconciler.planner.ports import Allocation, allocate, release
+from sdp_reconciler.planner.world import ResolvedEnvironment, World
+from sdp_reconciler.state.models import (
     GatewaySpec,
     Lifecycle,
     Node,
@@ -44,13 +49,8 @@ from sdp_reconciler.models import (
     Resources,
     ServiceSpec,
 )
-from sdp_reconciler.placement import Placement, place
-from sdp_reconciler.plan import Action, Plan, Subject
-from sdp_reconciler.planning import Restart, plan
-from sdp_reconciler.ports import Allocation, allocate, release
-from sdp_reconciler.resolve import ResolvedGateway, ResolvedSandbox, ResolvedService
-from sdp_reconciler.sources import Location
-from sdp_reconciler.world import ResolvedEnvironment, World
+from sdp_reconciler.state.resolve import ResolvedGateway, ResolvedSandbox, ResolvedService
+from sdp_reconciler.state.sources import Location
 from tests.planning.fakes import InMemoryNodes
 
 KEY = b"planning-tests-spec-hash-key"

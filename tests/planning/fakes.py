@@ -54,10 +54,10 @@ from sdp_node.protocol import (
     StepResult,
     StopContainer,
 )
-from sdp_reconciler.applying import ApplyOutcome, settle_routes
-from sdp_reconciler.models import Node
-from sdp_reconciler.plan import PHASE_ORDER, Phase, Plan
-from sdp_reconciler.world import NodeView, ResolvedEnvironment, World
+from sdp_reconciler.apply.applying import ApplyOutcome, settle_routes
+from sdp_reconciler.planner.plan import PHASE_ORDER, Phase, Plan
+from sdp_reconciler.planner.world import NodeView, ResolvedEnvironment, World
+from sdp_reconciler.state.models import Node
 
 RUNNING = ("running", "restarting")
 

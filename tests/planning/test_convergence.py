@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sdp_node.naming import DEFAULT_NAMES, GATEWAY
-from sdp_reconciler.models import GatewaySpec, ServiceSpec
+from sdp_reconciler.state.models import GatewaySpec, ServiceSpec
 from tests.planning.builders import (
     HEADS,
     OCP,

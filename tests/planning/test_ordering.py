@@ -10,9 +10,17 @@ from __future__ import annotations
 import pytest
 
 from sdp_node.protocol import DeployGateway, SetRoutes, StopContainer
-from sdp_reconciler.applying import settle_routes
-from sdp_reconciler.models import NodeType
-from sdp_reconciler.plan import PHASE_ORDER, Action, Change, Phase, Plan, RouteChoice, Subject
+from sdp_reconciler.apply.applying import settle_routes
+from sdp_reconciler.planner.plan import (
+    PHASE_ORDER,
+    Action,
+    Change,
+    Phase,
+    Plan,
+    RouteChoice,
+    Subject,
+)
+from sdp_reconciler.state.models import NodeType
 from tests.planning.builders import (
     GATEWAY_NODE,
     HEADS,

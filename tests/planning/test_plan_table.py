@@ -27,10 +27,10 @@ from sdp_node.protocol import (
     ObservedContainer,
     SetRoutes,
 )
-from sdp_reconciler.models import GatewaySpec, NodeType, ServiceSpec
-from sdp_reconciler.plan import Action, Phase, Plan, RouteChoice, Subject
-from sdp_reconciler.sources import Location
-from sdp_reconciler.world import NodeView, World
+from sdp_reconciler.planner.plan import Action, Phase, Plan, RouteChoice, Subject
+from sdp_reconciler.planner.world import NodeView, World
+from sdp_reconciler.state.models import GatewaySpec, NodeType, ServiceSpec
+from sdp_reconciler.state.sources import Location
 from tests.planning.builders import (
     GATEWAY_NODE,
     HEADS,
@@ -549,7 +549,7 @@ def test_same_inputs_twice_give_equal_plans() -> None:
 
 @pytest.mark.parametrize("seed", range(5))
 def test_dict_and_list_order_of_the_inputs_does_not_change_the_plan(seed: int) -> None:
-    from sdp_reconciler.planning import plan
+    from sdp_reconciler.planner.planning import plan
 
     rng = random.Random(seed)
     desired, observed = busy()
@@ -613,7 +613,7 @@ def test_a_service_on_an_unreachable_node_is_not_moved_to_another_node() -> None
 
 
 def test_placement_does_not_depend_on_the_order_of_world_nodes() -> None:
-    from sdp_reconciler.placement import place
+    from sdp_reconciler.planner.placement import place
 
     micro2 = node("micro-2", NodeType.MICRO, "10.0.0.3", (9001, 9010))
     observed = converged(BASE, nodes(extra={micro2: [go_repository("account")]}))

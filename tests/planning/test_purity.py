@@ -2,7 +2,7 @@
 
 The import graph is read from the source (``import`` statements, followed recursively inside
 ``sdp_node`` and ``sdp_reconciler``), so a lazy import inside a function counts too. A fresh
-interpreter importing ``sdp_reconciler.planning`` is checked as well, for what third-party
+interpreter importing ``sdp_reconciler.planner.planning`` is checked as well, for what third-party
 packages pull in.
 """
 
@@ -15,8 +15,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from sdp_reconciler.models import NodeType
-from sdp_reconciler.planning import plan
+from sdp_reconciler.planner.planning import plan
+from sdp_reconciler.state.models import NodeType
 from tests.planning.builders import (
     GATEWAY_NODE,
     HEADS,
@@ -83,17 +83,18 @@ def forbidden(imported: str, names: set[str]) -> bool:
 
 
 def test_the_planner_imports_no_network_process_or_database_module() -> None:
-    graph = import_graph("sdp_reconciler.planning")
-    assert {"sdp_reconciler.planning", "sdp_reconciler.specs", "sdp_node.protocol"} <= set(graph)
-    assert "sdp_reconciler.node_client" not in graph
-    assert "sdp_reconciler.applying" not in graph
+    graph = import_graph("sdp_reconciler.planner.planning")
+    assert {"sdp_reconciler.planner.planning", "sdp_reconciler.planner.specs",
+            "sdp_node.protocol"} <= set(graph)
+    assert "sdp_reconciler.observe.node_client" not in graph
+    assert "sdp_reconciler.apply.applying" not in graph
     offending = sorted((module, imported) for module, names in graph.items()
                        for imported in names if forbidden(imported, NETWORK_PROCESS_DATABASE))
     assert offending == []
 
 
 def test_the_planner_calls_no_os_system_or_popen() -> None:
-    for module in import_graph("sdp_reconciler.planning"):
+    for module in import_graph("sdp_reconciler.planner.planning"):
         path = module_file(module)
         assert path is not None
         source = path.read_text()
@@ -102,7 +103,7 @@ def test_the_planner_calls_no_os_system_or_popen() -> None:
 
 
 def test_importing_the_planner_loads_no_network_client_or_database() -> None:
-    program = "import sys, sdp_reconciler.planning; print('\\n'.join(sorted(sys.modules)))"
+    program = "import sys, sdp_reconciler.planner.planning; print('\\n'.join(sorted(sys.modules)))"
     loaded = set(subprocess.run([sys.executable, "-c", program], capture_output=True,
                                 text=True, check=True, cwd=ROOT).stdout.split())
     # socket, selectors and threading come with pydantic (importlib.metadata → email), so
@@ -131,7 +132,7 @@ def file_io_calls(module: str) -> list[str]:
 
 
 def test_the_planner_imports_no_module_that_reads_or_writes_files() -> None:
-    calls = [c for module in sorted(import_graph("sdp_reconciler.planning"))
+    calls = [c for module in sorted(import_graph("sdp_reconciler.planner.planning"))
              for c in file_io_calls(module)]
     assert calls == []
 

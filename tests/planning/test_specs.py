@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from sdp_node.protocol import Secret
-from sdp_reconciler.specs import differences, digest, public_spec, spec_hash
+from sdp_reconciler.planner.specs import differences, digest, public_spec, spec_hash
 
 KEY = b"specs-test-key"
 SECRET_VALUE = "s3cr3t-Pa$$-canary"
@@ -101,7 +101,7 @@ def test_spec_hash_is_the_same_in_another_process() -> None:
     """A fresh CI clone is another process, often with another PYTHONHASHSEED."""
     program = (
         "import json, sys\n"
-        "from sdp_reconciler.specs import spec_hash\n"
+        "from sdp_reconciler.planner.specs import spec_hash\n"
         "public = json.loads(sys.stdin.read())\n"
         "print(spec_hash(b'specs-test-key', public))\n"
     )

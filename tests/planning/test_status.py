@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sdp_reconciler.applying import ApplyOutcome
+from sdp_reconciler.apply.applying import ApplyOutcome
+from sdp_reconciler.apply.status import status_rows
 from sdp_reconciler.history import StatusRow
-from sdp_reconciler.status import status_rows
 from tests.planning.builders import (
     HEADS,
     MICRO,

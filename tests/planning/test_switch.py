@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from sdp_node.protocol import DeployService, FailureReason, RetireContainer
-from sdp_reconciler.plan import Action, Phase
-from sdp_reconciler.status import status_rows
+from sdp_reconciler.apply.status import status_rows
+from sdp_reconciler.planner.plan import Action, Phase
 from tests.planning.builders import (
     HEADS,
     MICRO,

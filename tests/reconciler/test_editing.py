@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from sdp_reconciler import editing
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.history import History, StatusRow
-from sdp_reconciler.loading import load_state
-from sdp_reconciler.resolve import resolve_sandbox
+from sdp_reconciler.state import editing
+from sdp_reconciler.state.loading import load_state
+from sdp_reconciler.state.resolve import resolve_sandbox
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "state"
 CLI = Path(sys.executable).parent / "sdp-reconcile"

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sdp_reconciler.expiry import apply_expiry, expiry_of
-from sdp_reconciler.models import Lifecycle
-from sdp_reconciler.resolve import ResolvedSandbox
-from sdp_reconciler.sources import Location
+from sdp_reconciler.planner.expiry import apply_expiry, expiry_of
+from sdp_reconciler.state.models import Lifecycle
+from sdp_reconciler.state.resolve import ResolvedSandbox
+from sdp_reconciler.state.sources import Location
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 

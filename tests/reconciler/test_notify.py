@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sdp_reconciler.models import NotificationEvent, WebhookFormat
-from sdp_reconciler.notify import Notice, payload
+from sdp_reconciler.apply.notify import Notice, payload
+from sdp_reconciler.state.models import NotificationEvent, WebhookFormat
 
 NOTICE = Notice(NotificationEvent.DEPLOYMENT_FAILED, "QA-X",
                 "Deployment failed in sandbox QA-X: go build failed\nsecond line",

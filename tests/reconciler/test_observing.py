@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from sdp_node.protocol import NodeInfo, NodeType, Observation
-from sdp_reconciler.models import Node
-from sdp_reconciler.observing import check_installation
-from sdp_reconciler.world import NodeView
+from sdp_reconciler.observe.observing import check_installation
+from sdp_reconciler.planner.world import NodeView
+from sdp_reconciler.state.models import Node
 
 
 def view(*, name: str = "micro-1", installation: str = "demo",

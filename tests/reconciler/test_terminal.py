@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sdp_reconciler.terminal import printable
+from sdp_reconciler.cli.terminal import printable
 
 
 @pytest.mark.parametrize(("raw", "shown"), [

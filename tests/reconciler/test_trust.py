@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from sdp_reconciler import credentials as creds
 from sdp_reconciler.errors import SdpError, StateError
-from sdp_reconciler.hostconfig import HostConfig, load_host_config
-from sdp_reconciler.loading import load_state
-from sdp_reconciler.models import SecretRef
+from sdp_reconciler.observe import credentials as creds
+from sdp_reconciler.state.hostconfig import HostConfig, load_host_config
+from sdp_reconciler.state.loading import load_state
+from sdp_reconciler.state.models import SecretRef
 from tests.state.conftest import copy_example, relative_lines
 
 CANARY = "canary-7f3a9c-secret-value"
@@ -205,7 +205,7 @@ def test_a_resolved_reference_is_hidden_from_every_text(tmp_path: Path) -> None:
     from sdp_reconciler.redaction import SECRETS
 
     (tmp_path / "s").write_text("p@ss w0rd/é")
-    from sdp_reconciler.trust import build_policy
+    from sdp_reconciler.state.trust import build_policy
 
     policy = build_policy(env_prefix="SDP_SECRET_", directories=[tmp_path], own_references=(),
                           own_files=(), env={}, source="test")

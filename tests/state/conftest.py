@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sdp_reconciler.errors import StateError
-from sdp_reconciler.loading import LoadedState, load_state
+from sdp_reconciler.state.loading import LoadedState, load_state
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_STATE = REPO / "state"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sdp_reconciler.cli import build_parser
+from sdp_reconciler.cli.main import build_parser
 from tests.state.conftest import EXAMPLE_STATE, REPO, write_files
 
 SCRIPT = Path(sys.executable).parent / "sdp-reconcile"

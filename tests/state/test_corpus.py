@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from sdp_reconciler import rules, sources
 from sdp_reconciler.errors import StateError
-from sdp_reconciler.loading import LoadedState, load_state
-from sdp_reconciler.sources import MAX_FILE_BYTES, Problem
+from sdp_reconciler.state import rules, sources
+from sdp_reconciler.state.loading import LoadedState, load_state
+from sdp_reconciler.state.sources import MAX_FILE_BYTES, Problem
 from tests.state.conftest import copy_example, problems_of, relative_lines, snapshot
 
 CORPUS = Path(__file__).parent / "corpus"

@@ -11,11 +11,11 @@ from pydantic import ValidationError
 
 from sdp_node.naming import ResourceNames
 from sdp_node.protocol import DataKind, DataServerInfo
-from sdp_reconciler.dataenv import data_password, injected_env
-from sdp_reconciler.datamodels import DataEntries, DataEntry, variable_collisions
-from sdp_reconciler.loading import validation_problems
-from sdp_reconciler.models import Frozen
-from sdp_reconciler.sources import parse_source
+from sdp_reconciler.planner.dataenv import data_password, injected_env
+from sdp_reconciler.state.datamodels import DataEntries, DataEntry, variable_collisions
+from sdp_reconciler.state.loading import validation_problems
+from sdp_reconciler.state.models import Frozen
+from sdp_reconciler.state.sources import parse_source
 
 
 class Probe(Frozen):

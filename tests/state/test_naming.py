@@ -29,10 +29,10 @@ from sdp_node.naming import (
     prefix_problem,
     slug,
 )
-from sdp_reconciler import rules
-from sdp_reconciler.loading import Document, LoadedState, load_state
-from sdp_reconciler.models import SandboxFile
-from sdp_reconciler.sources import parse_source
+from sdp_reconciler.state import rules
+from sdp_reconciler.state.loading import Document, LoadedState, load_state
+from sdp_reconciler.state.models import SandboxFile
+from sdp_reconciler.state.sources import parse_source
 from tests.state.conftest import EXAMPLE_STATE
 
 NAME_PATTERN = r"[A-Za-z0-9]+([-_][A-Za-z0-9]+)*"

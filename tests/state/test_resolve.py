@@ -1,4 +1,4 @@
-"""Template merge semantics (``sdp_reconciler.resolve``) as tables, on real state directories.
+"""Template merge semantics (``sdp_reconciler.state.resolve``) as tables, on real state directories.
 
 Each row writes a template and a sandbox that extends it over the example state, loads the
 directory and compares the resolved sandbox with the facts the row names; facts a row does not
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sdp_reconciler.resolve import ResolvedSandbox, resolve_all, resolve_sandbox
+from sdp_reconciler.state.resolve import ResolvedSandbox, resolve_all, resolve_sandbox
 from tests.state.conftest import loads, write_files
 
 SHA = "0123456789abcdef0123456789abcdef01234567"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sdp_reconciler import schemas
+from sdp_reconciler.state import schemas
 from tests.state.conftest import EXAMPLE_STATE, SCHEMAS, problems_of, write_files
 
 CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"

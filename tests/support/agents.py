@@ -26,7 +26,7 @@ from typing import Any
 import docker
 
 from sdp_node.isolation import remove_installation
-from sdp_reconciler.node_client import NodeClient
+from sdp_reconciler.observe.node_client import NodeClient
 from sdp_testbed.waiting import wait_for, wait_for_http
 from tests.support.names import PREFIX
 

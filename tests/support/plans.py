@@ -19,7 +19,7 @@ from sdp_node.protocol import (
     Step,
     StepResult,
 )
-from sdp_reconciler.node_client import NodeClient
+from sdp_reconciler.observe.node_client import NodeClient
 from tests.support.names import NAMES
 
 

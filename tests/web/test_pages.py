@@ -299,3 +299,37 @@ def test_browsing_every_page_changes_neither_the_history_nor_the_state(
                  f"/fragments/sandboxes/{deployed.broken}"):
         assert client.get(path).status_code == 200, path
     assert snapshot() == before
+
+
+def test_the_signed_in_user_sees_their_roles_and_the_audit_names_grants_and_refusals(
+        make_app: Callable[..., Starlette], tmp_path: Path, state_copy: Path) -> None:
+    from sdp_reconciler.access.enforcement import ROLES_KEY
+    from tests.conftest import CANARY_USER
+
+    path = tmp_path / "h.sqlite"
+    history = History(path)
+    refusal = ("commit 1a2b3c4 by vic@company.invalid (VIEWER): sandboxes/QA-A.yaml: deploy "
+               "is not granted to VIEWER")
+    history.add_audit(runner="ci", action="create service", sandbox="QA-B", service="account",
+                      status="SUCCESS", permission="deploy", role="QA",
+                      state_commit="9f8e7d6c" * 5)
+    assert history.add_refusal(sandbox="QA-A", line=refusal, commit="1a2b3c4d" * 5,
+                               permission="deploy", runner="ci")
+    assert not history.add_refusal(sandbox="QA-A", line=refusal, commit="1a2b3c4d" * 5,
+                                   permission="deploy", runner="ci")
+    history.close()
+    with TestClient(make_app(history_path=path, state_dir=state_copy,
+                             login=lambda u, p: None)) as test_client:
+        assert sign_in(test_client).status_code == 303
+        assert "every permission (no access.yaml)" in text(test_client.get("/").text)
+        history = History(path)
+        history.set_meta(ROLES_KEY, f'{{"{CANARY_USER}": ["QA", "BACKEND"]}}')
+        history.close()
+        assert "QA, BACKEND" in text(test_client.get("/").text)
+        audit = text(test_client.get("/audit").text)
+        assert "deploy (QA) in 9f8e7d6" in audit
+        assert audit.count(refusal) == 1
+        history = History(path)
+        history.set_meta(ROLES_KEY, '{"someone-else": ["ADMIN"]}')
+        history.close()
+        assert "no role in access.yaml" in text(test_client.get("/audit").text)

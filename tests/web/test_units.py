@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sdp_reconciler.cli import build_parser
+from sdp_reconciler.cli.main import build_parser
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.web.rendering import tone, utc_text
 from sdp_reconciler.web.server import parse_listen

@@ -1,0 +1,299 @@
+"""Carry out a plan on the nodes: leases, phases, live events, history. Thin: no decisions.
+
+* **Lock**: a lease with a time limit on every node the plan touches, taken in name order and
+  given back whole if any node refuses; renewed while the plan runs.
+* **Phases**: services, then routes, then cleanup; within a phase, one convergence plan per
+  node, nodes in parallel. Route choices that wait for a service deploy are settled with that
+  deploy's result before the routes phase starts: a failed service keeps its previous route.
+  A cleanup change that waits for other steps (``after``: a switch's retire) is left for a
+  later pass when one of them failed: the previous instance keeps serving.
+* **Recording**: each change becomes a deployment row (with its audit record) when it starts;
+  the agent's events are followed live and written as they arrive, redacted once more with the
+  values this process knows; nothing is recorded as done before the node confirms it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sdp_node.protocol import (
+    Credentials,
+    DeployGateway,
+    OperationEvent,
+    SetRoutes,
+    Step,
+    StepResult,
+)
+from sdp_reconciler.access.decision import Grant
+from sdp_reconciler.errors import LeaseRefused, SdpError
+from sdp_reconciler.history import History
+from sdp_reconciler.observe.node_client import NodeClient
+from sdp_reconciler.planner.plan import PHASE_ORDER, Action, Change, Phase, Plan, Subject
+from sdp_reconciler.state.gitinfo import Authorship
+
+LEASE_SECONDS = float(os.environ.get("SDP_LEASE_SECONDS", "90"))
+"""How long a lease lasts unless renewed: a reconciler killed mid-apply blocks others this long."""
+Progress = Callable[[Change, OperationEvent], None]
+
+
+@dataclass
+class ApplyOutcome:
+    results: dict[str, StepResult] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    """step id -> why it did not run (node unreachable, operation lost)"""
+
+    def ok(self, change: Change) -> bool:
+        result = self.results.get(change.step_id)
+        return result is not None and result.ok
+
+    def failed_steps(self) -> set[str]:
+        failed = {k for k, r in self.results.items() if not r.ok}
+        return failed | set(self.errors)
+
+
+def settle_routes(change: Change, failed: set[str]) -> Step:
+    """The change's step with its route choices settled by the deploys they waited for."""
+    step = change.step
+    if isinstance(step, DeployGateway):
+        routes: dict[str, str] = {}
+        for choice in change.routes:
+            url = choice.fallback if choice.depends_on in failed else choice.url
+            if url is not None:
+                routes[choice.key] = url
+        return step.model_copy(update={"routes": routes})
+    if isinstance(step, SetRoutes):
+        settled = dict(step.routes)
+        for choice in change.routes:
+            if choice.depends_on in failed:
+                if choice.fallback is not None:
+                    settled[choice.key] = choice.fallback
+                else:
+                    settled.pop(choice.key, None)
+        return step.model_copy(update={"routes": settled})
+    return step
+
+
+class Applier:
+    def __init__(
+        self,
+        *,
+        clients: dict[str, NodeClient],
+        history: History,
+        pass_id: int,
+        runner: str,
+        credentials: Credentials | None,
+        redactor: Callable[[str], str],
+        authorship: Callable[[str], Authorship],
+        grant: Callable[[str, str | None], Grant | None] = lambda _s, _v: None,
+        progress: Progress | None = None,
+        lease_wait: float = LEASE_SECONDS + 10,
+    ) -> None:
+        self.clients = clients
+        self.history = history
+        self.pass_id = pass_id
+        self.runner = runner
+        self.credentials = credentials
+        self.redact = redactor
+        self.authorship = authorship
+        self.grant = grant
+        """the access.yaml grant behind a (sandbox, service)'s content, for the audit row"""
+        self.progress = progress
+        self._leases: dict[str, str] = {}
+        self._holder = f"{runner} pass {pass_id}"
+        self._stop_renewing = threading.Event()
+        self._lease_wait = lease_wait
+
+    # -- leases -----------------------------------------------------------------------------------
+
+    def acquire(self, nodes: list[str]) -> None:
+        """Take every node's lease in name order; on a refusal give all back, wait, retry."""
+        deadline = time.monotonic() + self._lease_wait
+        delay = 0.2
+        while True:
+            try:
+                self._acquire_all(nodes)
+                return
+            except LeaseRefused:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _acquire_all(self, nodes: list[str]) -> None:
+        for node in sorted(nodes):
+            try:
+                lease = self.clients[node].acquire_lease(self._holder, LEASE_SECONDS)
+            except SdpError as e:
+                self.release()
+                self._stop_renewing.clear()
+                raise LeaseRefused(
+                    f"cannot take the lease on node {node}: {e}; nothing was applied"
+                ) from e
+            self._leases[node] = lease.id
+
+    def release(self) -> None:
+        self._stop_renewing.set()
+        for node, lease_id in sorted(self._leases.items()):
+            with contextlib.suppress(SdpError):  # it expires on its own
+                self.clients[node].release_lease(lease_id)
+        self._leases.clear()
+
+    def _renew(self) -> None:
+        while not self._stop_renewing.wait(LEASE_SECONDS / 3):
+            for node, lease_id in list(self._leases.items()):
+                with contextlib.suppress(SdpError):  # the apply on that node reports it
+                    self.clients[node].renew_lease(lease_id, self._holder, LEASE_SECONDS)
+
+    # -- running ----------------------------------------------------------------------------------
+
+    def run(self, plan: Plan) -> ApplyOutcome:
+        outcome = ApplyOutcome()
+        if plan.empty:
+            return outcome
+        self.acquire(plan.nodes())
+        renewer = threading.Thread(target=self._renew, name="sdp-lease-renew", daemon=True)
+        renewer.start()
+        try:
+            for phase in PHASE_ORDER:
+                batches = [(node, changes) for p, node, changes in plan.batches() if p is phase]
+                if phase is Phase.ROUTES:
+                    failed = outcome.failed_steps()
+                    batches = [
+                        (node, [replace(c, step=settle_routes(c, failed)) for c in changes])
+                        for node, changes in batches
+                    ]
+                if phase is Phase.CLEANUP:
+                    # A switch's retire waits for its deploy and its sandbox's routes.
+                    failed = outcome.failed_steps()
+                    batches = [(node, kept) for node, changes in batches
+                               if (kept := [c for c in changes if not failed & set(c.after)])]
+                if not batches:
+                    continue
+                with ThreadPoolExecutor(max_workers=len(batches)) as pool:
+                    for node_outcome in pool.map(lambda b: self._run_batch(*b), batches):
+                        outcome.results.update(node_outcome.results)
+                        outcome.errors.update(node_outcome.errors)
+        finally:
+            self.release()
+            renewer.join(timeout=5)
+        return outcome
+
+    def _run_batch(self, node: str, changes: list[Change]) -> ApplyOutcome:
+        outcome = ApplyOutcome()
+        deployments = {c.step_id: self._record_start(c) for c in changes}
+        by_step = {c.step_id: c for c in changes}
+        client = self.clients[node]
+        try:
+            operation = client.apply(
+                lease_id=self._leases[node], steps=[c.step for c in changes],
+                requested_by=self.runner, credentials=self.credentials,
+            )
+            for event in client.follow(operation):
+                self._record_event(event, by_step, deployments)
+                if event.kind == "result" and event.result is not None:
+                    outcome.results[event.result.step_id] = event.result
+        except SdpError as e:
+            message = self.redact(str(e))
+            for change in changes:
+                if change.step_id not in outcome.results:
+                    outcome.errors[change.step_id] = message
+                    self._record_end(change, deployments[change.step_id], None, message)
+        for change in changes:
+            result = outcome.results.get(change.step_id)
+            if result is not None:
+                self._record_end(change, deployments[change.step_id], result, None)
+        return outcome
+
+    # -- recording --------------------------------------------------------------------------------
+
+    def _record_start(self, change: Change) -> int:
+        detail = change.detail
+        authorship = self.authorship(change.sandbox)
+        values: dict[str, Any] = {
+            "pass_id": self.pass_id, "step_id": change.step_id, "sandbox": change.sandbox,
+            "service": change.service, "node": change.node, "resource": change.resource,
+            "action": _action_label(change), "reason": self.redact(change.reason),
+            "repository": detail.get("repository"), "branch": detail.get("branch"),
+            "commit_sha": detail.get("commit"), "previous_commit": detail.get("previous_commit"),
+            "port": detail.get("port"), "environment": detail.get("environment"),
+            "author": authorship.author, "uncommitted": int(authorship.uncommitted),
+            "runner": self.runner, "status": "QUEUED",
+        }
+        deployment = self.history.start_deployment(**values)
+        self.history.add_event(pass_id=self.pass_id, deployment_id=deployment,
+                               sandbox=change.sandbox, kind="state", state="QUEUED",
+                               message=f"{_action_label(change)}: {self.redact(change.reason)}")
+        return deployment
+
+    def _record_event(self, event: OperationEvent, by_step: dict[str, Change],
+                      deployments: dict[str, int]) -> None:
+        change = by_step.get(event.step_id or "")
+        if change is None or event.kind == "end":
+            return
+        if self.progress is not None:
+            self.progress(change, event)
+        message = self.redact(event.message)
+        if event.kind == "result" and event.result is not None:
+            message = self.redact(event.result.message)
+        self.history.add_event(
+            pass_id=self.pass_id, deployment_id=deployments[change.step_id],
+            sandbox=change.sandbox, at=event.at.isoformat(timespec="milliseconds"),
+            kind=event.kind, stage=event.stage.value if event.stage else None,
+            event=event.event.value if event.event else None,
+            state=event.state.value if event.state else (
+                event.result.state.value if event.result else None),
+            message=message,
+        )
+        if event.kind == "state" and event.state is not None:
+            self.history.update_deployment(deployments[change.step_id],
+                                           status=event.state.value)
+
+    def _record_end(self, change: Change, deployment: int, result: StepResult | None,
+                    error: str | None) -> None:
+        status = result.state.value if result is not None else "FAILED"
+        message = self.redact(result.message if result is not None else error or "")
+        if result is not None and result.ok and not result.changed and not message:
+            message = "already as asked"
+        self.history.update_deployment(
+            deployment, status=status, message=message,
+            stage=result.stage.value if result is not None and result.stage else None,
+            completed_at=_now(),
+        )
+        if change.subject is Subject.NETWORK:
+            return
+        authorship = self.authorship(change.sandbox)
+        detail = change.detail
+        grant = self.grant(change.sandbox, change.service)
+        self.history.add_audit(
+            state_commit=grant.commit if grant else None,
+            permission=str(grant.permission) if grant else None,
+            role=str(grant.role) if grant and grant.role else None,
+            deployment_id=deployment, user=authorship.author,
+            uncommitted=int(authorship.uncommitted), runner=self.runner,
+            action=_action_label(change), repository=detail.get("repository"),
+            branch=detail.get("branch"), commit_sha=detail.get("commit"),
+            environment=detail.get("environment"), sandbox=change.sandbox,
+            service=change.service, status="SUCCESS" if result is not None and result.ok
+            else "FAILED",
+        )
+
+
+def _action_label(change: Change) -> str:
+    if change.subject is Subject.ROUTES:
+        return "routes"
+    if change.action is Action.REMOVE:
+        return f"remove {change.subject.value}"
+    return f"{change.action.value} {change.subject.value}"
+
+
+def _now() -> str:
+    from sdp_reconciler.history import now
+
+    return now()

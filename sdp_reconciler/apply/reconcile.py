@@ -1,0 +1,333 @@
+"""One reconcile pass: load → observe → place → resolve heads → allocate ports → plan → apply.
+
+The I/O shell around the pure planner. ``prepare`` gathers everything the planner needs and
+computes the plan (``sdp-reconcile plan`` stops there); ``run`` then writes new port
+allocations, applies the plan through the agents, releases the ports of containers a node
+confirmed removed, and records status. Safety: an invalid state applies nothing; a pass that
+would remove more than half of what this installation runs refuses unless allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sdp_node.naming import GATEWAY
+from sdp_node.protocol import (
+    LABEL_SANDBOX,
+    LABEL_SERVICE,
+    Credentials,
+    DeployService,
+    OperationEvent,
+    RetireContainer,
+)
+from sdp_reconciler.access.enforcement import Enforcement, audit_refusals, enforce, record
+from sdp_reconciler.access.signatures import SignatureVerifier
+from sdp_reconciler.apply.applying import Applier, ApplyOutcome
+from sdp_reconciler.apply.notify import Notifier, finished_notices, started_notices
+from sdp_reconciler.apply.status import held_rows, retired_rows, status_rows
+from sdp_reconciler.errors import SdpError
+from sdp_reconciler.history import History, Retention
+from sdp_reconciler.observe import credentials as creds
+from sdp_reconciler.observe.agents import pinned_client
+from sdp_reconciler.observe.node_client import NodeClient
+from sdp_reconciler.observe.observing import (
+    check_installation,
+    gateway_commit_routes,
+    observe_nodes,
+    resolve_heads,
+)
+from sdp_reconciler.planner.expiry import apply_expiry
+from sdp_reconciler.planner.placement import Placement, place
+from sdp_reconciler.planner.plan import Action, Change, Plan, Subject
+from sdp_reconciler.planner.planning import Restart, plan
+from sdp_reconciler.planner.ports import (
+    allocate,
+    follow,
+    release,
+    same_allocations,
+    write_ports_file,
+)
+from sdp_reconciler.planner.world import Allocation, World
+from sdp_reconciler.redaction import SECRETS
+from sdp_reconciler.state.gitinfo import Authorship, StateRepository, last_change
+from sdp_reconciler.state.hostconfig import HostConfig, require_host_config
+from sdp_reconciler.state.loading import PORTS_FILE, LoadedState, load_state
+from sdp_reconciler.state.resolve import ResolvedSandbox, resolve_all
+
+Report = Callable[[str], None]
+
+
+@dataclass
+class Prepared:
+    state: LoadedState
+    sandboxes: dict[str, ResolvedSandbox]
+    """the sandboxes planned this pass (expired ones suspended; retired ones left out)"""
+    retired: dict[str, str]
+    world: World
+    placements: dict[tuple[str, str], Placement]
+    allocations: list[Allocation]
+    plan: Plan
+    clients: dict[str, NodeClient]
+    credentials: Credentials | None
+    host: HostConfig
+    redactor: Callable[[str], str]
+    """every secret this process resolved (``redaction.SECRETS``)"""
+    access: Enforcement = field(default_factory=lambda: Enforcement(decision=None))
+    held: frozenset[str] = frozenset()
+    """sandboxes left as they run: a change to them is not authorised (access.yaml)"""
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+
+
+@dataclass
+class PassResult:
+    prepared: Prepared
+    outcome: ApplyOutcome = field(default_factory=ApplyOutcome)
+    refused: str | None = None
+
+    @property
+    def plan(self) -> Plan:
+        return self.prepared.plan
+
+    @property
+    def converged(self) -> bool:
+        plan = self.prepared.plan
+        all_ok = all(self.outcome.ok(c) for c in plan.changes)
+        return self.refused is None and not plan.problems and all_ok and not any(
+            v.unreachable for v in self.prepared.world.nodes.values())
+
+
+def activity(state: LoadedState, sandboxes: dict[str, ResolvedSandbox],
+             history: History | None) -> dict[str, datetime]:
+    """When each sandbox with an expiry last saw activity: its file's last change or deploy."""
+    wanted = [name for name, s in sandboxes.items() if s.lifecycle.expire_after is not None]
+    if not wanted:
+        return {}
+    deploys = history.last_deploys() if history is not None else {}
+    repository = StateRepository(state.root)
+    try:
+        out = {}
+        for name in wanted:
+            path = state.sandboxes[name].path
+            times = [t for t in (last_change(repository, path), deploys.get(name)) if t]
+            if times:
+                out[name] = max(times)
+        return out
+    finally:
+        repository.close()
+
+
+def prepare(
+    state_dir: Path, *, env: Mapping[str, str] | None = None,
+    restarts: frozenset[Restart] = frozenset(), report: Report = lambda _m: None,
+    client_timeout: float = 30.0, history: History | None = None,
+    now: datetime | None = None, verifier: SignatureVerifier | None = None,
+) -> Prepared:
+    env = os.environ if env is None else env
+    host = require_host_config(env)
+    state = load_state(state_dir, host=host.rules(env))
+    # Who may change what is judged before anything is asked of a node (docs/access.md).
+    access = enforce(state.root, has_access_file=state.access is not None, history=history,
+                     verifier=verifier)
+    for note in access.notes:
+        report(note)
+    everything = resolve_all(state)
+    sandboxes, retired = apply_expiry(
+        everything, activity(state, everything, history), now or datetime.now(UTC)
+    )
+    key = creds.spec_key(host, env)
+    nodes = state.nodes.model.nodes
+    clients: dict[str, NodeClient] = {}
+    try:
+        for node in nodes:
+            clients[node.name] = pinned_client(host, node.name, env, timeout=client_timeout)
+        views = check_installation(observe_nodes(nodes, clients, timeout=client_timeout),
+                                   state.nodes.model.installation,
+                                   state.nodes.model.resource_prefix)
+        for name, view in sorted(views.items()):
+            if view.unreachable:
+                report(f"node {name}: unreachable ({view.unreachable})")
+        names = state.nodes.model.names
+        observed_sandboxes = {
+            c.labels.get(LABEL_SANDBOX, "") for v in views.values() if v.observation
+            for c in v.observation.containers}
+        held = access.everything_held(set(everything) | observed_sandboxes - {""})
+        sandboxes = {n: s for n, s in sandboxes.items() if n not in held}
+        retired = {n: why for n, why in retired.items() if n not in held}
+        access_problems = access.problems({n: s.file for n, s in everything.items()})
+        world = World(installation=state.nodes.model.installation, spec_key=key, nodes=views,
+                      names=names)
+        placements, problems = place(
+            sandboxes, world, state.ports.model.allocations if state.ports else ())
+        credentials = None
+        heads: dict[str, dict[str, str]] = {}
+        head_errors: dict[str, str] = {}
+        if placements:
+            credentials = creds.git_credentials(env)
+            heads, head_errors = resolve_heads(placements.values(), views, clients, credentials,
+                                               report=report, source=creds.source(env))
+        committed = gateway_commit_routes(sandboxes, placements, heads, views, clients,
+                                          credentials, report=report)
+        environments, environment_errors = creds.resolve_environments(state, env)
+        world = World(
+            installation=world.installation, spec_key=key, nodes=views, names=names, heads=heads,
+            head_errors=head_errors, environments=environments,
+            environment_errors=environment_errors, committed_routes=committed,
+        )
+        allocations, port_problems = allocate(
+            sandboxes=sandboxes, placements=placements,
+            existing=state.ports.model.allocations if state.ports else [],
+            world=world, now=datetime.now(UTC),
+        )
+        the_plan = plan(
+            sandboxes=sandboxes, world=world, placements=placements, allocations=allocations,
+            problems=[*access_problems, *problems, *port_problems], restarts=restarts,
+            retired=retired, held=held,
+        )
+    except BaseException:
+        for client in clients.values():
+            client.close()
+        raise
+    return Prepared(
+        state=state, sandboxes=sandboxes, retired=retired, world=world, placements=placements,
+        allocations=allocations, plan=the_plan, clients=clients, credentials=credentials,
+        redactor=SECRETS, host=host, access=access, held=held,
+    )
+
+
+def prune_refusal(prepared: Prepared) -> str | None:
+    """Why this plan removes too much to apply without --allow-prune, or None."""
+    running = [
+        c for v in prepared.world.nodes.values() if v.observation
+        for c in v.observation.containers if not c.aside
+    ]
+    removals = [c for c in prepared.plan.changes
+                if c.action is Action.REMOVE and c.subject is not Subject.NETWORK]
+    if not running or len(removals) * 2 <= len(running):
+        return None
+    sandboxes = sorted({c.sandbox for c in removals})
+    return (
+        f"this pass would remove {len(removals)} of the {len(running)} containers this "
+        f"installation runs (sandboxes: {', '.join(sandboxes)}). An empty or mistyped state "
+        "directory looks like this; if the removal is intended, run again with --allow-prune"
+    )
+
+
+def run(
+    prepared: Prepared, *, history: History, mode: str, allow_prune: bool = False,
+    report: Report = lambda _m: None,
+    progress: Callable[[Change, OperationEvent], None] | None = None,
+    env: Mapping[str, str] | None = None,
+    lease_wait: float | None = None,
+) -> PassResult:
+    state = prepared.state
+    runner = creds.runner(env)
+    repository = StateRepository(state.root)
+    result = PassResult(prepared=prepared)
+    pass_id = history.start_pass(mode=mode, runner=runner, state_revision=repository.revision)
+    notifier: Notifier | None = None
+    try:
+        ports_path = state.root / PORTS_FILE
+        existing = state.ports.model.allocations if state.ports else []
+        if not same_allocations(prepared.allocations, existing):
+            write_ports_file(ports_path, prepared.allocations)
+        refusal = None if allow_prune else prune_refusal(prepared)
+        if refusal is not None:
+            result.refused = refusal
+            history.finish_pass(pass_id, status="REFUSED", summary=refusal)
+            return result
+
+        def authorship(sandbox: str) -> Authorship:
+            document = state.sandboxes.get(sandbox)
+            if document is None:  # a removed sandbox: its file is gone
+                return Authorship(author=None, uncommitted=False)
+            return repository.authorship(document.path)
+
+        notifier = Notifier(
+            state.notifications.model.notifications if state.notifications else [],
+            root=state.root, env=env, redactor=prepared.redactor, policy=state.host.policy,
+            report=report,
+        )
+        notifier.send(started_notices(prepared.plan))
+        applier = Applier(
+            clients=prepared.clients, history=history, pass_id=pass_id, runner=runner,
+            credentials=prepared.credentials, redactor=prepared.redactor,
+            authorship=authorship, grant=prepared.access.grant, progress=progress,
+            **({"lease_wait": lease_wait} if lease_wait is not None else {}),
+        )
+        result.outcome = applier.run(prepared.plan)
+        removed = {
+            (c.sandbox, c.service) for c in prepared.plan.changes
+            if c.action is Action.REMOVE and c.service and result.outcome.ok(c)
+            and not isinstance(c.step, RetireContainer)
+        }
+        switched = {
+            (c.sandbox, c.service): c.step.spec.port for c in prepared.plan.changes
+            if isinstance(c.step, DeployService) and c.service and result.outcome.ok(c)
+        }
+        remaining = follow(release(prepared.allocations, removed), switched,
+                           now=datetime.now(UTC))
+        if remaining != prepared.allocations:
+            write_ports_file(ports_path, remaining)
+        rows = status_rows(
+            sandboxes=prepared.sandboxes, plan=prepared.plan, outcome=result.outcome,
+            world=prepared.world, placements=prepared.placements, allocations=remaining,
+        )
+        rows += retired_rows(prepared.retired)
+        rows += held_rows({name: prepared.access.refusals_of(name) or prepared.access.halted
+                           for name in prepared.held
+                           if prepared.state.sandboxes.get(name) is not None
+                           or _runs(prepared.world, name)}, prepared.world)
+        urls = {r.sandbox: r.url for r in rows if r.service == GATEWAY and r.url}
+
+        def failure(change: Change) -> str:
+            found = result.outcome.results.get(change.step_id)
+            return found.message if found else result.outcome.errors.get(change.step_id, "")
+
+        notifier.send(finished_notices(prepared.plan, result.outcome.ok, failure, urls))
+        known = set(prepared.sandboxes) | set(prepared.retired) | {
+            r.sandbox for r in rows}
+        history.set_status(rows, sandboxes=known)
+        history.forget_sandboxes_except(known)
+        status = "CONVERGED" if result.converged else "NOT_CONVERGED"
+        audit_refusals(history, prepared.access, runner=runner)
+        record(history, prepared.access)
+        history.finish_pass(pass_id, status=status, summary=prepared.plan.summary())
+        settings = prepared.host.model.history
+        history.prune(Retention(deployments_days=settings.retention_days,
+                                audit_days=settings.audit_retention_days))
+        return result
+    except BaseException as e:
+        history.finish_pass(pass_id, status="ERROR", summary=prepared.redactor(str(e)))
+        raise
+    finally:
+        if notifier is not None:
+            notifier.close()
+        repository.close()
+
+
+def _runs(world: World, sandbox: str) -> bool:
+    return any(c.labels.get(LABEL_SANDBOX) == sandbox for v in world.nodes.values()
+               if v.observation for c in v.observation.containers)
+
+
+def restart_targets(prepared: Prepared, sandbox: str, service: str | None) -> None:
+    """Check that ``restart SANDBOX [SERVICE]`` names something that runs."""
+    if sandbox not in prepared.sandboxes:
+        known = ", ".join(sorted(prepared.sandboxes)) or "none"
+        raise SdpError(f"no sandbox {sandbox!r} in the state (sandboxes: {known})")
+    running = {
+        c.labels.get(LABEL_SERVICE) for v in prepared.world.nodes.values() if v.observation
+        for c in v.observation.containers if c.labels.get(LABEL_SANDBOX) == sandbox
+    }
+    if service is not None and service not in running:
+        raise SdpError(
+            f"sandbox {sandbox!r} runs no container for {service!r} (it runs: "
+            f"{', '.join(sorted(s for s in running if s)) or 'nothing'})"
+        )

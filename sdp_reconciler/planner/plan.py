@@ -1,0 +1,200 @@
+"""The plan as a value: changes with actions and reasons, grouped by phase and node; rendering.
+
+A ``Plan`` is what ``planning.plan`` returns and what ``applying`` carries out. It says, for
+every change, what (``Action``: create ``+``, update ``~``, recreate ``-/+``, start/stop ``~``,
+remove ``-``), on which node, why (a reason a person can act on), and where in the state the
+change comes from (``file:line:col``). Changes run in three phases: ``services`` (networks and
+service containers), ``routes`` (gateways and their route tables, switched only after the
+services they point at are confirmed), then ``cleanup`` (what is no longer wanted). Rendering
+and JSON live here too; neither ever includes a secret value (the protocol steps, which carry
+them, are never rendered).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from sdp_node.protocol import Step
+from sdp_reconciler.state.locations import Location, Problem
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    RECREATE = "recreate"
+    START = "start"
+    STOP = "stop"
+    REMOVE = "remove"
+
+    @property
+    def symbol(self) -> str:
+        return {
+            Action.CREATE: "+", Action.UPDATE: "~", Action.RECREATE: "-/+", Action.START: "~",
+            Action.STOP: "~", Action.REMOVE: "-",
+        }[self]
+
+
+
+class Subject(StrEnum):
+    NETWORK = "network"
+    SERVICE = "service"
+    GATEWAY = "gateway"
+    ROUTES = "routes"
+
+
+class Phase(StrEnum):
+    SERVICES = "services"
+    ROUTES = "routes"
+    CLEANUP = "cleanup"
+
+
+PHASE_ORDER = (Phase.SERVICES, Phase.ROUTES, Phase.CLEANUP)
+
+
+@dataclass(frozen=True)
+class RouteChoice:
+    """One gateway key's route: the URL wanted, and what to keep if its service fails."""
+
+    key: str
+    url: str | None
+    """the URL to write; None: the commit's own (OCP) value"""
+    kind: str
+    """"sandbox", "ocp" or "target\""""
+    depends_on: str | None = None
+    """step id of the service deploy this route waits for"""
+    fallback: str | None = None
+    """the URL to keep when that deploy fails (None: the commit's own value)"""
+
+
+@dataclass(frozen=True)
+class Change:
+    action: Action
+    subject: Subject
+    phase: Phase
+    sandbox: str
+    service: str | None
+    node: str
+    resource: str
+    reason: str
+    step: Step
+    location: Location | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    routes: tuple[RouteChoice, ...] = ()
+    after: tuple[str, ...] = ()
+    """step ids that must have succeeded first (a switch's retire waits for its deploy and
+    the sandbox's routes); when one failed, this change is left for a later pass"""
+
+    @property
+    def step_id(self) -> str:
+        return self.step.step_id
+
+    def describe(self) -> str:
+        detail = self.detail
+        if self.subject is Subject.NETWORK:
+            what = f"network {self.resource}"
+        elif self.subject is Subject.ROUTES:
+            what = f"routes of {self.resource}"
+        else:
+            what = f"{self.subject.value} {self.resource}"
+        extra = ""
+        if "commit" in detail and self.action in (Action.CREATE, Action.UPDATE, Action.RECREATE):
+            extra = (
+                f" ({detail.get('repository')}@{detail.get('branch')} "
+                f"{str(detail['commit'])[:7]}, port {detail.get('port')})"
+            )
+        return f"{what} on {self.node}{extra}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "action": self.action.value,
+            "symbol": self.action.symbol,
+            "subject": self.subject.value,
+            "phase": self.phase.value,
+            "sandbox": self.sandbox,
+            "service": self.service,
+            "node": self.node,
+            "resource": self.resource,
+            "reason": self.reason,
+            "location": str(self.location) if self.location else None,
+            "detail": self.detail,
+            "routes": {r.key: {"url": r.url, "kind": r.kind} for r in self.routes},
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...]
+    problems: tuple[Problem, ...] = ()
+    notes: tuple[str, ...] = ()
+    blocked: frozenset[str] = frozenset()
+    """sandboxes left alone this pass because of a problem"""
+    held: frozenset[str] = frozenset()
+    """of those, the ones left as they run because a change to them is not authorised"""
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    def batches(self) -> list[tuple[Phase, str, list[Change]]]:
+        """(phase, node, changes) in execution order; nodes sorted within a phase."""
+        out = []
+        for phase in PHASE_ORDER:
+            nodes = sorted({c.node for c in self.changes if c.phase is phase})
+            for node in nodes:
+                out.append((phase, node, [
+                    c for c in self.changes if c.phase is phase and c.node == node
+                ]))
+        return out
+
+    def nodes(self) -> list[str]:
+        return sorted({c.node for c in self.changes})
+
+    def counts(self) -> Counter[Action]:
+        return Counter(c.action for c in self.changes)
+
+    def summary(self) -> str:
+        counts = self.counts()
+        add = counts[Action.CREATE]
+        change = counts[Action.UPDATE] + counts[Action.RECREATE] + counts[Action.START] + \
+            counts[Action.STOP]
+        remove = counts[Action.REMOVE]
+        return f"Plan: {add} to create, {change} to change, {remove} to remove."
+
+    def render(self) -> str:
+        lines: list[str] = []
+        by_sandbox: dict[str, list[Change]] = {}
+        for change in self.changes:
+            by_sandbox.setdefault(change.sandbox, []).append(change)
+        for sandbox in sorted(by_sandbox):
+            lines.append(f"sandbox {sandbox}:")
+            for change in by_sandbox[sandbox]:
+                lines.append(f"  {change.action.symbol:>3} {change.describe()}")
+                lines.append(f"        {change.reason}")
+                for route in change.routes:
+                    target = route.url or "the commit's own value (OCP)"
+                    lines.append(f"        {route.key}_url → {target} ({route.kind})")
+        for note in self.notes:
+            lines.append(f"note: {note}")
+        for problem in self.problems:
+            lines.append(f"problem: {problem}")
+        if self.empty and not self.problems:
+            lines.append("No changes. The nodes match the state.")
+        else:
+            lines.append(self.summary())
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "changes": [c.to_json() for c in self.changes],
+                "problems": [str(p) for p in self.problems],
+                "notes": list(self.notes),
+                "held": sorted(self.held),
+                "summary": self.summary(),
+            },
+            indent=2,
+        )

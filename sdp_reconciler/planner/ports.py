@@ -1,0 +1,204 @@
+"""Port allocation: explicit ports honoured, the rest allocated, none ever given to two owners.
+
+``allocate`` is pure. A (sandbox, service) keeps, in this order: the port its state file names;
+the port its container is labelled with (``sdp.port``: where it serves now — a zero-drop
+switch moves a service to a spare port of its node — and so a fresh CI clone without
+``ports.yaml`` allocates nothing that is in use); its allocation in ``ports.yaml``; else the
+lowest free port of its node's range. A port counts as used while any allocation, any container of
+this installation or any explicit claim holds it. An allocation nobody wants any more is kept
+until its node confirms the container is gone (the node is reachable and shows no container
+for it): only then is the port free again.
+
+``write_ports_file`` writes ``ports.yaml`` with ruamel.yaml round-trip, so comments survive.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from sdp_node.naming import GATEWAY
+from sdp_node.protocol import LABEL_PORT, LABEL_SANDBOX, LABEL_SERVICE
+from sdp_reconciler.planner.placement import Placement
+from sdp_reconciler.planner.world import Allocation, World
+from sdp_reconciler.state.locations import Problem
+from sdp_reconciler.state.models import PortAllocation
+from sdp_reconciler.state.resolved import ResolvedSandbox
+
+__all__ = ["Allocation", "allocate", "follow", "release", "same_allocations",
+           "write_ports_file"]
+
+HEADER = (
+    "yaml-language-server: $schema=../schemas/ports.schema.json\n"
+    "Written by sdp-reconcile: which port each sandbox service holds on its node.\n"
+    "Like a lock file: commit it to keep ports stable; SDP also recovers them from the\n"
+    "sdp.port labels of running containers.\n"
+)
+
+
+def _explicit(sandbox: ResolvedSandbox, service: str) -> int | None:
+    if service == GATEWAY:
+        return sandbox.gateway.spec.port if sandbox.gateway else None
+    entry = sandbox.services.get(service)
+    return entry.spec.port if entry else None
+
+
+def _observed_ports(world: World) -> dict[tuple[str, str], tuple[str, int]]:
+    """(sandbox, service) -> (node, port) from the labels of this installation's containers."""
+    found: dict[tuple[str, str], tuple[str, int]] = {}
+    for name, view in sorted(world.nodes.items()):
+        if view.observation is None:
+            continue
+        for container in view.observation.containers:
+            if container.aside:
+                continue  # a switch's previous or unconfirmed instance: not where it lives
+            labels = container.labels
+            port = labels.get(LABEL_PORT, "")
+            if port.isdigit() and LABEL_SANDBOX in labels and LABEL_SERVICE in labels:
+                found[(labels[LABEL_SANDBOX], labels[LABEL_SERVICE])] = (name, int(port))
+    return found
+
+
+def allocate(
+    *,
+    sandboxes: dict[str, ResolvedSandbox],
+    placements: dict[tuple[str, str], Placement],
+    existing: Iterable[PortAllocation],
+    world: World,
+    now: datetime,
+) -> tuple[list[Allocation], list[Problem]]:
+    """All allocations after this pass (kept, recovered and new), and what could not be had."""
+    previous = {
+        (a.sandbox, a.service): Allocation(a.sandbox, a.service, a.node, a.port, a.allocated_at)
+        for a in existing
+    }
+    observed = _observed_ports(world)
+    used: dict[str, set[int]] = defaultdict(set)
+    for allocation in previous.values():
+        used[allocation.node].add(allocation.port)
+    for (_sandbox, _service), (node, port) in observed.items():
+        used[node].add(port)
+    for (sandbox, service), placement in placements.items():
+        claimed = _explicit(sandboxes[sandbox], service)
+        if claimed is not None:
+            used[placement.node].add(claimed)
+
+    result: dict[tuple[str, str], Allocation] = {}
+    problems: list[Problem] = []
+    cursor: dict[str, int] = {}
+    for key in sorted(placements):
+        sandbox, service = key
+        node = placements[key].node
+        explicit = _explicit(sandboxes[sandbox], service)
+        kept = previous.get(key)
+        seen = observed.get(key)
+        if explicit is not None:
+            taken_by = next((other for other, (n, p) in sorted(observed.items())
+                             if other != key and n == node and p == explicit), None)
+            if taken_by is not None:
+                problems.append(Problem(
+                    placements[key].location, f"services.{service}.port"
+                    if service != GATEWAY else "gateway.port",
+                    f"port {explicit} on node {node} is held by the running container of "
+                    f"sandbox {taken_by[0]!r} service {taken_by[1]!r}: pick another port",
+                ))
+                continue
+            same = kept if kept and kept.node == node and kept.port == explicit else None
+            result[key] = same or Allocation(sandbox, service, node, explicit, now)
+        elif seen is not None and seen[0] == node:
+            # The port it serves on: a switch moves a service to a spare port.
+            same = kept if kept and kept.node == node and kept.port == seen[1] else None
+            result[key] = same or Allocation(sandbox, service, node, seen[1], now)
+        elif kept is not None and kept.node == node:
+            result[key] = kept
+        else:
+            free = _lowest_free(world, node, used[node], cursor)
+            if free is None:
+                span = world.nodes[node].node.port_range()
+                problems.append(Problem(
+                    placements[key].location, f"services.{service}.port"
+                    if service != GATEWAY else "gateway.port",
+                    f"no free port left on node {node} ({span.first}-{span.last}): widen its "
+                    "range in nodes.yaml or remove unused sandboxes",
+                ))
+                continue
+            used[node].add(free)
+            result[key] = Allocation(sandbox, service, node, free, now)
+
+    # Unwanted allocations stay until their node confirms the container is gone.
+    for key, allocation in previous.items():
+        if key in result:
+            continue
+        holder = world.nodes.get(allocation.node)
+        confirmed_gone = holder is not None and holder.reachable and key not in observed
+        if not confirmed_gone:
+            result[key] = allocation
+    return [result[k] for k in sorted(result)], problems
+
+
+def _lowest_free(world: World, node: str, used: set[int], cursor: dict[str, int]) -> int | None:
+    """The lowest port of the node's range not in ``used``. Ports are only ever added to
+    ``used`` during one allocation, so the search resumes where the last one stopped."""
+    span = world.nodes[node].node.port_range()
+    for port in range(max(span.first, cursor.get(node, span.first)), span.last + 1):
+        if port not in used:
+            cursor[node] = port
+            return port
+    cursor[node] = span.last + 1
+    return None
+
+
+def release(allocations: list[Allocation], removed: set[tuple[str, str]]) -> list[Allocation]:
+    """Allocations without those whose containers a node confirmed removed."""
+    return [a for a in allocations if (a.sandbox, a.service) not in removed]
+
+
+def follow(allocations: list[Allocation], ports: dict[tuple[str, str], int], *,
+           now: datetime) -> list[Allocation]:
+    """Allocations moved to the ports their services were deployed on (a switch)."""
+    out = []
+    for allocation in allocations:
+        port = ports.get((allocation.sandbox, allocation.service), allocation.port)
+        out.append(allocation if port == allocation.port else Allocation(
+            allocation.sandbox, allocation.service, allocation.node, port, now))
+    return out
+
+
+def same_allocations(a: Iterable[Allocation], b: Iterable[PortAllocation]) -> bool:
+    def key(x: Allocation | PortAllocation) -> tuple[str, str, str, int]:
+        return (x.sandbox, x.service, x.node, x.port)
+
+    return sorted(map(key, a)) == sorted(map(key, b))
+
+
+def write_ports_file(path: Path, allocations: list[Allocation]) -> None:
+    """Rewrite ``allocations`` in ``path``, keeping the file's comments; atomically."""
+    yaml = YAML(typ="rt")
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    document: CommentedMap
+    if path.exists():
+        loaded = yaml.load(path.read_text())
+        document = loaded if isinstance(loaded, CommentedMap) else CommentedMap()
+    else:
+        document = CommentedMap()
+        document.yaml_set_start_comment(HEADER)
+    items = CommentedSeq()
+    for allocation in allocations:
+        entry = CommentedMap()
+        entry["sandbox"] = allocation.sandbox
+        entry["service"] = allocation.service
+        entry["node"] = allocation.node
+        entry["port"] = allocation.port
+        entry["allocated_at"] = allocation.allocated_at.isoformat(timespec="seconds")
+        items.append(entry)
+    document["allocations"] = items
+    partial = path.with_name(f".{path.name}.partial")
+    with partial.open("w") as handle:
+        yaml.dump(document, handle)
+    os.replace(partial, path)

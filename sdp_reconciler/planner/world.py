@@ -1,0 +1,66 @@
+"""What the planner knows about the world, as plain data: nodes, observations, branch heads,
+resolved environments. Built by ``observing.py`` (I/O); consumed by ``planning.py`` (pure).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sdp_node.naming import DEFAULT_NAMES, ResourceNames
+from sdp_node.protocol import EnvFileMount, Observation, RepositoryInfo, RepositoryKind, Secret
+from sdp_reconciler.state.models import Node, NodeType
+
+
+@dataclass(frozen=True)
+class ResolvedEnvironment:
+    """An environment with its secret references resolved (values are ``Secret``)."""
+
+    name: str
+    variables: dict[str, str]
+    secrets: dict[str, Secret]
+    files: tuple[EnvFileMount, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeView:
+    node: Node
+    observation: Observation | None = None
+    unreachable: str | None = None
+    repositories: dict[str, RepositoryInfo] = field(default_factory=dict)
+
+    @property
+    def reachable(self) -> bool:
+        return self.observation is not None
+
+    def serves(self, repository: str, kind: RepositoryKind) -> bool:
+        info = self.repositories.get(repository)
+        return info is not None and info.kind is kind
+
+
+@dataclass(frozen=True)
+class World:
+    installation: str
+    spec_key: bytes
+    nodes: dict[str, NodeView]
+    names: ResourceNames = DEFAULT_NAMES
+    """the installation's container and network names"""
+    heads: dict[str, dict[str, str]] = field(default_factory=dict)
+    """repository -> branch -> commit, as ls-remote reported them this pass"""
+    head_errors: dict[str, str] = field(default_factory=dict)
+    environments: dict[str, ResolvedEnvironment] = field(default_factory=dict)
+    environment_errors: dict[str, str] = field(default_factory=dict)
+    committed_routes: dict[str, dict[str, str]] = field(default_factory=dict)
+    """gateway commit -> the route values it carries (the OCP values), where known"""
+
+    def nodes_of(self, node_type: NodeType) -> list[NodeView]:
+        return [v for _, v in sorted(self.nodes.items()) if v.node.type is node_type]
+
+
+@dataclass(frozen=True)
+class Allocation:
+    sandbox: str
+    service: str
+    node: str
+    port: int
+    allocated_at: datetime

@@ -1,0 +1,58 @@
+"""A sandbox as it is meant to run, templates applied: pure data the planner consumes.
+
+Built by ``resolve.py`` from the loaded state; each part remembers where it was written, so
+problems found later point at the right ``file:line:col``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sdp_reconciler.state.locations import Location
+from sdp_reconciler.state.models import GatewaySpec, Lifecycle, Resources, ServiceSpec
+
+
+@dataclass(frozen=True)
+class ResolvedService:
+    name: str
+    spec: ServiceSpec
+    environment: str | None
+    resources: Resources | None
+    origin: Location
+    """Where this service's entry was written (the sandbox's file or a template's)."""
+
+
+@dataclass(frozen=True)
+class ResolvedGateway:
+    spec: GatewaySpec
+    environment: str | None
+    resources: Resources | None
+    origin: Location
+
+
+@dataclass(frozen=True)
+class ResolvedSandbox:
+    name: str
+    file: str
+    """The sandbox file's display path (``state/sandboxes/QA-LOGIN-ERROR.yaml``)."""
+    location: Location
+    templates: tuple[str, ...]
+    """Templates applied, most specific first."""
+    gateway: ResolvedGateway | None
+    services: dict[str, ResolvedService]
+    environment: str | None
+    resources: Resources | None
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    suspended_because: str | None = None
+    """set when SDP stops the sandbox for a reason of its own (expiry)"""
+
+    @property
+    def suspended(self) -> bool:
+        return self.lifecycle.suspended or self.suspended_because is not None
+
+    @property
+    def suspend_reason(self) -> str:
+        return self.suspended_because or "sandbox suspended"
+
+    def deployed_services(self) -> list[ResolvedService]:
+        return [s for s in self.services.values() if s.spec.deployed]
