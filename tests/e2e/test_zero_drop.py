@@ -128,3 +128,35 @@ def test_no_request_fails_and_no_broken_revision_answers_across_good_and_bad_com
     assert not broken & set(seen), seen
     assert {"good-1", "good-2", "slow-start"} <= set(seen), seen
     assert list(account_containers(docker_client, installation)) == [ACCOUNT]
+
+
+def test_services_calling_each_other_by_docker_dns_keep_reaching_a_healthy_instance(
+    apache_stack: Stack, docker_client: docker.DockerClient, installation: str,
+) -> None:
+    """payment calls account as ``http://account:8080/`` (the sandbox network's alias) on
+    every request; account is switched to a good commit and then to one whose /healthz fails:
+    the new container joins the alias only once healthy, so no call fails or reaches it."""
+    stack = apache_stack
+    stack.push_service("account", BRANCH, "dns-1")
+    stack.write("sandboxes/QA-Z.yaml", sandbox_yaml(
+        "QA-Z", account_branch=BRANCH, extra="  payment:\n    branch: main\n"))
+    first = stack.reconcile("once")
+    assert first.code == 0, first.output
+    gateway_port = allocations(stack)["gateway"]
+    with LoadLoop(f"http://127.0.0.1:{gateway_port}/erangel/payment/peer/account") as load:
+        load.wait_for_answers(10)
+        assert set(load.revisions()) == {"dns-1"}, load.failures()[:3]
+        stack.push_service("account", BRANCH, "dns-2")
+        assert stack.reconcile("once").code == 0
+        mark = load.mark()
+        load.wait_for_answers(10)
+        assert set(load.revisions(mark)) == {"dns-2"}
+        stack.push_service("account", BRANCH, "dns-unhealthy", healthy=False)
+        assert stack.reconcile("once").code != 0
+        mark = load.mark()
+        load.wait_for_answers(10)
+        assert set(load.revisions(mark)) == {"dns-2"}
+    failures = load.failures()
+    assert failures == [], f"{len(failures)} of {len(load.answers)} failed: {failures[:5]}"
+    assert "dns-unhealthy" not in load.revisions()
+    assert list(account_containers(docker_client, installation)) == [ACCOUNT]
