@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
+import os
 import random
 import re
 import threading
@@ -29,7 +31,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -172,6 +174,30 @@ class Engine:
             raise NodeError(f"cannot reach the Docker engine: {e}") from e
         self._runtime_cache: dict[str, tuple[tuple[str, str], Runtime]] = {}
         self._runtime_lock = threading.Lock()
+        self._overlays = config.workspace / "labels"
+        self._overlays.mkdir(parents=True, exist_ok=True)
+
+    # -- labels a running container has moved on from ----------------------------------------------
+
+    def set_labels(self, ident: str, labels: dict[str, str]) -> None:
+        """Labels that replace Docker's for container ``ident`` (a full id) in everything the
+        agent reads: a gateway that switched commits inside its running container (Docker's
+        labels cannot change) runs another commit and spec than it was created with."""
+        path = self._overlays / f"{ident}.json"
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(labels, sort_keys=True))
+        os.replace(partial, path)
+
+    def _overlay(self, ident: str, labels: Mapping[str, str]) -> dict[str, str]:
+        try:
+            extra = json.loads((self._overlays / f"{ident}.json").read_text())
+        except (OSError, ValueError):
+            return dict(labels)
+        return {**labels, **{str(k): str(v) for k, v in extra.items()}}
+
+    def _forget_overlay(self, ident: str) -> None:
+        if re.fullmatch(r"[0-9a-f]{64}", ident):
+            (self._overlays / f"{ident}.json").unlink(missing_ok=True)
 
     # -- ownership -------------------------------------------------------------------------------
 
@@ -216,7 +242,7 @@ class Engine:
                 ObservedContainer(
                     name=name,
                     id=summary["Id"],
-                    labels=summary.get("Labels") or {},
+                    labels=self._overlay(summary["Id"], summary.get("Labels") or {}),
                     state=summary.get("State", "unknown"),
                     status=summary.get("Status", ""),
                     started_at=started_at,
@@ -287,6 +313,8 @@ class Engine:
         if raw is None:
             return None
         details = ContainerDetails.from_inspect(raw)
+        if self.is_own(dict(details.labels)):
+            details = replace(details, labels=self._overlay(details.id, details.labels))
         if not self.is_own(dict(details.labels)):
             raise Conflict(
                 f"a container named {name!r} already exists on node {self.config.name} and is "
@@ -531,6 +559,7 @@ class Engine:
             raise ContainerError(f"cannot rename container to {new_name!r}: {e.explanation}") from e
 
     def remove(self, ident: str) -> None:
+        self._forget_overlay(ident)
         try:
             self.api.remove_container(ident, force=True, v=False)
         except NotFound:
@@ -539,6 +568,9 @@ class Engine:
             if e.status_code == 409 and "in progress" in str(e.explanation):
                 return
             raise ContainerError(f"cannot remove container {ident!r}: {e.explanation}") from e
+
+    def restart_count(self, ident: str) -> int:
+        return int((self._inspect(ident) or {}).get("RestartCount", 0) or 0)
 
     def exec(self, ident: str, command: list[str]) -> tuple[int, str]:
         try:
@@ -572,7 +604,7 @@ class Engine:
 
     def wait_healthy(
         self, ident: str, *, name: str, port: int, path: str, timeout: float, log: Log,
-        successes: int = 1,
+        successes: int = 1, restarts_before: int = 0,
     ) -> str:
         """Poll ``path`` on the published port until it answered 2xx ``successes`` times in a
         row; the last answer. A container that exits, or that Docker restarts (its restart
@@ -585,7 +617,7 @@ class Engine:
         while True:
             details = self._inspect(ident)
             state = (details or {}).get("State", {})
-            restarts = int((details or {}).get("RestartCount", 0) or 0)
+            restarts = int((details or {}).get("RestartCount", 0) or 0) - restarts_before
             if details is None or state.get("Status") in ("exited", "dead", "restarting") \
                     or restarts > 0:
                 code = state.get("ExitCode")

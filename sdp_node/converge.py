@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import assert_never
@@ -42,6 +42,7 @@ from sdp_node.containers import ASIDE_SUFFIX, NEXT_SUFFIX, ContainerDetails, Eng
 from sdp_node.errors import (
     BadRequest,
     BuildError,
+    ContainerError,
     CrashedOnStart,
     HealthCheckFailed,
     NodeError,
@@ -60,12 +61,15 @@ from sdp_node.naming import (
 from sdp_node.operations import Operation
 from sdp_node.phpconfig import replace_routes_file
 from sdp_node.protocol import (
+    LABEL_BRANCH,
     LABEL_COMMIT,
     LABEL_KIND,
     LABEL_PORT,
     LABEL_REPOSITORY,
     LABEL_SANDBOX,
     LABEL_SPEC,
+    LABEL_TREE,
+    TREE_SWITCH,
     ApplyRequest,
     ContainerSpec,
     DeployGateway,
@@ -324,12 +328,102 @@ class Converger:
             for key in sorted(step.routes):
                 context.log(f"{key}_url = {written_routes.get(key)}")
         run_spec = self.run_specs.gateway(repository, spec, tree=tree)
+        current = self.engine.find(spec.container)
+        served = self.gateway_files.current(spec.sandbox)
         with context.stage(Stage.START):
-            self._replace(repository, spec, run_spec, context)
+            if current is not None and self._tree_switchable(current, spec):
+                self._switch_tree(repository, spec, current, context)
+            else:
+                if self.run_specs.switchable(repository):
+                    self.gateway_files.point_current(spec.sandbox, spec.commit)
+                try:
+                    self._replace(repository, spec, run_spec, context)
+                except StepFailed:
+                    if served is not None:
+                        self.gateway_files.point_current(spec.sandbox, served)
+                    raise
         self.specs.save(spec.container, spec.public_spec)
-        self.gateway_files.prune_trees(spec.sandbox, keep={spec.commit})
+        # The tree served before stays one deploy longer: Apache's old children may still be
+        # finishing requests in it after the graceful reload.
+        self.gateway_files.prune_trees(spec.sandbox, keep={spec.commit} | (
+            {served} if served else set()))
         context.state(DeployState.RUNNING)
         return self._ok(spec, context, changed=True)
+
+    def _tree_switchable(self, current: ContainerDetails, spec: ContainerSpec) -> bool:
+        """Whether the running gateway can take this commit inside: it serves its trees
+        through the ``current`` link and only the commit (and branch) changed."""
+        if not current.running or spec.recreate or current.label(LABEL_TREE) != TREE_SWITCH \
+                or current.label(LABEL_PORT) != str(spec.port):
+            return False
+        applied = self.specs.get(spec.container)
+        if applied is None:
+            return False
+
+        def rest(public: dict[str, object]) -> dict[str, object]:
+            return {k: v for k, v in public.items() if k not in ("commit", "branch")}
+
+        return rest(applied) == rest(dict(spec.public_spec))
+
+    def _switch_tree(self, repository: RepositoryConfig, spec: ContainerSpec,
+                     current: ContainerDetails, context: StepContext) -> None:
+        """A new gateway commit inside the running container: its PHP checked with ``php -l``
+        by the container's own PHP, the ``current`` link moved, a graceful reload, the health
+        gate; on failure the link goes back (and another reload). The public port never
+        closes, and a tree that does not parse is never served."""
+        previous = current.label(LABEL_COMMIT)
+        self._php_lint(repository, spec, current, context)
+        restarts = self.engine.restart_count(current.id)
+        self.gateway_files.point_current(spec.sandbox, spec.commit)
+        try:
+            self._reload(current, context)
+            self.engine.wait_healthy(
+                current.id, name=spec.container, port=spec.port,
+                path=repository.effective_health_path, timeout=repository.health_timeout_seconds,
+                log=context.log, successes=repository.health_successes,
+                restarts_before=restarts,
+            )
+        except NodeError as e:
+            failed = self._start_failed(e, current.id, spec.container, context)
+            self.gateway_files.point_current(spec.sandbox, previous)
+            with suppress(NodeError):
+                self._reload(current, context)
+            context.log(f"{spec.container} serves {previous[:12]} again")
+            raise failed from e
+        self.engine.set_labels(current.id, {
+            LABEL_COMMIT: spec.commit, LABEL_BRANCH: spec.branch, LABEL_SPEC: spec.spec_hash})
+        context.log(f"{spec.container} switched to {spec.commit[:12]} in place (port "
+                    f"{spec.port} stayed open)")
+
+    def _reload(self, current: ContainerDetails, context: StepContext) -> None:
+        command = self.config.reload_command
+        code, output = self.engine.exec(current.id, command)
+        for line in output.splitlines():
+            context.log(line)
+        if code != 0:
+            raise ContainerError(f"{' '.join(command)} exited with {code} in {current.name}")
+        context.log(f"reloaded ({' '.join(command)})")
+
+    def _php_lint(self, repository: RepositoryConfig, spec: ContainerSpec,
+                  current: ContainerDetails, context: StepContext) -> None:
+        """``php -l`` on every PHP file of the new tree, by the PHP that will serve it."""
+        tree = f"{repository.effective_mount_target}/{spec.commit}"
+        code, output = self.engine.exec(current.id, [
+            "sh", "-c", 'find "$1" -name "*.php" -type f -print0 | xargs -0 -r -n 1 php -l',
+            "php-lint", tree])
+        errors = [line for line in output.splitlines()
+                  if line.strip() and not line.startswith("No syntax errors detected")]
+        if code == 0:
+            context.log(f"php -l: every PHP file of {spec.commit[:12]} parses")
+            return
+        for line in errors[-10:]:
+            context.log(line)
+        first = next((line for line in errors if "error" in line.lower()), errors[0] if errors
+                     else f"exit {code}")
+        raise StepFailed(
+            Stage.START, f"php -l refused commit {spec.commit[:12]}: {first.strip()}; the "
+            f"running gateway keeps serving {current.label(LABEL_COMMIT)[:12]}",
+            errors[-10:], reason=FailureReason.BUILD_FAILED)
 
     def _remembered(self, step: DeployService | DeployGateway, spec: ContainerSpec,
                     context: StepContext) -> StepResult | None:

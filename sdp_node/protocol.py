@@ -40,6 +40,9 @@ LABEL_COMMIT = "sdp.commit"
 LABEL_PORT = "sdp.port"
 LABEL_SPEC = "sdp.spec"
 LABEL_KIND = "sdp.kind"
+LABEL_TREE = "sdp.tree"
+"""on a gateway that switches commits inside the running container: ``switch``"""
+TREE_SWITCH = "switch"
 
 ASIDE_SUFFIX = "--previous"
 """a container's previous instance: kept aside during an in-place replacement (stopped), or

@@ -86,6 +86,13 @@ class SpecStore:
     def forget(self, container: str) -> None:
         (self._dir / f"{container}.json").unlink(missing_ok=True)
 
+    def get(self, container: str) -> dict[str, Any] | None:
+        try:
+            loaded = json.loads((self._dir / f"{container}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return loaded if isinstance(loaded, dict) else None
+
     def all(self) -> dict[str, dict[str, Any]]:
         out = {}
         for path in sorted(self._dir.glob("*.json")):

@@ -18,6 +18,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from sdp_node.protocol import Credentials
+from sdp_testbed.erangel import gateway_files
+from sdp_testbed.repos import commit_files
 from tests.e2e.stack import Stack, build_stack, sandbox_yaml, stop_stack
 from tests.support.agents import AgentProcess
 from tests.support.load import LoadLoop
@@ -160,3 +162,49 @@ def test_services_calling_each_other_by_docker_dns_keep_reaching_a_healthy_insta
     assert failures == [], f"{len(failures)} of {len(load.answers)} failed: {failures[:5]}"
     assert "dns-unhealthy" not in load.revisions()
     assert list(account_containers(docker_client, installation)) == [ACCOUNT]
+
+
+def push_gateway(stack: Stack, revision: str, *, syntax_error: bool = False) -> str:
+    files = gateway_files(revision=revision, ocp_urls={
+        name: stand_in.url_for_containers for name, stand_in in stack.ocp.items()})
+    if syntax_error:
+        files["index.php"] += b"\nthis is not PHP (\n"
+    return commit_files(stack.repos["erangel"], branch="develop", message=revision, files=files)
+
+
+def test_a_gateway_commit_switches_inside_the_running_container_and_a_syntax_error_never_serves(
+    apache_stack: Stack, docker_client: docker.DockerClient, installation: str,
+) -> None:
+    stack = apache_stack
+    stack.push_service("account", BRANCH, "behind-the-gateway")
+    stack.write("sandboxes/QA-Z.yaml", sandbox_yaml("QA-Z", account_branch=BRANCH))
+    first = stack.reconcile("once")
+    assert first.code == 0, first.output
+    gateway_port = allocations(stack)["gateway"]
+    gateway = docker_client.containers.get(f"{PREFIX}-qa-z-gateway")
+    with LoadLoop(f"http://127.0.0.1:{gateway_port}/erangel/account/x") as load:
+        load.wait_for_answers(10)
+        assert set(load.gateway_revisions()) == {"erangel develop"}, load.failures()[:3]
+
+        push_gateway(stack, "erangel develop 2")
+        good = stack.reconcile("once")
+        assert good.code == 0, good.output
+        mark = load.mark()
+        load.wait_for_answers(10)
+        assert set(load.gateway_revisions(mark)) == {"erangel develop 2"}
+
+        broken = push_gateway(stack, "erangel broken", syntax_error=True)
+        failed = stack.reconcile("once")
+        assert failed.code != 0
+        status = stack.reconcile("status", "QA-Z", "--history", str(stack.history))
+        assert "BuildFailed" in status.stdout and "php -l" in status.stdout, status.output
+        assert broken[:7] in status.stdout, status.output
+        mark = load.mark()
+        load.wait_for_answers(10)
+        assert set(load.gateway_revisions(mark)) == {"erangel develop 2"}
+
+    failures = load.failures()
+    assert failures == [], f"{len(failures)} of {len(load.answers)} failed: {failures[:5]}"
+    assert "erangel broken" not in load.gateway_revisions()
+    after = docker_client.containers.get(f"{PREFIX}-qa-z-gateway")
+    assert after.id == gateway.id, "the gateway container was never replaced"
