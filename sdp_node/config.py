@@ -218,7 +218,7 @@ class RepositoryConfig(_Model):
     health_successes: int = Field(default=2, ge=1, le=100, description="healthy = the health "
                                   "path answered 2xx this many times in a row within the "
                                   "timeout")
-    drain_seconds: float = Field(default=2, ge=0, le=600, description="after a switch, how "
+    drain_seconds: float = Field(default=1, ge=0, le=600, description="after a switch, how "
                                  "long the previous container keeps serving requests already "
                                  "sent to it before it is stopped")
     mount_target: str | None = Field(

@@ -19,10 +19,10 @@ from ruamel.yaml import YAML
 
 from sdp_node.protocol import Credentials
 from sdp_testbed.erangel import gateway_files
+from sdp_testbed.load import LoadLoop
 from sdp_testbed.repos import commit_files
 from tests.e2e.stack import Stack, build_stack, sandbox_yaml, stop_stack
 from tests.support.agents import AgentProcess
-from tests.support.load import LoadLoop
 from tests.support.names import PREFIX
 
 pytestmark = pytest.mark.apache
