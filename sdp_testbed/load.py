@@ -63,7 +63,8 @@ class LoadLoop:
             with urllib.request.urlopen(self.url, timeout=self.timeout) as got:  # noqa: S310
                 status, body = got.status, got.read()
         except urllib.error.HTTPError as e:
-            return Answer(at, False, e.code, None, None, f"HTTP {e.code}")
+            detail = e.read()[:300].decode("utf-8", "replace")
+            return Answer(at, False, e.code, None, None, f"HTTP {e.code}: {detail}")
         except (urllib.error.URLError, OSError) as e:
             return Answer(at, False, None, None, None, str(getattr(e, "reason", e)))
         try:
@@ -75,7 +76,7 @@ class LoadLoop:
         inner = data.get("body") if isinstance(data.get("body"), dict) else {}
         ok = status == 200 and upstream == 200
         return Answer(at, ok, status, inner.get("revision"), data.get("gateway_revision"),
-                      "" if ok else f"upstream {upstream}")
+                      "" if ok else f"upstream {data.get('upstream')} answered {upstream}")
 
     # -- reading ----------------------------------------------------------------------------------
 

@@ -28,7 +28,12 @@ from sdp_reconciler.access.enforcement import Enforcement, audit_refusals, enfor
 from sdp_reconciler.access.signatures import SignatureVerifier
 from sdp_reconciler.apply.applying import Applier, ApplyOutcome
 from sdp_reconciler.apply.notify import Notifier, finished_notices, started_notices
-from sdp_reconciler.apply.status import held_rows, retired_rows, status_rows
+from sdp_reconciler.apply.status import (
+    failure_message,
+    held_rows,
+    retired_rows,
+    status_rows,
+)
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.history import History, Retention
 from sdp_reconciler.observe import credentials as creds
@@ -288,7 +293,12 @@ def run(
 
         def failure(change: Change) -> str:
             found = result.outcome.results.get(change.step_id)
-            return found.message if found else result.outcome.errors.get(change.step_id, "")
+            if found is None:
+                return result.outcome.errors.get(change.step_id, "")
+            if found.reason is None:
+                return found.message
+            return f"{found.reason.value}: " + prepared.redactor(failure_message(
+                found.message, found.health_answer, found.output_tail))
 
         notifier.send(finished_notices(prepared.plan, result.outcome.ok, failure, urls))
         known = set(prepared.sandboxes) | set(prepared.retired) | {
