@@ -150,6 +150,25 @@ containers run (they use ``network_mode: bridge``); on one machine that is where
 come from."""
 
 
+class Pruning(_Model):
+    """What the agent deletes from its workspace after each apply (``sdp_node.prune``)."""
+
+    enabled: bool = Field(default=True, description="prune after each apply; false keeps "
+                          "every commit tree, build and gateway tree and lets GOCACHE grow")
+    keep_recent: int = Field(
+        default=3, ge=0,
+        description="per repository: how many commit trees and builds that no container uses "
+        "are kept, most recently made first (a rollback to one of them checks out and builds "
+        "nothing); what a container mounts is always kept")
+    min_age_minutes: float = Field(
+        default=10, ge=0,
+        description="nothing made or changed less than this long ago is deleted")
+    go_cache_max_mb: int = Field(
+        default=2048, ge=0,
+        description="GOCACHE is emptied after an apply that leaves it larger than this many "
+        "MiB (Go rebuilds what it needs; its module cache is not touched)")
+
+
 class Isolation(_Model):
     """Which sources may reach the sandboxes' published ports (MICRO nodes)."""
 
@@ -332,6 +351,10 @@ class NodeConfig(_Model):
         default_factory=Hardening,
         description="how every container is confined by default (pids, privileges, "
         "capabilities, read-only trees, default CPU and memory, the composer user)")
+    pruning: Pruning = Field(
+        default_factory=Pruning,
+        description="disk hygiene: unused commit trees, builds and gateway trees are deleted "
+        "and GOCACHE is bounded, after each apply")
     isolation: Isolation = Field(
         default_factory=Isolation,
         description="MICRO: which sources may reach the sandboxes' published ports (iptables "

@@ -36,6 +36,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import assert_never
 
+from sdp_node import prune
 from sdp_node.build import GoBuilder
 from sdp_node.config import NodeConfig, RepositoryConfig
 from sdp_node.containers import ASIDE_SUFFIX, NEXT_SUFFIX, ContainerDetails, Engine, RunSpec
@@ -135,6 +136,8 @@ class Converger:
                                result=self._run_step(step, context))
         finally:
             operation.finish()
+            # Still in the one worker thread: no other apply runs while this looks.
+            prune.after_apply(self.config, lambda: self.engine.api.containers(all=True))
 
     def _run_step(self, step: Step, context: StepContext) -> StepResult:
         try:

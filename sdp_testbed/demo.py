@@ -8,7 +8,9 @@ file: the fixtures process (git server on 127.0.0.1:3460 and OCP stand-ins on 34
 the MICRO and GATEWAY agents on 127.0.0.1:3453 and :3454, as ``state/nodes.yaml`` expects.
 ``down`` stops them by pid and removes the demo's containers and networks by label, and the
 port isolation rules its MICRO agent wrote (tagged with the demo's installation).
-Everything listens on this machine; nothing reaches a company host.
+``up --with-data`` adds the INFRA part (``demodata.py``): the agent ``infra-1`` on :3455 over
+the data servers of ``.ci/start-data-servers``, a QA template database and the account branch
+that reads it. Everything listens on this machine; nothing reaches a company host.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from types import FrameType
 import docker
 
 from sdp_node.isolation import remove_installation
+from sdp_testbed import demodata
 from sdp_testbed.erangel import gateway_files
 from sdp_testbed.gitserver import PASSWORD_ENV, USERNAME_ENV, GitServer
 from sdp_testbed.go_service import go_service_files
@@ -56,6 +59,7 @@ def _secrets(root: Path) -> dict[str, str]:
         "SDP_SPEC_HASH_KEY": lambda: secrets.token_hex(32),
         "SDP_MICRO_TOKEN": lambda: secrets.token_hex(24),
         "SDP_GATEWAY_TOKEN": lambda: secrets.token_hex(24),
+        "SDP_INFRA_TOKEN": lambda: secrets.token_hex(24),
         "SDP_SECRET_QA_JWT": lambda: secrets.token_hex(16),
         "SDP_GIT_USERNAME": lambda: "demo-developer",
         "SDP_GIT_PASSWORD": lambda: secrets.token_urlsafe(18),
@@ -72,17 +76,26 @@ def _secrets(root: Path) -> dict[str, str]:
     return values
 
 
-def _host_config(root: Path) -> Path:
+def _token_env(node_type: str) -> str:
+    return {"MICRO": "SDP_MICRO_TOKEN", "GATEWAY": "SDP_GATEWAY_TOKEN",
+            "INFRA": "SDP_INFRA_TOKEN"}[node_type]
+
+
+def _agents(with_data: bool) -> dict[str, tuple[str, int]]:
+    if not with_data:
+        return dict(AGENTS)
+    return {**AGENTS, demodata.INFRA_NODE: ("INFRA", demodata.INFRA_PORT)}
+
+
+def _host_config(root: Path, with_data: bool = False) -> Path:
     """The demo reconciler host's reconciler.yaml: agents pinned, tokens and key by reference."""
     path = root / "reconciler.yaml"
     path.write_text(json.dumps({
         "installation": INSTALLATION,
         "spec_hash_key": {"env": "SDP_SPEC_HASH_KEY"},
         "agents": {
-            name: {"url": f"http://127.0.0.1:{port}",
-                   "token": {"env": "SDP_MICRO_TOKEN" if kind == "MICRO" else
-                             "SDP_GATEWAY_TOKEN"}}
-            for name, (kind, port) in AGENTS.items()
+            name: {"url": f"http://127.0.0.1:{port}", "token": {"env": _token_env(kind)}}
+            for name, (kind, port) in _agents(with_data).items()
         },
         "secrets": {"env_prefix": "SDP_SECRET_"},
     }, indent=1) + "\n")
@@ -109,9 +122,14 @@ def _fill_repositories(git_root: Path) -> None:
                      files=gateway_files(revision="erangel develop", ocp_urls=urls))
 
 
-def _node_config(name: str, node_type: str, port: int, git_base: str) -> dict[str, object]:
-    token_env = "SDP_MICRO_TOKEN" if node_type == "MICRO" else "SDP_GATEWAY_TOKEN"
-    if node_type == "MICRO":
+def _node_config(name: str, node_type: str, port: int, git_base: str,
+                 data: dict[str, object] | None = None) -> dict[str, object]:
+    token_env = _token_env(node_type)
+    extra: dict[str, object] = {}
+    if node_type == "INFRA":
+        repositories: list[dict[str, object]] = []
+        extra = {"data": data}
+    elif node_type == "MICRO":
         repositories = [
             {"name": s, "url": f"{git_base}/{s}.git", "kind": "go", "image": IMAGE_TAGS["micro"]}
             for s in SERVICE_BRANCHES
@@ -126,7 +144,7 @@ def _node_config(name: str, node_type: str, port: int, git_base: str) -> dict[st
         "name": name, "type": node_type, "installation": INSTALLATION,
         "listen": f"127.0.0.1:{port}", "token": {"env": token_env},
         "workspace": str((ROOT / name / "workspace").resolve()),
-        "subnet_range": "10.232.0.0/16", "repositories": repositories,
+        "subnet_range": "10.232.0.0/16", "repositories": repositories, **extra,
     }
 
 
@@ -149,27 +167,33 @@ def _start(name: str, command: list[str], env: dict[str, str]) -> None:
     pid_file.write_text(f"{process.pid}\n")
 
 
-def up() -> int:
+def up(with_data: bool = False) -> int:
     ROOT.mkdir(exist_ok=True)
     values = _secrets(ROOT)
-    _host_config(ROOT)
+    _host_config(ROOT, with_data)
     env = {**os.environ, **values,
            USERNAME_ENV: values["SDP_GIT_USERNAME"], PASSWORD_ENV: values["SDP_GIT_PASSWORD"]}
     _fill_repositories(ROOT / "git")
+    data = None
+    if with_data:
+        data = demodata.node_data(demodata.prepare())
+        demodata.fill_repository(ROOT / "git")
     python = sys.executable
     _start("fixtures", [python, "-m", "sdp_testbed.demo", "fixtures"], env)
     wait_for_http(f"http://127.0.0.1:{OCP_PORTS['payment']}/", timeout=30,
                   what="the demo's OCP stand-ins")
     git_base = f"http://127.0.0.1:{GIT_PORT}"
-    for name, (node_type, port) in AGENTS.items():
+    for name, (node_type, port) in _agents(with_data).items():
         folder = ROOT / name
         folder.mkdir(exist_ok=True)
         config = folder / "node.yaml"
-        config.write_text(json.dumps(_node_config(name, node_type, port, git_base), indent=1))
+        config.write_text(json.dumps(_node_config(name, node_type, port, git_base, data),
+                                     indent=1))
         node = str(Path(python).parent / "sdp-node")
         _start(name, [node, "--config", str(config)], env)
         wait_for_http(f"http://127.0.0.1:{port}/healthz", timeout=30, what=f"agent {name}")
-    print(f"demo: git server {git_base}, agents on 127.0.0.1:3453 and :3454 (logs in {ROOT}/)")
+    ports = " and :".join(str(p) for _t, p in _agents(with_data).values())
+    print(f"demo: git server {git_base}, agents on 127.0.0.1:{ports} (logs in {ROOT}/)")
     return 0
 
 
@@ -209,8 +233,9 @@ def down() -> int:
     for network in client.networks.list(filters={"label": label}):
         network.remove()
     remove_installation(INSTALLATION)
-    print("demo: stopped the fixtures and agents; removed the demo's containers, networks and "
-          "port isolation rules")
+    demodata.drop_demo_data(INSTALLATION)
+    print("demo: stopped the fixtures and agents; removed the demo's containers, networks, "
+          "port isolation rules and databases")
     return 0
 
 
@@ -224,9 +249,19 @@ def env_lines() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sdp_testbed.demo",
                                      description="Run SDP's one-machine demo fixtures.")
-    parser.add_argument("command", choices=["up", "down", "fixtures", "env"])
+    parser.add_argument("command", choices=["up", "down", "fixtures", "env", "add-data"])
+    parser.add_argument("--with-data", action="store_true",
+                        help="up: also an INFRA agent, a QA template database and the branch "
+                        "that reads it (docs/infra.md)")
+    parser.add_argument("--state", type=Path, help="add-data: the demo's state copy")
     args = parser.parse_args(argv)
-    return {"up": up, "down": down, "fixtures": fixtures, "env": env_lines}[args.command]()
+    if args.command == "up":
+        return up(args.with_data)
+    if args.command == "add-data":
+        if args.state is None:
+            parser.error("add-data needs --state DIR")
+        return 0 if demodata.add_to_state(args.state) else 1
+    return {"down": down, "fixtures": fixtures, "env": env_lines}[args.command]()
 
 
 if __name__ == "__main__":

@@ -127,6 +127,9 @@ def make_agent(
         repositories: list[dict[str, Any]], start: bool = True, **settings: Any,
     ) -> AgentProcess:
         settings.setdefault("go_cache", str(GO_CACHE))
+        if settings["go_cache"] == str(GO_CACHE):
+            # Test runs share this GOCACHE: no agent of one empties it under another's build.
+            settings.setdefault("pruning", {"go_cache_max_mb": 1 << 30})
         agent = AgentProcess.create(
             tmp_path, name=name, installation=installation, node_type=node_type,
             repositories=repositories, **settings,

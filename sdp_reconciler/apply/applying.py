@@ -2,9 +2,12 @@
 
 * **Lock**: a lease with a time limit on every node the plan touches, taken in name order and
   given back whole if any node refuses; renewed while the plan runs.
-* **Phases**: services, then routes, then cleanup; within a phase, one convergence plan per
-  node, nodes in parallel. Route choices that wait for a service deploy are settled with that
-  deploy's result before the routes phase starts: a failed service keeps its previous route.
+* **Phases**: data, services, routes, cleanup, data cleanup; within a phase, one convergence
+  plan per node, nodes in parallel. A sandbox whose database, Redis user or vhost failed to be
+  made gets none of its services deployed (they would boot without their data), and one whose
+  container removal failed keeps its data until a later pass removed it; route choices
+  that wait for a service deploy are settled with that deploy's result before the routes phase
+  starts: a failed or held service keeps its previous route.
   A cleanup change that waits for other steps (``after``: a switch's retire) is left for a
   later pass when one of them failed: the previous instance keeps serving.
 * **Recording**: each change becomes a deployment row (with its audit record) when it starts;
@@ -163,6 +166,10 @@ class Applier:
         try:
             for phase in PHASE_ORDER:
                 batches = [(node, changes) for p, node, changes in plan.batches() if p is phase]
+                if phase is Phase.SERVICES:
+                    batches = self._hold_without_data(plan, batches, outcome)
+                if phase is Phase.DATA_CLEANUP:
+                    batches = self._hold_while_containers_remain(plan, batches, outcome)
                 if phase is Phase.ROUTES:
                     failed = outcome.failed_steps()
                     batches = [
@@ -184,6 +191,56 @@ class Applier:
             self.release()
             renewer.join(timeout=5)
         return outcome
+
+    def _hold_without_data(self, plan: Plan, batches: list[tuple[str, list[Change]]],
+                           outcome: ApplyOutcome) -> list[tuple[str, list[Change]]]:
+        """The batches without the service deploys of sandboxes whose data failed; those are
+        recorded as not run."""
+        failed = {c.sandbox: c for c in plan.changes
+                  if c.phase is Phase.DATA and not outcome.ok(c)}
+        if not failed:
+            return batches
+        kept = []
+        for node, changes in batches:
+            runs = []
+            for change in changes:
+                data = failed.get(change.sandbox)
+                if data is None or change.subject is not Subject.SERVICE \
+                        or change.action is Action.STOP:
+                    runs.append(change)
+                    continue
+                message = (f"not deployed: {data.subject.value} {data.resource} of the "
+                           "sandbox could not be made")
+                outcome.errors[change.step_id] = message
+                self._record_end(change, self._record_start(change), None, message)
+            if runs:
+                kept.append((node, runs))
+        return kept
+
+    def _hold_while_containers_remain(
+        self, plan: Plan, batches: list[tuple[str, list[Change]]], outcome: ApplyOutcome,
+    ) -> list[tuple[str, list[Change]]]:
+        """The batches without the drops of sandboxes a container removal failed for: their
+        data goes only once their containers are gone (the next pass tries again)."""
+        failed = {c.sandbox: c for c in plan.changes
+                  if c.phase is Phase.CLEANUP and not outcome.ok(c)}
+        if not failed:
+            return batches
+        kept = []
+        for node, changes in batches:
+            runs = []
+            for change in changes:
+                container = failed.get(change.sandbox)
+                if container is None:
+                    runs.append(change)
+                    continue
+                message = (f"not dropped yet: {container.subject.value} {container.resource} "
+                           "of the sandbox could not be removed")
+                outcome.errors[change.step_id] = message
+                self._record_end(change, self._record_start(change), None, message)
+            if runs:
+                kept.append((node, runs))
+        return kept
 
     def _run_batch(self, node: str, changes: list[Change]) -> ApplyOutcome:
         outcome = ApplyOutcome()
@@ -277,12 +334,26 @@ class Applier:
             role=str(grant.role) if grant and grant.role else None,
             deployment_id=deployment, user=authorship.author,
             uncommitted=int(authorship.uncommitted), runner=self.runner,
-            action=_action_label(change), repository=detail.get("repository"),
+            action=_audit_label(change, result), repository=detail.get("repository"),
             branch=detail.get("branch"), commit_sha=detail.get("commit"),
             environment=detail.get("environment"), sandbox=change.sandbox,
             service=change.service, status="SUCCESS" if result is not None and result.ok
             else "FAILED",
         )
+
+
+def _audit_label(change: Change, result: StepResult | None) -> str:
+    """What the audit says was done: for a data service, whether the ensure really cloned
+    (``clone database``) or found it made (``ensure database``)."""
+    if not change.subject.is_data:
+        return _action_label(change)
+    what = change.subject.value
+    if change.action is Action.REMOVE:
+        return f"drop {what}"
+    if change.action is Action.RECREATE:
+        return f"reclone {what}"
+    made = result is not None and result.changed and bool(change.detail.get("clones"))
+    return f"clone {what}" if made else f"ensure {what}"
 
 
 def _action_label(change: Change) -> str:

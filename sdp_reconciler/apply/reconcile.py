@@ -45,13 +45,15 @@ from sdp_reconciler.observe.observing import (
     observe_nodes,
     resolve_heads,
 )
+from sdp_reconciler.planner.dataplanning import DesiredDataSet, Reset, desired_data
 from sdp_reconciler.planner.expiry import apply_expiry
 from sdp_reconciler.planner.placement import Placement, place
-from sdp_reconciler.planner.plan import Action, Change, Plan, Subject
+from sdp_reconciler.planner.plan import Action, Change, Plan
 from sdp_reconciler.planner.planning import Restart, plan
 from sdp_reconciler.planner.ports import (
+    NO_FREE_PORT,
     allocate,
-    follow,
+    follow_switches,
     release,
     same_allocations,
     write_ports_file,
@@ -75,6 +77,8 @@ class Prepared:
     world: World
     placements: dict[tuple[str, str], Placement]
     allocations: list[Allocation]
+    data: DesiredDataSet
+    """every sandbox's data services this pass (their passwords registered for redaction)"""
     plan: Plan
     clients: dict[str, NodeClient]
     credentials: Credentials | None
@@ -84,6 +88,8 @@ class Prepared:
     access: Enforcement = field(default_factory=lambda: Enforcement(decision=None))
     held: frozenset[str] = frozenset()
     """sandboxes left as they run: a change to them is not authorised (access.yaml)"""
+    again: Callable[[], Prepared] | None = None
+    """prepare once more with the same inputs (``run``'s second round)"""
 
     def close(self) -> None:
         for client in self.clients.values():
@@ -95,13 +101,26 @@ class PassResult:
     prepared: Prepared
     outcome: ApplyOutcome = field(default_factory=ApplyOutcome)
     refused: str | None = None
+    follow_up: PassResult | None = None
+    """the second round, planned after this round's removals freed ports that sandboxes of
+    this round waited for"""
 
     @property
     def plan(self) -> Plan:
         return self.prepared.plan
 
     @property
+    def rounds(self) -> list[PassResult]:
+        return [self, *(self.follow_up.rounds if self.follow_up else [])]
+
+    @property
+    def final(self) -> PassResult:
+        return self.rounds[-1]
+
+    @property
     def converged(self) -> bool:
+        if self.follow_up is not None:
+            return self.follow_up.converged
         plan = self.prepared.plan
         all_ok = all(self.outcome.ok(c) for c in plan.changes)
         return self.refused is None and not plan.problems and all_ok and not any(
@@ -130,7 +149,8 @@ def activity(state: LoadedState, sandboxes: dict[str, ResolvedSandbox],
 
 def prepare(
     state_dir: Path, *, env: Mapping[str, str] | None = None,
-    restarts: frozenset[Restart] = frozenset(), report: Report = lambda _m: None,
+    restarts: frozenset[Restart] = frozenset(), resets: frozenset[Reset] = frozenset(),
+    report: Report = lambda _m: None,
     client_timeout: float = 30.0, history: History | None = None,
     now: datetime | None = None, verifier: SignatureVerifier | None = None,
 ) -> Prepared:
@@ -190,19 +210,28 @@ def prepare(
             existing=state.ports.model.allocations if state.ports else [],
             world=world, now=datetime.now(UTC),
         )
+        data = desired_data(sandboxes, world)
+        SECRETS.add(*data.passwords())  # derived here; handed to the containers only
         the_plan = plan(
             sandboxes=sandboxes, world=world, placements=placements, allocations=allocations,
             problems=[*access_problems, *problems, *port_problems], restarts=restarts,
-            retired=retired, held=held,
+            retired=retired, held=held, data=data, resets=resets,
         )
     except BaseException:
         for client in clients.values():
             client.close()
         raise
+    def again() -> Prepared:
+        # Restarts were done by the first round: the second one must not repeat them.
+        return prepare(state_dir, env=env, report=report,
+                       client_timeout=client_timeout, history=history, now=now,
+                       verifier=verifier)
+
     return Prepared(
         state=state, sandboxes=sandboxes, retired=retired, world=world, placements=placements,
-        allocations=allocations, plan=the_plan, clients=clients, credentials=credentials,
-        redactor=SECRETS, host=host, access=access, held=held,
+        allocations=allocations, data=data, plan=the_plan, clients=clients,
+        credentials=credentials, redactor=SECRETS, host=host, access=access, held=held,
+        again=again,
     )
 
 
@@ -213,7 +242,7 @@ def prune_refusal(prepared: Prepared) -> str | None:
         for c in v.observation.containers if not c.aside
     ]
     removals = [c for c in prepared.plan.changes
-                if c.action is Action.REMOVE and c.subject is not Subject.NETWORK]
+                if c.action is Action.REMOVE and c.subject.is_container]
     if not running or len(removals) * 2 <= len(running):
         return None
     sandboxes = sorted({c.sandbox for c in removals})
@@ -260,55 +289,71 @@ def run(
             report=report,
         )
         notifier.send(started_notices(prepared.plan))
-        applier = Applier(
-            clients=prepared.clients, history=history, pass_id=pass_id, runner=runner,
-            credentials=prepared.credentials, redactor=prepared.redactor,
-            authorship=authorship, grant=prepared.access.grant, progress=progress,
-            **({"lease_wait": lease_wait} if lease_wait is not None else {}),
-        )
-        result.outcome = applier.run(prepared.plan)
-        removed = {
-            (c.sandbox, c.service) for c in prepared.plan.changes
-            if c.action is Action.REMOVE and c.service and result.outcome.ok(c)
-            and not isinstance(c.step, RetireContainer)
-        }
-        switched = {
-            (c.sandbox, c.service): c.step.spec.port for c in prepared.plan.changes
-            if isinstance(c.step, DeployService) and c.service and result.outcome.ok(c)
-        }
-        remaining = follow(release(prepared.allocations, removed), switched,
-                           now=datetime.now(UTC))
-        if remaining != prepared.allocations:
-            write_ports_file(ports_path, remaining)
+        def applier(round_: Prepared) -> Applier:
+            return Applier(
+                clients=round_.clients, history=history, pass_id=pass_id, runner=runner,
+                credentials=round_.credentials, redactor=round_.redactor,
+                authorship=authorship, grant=round_.access.grant, progress=progress,
+                **({"lease_wait": lease_wait} if lease_wait is not None else {}),
+            )
+
+        result.outcome = applier(prepared).run(prepared.plan)
+        remaining = _release_removed(prepared, result.outcome, ports_path)
+        last, last_remaining = result, remaining
+        if remaining != prepared.allocations and waits_for_ports(prepared.plan) \
+                and prepared.again is not None:
+            # A removal confirmed this round freed ports that sandboxes of this round waited
+            # for: plan those now rather than one pass later.
+            report("ports freed by removals: planning the sandboxes that waited for one")
+            again = prepared.again()
+            follow = PassResult(prepared=again)
+            result.follow_up = follow
+            if not same_allocations(again.allocations, again.state.ports.model.allocations
+                                    if again.state.ports else []):
+                write_ports_file(ports_path, again.allocations)
+            follow.refused = None if allow_prune else prune_refusal(again)
+            if follow.refused is None:
+                notifier.send(started_notices(again.plan))
+                follow.outcome = applier(again).run(again.plan)
+                last_remaining = _release_removed(again, follow.outcome, ports_path)
+            else:
+                last_remaining = again.allocations
+            last = follow
+        final = last.prepared
         rows = status_rows(
-            sandboxes=prepared.sandboxes, plan=prepared.plan, outcome=result.outcome,
-            world=prepared.world, placements=prepared.placements, allocations=remaining,
+            sandboxes=final.sandboxes, plan=final.plan, outcome=last.outcome,
+            world=final.world, placements=final.placements, allocations=last_remaining,
+            data=final.data,
         )
-        rows += retired_rows(prepared.retired)
-        rows += held_rows({name: prepared.access.refusals_of(name) or prepared.access.halted
-                           for name in prepared.held
-                           if prepared.state.sandboxes.get(name) is not None
-                           or _runs(prepared.world, name)}, prepared.world)
+        rows += retired_rows(final.retired)
+        rows += held_rows({name: final.access.refusals_of(name) or final.access.halted
+                           for name in final.held
+                           if final.state.sandboxes.get(name) is not None
+                           or _runs(final.world, name)}, final.world)
         urls = {r.sandbox: r.url for r in rows if r.service == GATEWAY and r.url}
 
-        def failure(change: Change) -> str:
-            found = result.outcome.results.get(change.step_id)
-            if found is None:
-                return result.outcome.errors.get(change.step_id, "")
-            if found.reason is None:
-                return found.message
-            return f"{found.reason.value}: " + prepared.redactor(failure_message(
-                found.message, found.health_answer, found.output_tail))
+        for round_ in result.rounds:
+            if round_.refused is not None:
+                continue
 
-        notifier.send(finished_notices(prepared.plan, result.outcome.ok, failure, urls))
-        known = set(prepared.sandboxes) | set(prepared.retired) | {
-            r.sandbox for r in rows}
+            def failure(change: Change, outcome: ApplyOutcome = round_.outcome) -> str:
+                found = outcome.results.get(change.step_id)
+                if found is None:
+                    return outcome.errors.get(change.step_id, "")
+                if found.reason is None:
+                    return found.message
+                return f"{found.reason.value}: " + prepared.redactor(failure_message(
+                    found.message, found.health_answer, found.output_tail))
+
+            notifier.send(finished_notices(round_.plan, round_.outcome.ok, failure, urls))
+        known = set(final.sandboxes) | set(final.retired) | {r.sandbox for r in rows}
         history.set_status(rows, sandboxes=known)
         history.forget_sandboxes_except(known)
         status = "CONVERGED" if result.converged else "NOT_CONVERGED"
         audit_refusals(history, prepared.access, runner=runner)
         record(history, prepared.access)
-        history.finish_pass(pass_id, status=status, summary=prepared.plan.summary())
+        history.finish_pass(pass_id, status=status,
+                            summary="; then ".join(r.plan.summary() for r in result.rounds))
         settings = prepared.host.model.history
         history.prune(Retention(deployments_days=settings.retention_days,
                                 audit_days=settings.audit_retention_days))
@@ -317,9 +362,36 @@ def run(
         history.finish_pass(pass_id, status="ERROR", summary=prepared.redactor(str(e)))
         raise
     finally:
+        if result.follow_up is not None:
+            result.follow_up.prepared.close()
         if notifier is not None:
             notifier.close()
         repository.close()
+
+
+def waits_for_ports(plan: Plan) -> bool:
+    """Whether some sandbox of ``plan`` was held back for want of a free port."""
+    return any(p.message.startswith(NO_FREE_PORT) for p in plan.problems)
+
+
+def _release_removed(prepared: Prepared, outcome: ApplyOutcome, ports_path: Path
+                     ) -> list[Allocation]:
+    """The allocations without those whose containers a node confirmed removed (written)."""
+    removed = {
+        (c.sandbox, c.service) for c in prepared.plan.changes
+        if c.action is Action.REMOVE and c.subject.is_container and c.service
+        and outcome.ok(c) and not isinstance(c.step, RetireContainer)
+    }
+    # A switched service serves on its new port: its allocation follows it this pass.
+    switched = {
+        (c.sandbox, c.service): c.step.spec.port for c in prepared.plan.changes
+        if isinstance(c.step, DeployService) and c.service and outcome.ok(c)
+    }
+    remaining = follow_switches(release(prepared.allocations, removed), switched,
+                                now=datetime.now(UTC))
+    if remaining != prepared.allocations:
+        write_ports_file(ports_path, remaining)
+    return remaining
 
 
 def _runs(world: World, sandbox: str) -> bool:
@@ -341,3 +413,23 @@ def restart_targets(prepared: Prepared, sandbox: str, service: str | None) -> No
             f"sandbox {sandbox!r} runs no container for {service!r} (it runs: "
             f"{', '.join(sorted(s for s in running if s)) or 'nothing'})"
         )
+
+
+def reset_targets(prepared: Prepared, sandbox: str, entry: str) -> None:
+    """Check that ``reset SANDBOX ENTRY`` names a PostgreSQL entry this pass re-clones."""
+    resolved = prepared.sandboxes.get(sandbox)
+    if resolved is None:
+        known = ", ".join(sorted(prepared.sandboxes)) or "none"
+        raise SdpError(f"no sandbox {sandbox!r} in the state (sandboxes: {known})")
+    data = resolved.data.get(entry)
+    if data is None or data.entry.source is None:
+        entries = ", ".join(f"{n} ({d.entry.kind.value})" for n, d in resolved.data.items())
+        raise SdpError(
+            f"sandbox {sandbox!r} has no PostgreSQL data entry {entry!r} to re-clone "
+            f"(its data: {entries or 'none'})")
+    if resolved.suspended:
+        raise SdpError(f"sandbox {sandbox!r} is suspended: resume it to re-clone {entry!r}")
+    if not any(c.sandbox == sandbox and c.service == entry and c.subject.is_data
+               for c in prepared.plan.changes):
+        why = "; ".join(str(p) for p in prepared.plan.problems) or "nothing planned"
+        raise SdpError(f"{entry!r} of sandbox {sandbox!r} cannot be re-cloned this pass: {why}")

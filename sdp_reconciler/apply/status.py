@@ -8,7 +8,8 @@ still the old one, its attempted commit the new one (as Flux keeps them). Its re
 (``BuildFailed``, ``CrashedOnStart``, ``HealthCheckFailed``; ``DeployFailed`` otherwise) and the
 message carries the health path's answer and the container's last log lines; a failure the node
 remembers (not retried until the branch moves, the spec changes or a restart asks) is reported
-the same way on every later pass.
+the same way on every later pass. A sandbox's data
+services add one row each (``datastatus.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from sdp_node.protocol import (
     StepResult,
 )
 from sdp_reconciler.apply.applying import ApplyOutcome
+from sdp_reconciler.apply.datastatus import data_rows
 from sdp_reconciler.history import StatusRow
+from sdp_reconciler.planner.dataplanning import DesiredDataSet
 from sdp_reconciler.planner.placement import Placement
 from sdp_reconciler.planner.plan import Action, Change, Plan, Subject
 from sdp_reconciler.planner.world import Allocation, World
@@ -93,7 +96,7 @@ def _health_of(container: ObservedContainer | None) -> tuple[str, str, str]:
 def status_rows(
     *, sandboxes: dict[str, ResolvedSandbox], plan: Plan, outcome: ApplyOutcome | None,
     world: World, placements: dict[tuple[str, str], Placement],
-    allocations: list[Allocation],
+    allocations: list[Allocation], data: DesiredDataSet | None = None,
 ) -> list[StatusRow]:
     changes: dict[tuple[str, str], Change] = {}
     route_changes: dict[str, Change] = {}
@@ -192,10 +195,28 @@ def status_rows(
                     why = result.message if result else outcome.errors.get(routes.step_id, "")
                     row = _replace(row, sync="OutOfSync", reason="RoutesFailed",
                                    health="Degraded", message=why)
+            if service == GATEWAY and not _serves(sandbox, planned, outcome, observed):
+                row = _replace(row, url=None)
             sandbox_rows.append(row)
+        if data is not None:
+            sandbox_rows += data_rows(sandbox, data=data, plan=plan, outcome=outcome, world=world)
         rows.extend(sandbox_rows)
         rows.append(_sandbox_row(name, sandbox, sandbox_rows, blocked))
     return rows
+
+
+def _serves(sandbox: ResolvedSandbox, planned: Change | None, outcome: ApplyOutcome | None,
+            observed: ObservedContainer | None) -> bool:
+    """Whether the gateway answers after this pass, so that its URL is worth giving: not when
+    the sandbox is suspended, nor when no container runs (none deployed yet, a failed first
+    deploy, stopped)."""
+    if sandbox.suspended:
+        return False
+    if planned is not None and outcome is not None:
+        result = outcome.results.get(planned.step_id)
+        if result is not None and result.ok:
+            return planned.action is not Action.STOP
+    return observed is not None and observed.state == "running"
 
 
 def held_rows(held: dict[str, tuple[str, ...]], world: World) -> list[StatusRow]:
@@ -222,7 +243,8 @@ def held_rows(held: dict[str, tuple[str, ...]], world: World) -> list[StatusRow]
                     attempted_commit=container.labels.get(LABEL_COMMIT),
                     applied_commit=container.labels.get(LABEL_COMMIT),
                     port=int(port) if port and port.isdigit() else None,
-                    url=f"http://{address}:{port}" if port and address else None,
+                    url=f"http://{address}:{port}" if port and address and (
+                        service != GATEWAY or container.state == "running") else None,
                     route="sandbox" if service != GATEWAY else None,
                 ))
         rows += sandbox_rows

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import TextIO
 
 from sdp_node.protocol import OperationEvent
-from sdp_reconciler.apply.reconcile import PassResult, prepare, restart_targets, run
+from sdp_reconciler.apply.reconcile import (
+    PassResult,
+    prepare,
+    reset_targets,
+    restart_targets,
+    run,
+)
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.history import History
 from sdp_reconciler.planner.plan import Change
@@ -96,10 +102,12 @@ def summary_table(history: History, *, sandbox: str | None = None) -> str:
 
 
 def _apply(args: argparse.Namespace, *, mode: str, restarts: frozenset[tuple[str, str | None]]
-           = frozenset()) -> tuple[int, PassResult]:
+           = frozenset(), resets: frozenset[tuple[str, str]] = frozenset()
+           ) -> tuple[int, PassResult]:
     history = History(history_path(args))
     try:
-        prepared = prepare(state_dir(args), report=_say, restarts=restarts, history=history)
+        prepared = prepare(state_dir(args), report=_say, restarts=restarts, resets=resets,
+                           history=history)
     except BaseException:
         history.close()
         raise
@@ -107,6 +115,8 @@ def _apply(args: argparse.Namespace, *, mode: str, restarts: frozenset[tuple[str
         if mode == "restart":
             sandbox, service = next(iter(restarts))
             restart_targets(prepared, sandbox, service)
+        for sandbox, entry in resets:
+            reset_targets(prepared, sandbox, entry)
         the_plan = prepared.plan
         _say(the_plan.render())
         result = run(prepared, history=history, mode=mode, allow_prune=args.allow_prune,
@@ -117,12 +127,15 @@ def _apply(args: argparse.Namespace, *, mode: str, restarts: frozenset[tuple[str
         if result.converged:
             print("converged")
             return 0, result
-        failed = [c for c in the_plan.changes if not result.outcome.ok(c)]
+        final = result.final  # a second round, when removals freed ports others waited for
+        if final.refused:
+            print(f"not converged: {final.refused}")
+        failed = [c for c in final.plan.changes if not final.outcome.ok(c)]
         for change in failed:
-            why = result.outcome.results.get(change.step_id)
-            message = why.message if why else result.outcome.errors.get(change.step_id, "")
+            why = final.outcome.results.get(change.step_id)
+            message = why.message if why else final.outcome.errors.get(change.step_id, "")
             print(f"not converged: {change.resource} on {change.node}: {message}")
-        for problem in the_plan.problems:
+        for problem in final.plan.problems:
             print(f"not converged: {problem}")
         return 2, result
     finally:
@@ -136,6 +149,10 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 def cmd_restart(args: argparse.Namespace) -> int:
     return _apply(args, mode="restart", restarts=frozenset({(args.sandbox, args.service)}))[0]
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    return _apply(args, mode="reset", resets=frozenset({(args.sandbox, args.entry)}))[0]
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -182,6 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_apply_options(restart)
     restart.set_defaults(handler=_lazy("cli.commands", "cmd_restart"))
 
+    reset = commands_parser(
+        commands_, "reset", help="re-clone a sandbox's database from its source",
+        description="Replace the PostgreSQL database of data entry ENTRY of SANDBOX with a "
+        "fresh copy of the entry's source (from:), in a pass recorded like any deploy. The "
+        "copy is made beside the old one and swapped in: the sandbox is without a database "
+        "for milliseconds; open sessions on the old one are ended. The role and its password "
+        "stay. Exit codes as for --once.")
+    reset.add_argument("sandbox", metavar="SANDBOX")
+    reset.add_argument("entry", metavar="ENTRY", help="a postgresql entry of the sandbox's "
+                       "data: (e.g. db)")
+    _add_history(reset)
+    _add_apply_options(reset)
+    reset.set_defaults(handler=_lazy("cli.commands", "cmd_reset"))
+
     serve = commands_parser(commands_, "serve", help="serve the status page only",
                             description="Serve the read-only status page over the history "
                             "file, without reconciling: sandboxes, live progress and logs, "

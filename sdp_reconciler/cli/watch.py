@@ -133,7 +133,8 @@ class Watcher:
             else:
                 for line in change_lines(result):
                     self.report(f"pass {self.passes}: {line}")
-                self.report(f"pass {self.passes}: {prepared.plan.summary()} "
+                summary = "; then ".join(r.plan.summary() for r in result.rounds)
+                self.report(f"pass {self.passes}: {summary} "
                             f"{'converged' if result.converged else 'not converged'}")
         except SdpError as e:
             self.report(f"pass {self.passes}: {e}")
@@ -171,16 +172,20 @@ class Watcher:
 def change_lines(result: PassResult) -> list[str]:
     """One line per change a pass applied: symbol, what, reason, and how it went."""
     lines = []
-    for change in result.plan.changes:
-        outcome = result.outcome.results.get(change.step_id)
-        if outcome is not None and outcome.ok:
-            how = "done"
-        else:
-            why = outcome.message if outcome else result.outcome.errors.get(change.step_id, "")
-            how = f"FAILED: {why}" if why else "FAILED"
-        lines.append(f"{change.action.symbol} {change.describe()}: {change.reason} ({how})")
-    for problem in result.plan.problems:
-        lines.append(f"problem: {problem}")
+    for round_ in result.rounds:
+        if round_ is not result:
+            lines.append("second round (ports freed by removals):")
+        for change in round_.plan.changes:
+            outcome = round_.outcome.results.get(change.step_id)
+            if outcome is not None and outcome.ok:
+                how = "done"
+            else:
+                why = outcome.message if outcome else round_.outcome.errors.get(
+                    change.step_id, "")
+                how = f"FAILED: {why}" if why else "FAILED"
+            lines.append(f"{change.action.symbol} {change.describe()}: {change.reason} ({how})")
+        for problem in round_.plan.problems:
+            lines.append(f"problem: {problem}")
     return lines
 
 

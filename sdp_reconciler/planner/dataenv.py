@@ -21,7 +21,7 @@ import hmac
 
 from sdp_node.naming import ResourceNames
 from sdp_node.protocol import DataKind, DataServerInfo, Secret
-from sdp_reconciler.state.datamodels import DataEntry, DataSetting, variable_names
+from sdp_reconciler.state.models import DataEntry, DataSetting, variable_names
 
 PASSWORD_CONTEXT = "sdp-data-password/1"  # noqa: S105 - an HMAC context, not a secret
 

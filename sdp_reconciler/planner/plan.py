@@ -3,9 +3,11 @@
 A ``Plan`` is what ``planning.plan`` returns and what ``applying`` carries out. It says, for
 every change, what (``Action``: create ``+``, update ``~``, recreate ``-/+``, start/stop ``~``,
 remove ``-``), on which node, why (a reason a person can act on), and where in the state the
-change comes from (``file:line:col``). Changes run in three phases: ``services`` (networks and
-service containers), ``routes`` (gateways and their route tables, switched only after the
-services they point at are confirmed), then ``cleanup`` (what is no longer wanted). Rendering
+change comes from (``file:line:col``). Changes run in five phases: ``data`` (the sandboxes'
+databases, Redis users and vhosts on INFRA nodes), ``services`` (networks and service
+containers), ``routes`` (gateways and their route tables, switched only after the services
+they point at are confirmed), ``cleanup`` (containers no longer wanted), then
+``data-cleanup`` (data services no longer wanted, once their containers are gone). Rendering
 and JSON live here too; neither ever includes a secret value (the protocol steps, which carry
 them, are never rendered).
 """
@@ -44,15 +46,31 @@ class Subject(StrEnum):
     SERVICE = "service"
     GATEWAY = "gateway"
     ROUTES = "routes"
+    DATABASE = "database"
+    REDIS_USER = "redis user"
+    RABBITMQ_VHOST = "rabbitmq vhost"
+
+    @property
+    def is_data(self) -> bool:
+        return self in DATA_SUBJECTS
+
+    @property
+    def is_container(self) -> bool:
+        return self in (Subject.SERVICE, Subject.GATEWAY)
+
+
+DATA_SUBJECTS = frozenset({Subject.DATABASE, Subject.REDIS_USER, Subject.RABBITMQ_VHOST})
 
 
 class Phase(StrEnum):
+    DATA = "data"
     SERVICES = "services"
     ROUTES = "routes"
     CLEANUP = "cleanup"
+    DATA_CLEANUP = "data-cleanup"
 
 
-PHASE_ORDER = (Phase.SERVICES, Phase.ROUTES, Phase.CLEANUP)
+PHASE_ORDER = (Phase.DATA, Phase.SERVICES, Phase.ROUTES, Phase.CLEANUP, Phase.DATA_CLEANUP)
 
 
 @dataclass(frozen=True)
@@ -101,6 +119,9 @@ class Change:
         else:
             what = f"{self.subject.value} {self.resource}"
         extra = ""
+        if self.subject.is_data and detail.get("source") and self.action in (
+                Action.CREATE, Action.RECREATE):
+            extra = f" (from {detail['source']})"
         if "commit" in detail and self.action in (Action.CREATE, Action.UPDATE, Action.RECREATE):
             extra = (
                 f" ({detail.get('repository')}@{detail.get('branch')} "

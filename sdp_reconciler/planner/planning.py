@@ -56,8 +56,17 @@ from sdp_node.protocol import (
     StartContainer,
     StopContainer,
 )
+from sdp_reconciler.planner.dataplanning import DesiredDataSet, Reset, desired_data, plan_data
 from sdp_reconciler.planner.placement import Placement
-from sdp_reconciler.planner.plan import Action, Change, Phase, Plan, RouteChoice, Subject
+from sdp_reconciler.planner.plan import (
+    PHASE_ORDER,
+    Action,
+    Change,
+    Phase,
+    Plan,
+    RouteChoice,
+    Subject,
+)
 from sdp_reconciler.planner.specs import differences, public_spec, spec_hash
 from sdp_reconciler.planner.world import Allocation, ResolvedEnvironment, World
 from sdp_reconciler.state.locations import Location, Problem
@@ -98,6 +107,7 @@ class _Planner:
     placements: dict[tuple[str, str], Placement]
     ports: dict[tuple[str, str], Allocation]
     restarts: frozenset[Restart]
+    data: DesiredDataSet = field(default_factory=DesiredDataSet)
     retired: dict[str, str] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
@@ -222,13 +232,23 @@ class _Planner:
 
     def environment(self, sandbox: str, name: str | None, location: Location,
                     path: str) -> ResolvedEnvironment | None:
+        found: ResolvedEnvironment | None
         if name is None:
-            return ResolvedEnvironment(name="", variables={}, secrets={})
-        if name in self.world.environment_errors:
+            found = ResolvedEnvironment(name="", variables={}, secrets={})
+        elif name in self.world.environment_errors:
             self.block(sandbox, Problem(location, f"{path}.environment",
                                         self.world.environment_errors[name]))
             return None
-        return self.world.environments.get(name)
+        else:
+            found = self.world.environments.get(name)
+        env, secret_env = self.data.env_of(sandbox)
+        if found is None or not (env or secret_env):
+            return found
+        # The state's rules refuse a variable set by both; the data services' values win.
+        return ResolvedEnvironment(
+            name=found.name, variables={**found.variables, **env},
+            secrets={**found.secrets, **secret_env}, files=found.files,
+        )
 
     def draft(self, sandbox: ResolvedSandbox, service: str) -> _Draft | None:
         placement = self.placements.get((sandbox.name, service))
@@ -604,17 +624,20 @@ def _routes_reason(observed: ObservedGateway, differing: dict[str, str],
         k for k in {*differing, *reverted}
         if live.get(k) not in known and live.get(k) != committed.get(k)
     )
-    parts = [f"{k}_url {_label(live.get(k), committed)}→{_label(v, committed)}"
+    parts = [f"{k}_url {_label(live.get(k), committed.get(k))}→{_label(v, committed.get(k))}"
+             + (f" ({v})" if k in hand and v == committed.get(k) else "")
              for k, v in sorted({**differing, **reverted}.items()) if k in differing or
              k in reverted]
     prefix = f"drift: config.php routes edited by hand ({', '.join(hand)}); " if hand else ""
     return prefix + "routes changed: " + ", ".join(parts)
 
 
-def _label(url: str | None, committed: dict[str, str]) -> str:
+def _label(url: str | None, committed: str | None) -> str:
+    """``OCP`` for the key's own committed value; any other value as it is (a hand edit may
+    copy another key's OCP URL, which is not this key's OCP)."""
     if url is None:
         return "none"
-    return "OCP" if url in committed.values() else url
+    return "OCP" if url == committed else url
 
 
 def plan(
@@ -627,21 +650,26 @@ def plan(
     restarts: frozenset[Restart] = frozenset(),
     retired: dict[str, str] | None = None,
     held: frozenset[str] = frozenset(),
+    data: DesiredDataSet | None = None,
+    resets: frozenset[Reset] = frozenset(),
 ) -> Plan:
     """The changes that bring the nodes to the state. Pure and deterministic.
 
     ``retired`` names sandboxes whose files exist but whose containers must go (expiry), with
     the reason; they are not in ``sandboxes``. ``held`` names sandboxes to leave exactly as
     they run (an unauthorised change, docs/access.md): nothing of theirs is created, changed or
-    removed; they are not in ``sandboxes`` either.
+    removed (their data services neither); they are not in ``sandboxes`` either. ``data`` is
+    ``desired_data(sandboxes, world)`` (built here when not given); ``resets`` are (sandbox,
+    entry) to re-clone.
     """
+    data = desired_data(sandboxes, world) if data is None else data
     planner = _Planner(
         sandboxes=sandboxes, world=world, placements=placements,
         ports={(a.sandbox, a.service): a for a in allocations}, restarts=restarts,
-        retired=dict(retired or {}),
+        data=data, retired=dict(retired or {}),
     )
     planner.blocked |= held
-    for problem in problems:
+    for problem in [*problems, *data.problems]:
         planner.problems.append(problem)
         planner.blocked |= _sandboxes_of_problem(problem, sandboxes)
     notes = [f"node {name} is unreachable: {view.unreachable}"
@@ -702,6 +730,13 @@ def plan(
         routes = tuple(c.step_id for c in planner.changes if c.sandbox == retire.sandbox
                        and c.phase is Phase.ROUTES)
         planner.changes.append(_replace(retire, after=retire.after + routes))
+    data_plan = plan_data(data=data, world=world, sandboxes=sandboxes, blocked=planner.blocked,
+                          retired=planner.retired, resets=resets)
+    planner.problems += data_plan.problems
+    planner.blocked |= data_plan.blocked
+    planner.changes = [c for c in planner.changes if c.sandbox not in data_plan.blocked]
+    planner.changes += data_plan.changes
+    notes += data_plan.notes
     ordered = sorted(
         planner.changes,
         key=lambda c: (_phase_index(c.phase), c.node, _order(c), c.resource),
@@ -713,7 +748,7 @@ def plan(
 
 
 def _phase_index(phase: Phase) -> int:
-    return [Phase.SERVICES, Phase.ROUTES, Phase.CLEANUP].index(phase)
+    return PHASE_ORDER.index(phase)
 
 
 def _sandboxes_of_problem(problem: Problem,
@@ -721,7 +756,8 @@ def _sandboxes_of_problem(problem: Problem,
     """Every sandbox the problem's file feeds: its own file, or a template entry it uses."""
     affected = set()
     for name, sandbox in sandboxes.items():
-        origins = {sandbox.file, *(s.origin.file for s in sandbox.services.values())}
+        origins = {sandbox.file, *(s.origin.file for s in sandbox.services.values()),
+                   *(d.origin.file for d in sandbox.data.values())}
         if sandbox.gateway is not None:
             origins.add(sandbox.gateway.origin.file)
         if problem.location.file in origins:

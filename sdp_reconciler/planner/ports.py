@@ -27,12 +27,15 @@ from sdp_node.naming import GATEWAY
 from sdp_node.protocol import LABEL_PORT, LABEL_SANDBOX, LABEL_SERVICE
 from sdp_reconciler.planner.placement import Placement
 from sdp_reconciler.planner.world import Allocation, World
-from sdp_reconciler.state.locations import Problem
+from sdp_reconciler.state.locations import Location, Problem
 from sdp_reconciler.state.models import PortAllocation
 from sdp_reconciler.state.resolved import ResolvedSandbox
 
-__all__ = ["Allocation", "allocate", "follow", "release", "same_allocations",
-           "write_ports_file"]
+__all__ = ["NO_FREE_PORT", "Allocation", "allocate", "follow_switches", "release",
+           "same_allocations", "write_ports_file"]
+
+NO_FREE_PORT = "no free port left on node"
+"""how the problem of a (sandbox, service) held back for want of a port begins"""
 
 HEADER = (
     "yaml-language-server: $schema=../schemas/ports.schema.json\n"
@@ -122,10 +125,12 @@ def allocate(
             if free is None:
                 span = world.nodes[node].node.port_range()
                 problems.append(Problem(
-                    placements[key].location, f"services.{service}.port"
-                    if service != GATEWAY else "gateway.port",
-                    f"no free port left on node {node} ({span.first}-{span.last}): widen its "
-                    "range in nodes.yaml or remove unused sandboxes",
+                    _own_location(sandboxes[sandbox], placements[key]),
+                    f"services.{service}.port" if service != GATEWAY else "gateway.port",
+                    f"{NO_FREE_PORT} {node} ({span.first}-{span.last}) for "
+                    f"sandbox {sandbox!r} "
+                    f"{'gateway' if service == GATEWAY else f'service {service!r}'}: "
+                    "widen its range in nodes.yaml or remove unused sandboxes",
                 ))
                 continue
             used[node].add(free)
@@ -140,6 +145,15 @@ def allocate(
         if not confirmed_gone:
             result[key] = allocation
     return [result[k] for k in sorted(result)], problems
+
+
+def _own_location(sandbox: ResolvedSandbox, placement: Placement) -> Location:
+    """Where a sandbox's own problem is reported: its entry when the sandbox's file writes it,
+    else the sandbox's file (a template's line would block every sandbox using the template,
+    and name none of them)."""
+    if placement.location.file == sandbox.file:
+        return placement.location
+    return sandbox.location
 
 
 def _lowest_free(world: World, node: str, used: set[int], cursor: dict[str, int]) -> int | None:
@@ -159,7 +173,7 @@ def release(allocations: list[Allocation], removed: set[tuple[str, str]]) -> lis
     return [a for a in allocations if (a.sandbox, a.service) not in removed]
 
 
-def follow(allocations: list[Allocation], ports: dict[tuple[str, str], int], *,
+def follow_switches(allocations: list[Allocation], ports: dict[tuple[str, str], int], *,
            now: datetime) -> list[Allocation]:
     """Allocations moved to the ports their services were deployed on (a switch)."""
     out = []

@@ -8,7 +8,9 @@ the sandbox file:
   (``account: {use_ocp: true}`` over ``account: {branch: x, port: 9001}`` is simply OCP);
 * ``gateway``, ``resources`` and ``lifecycle`` merge key by key (a sandbox can set only
   ``gateway.port`` and keep the template's ``gateway.branch``);
-* ``environment`` replaces.
+* ``environment`` replaces;
+* an entry under ``data`` replaces the same entry of the layer below *whole*, like a service;
+  entries a layer does not name are inherited.
 
 A service's environment is its own ``environment`` or else the sandbox's; its resources are the
 sandbox's merged key by key with its own. Pure functions over loaded documents.
@@ -28,9 +30,14 @@ from sdp_reconciler.state.models import (
     ServiceSpec,
     TemplateFile,
 )
-from sdp_reconciler.state.resolved import ResolvedGateway, ResolvedSandbox, ResolvedService
+from sdp_reconciler.state.resolved import (
+    ResolvedData,
+    ResolvedGateway,
+    ResolvedSandbox,
+    ResolvedService,
+)
 
-__all__ = ["ResolvedGateway", "ResolvedSandbox", "ResolvedService", "resolve_all",
+__all__ = ["ResolvedData", "ResolvedGateway", "ResolvedSandbox", "ResolvedService", "resolve_all",
            "resolve_sandbox", "template_chain"]
 
 
@@ -68,6 +75,7 @@ def resolve_sandbox(state: LoadedState, name: str) -> ResolvedSandbox:
     lifecycle: Lifecycle | None = None
     environment: str | None = None
     services: dict[str, tuple[ServiceSpec, Location]] = {}
+    data: dict[str, ResolvedData] = {}
     for layer in layers:
         model = layer.model
         if model.gateway is not None:
@@ -79,6 +87,8 @@ def resolve_sandbox(state: LoadedState, name: str) -> ResolvedSandbox:
             environment = model.environment
         for service, spec in model.services.items():
             services[service] = (spec, layer.at("services", service))
+        for entry_name, entry in model.data.items():
+            data[entry_name] = ResolvedData(entry_name, entry, layer.at("data", entry_name))
     resolved_services = {
         service: ResolvedService(
             name=service,
@@ -107,6 +117,7 @@ def resolve_sandbox(state: LoadedState, name: str) -> ResolvedSandbox:
         environment=environment,
         resources=resources,
         lifecycle=lifecycle or Lifecycle(),
+        data=dict(sorted(data.items())),
     )
 
 

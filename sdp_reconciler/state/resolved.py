@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sdp_reconciler.state.locations import Location
-from sdp_reconciler.state.models import GatewaySpec, Lifecycle, Resources, ServiceSpec
+from sdp_reconciler.state.models import DataEntry, GatewaySpec, Lifecycle, Resources, ServiceSpec
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,16 @@ class ResolvedService:
     resources: Resources | None
     origin: Location
     """Where this service's entry was written (the sandbox's file or a template's)."""
+
+
+@dataclass(frozen=True)
+class ResolvedData:
+    """One entry of the sandbox's merged ``data:`` (a database, Redis user or vhost)."""
+
+    name: str
+    entry: DataEntry
+    origin: Location
+    """Where this entry was written (the sandbox's file or a template's)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,7 @@ class ResolvedSandbox:
     environment: str | None
     resources: Resources | None
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    data: dict[str, ResolvedData] = field(default_factory=dict)
     suspended_because: str | None = None
     """set when SDP stops the sandbox for a reason of its own (expiry)"""
 

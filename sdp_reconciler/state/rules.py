@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 
 from sdp_node.naming import GATEWAY, slug
+from sdp_reconciler.state.datarules import DATA_RULES
 from sdp_reconciler.state.loading import Document, LoadedState
 from sdp_reconciler.state.locations import Location, Problem, dotted
 from sdp_reconciler.state.models import NodeType, SecretRef
@@ -487,4 +488,5 @@ RULES: list[Rule] = [
     ports_are_valid,
     secrets_are_references,
     notifications_are_distinct,
+    *DATA_RULES,
 ]

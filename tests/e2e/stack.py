@@ -84,7 +84,8 @@ class Stack:
         command = [str(BIN / "sdp-reconcile"), *args]
         if "--state" not in args and args[:1] != ("validate",):
             command += ["--state", str(state or self.state)]
-        if args and args[0] in ("once", "restart", "plan") and "--history" not in args:
+        if args and args[0] in ("once", "restart", "plan", "reset", "status") \
+                and "--history" not in args:
             command += ["--history", str(history or self.history)]
         merged = {**self.env, **(env or {})}
         done = subprocess.run(

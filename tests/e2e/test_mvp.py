@@ -157,6 +157,7 @@ def test_suspend_resume_and_restart(
     suspended = stack.reconcile("once")
     assert suspended.code == 0, suspended.output
     assert "sandbox suspended" in suspended.stderr
+    assert gateway_urls(suspended.stdout) == {}, "no URL to point an app at while suspended"
     states = {c.name: c.status for c in docker_client.containers.list(
         all=True, filters={"label": f"sdp.instance={installation}"})}
     assert states == {f"{PREFIX}-qa-main-account": "exited", f"{PREFIX}-qa-main-gateway": "exited"}

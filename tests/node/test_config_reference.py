@@ -29,8 +29,8 @@ def test_the_committed_reference_is_what_the_model_generates() -> None:
 def test_every_key_of_every_mapping_is_in_the_reference() -> None:
     text = configdoc.reference()
     sections = dict(configdoc.documented_models(NodeConfig, "node.yaml"))
-    assert set(sections) == {"node.yaml", "token", "hardening", "isolation", "repositories[]",
-                             "repositories[].go"}
+    assert set(sections) == {"node.yaml", "token", "hardening", "isolation", "pruning",
+                             "repositories[]", "repositories[].go"}
     for model in sections.values():
         for key, field in model.model_fields.items():
             assert f"| `{key}` |" in text and field.description

@@ -2,12 +2,14 @@
 
 It carries out the same convergence steps the real agents do (``sdp_node/converge.py``), with
 the effects the planner can see through ``observe``: containers with SDP's labels, networks,
-each gateway's live and committed routes, and the last applied spec of each container. Nothing
+each gateway's live and committed routes, the last applied spec of each container, and an INFRA
+node's data servers, sources and services (an ensure makes a ready service, a complete
+database keeps its source until a re-clone; a drop removes it). Nothing
 is built or run. A step can be made to fail: like the real agent, a failed deploy leaves the
 previous container as it was.
 
-Phases run like ``applying.Applier.run``: services, then routes (settled with the services'
-results by the real ``applying.settle_routes``), then cleanup.
+Phases run like ``applying.Applier.run``: data, services, then routes (settled with the
+services' results by the real ``applying.settle_routes``), cleanup, data cleanup.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from sdp_node.naming import DEFAULT_NAMES, GATEWAY
 from sdp_node.protocol import (
+    DATA_STEP_TYPES,
     LABEL_BRANCH,
     LABEL_COMMIT,
     LABEL_INSTANCE,
@@ -32,18 +35,31 @@ from sdp_node.protocol import (
     LABEL_SERVICE,
     LABEL_SPEC,
     ContainerSpec,
+    DataKind,
+    DataServerInfo,
+    DataSourceInfo,
+    DataState,
+    DataStep,
     DeployGateway,
     DeployService,
     DeployState,
+    DropDatabase,
+    DropRabbitmqVhost,
+    DropRedisUser,
+    EnsureDatabase,
     EnsureNetwork,
+    EnsureRabbitmqVhost,
+    EnsureRedisUser,
     FailureReason,
     NodeInfo,
     NodeType,
     Observation,
     ObservedContainer,
+    ObservedDataService,
     ObservedFailure,
     ObservedGateway,
     ObservedNetwork,
+    RecloneDatabase,
     RemoveContainer,
     RemoveNetwork,
     RepositoryInfo,
@@ -76,6 +92,9 @@ class InMemoryNode:
     failures: dict[str, ObservedFailure] = field(default_factory=dict)
     """container -> the failed deploy the agent remembers (see ``remember_failure``)"""
     unreachable: str | None = None
+    data_servers: list[DataServerInfo] = field(default_factory=list)
+    data_sources: list[DataSourceInfo] = field(default_factory=list)
+    data_services: dict[tuple[DataKind, str], ObservedDataService] = field(default_factory=dict)
 
     def labels(self, **extra: str) -> dict[str, str]:
         return {
@@ -93,7 +112,11 @@ class InMemoryNode:
             networks=[self.networks[k] for k in sorted(self.networks)],
             gateways=[self.gateways[k] for k in sorted(self.gateways)],
             last_applied={k: dict(v) for k, v in sorted(self.last_applied.items())},
-            operations_in_flight=[],
+            operations_in_flight=[], data_servers=list(self.data_servers),
+            data_sources=list(self.data_sources),
+            # like the real agent: a server that does not answer lists none of its services
+            data_services=[self.data_services[k] for k in sorted(self.data_services)
+                           if k[0] in {s.kind for s in self.data_servers if s.reachable}],
             failures=[self.failures[k] for k in sorted(self.failures)],
         )
         return NodeView(node=self.node, observation=observation,
@@ -167,6 +190,7 @@ class InMemoryNodes:
             raise AssertionError(f"a plan sent a step to unreachable node {node_name}: {step}")
         self.applied.append(step)
         ok = True
+        data_service: ObservedDataService | None = None
         if isinstance(step, EnsureNetwork):
             node.networks.setdefault(step.network, ObservedNetwork(
                 name=step.network, id=self._id(), labels=node.labels(
@@ -194,11 +218,47 @@ class InMemoryNodes:
             node.containers.pop(step.container + "--previous", None)
         elif isinstance(step, RemoveNetwork):
             node.networks.pop(step.network, None)
+        elif isinstance(step, DATA_STEP_TYPES):
+            ok = step.service not in failing
+            if ok:
+                data_service = self._data(node, step)
         else:  # pragma: no cover - Step is a closed union
             raise AssertionError(step)
         return StepResult(step_id=step.step_id, action=step.action, ok=ok,
                           state=DeployState.RUNNING if ok else DeployState.FAILED,
-                          changed=ok, message="" if ok else "failed on purpose")
+                          changed=ok, message="" if ok else "failed on purpose",
+                          data_service=data_service)
+
+    @staticmethod
+    def _data(node: InMemoryNode, step: DataStep) -> ObservedDataService | None:
+        match step:
+            case EnsureDatabase() | RecloneDatabase():
+                kind, name, user, source = DataKind.POSTGRESQL, step.database, step.database, \
+                    step.source
+            case EnsureRedisUser():
+                kind, name, user, source = DataKind.REDIS, step.user, step.user, None
+            case EnsureRabbitmqVhost():
+                kind, name, user, source = DataKind.RABBITMQ, step.vhost, step.user, None
+            case DropDatabase():
+                node.data_services.pop((DataKind.POSTGRESQL, step.database), None)
+                return None
+            case DropRedisUser():
+                node.data_services.pop((DataKind.REDIS, step.user), None)
+                return None
+            case DropRabbitmqVhost():
+                node.data_services.pop((DataKind.RABBITMQ, step.vhost), None)
+                return None
+        existing = node.data_services.get((kind, name))
+        if existing is not None and existing.state is DataState.READY \
+                and not isinstance(step, RecloneDatabase):
+            source = existing.source  # a complete database keeps its source
+        made = ObservedDataService(
+            kind=kind, name=name, user=user, sandbox=step.sandbox, service=step.service,
+            source=source, state=DataState.READY, spec_hash=step.spec_hash,
+            key_prefix=name + ":" if kind is DataKind.REDIS else None,
+        )
+        node.data_services[(kind, name)] = made
+        return made
 
     def _deploy(self, node: InMemoryNode, step: DeployService | DeployGateway) -> None:
         spec = step.spec

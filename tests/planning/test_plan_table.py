@@ -308,11 +308,17 @@ CASES = [
          lambda: base_then(lambda o: o.edit_routes_by_hand(
              GW, payment_url="http://10.9.9.9:8000")), [
              (A.UPDATE, R, GW, "drift: config.php routes edited by hand (payment); "
-              "routes changed: payment_url http://10.9.9.9:8000→OCP"),
+              f"routes changed: payment_url http://10.9.9.9:8000→OCP ({OCP['payment']})"),
+         ]),
+    Case("a route hand-edited to another key's OCP URL: the edited value is named", BASE,
+         lambda: base_then(lambda o: o.edit_routes_by_hand(GW, payment_url=OCP["user"])), [
+             (A.UPDATE, R, GW, "drift: config.php routes edited by hand (payment); "
+              f"routes changed: payment_url {OCP['user']}→OCP ({OCP['payment']})"),
          ]),
     Case("a key the sandbox does not name, edited by hand: back to the commit's value", BASE,
          lambda: base_then(lambda o: o.edit_routes_by_hand(GW, user_url="http://10.9.9.9:1")), [
-             (A.UPDATE, R, GW, "drift: config.php routes edited by hand (user)"),
+             (A.UPDATE, R, GW, "drift: config.php routes edited by hand (user); routes "
+              f"changed: user_url http://10.9.9.9:1→OCP ({OCP['user']})"),
          ]),
     Case("a service key missing from the gateway's committed config: a problem",
          RELEASE, lambda: converged(RELEASE, nodes(committed_routes_at={

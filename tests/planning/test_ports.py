@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,8 +34,10 @@ from tests.planning.builders import (
     converged,
     nodes,
     ocp,
+    plan_pass,
     reconcile_once,
     sandbox,
+    sandbox_file,
     service_location,
 )
 from tests.planning.fakes import InMemoryNodes
@@ -119,8 +121,9 @@ PORT_CASES = [
               ("qa", "gateway"): (GATEWAY_NODE, 8080)},
              ports_file=(held("a", "account", 9001), held("b", "account", 9002)),
              observed=lambda: nodes(micro_ports=(9001, 9002)),
-             problems=[(QA_ACCOUNT, "no free port left on node micro-1 (9001-9002): widen "
-                                    "its range in nodes.yaml or remove unused sandboxes")]),
+             problems=[(QA_ACCOUNT, "no free port left on node micro-1 (9001-9002) for "
+                                    "sandbox 'qa' service 'account': widen its range in "
+                                    "nodes.yaml or remove unused sandboxes")]),
     PortCase("an unwanted allocation is kept while its node is unreachable",
              [sandbox("qa", {"payment": ocp()})], {("qa", "gateway"): (GATEWAY_NODE, 8080),
                                                   ("gone", "account"): (MICRO, 9001)},
@@ -157,6 +160,30 @@ def test_allocate(case: PortCase) -> None:
     assert {(a.sandbox, a.service): (a.node, a.port) for a in allocations} == case.expected
     assert [(a.sandbox, a.service) for a in allocations] == sorted(case.expected)
     assert [(p.location, p.message) for p in problems] == case.problems
+
+
+def from_template(name: str) -> ResolvedSandbox:
+    """A sandbox whose one service entry is written in ``state/templates/T.yaml``."""
+    resolved = micro_only(name)
+    account = replace(resolved.services["account"], origin=TEMPLATE_ACCOUNT)
+    return replace(resolved, templates=("T",), services={"account": account})
+
+
+TEMPLATE_ACCOUNT = Location("state/templates/T.yaml", 5, 5)
+
+
+def test_range_exhausted_by_a_template_names_every_sandbox_left_without_a_port() -> None:
+    """Five sandboxes from one template, three ports: the two left over are each named, at
+    their own file, and only they are held back (not every user of the template)."""
+    names = ["a", "b", "c", "d", "e"]
+    desired = Desired(by_name(*(from_template(n) for n in names)))
+    result = plan_pass(desired, nodes(micro_ports=(9001, 9003)))
+    assert [str(p) for p in result.plan.problems] == [
+        f"{sandbox_file(n)}:1:1: services.account.port: no free port left on node micro-1 "
+        f"(9001-9003) for sandbox {n!r} service 'account': widen its range in nodes.yaml or remove "
+        "unused sandboxes" for n in ("d", "e")]
+    assert result.plan.blocked == {"d", "e"}
+    assert {c.sandbox for c in result.plan.changes} == {"a", "b", "c"}
 
 
 def test_kept_allocations_keep_their_time_and_new_ones_get_now() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from sdp_reconciler.apply.applying import ApplyOutcome
-from sdp_reconciler.apply.status import status_rows
+from sdp_reconciler.apply.status import held_rows, status_rows
 from sdp_reconciler.history import StatusRow
 from tests.planning.builders import (
     HEADS,
@@ -168,3 +168,34 @@ def test_a_running_service_whose_health_endpoint_fails_is_degraded() -> None:
     assert rows["account"].message == "health check: HTTP 503"
     assert facts(rows[""])[:3] == ("InSync", "Degraded", "HealthCheckFailing")
     assert rows[""].message == "account: health check: HTTP 503"
+
+
+def test_a_gateway_url_only_where_a_gateway_runs() -> None:
+    """No URL to point an app at where nothing answers: not before the first deploy, not
+    after a failed first deploy, not while suspended or stopped; the old gateway's URL while a
+    failed update leaves it serving."""
+    assert rows_after(QA, nodes(), applied=False)["gateway"].url is None
+    assert rows_after(QA, nodes(), applied=False)[""].url is None
+    failed_first = rows_after(QA, nodes(), failing={"sandbox-qa-gateway"})
+    assert (failed_first["gateway"].url, failed_first[""].url) == (None, None)
+    suspended = Desired(by_name(replace(QA.sandboxes["qa"], lifecycle=QA.sandboxes[
+        "qa"].lifecycle.model_copy(update={"suspended": True}))))
+    rows = rows_after(suspended, converged(QA))
+    assert (rows["gateway"].url, rows[""].url) == (None, None)
+    assert rows_after(suspended, converged(QA))["gateway"].url is None, "already stopped"
+    moved_gateway = replace(QA, heads={**HEADS, "erangel": {"develop": sha("0d0d0d0")}})
+    serving = rows_after(moved_gateway, converged(QA), failing={"sandbox-qa-gateway"})
+    assert serving["gateway"].reason == "DeployFailed"
+    assert serving["gateway"].url == serving[""].url == "http://gw.example.test:8080"
+    assert rows_after(QA, nodes())[""].url == "http://gw.example.test:8080"
+
+
+def test_a_held_sandbox_has_a_gateway_url_only_while_its_gateway_runs() -> None:
+    observed = converged(QA)
+
+    def held() -> dict[str, StatusRow]:
+        return {r.service: r for r in held_rows({"qa": ("not authorised",)}, QA.world(observed))}
+
+    assert held()["gateway"].url == held()[""].url == "http://gw.example.test:8080"
+    observed.stop_by_hand("sandbox-qa-gateway")
+    assert (held()["gateway"].url, held()[""].url) == (None, None)

@@ -138,3 +138,21 @@ def test_the_checkouts_example_state_uses_the_checkouts_schemas(tmp_path: Path) 
                                gateway_branch=None)
     assert _schema_target(path) == (checkout / "schemas" / "sandbox.schema.json").resolve()
     assert not (checkout / "state" / "schemas").exists()
+
+
+def test_a_clone_keeps_the_data_entries_under_its_own_names(state: Path) -> None:
+    nodes = state / "nodes.yaml"
+    nodes.write_text(nodes.read_text() + (
+        "  - {name: infra-1, type: INFRA, address: host.docker.internal, "
+        "public_address: 127.0.0.1}\n"))
+    source = state / "sandboxes" / "QA-LOGIN-ERROR.yaml"
+    source.write_text(source.read_text() + "environment: null\n"
+                      "data:\n  db: {postgresql: {from: qa-snapshot}}\n")
+
+    editing.clone_sandbox(state, "QA-LOGIN-ERROR", "QA-COPY")
+
+    loaded = load_state(state)
+    names = loaded.nodes.model.names
+    copy = resolve_sandbox(loaded, "QA-COPY")
+    assert copy.data["db"].entry.source == "qa-snapshot"
+    assert names.database("QA-COPY", "db") != names.database("QA-LOGIN-ERROR", "db")

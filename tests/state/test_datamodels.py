@@ -12,40 +12,32 @@ from pydantic import ValidationError
 from sdp_node.naming import ResourceNames
 from sdp_node.protocol import DataKind, DataServerInfo
 from sdp_reconciler.planner.dataenv import data_password, injected_env
-from sdp_reconciler.state.datamodels import DataEntries, DataEntry, variable_collisions
 from sdp_reconciler.state.loading import validation_problems
-from sdp_reconciler.state.models import Frozen
+from sdp_reconciler.state.models import DataEntry, SandboxFile, variable_collisions
 from sdp_reconciler.state.sources import parse_source
-
-
-class Probe(Frozen):
-    """Stands for SandboxFile until the refactor adds ``data: DataEntries`` to it."""
-
-    sandbox: str
-    data: DataEntries = {}
 
 
 def problems(text: str) -> list[str]:
     source = parse_source(textwrap.dedent(text), "sandboxes/QA.yaml")
     try:
-        Probe.model_validate(source.data)
+        SandboxFile.model_validate(source.data)
     except ValidationError as e:
-        return [str(p) for p in validation_problems(e, source, Probe)]
+        return [str(p) for p in validation_problems(e, source, SandboxFile)]
     return []
 
 
 def test_the_issue_example_validates() -> None:
-    probe = Probe.model_validate(parse_source(textwrap.dedent("""\
+    sandbox = SandboxFile.model_validate(parse_source(textwrap.dedent("""\
         sandbox: QA
         data:
           db: {postgresql: {from: qa-snapshot}}
           cache: {redis: {}}
           queue: {rabbitmq: {node: infra-1}}
         """), "x").data)
-    assert probe.data["db"].kind is DataKind.POSTGRESQL
-    assert probe.data["db"].source == "qa-snapshot"
-    assert probe.data["cache"].kind is DataKind.REDIS and probe.data["cache"].source is None
-    assert probe.data["queue"].node == "infra-1"
+    assert sandbox.data["db"].kind is DataKind.POSTGRESQL
+    assert sandbox.data["db"].source == "qa-snapshot"
+    assert sandbox.data["cache"].kind is DataKind.REDIS and sandbox.data["cache"].source is None
+    assert sandbox.data["queue"].node == "infra-1"
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -212,3 +212,41 @@ def test_the_template_reference_is_live(state_dir: Path) -> None:
         assert gateway.spec.branch == "release/2.0"
     # The sandbox's own entry still replaces the template's.
     assert after["QA-LOGIN-ERROR"].services["account"].spec.branch == "feature/login-error"
+
+
+INFRA_NODE = """\
+  - name: infra-1
+    type: INFRA
+    address: host.docker.internal
+    public_address: 127.0.0.1
+"""
+
+
+def test_a_data_entry_replaces_the_templates_entry_whole_and_the_others_are_inherited(
+    state_dir: Path,
+) -> None:
+    nodes = (state_dir / "nodes.yaml").read_text(encoding="utf-8") + INFRA_NODE
+    state = loads(state_dir, {
+        "nodes.yaml": nodes,
+        "templates/QA-DEFAULT.yaml": (
+            "template: QA-DEFAULT\ngateway: {branch: develop}\n"
+            "services:\n  account: {use_ocp: true}\n"
+            "data:\n"
+            "  db: {postgresql: {from: qa-snapshot, env: {host: PGHOST}}}\n"
+            "  cache: {redis: {}}\n"
+        ),
+        "sandboxes/QA-LOGIN-ERROR.yaml": (
+            "sandbox: QA-LOGIN-ERROR\nextends: QA-DEFAULT\n"
+            "data:\n  db: {postgresql: {from: qa-dump}}\n  queue: {rabbitmq: {}}\n"
+        ),
+    })
+
+    data = resolve_sandbox(state, "QA-LOGIN-ERROR").data
+
+    assert sorted(data) == ["cache", "db", "queue"]
+    assert data["db"].entry.source == "qa-dump"
+    assert data["db"].entry.spec.env.host is None  # replaced whole: the rename is gone
+    assert data["db"].origin.file.endswith("sandboxes/QA-LOGIN-ERROR.yaml")
+    assert data["cache"].origin.file.endswith("templates/QA-DEFAULT.yaml")
+    assert (data["queue"].entry.kind.value, data["cache"].entry.kind.value) == (
+        "rabbitmq", "redis")

@@ -60,6 +60,9 @@ def test_overview_shows_each_sandbox_with_status_gateway_url_services_and_routes
     assert ok_card.count('data-route="ocp">OCP') == 2
     sleepy_card = html.split(f'data-sandbox="{deployed.sleepy}"')[1].split("</article>")[0]
     assert ">Suspended<" in sleepy_card
+    assert "App gateway URL: none: suspended" in text(sleepy_card), "nothing answers there"
+    assert status_of(deployed, deployed.sleepy, "gateway")["url"] is None
+    assert f"{deployed.sleepy}: point the app at" not in deployed.once_output
     broken_card = html.split(f'data-sandbox="{deployed.broken}"')[1].split("</article>")[0]
     assert "OutOfSync" in broken_card and "DeployFailed" in broken_card
     assert "Last pass:" in words and "NOT_CONVERGED" in words
@@ -333,3 +336,26 @@ def test_the_signed_in_user_sees_their_roles_and_the_audit_names_grants_and_refu
         history.set_meta(ROLES_KEY, '{"someone-else": ["ADMIN"]}')
         history.close()
         assert "no role in access.yaml" in text(test_client.get("/audit").text)
+
+
+def test_the_sandbox_page_shows_its_data_services_with_state_and_source(
+        make_app: Callable[..., Starlette], tmp_path: Path, state_copy: Path) -> None:
+    history = History(tmp_path / "h.sqlite")
+    history.set_status([
+        StatusRow(sandbox="QA-LOGIN-ERROR", service="", node=None, sync="InSync",
+                  health="Healthy", reason="UpToDate"),
+        StatusRow(sandbox="QA-LOGIN-ERROR", service="data.db", node="infra-1", sync="InSync",
+                  health="Healthy", reason="Ready", message="ready, from qa-snapshot, 7.9 MiB",
+                  branch="qa-snapshot", route="postgresql",
+                  url="postgresql://10.0.0.3:5432/sandbox_qa_login_error_db"),
+    ], sandboxes={"QA-LOGIN-ERROR"})
+    history.close()
+    with TestClient(make_app(history_path=tmp_path / "h.sqlite", state_dir=state_copy,
+                             login=lambda u, p: None)) as test_client:
+        assert sign_in(test_client).status_code == 303
+        page = unescape(test_client.get("/sandboxes/QA-LOGIN-ERROR").text)
+    text = re.sub(r"<[^>]+>", " ", page)
+    assert "data.db" in text, text
+    row = text[text.index("data.db"):][:2000]
+    for shown in ("postgresql", "qa-snapshot", "infra-1", "Ready"):
+        assert shown in row, shown
