@@ -760,11 +760,13 @@ class Converger:
             with context.stage(Stage.START):
                 port = int(current.label(LABEL_PORT, "0"))
                 repository = self.config.repository(current.label(LABEL_REPOSITORY))
+                restarts = self.engine.restart_count(current.id)  # a crash of long ago
                 self.engine.start(current.id, name=step.container, port=port)
                 self.engine.wait_healthy(
                     current.id, name=step.container, port=port,
                     path=repository.effective_health_path,
                     timeout=repository.health_timeout_seconds, log=context.log,
+                    successes=repository.health_successes, restarts_before=restarts,
                 )
         context.state(DeployState.RUNNING)
         return StepResult(
