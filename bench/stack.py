@@ -84,8 +84,10 @@ class SdpStack:
 def build_stack(
     bench: Bench, *, images: dict[str, str], micro_ports: tuple[int, int],
     gateway_ports: tuple[int, int], subnet_range: str,
-    branches: dict[str, list[str]] | None = None,
+    branches: dict[str, list[str]] | None = None, apache: bool = False,
 ) -> SdpStack:
+    """The installation; ``apache``: the gateway is the Apache + mod_php image (``images``
+    must hold ``php-apache``), served and reloaded as in production, instead of ``php -S``."""
     git = bench.git_server()
     ocp = {name: OcpStandIn(f"ocp-{name}") for name in SERVICES}
     for stand_in in ocp.values():
@@ -109,7 +111,11 @@ def build_stack(
     micro = bench.agent(name="micro-1", subnet_range=subnet_range, repositories=[
         {"name": s, "url": urls[s], "kind": "go", "image": images["micro"],
          "health_timeout_seconds": 30} for s in SERVICES])
-    gateway = bench.agent(name="gateway-1", node_type="GATEWAY", reload_command=[],
+    gateway = bench.agent(name="gateway-1", node_type="GATEWAY", repositories=[{
+        "name": "erangel", "url": urls["erangel"], "kind": "php", "image": images["php-apache"],
+        "health_path": "/erangel/healthz", "mount_target": "/var/www/html/erangel-ocean",
+        "health_timeout_seconds": 30}]) if apache else \
+        bench.agent(name="gateway-1", node_type="GATEWAY", reload_command=[],
                           repositories=[{
                               "name": "erangel", "url": urls["erangel"], "kind": "php",
                               "image": images["php-cli"],

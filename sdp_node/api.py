@@ -282,6 +282,7 @@ class NodeApp:
                 gateways=converger.routes.observe_gateways(containers),
                 last_applied=converger.specs.all(),
                 operations_in_flight=self.operations.in_flight(),
+                failures=converger.failures.all(),
             )
 
         return model_response(await run_in_threadpool(collect))

@@ -230,10 +230,16 @@ class RepositoryConfig(_Model):
     )
     init: bool = Field(default=False, description="run an init process as PID 1 (docker --init)")
     health_path: str | None = Field(default=None, description="the path a deploy waits for "
-                                    "(HTTP < 400) and observe probes (default /healthz for go, "
+                                    "(HTTP 2xx) and observe probes (default /healthz for go, "
                                     "<url_prefix>/ for php)")
     health_timeout_seconds: float = Field(default=60, gt=0, description="how long a deploy "
                                           "waits for the health path before it fails")
+    health_successes: int = Field(default=2, ge=1, le=100, description="healthy = the health "
+                                  "path answered 2xx this many times in a row within the "
+                                  "timeout")
+    drain_seconds: float = Field(default=1, ge=0, le=600, description="after a switch, how "
+                                 "long the previous container keeps serving requests already "
+                                 "sent to it before it is stopped")
     mount_target: str | None = Field(
         default=None, description="php: where the tree is mounted (default /var/www/html/<name>)"
     )

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
+import os
 import random
 import re
 import threading
@@ -29,7 +31,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -42,20 +44,24 @@ from sdp_node.errors import (
     BadRequest,
     Conflict,
     ContainerError,
+    CrashedOnStart,
     HealthCheckFailed,
     ImageMissing,
     NodeError,
 )
 from sdp_node.protocol import (
+    ASIDE_SUFFIX,
     LABEL_INSTANCE,
     LABEL_MANAGED,
     LABEL_NODE,
+    NEXT_SUFFIX,
     ContainerStats,
     ObservedContainer,
     ObservedNetwork,
 )
 
-ASIDE_SUFFIX = "--previous"
+__all__ = ["ASIDE_SUFFIX", "NEXT_SUFFIX"]  # re-exported: the agent's names for them
+
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 Runtime = tuple[datetime | None, int, str | None]
 """started at, restart count, health"""
@@ -168,6 +174,30 @@ class Engine:
             raise NodeError(f"cannot reach the Docker engine: {e}") from e
         self._runtime_cache: dict[str, tuple[tuple[str, str], Runtime]] = {}
         self._runtime_lock = threading.Lock()
+        self._overlays = config.workspace / "labels"
+        self._overlays.mkdir(parents=True, exist_ok=True)
+
+    # -- labels a running container has moved on from ----------------------------------------------
+
+    def set_labels(self, ident: str, labels: dict[str, str]) -> None:
+        """Labels that replace Docker's for container ``ident`` (a full id) in everything the
+        agent reads: a gateway that switched commits inside its running container (Docker's
+        labels cannot change) runs another commit and spec than it was created with."""
+        path = self._overlays / f"{ident}.json"
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(labels, sort_keys=True))
+        os.replace(partial, path)
+
+    def _overlay(self, ident: str, labels: Mapping[str, str]) -> dict[str, str]:
+        try:
+            extra = json.loads((self._overlays / f"{ident}.json").read_text())
+        except (OSError, ValueError):
+            return dict(labels)
+        return {**labels, **{str(k): str(v) for k, v in extra.items()}}
+
+    def _forget_overlay(self, ident: str) -> None:
+        if re.fullmatch(r"[0-9a-f]{64}", ident):
+            (self._overlays / f"{ident}.json").unlink(missing_ok=True)
 
     # -- ownership -------------------------------------------------------------------------------
 
@@ -212,14 +242,14 @@ class Engine:
                 ObservedContainer(
                     name=name,
                     id=summary["Id"],
-                    labels=summary.get("Labels") or {},
+                    labels=self._overlay(summary["Id"], summary.get("Labels") or {}),
                     state=summary.get("State", "unknown"),
                     status=summary.get("Status", ""),
                     started_at=started_at,
                     restart_count=restart_count,
                     health=health,
                     image=summary.get("Image", ""),
-                    aside=name.endswith(ASIDE_SUFFIX),
+                    aside=name.endswith((ASIDE_SUFFIX, NEXT_SUFFIX)),
                 )
             )
         return sorted(observed, key=lambda c: c.name)
@@ -283,6 +313,8 @@ class Engine:
         if raw is None:
             return None
         details = ContainerDetails.from_inspect(raw)
+        if self.is_own(dict(details.labels)):
+            details = replace(details, labels=self._overlay(details.id, details.labels))
         if not self.is_own(dict(details.labels)):
             raise Conflict(
                 f"a container named {name!r} already exists on node {self.config.name} and is "
@@ -508,6 +540,18 @@ class Engine:
         except APIError as e:
             raise ContainerError(f"cannot stop container {ident!r}: {e.explanation}") from e
 
+    def join_alias(self, ident: str, network: str, alias: str) -> None:
+        """Give the container ``alias`` on ``network`` (Docker sets aliases only when a
+        container connects: it leaves the network and joins again with it; its published port
+        comes back with it)."""
+        try:
+            self.api.disconnect_container_from_network(ident, network)
+            self.api.connect_container_to_network(ident, network, aliases=[alias])
+        except APIError as e:
+            raise ContainerError(
+                f"cannot give container {ident[:12]} the alias {alias!r} on {network!r}: "
+                f"{e.explanation}") from e
+
     def rename(self, ident: str, new_name: str) -> None:
         try:
             self.api.rename(ident, new_name)
@@ -515,6 +559,7 @@ class Engine:
             raise ContainerError(f"cannot rename container to {new_name!r}: {e.explanation}") from e
 
     def remove(self, ident: str) -> None:
+        self._forget_overlay(ident)
         try:
             self.api.remove_container(ident, force=True, v=False)
         except NotFound:
@@ -523,6 +568,9 @@ class Engine:
             if e.status_code == 409 and "in progress" in str(e.explanation):
                 return
             raise ContainerError(f"cannot remove container {ident!r}: {e.explanation}") from e
+
+    def restart_count(self, ident: str) -> int:
+        return int((self._inspect(ident) or {}).get("RestartCount", 0) or 0)
 
     def exec(self, ident: str, command: list[str]) -> tuple[int, str]:
         try:
@@ -534,12 +582,12 @@ class Engine:
         return int(code if code is not None else -1), output.decode("utf-8", "replace")
 
     def probe(self, port: int, path: str, *, timeout: float = 2.0) -> tuple[bool, str]:
-        """One GET of ``path`` on the published port: (healthy, "HTTP 200" or why not)."""
+        """One GET of ``path`` on the published port: (healthy = 2xx, "HTTP 200" or why not)."""
         host = "127.0.0.1" if self.config.publish_address in ("0.0.0.0", "") else \
             self.config.publish_address
         try:
             with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout) as answer:
-                return answer.status < 400, f"HTTP {answer.status}"
+                return 200 <= answer.status < 300, f"HTTP {answer.status}"
         except urllib.error.HTTPError as e:
             return False, f"HTTP {e.code}"
         except (urllib.error.URLError, OSError) as e:
@@ -555,28 +603,42 @@ class Engine:
                     for name, (healthy, text) in zip(targets, results, strict=True)}
 
     def wait_healthy(
-        self, ident: str, *, name: str, port: int, path: str, timeout: float, log: Log
-    ) -> None:
-        """Poll ``path`` on the published port until it answers below 400 or time runs out."""
+        self, ident: str, *, name: str, port: int, path: str, timeout: float, log: Log,
+        successes: int = 1, restarts_before: int = 0,
+    ) -> str:
+        """Poll ``path`` on the published port until it answered 2xx ``successes`` times in a
+        row; the last answer. A container that exits, or that Docker restarts (its restart
+        policy hides a crash), fails at once with ``CrashedOnStart``: nobody waits out the
+        timeout for a process that is gone. Time running out is ``HealthCheckFailed``."""
         deadline = time.monotonic() + timeout
         delay = 0.05
         last = "no answer yet"
+        streak = 0
         while True:
             details = self._inspect(ident)
             state = (details or {}).get("State", {})
-            if details is None or state.get("Status") in ("exited", "dead"):
-                raise HealthCheckFailed(
-                    f"container {name!r} exited with code {state.get('ExitCode')} before "
-                    f"answering on {path}"
+            restarts = int((details or {}).get("RestartCount", 0) or 0) - restarts_before
+            if details is None or state.get("Status") in ("exited", "dead", "restarting") \
+                    or restarts > 0:
+                code = state.get("ExitCode")
+                how = f"exited with code {code}" if not restarts else \
+                    f"exited (code {code}) and was restarted {restarts} time(s)"
+                raise CrashedOnStart(
+                    f"container {name!r} {how} before it was healthy on {path}",
+                    answer=last,
                 )
             healthy, last = self.probe(port, path)
-            if healthy:
-                log(f"health check {path} answered {last.removeprefix('HTTP ')}")
-                return
+            streak = streak + 1 if healthy else 0
+            if streak >= successes:
+                log(f"health check {path} answered {last.removeprefix('HTTP ')}"
+                    + (f" {streak} times in a row" if successes > 1 else ""))
+                return last
             if time.monotonic() >= deadline:
                 raise HealthCheckFailed(
-                    f"container {name!r} did not answer {path} on port {port} within "
-                    f"{timeout:.0f}s (last: {last})"
+                    f"container {name!r} did not answer {path} on port {port} with 2xx"
+                    + (f" {successes} times in a row" if successes > 1 else "")
+                    + f" within {timeout:.0f}s (last: {last})", answer=last,
                 )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
+            time.sleep(0.05 if healthy else delay)
+            if not healthy:
+                delay = min(delay * 1.5, 0.5)

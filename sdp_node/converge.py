@@ -5,12 +5,20 @@ so. Deploys follow the seed's stages (git fetch, git checkout, go build / compos
 start container, routes) and emit its events; a failure ends the step FAILED with the failing
 stage, the reason and the tail of the output. Promises:
 
-* **replace without losing the old one**: build first (a failed build changes nothing); then
-  the old container is stopped and renamed aside, the new one started and health-checked; on
-  success the old one is removed, on failure the new one is removed and the old one is renamed
-  back and started;
-* an interrupted replacement (agent killed) is healed on the next step touching that container,
-  and at agent start: the container aside is restored;
+* **switch without dropping a request**: build first (a failed build changes nothing); a
+  service whose plan gives it a new port (a spare one) gets its new container beside the old
+  one (``<name>--next``, no network alias yet), health-gated (2xx ``health_successes`` times in
+  a row; an exit fails at once), then given the service alias, then renamed into place while
+  the old one, renamed ``<name>--previous``, keeps serving; the reconciler moves the routes
+  and then sends ``retire``, which drains (``drain_seconds``) and removes the previous one.
+  On any failure the new container goes and nothing else changed. A deploy on the same port
+  (a gateway, an explicit port) replaces in place: the old container stopped and kept aside,
+  the new one started; on failure the old one comes back;
+* a commit that failed to build, crashed on start or never became healthy is remembered per
+  (container, spec hash) and not tried again until the spec changes or ``recreate`` asks;
+* an interrupted switch or replacement (agent killed) is healed on the next step touching that
+  container, and at agent start: an unconfirmed ``--next`` goes, a stopped ``--previous``
+  (in-place replacement) is restored, a running ``--previous`` (switch) waits for ``retire``;
 * the names in a step are checked against ``sdp_node.naming``, so a plan cannot name a
   container or network outside SDP's scheme, and a gateway's routes against the gateway's own
   route keys (``sdp_node.routes``);
@@ -21,14 +29,26 @@ stage, the reason and the tail of the output. Promises:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import assert_never
 
 from sdp_node import prune
 from sdp_node.build import GoBuilder
 from sdp_node.config import NodeConfig, RepositoryConfig
-from sdp_node.containers import ASIDE_SUFFIX, ContainerDetails, Engine, RunSpec
-from sdp_node.errors import BadRequest, NodeError, NotFound
+from sdp_node.containers import ASIDE_SUFFIX, NEXT_SUFFIX, ContainerDetails, Engine, RunSpec
+from sdp_node.errors import (
+    BadRequest,
+    BuildError,
+    ContainerError,
+    CrashedOnStart,
+    HealthCheckFailed,
+    NodeError,
+    NotFound,
+)
 from sdp_node.gateway import GatewayFiles
 from sdp_node.git import GitStore
 from sdp_node.isolation import PortGuard
@@ -42,12 +62,15 @@ from sdp_node.naming import (
 from sdp_node.operations import Operation
 from sdp_node.phpconfig import replace_routes_file
 from sdp_node.protocol import (
+    LABEL_BRANCH,
     LABEL_COMMIT,
     LABEL_KIND,
     LABEL_PORT,
     LABEL_REPOSITORY,
     LABEL_SANDBOX,
     LABEL_SPEC,
+    LABEL_TREE,
+    TREE_SWITCH,
     ApplyRequest,
     CaptureDatabase,
     ContainerSpec,
@@ -63,11 +86,14 @@ from sdp_node.protocol import (
     EnsureRabbitmqVhost,
     EnsureRedisUser,
     EventName,
+    FailureReason,
     NodeType,
+    ObservedFailure,
     RecloneDatabase,
     RemoveContainer,
     RemoveNetwork,
     RepositoryKind,
+    RetireContainer,
     SetRoutes,
     Stage,
     StartContainer,
@@ -77,7 +103,7 @@ from sdp_node.protocol import (
 )
 from sdp_node.routes import GatewayRoutes, check_route_keys, ignored_keys_problem
 from sdp_node.runspec import RunSpecs
-from sdp_node.steps import SpecStore, StepContext, StepFailed
+from sdp_node.steps import FailureStore, SpecStore, StepContext, StepFailed
 
 Log = Callable[[str], None]
 
@@ -92,6 +118,7 @@ class Converger:
         self.builder = GoBuilder(workspace, go_cache=config.go_cache)
         self.gateway_files = GatewayFiles(workspace)
         self.specs = SpecStore(workspace)
+        self.failures = FailureStore(workspace)
         self.run_specs = RunSpecs(config, engine, self.gateway_files)
         self.guard = PortGuard(config, bridge_subnet=engine.bridge_subnet)
         self._trees = workspace / "trees"
@@ -118,7 +145,8 @@ class Converger:
         try:
             return self._dispatch(step, context)
         except StepFailed as e:
-            return self._failed(step, context, e.stage, e.message, e.tail)
+            return self._failed(step, context, e.stage, e.message, e.tail, reason=e.reason,
+                                answer=e.answer)
         except NodeError as e:
             return self._failed(step, context, context.current, str(e), list(context.tail))
         except Exception as e:  # reported as the step's failure, never lost
@@ -127,7 +155,8 @@ class Converger:
 
     def _failed(
         self, step: Step, context: StepContext, stage: Stage | None, message: str,
-        tail: list[str],
+        tail: list[str], *, reason: FailureReason | None = None, answer: str | None = None,
+        remembered: bool = False,
     ) -> StepResult:
         if isinstance(step, DeployService | DeployGateway):
             context.operation.emit(
@@ -138,7 +167,7 @@ class Converger:
         return StepResult(
             step_id=step.step_id, action=step.action, ok=False, state=DeployState.FAILED,
             changed=False, container=_container_of(step), stage=stage, message=message,
-            output_tail=tail,
+            output_tail=tail, reason=reason, health_answer=answer, remembered=remembered,
         )
 
     def _dispatch(self, step: Step, context: StepContext) -> StepResult:
@@ -157,6 +186,8 @@ class Converger:
                 return self.start(step, context)
             case RemoveContainer():
                 return self.remove(step, context)
+            case RetireContainer():
+                return self.retire(step, context)
             case RemoveNetwork():
                 return self.remove_network(step, context)
             case EnsureDatabase() | RecloneDatabase() | DropDatabase() | EnsureRedisUser() \
@@ -246,6 +277,15 @@ class Converger:
             raise BadRequest(f"network {step.network!r} is not SDP's name for {spec.sandbox!r}")
         if self._already_running(spec, context):
             return self._ok(spec, context, changed=False)
+        remembered = self._remembered(step, spec, context)
+        if remembered is not None:
+            return remembered
+        with self._remembering(spec, context):
+            return self._deploy_service(step, repository, context)
+
+    def _deploy_service(self, step: DeployService, repository: RepositoryConfig,
+                        context: StepContext) -> StepResult:
+        spec = step.spec
         self._fetch(repository, spec, context)
         tree = self._trees / repository.name / spec.commit
         with context.stage(Stage.CHECKOUT):
@@ -270,6 +310,15 @@ class Converger:
             raise BadRequest(problem)
         if self._already_running(spec, context):
             return self._ok(spec, context, changed=False)
+        remembered = self._remembered(step, spec, context)
+        if remembered is not None:
+            return remembered
+        with self._remembering(spec, context):
+            return self._deploy_gateway(step, repository, context)
+
+    def _deploy_gateway(self, step: DeployGateway, repository: RepositoryConfig,
+                        context: StepContext) -> StepResult:
+        spec = step.spec
         self._fetch(repository, spec, context)
         tree = self.gateway_files.tree(spec.sandbox, spec.commit)
         with context.stage(Stage.CHECKOUT):
@@ -285,12 +334,146 @@ class Converger:
             for key in sorted(step.routes):
                 context.log(f"{key}_url = {written_routes.get(key)}")
         run_spec = self.run_specs.gateway(repository, spec, tree=tree)
+        current = self.engine.find(spec.container)
+        served = self.gateway_files.current(spec.sandbox)
         with context.stage(Stage.START):
-            self._replace(repository, spec, run_spec, context)
+            if current is not None and self._tree_switchable(current, spec):
+                self._switch_tree(repository, spec, current, context)
+            else:
+                if self.run_specs.switchable(repository):
+                    self.gateway_files.point_current(spec.sandbox, spec.commit)
+                try:
+                    self._replace(repository, spec, run_spec, context)
+                except StepFailed:
+                    if served is not None:
+                        self.gateway_files.point_current(spec.sandbox, served)
+                    raise
         self.specs.save(spec.container, spec.public_spec)
-        self.gateway_files.prune_trees(spec.sandbox, keep={spec.commit})
+        # The tree served before stays one deploy longer: Apache's old children may still be
+        # finishing requests in it after the graceful reload.
+        self.gateway_files.prune_trees(spec.sandbox, keep={spec.commit} | (
+            {served} if served else set()))
         context.state(DeployState.RUNNING)
         return self._ok(spec, context, changed=True)
+
+    def _tree_switchable(self, current: ContainerDetails, spec: ContainerSpec) -> bool:
+        """Whether the running gateway can take this commit inside: it serves its trees
+        through the ``current`` link and only the commit (and branch) changed."""
+        if not current.running or spec.recreate or current.label(LABEL_TREE) != TREE_SWITCH \
+                or current.label(LABEL_PORT) != str(spec.port):
+            return False
+        applied = self.specs.get(spec.container)
+        if applied is None:
+            return False
+
+        def rest(public: dict[str, object]) -> dict[str, object]:
+            return {k: v for k, v in public.items() if k not in ("commit", "branch")}
+
+        return rest(applied) == rest(dict(spec.public_spec))
+
+    def _switch_tree(self, repository: RepositoryConfig, spec: ContainerSpec,
+                     current: ContainerDetails, context: StepContext) -> None:
+        """A new gateway commit inside the running container: its PHP checked with ``php -l``
+        by the container's own PHP, the ``current`` link moved, a graceful reload, the health
+        gate; on failure the link goes back (and another reload). The public port never
+        closes, and a tree that does not parse is never served."""
+        previous = current.label(LABEL_COMMIT)
+        self._php_lint(repository, spec, current, context)
+        restarts = self.engine.restart_count(current.id)
+        self.gateway_files.point_current(spec.sandbox, spec.commit)
+        try:
+            self._reload(current, context)
+            self.engine.wait_healthy(
+                current.id, name=spec.container, port=spec.port,
+                path=repository.effective_health_path, timeout=repository.health_timeout_seconds,
+                log=context.log, successes=repository.health_successes,
+                restarts_before=restarts,
+            )
+        except NodeError as e:
+            failed = self._start_failed(e, current.id, spec.container, context)
+            self.gateway_files.point_current(spec.sandbox, previous)
+            with suppress(NodeError):
+                self._reload(current, context)
+            context.log(f"{spec.container} serves {previous[:12]} again")
+            raise failed from e
+        self.engine.set_labels(current.id, {
+            LABEL_COMMIT: spec.commit, LABEL_BRANCH: spec.branch, LABEL_SPEC: spec.spec_hash})
+        context.log(f"{spec.container} switched to {spec.commit[:12]} in place (port "
+                    f"{spec.port} stayed open)")
+
+    def _reload(self, current: ContainerDetails, context: StepContext) -> None:
+        command = self.config.reload_command
+        code, output = self.engine.exec(current.id, command)
+        for line in output.splitlines():
+            context.log(line)
+        if code != 0:
+            raise ContainerError(f"{' '.join(command)} exited with {code} in {current.name}")
+        context.log(f"reloaded ({' '.join(command)})")
+
+    def _php_lint(self, repository: RepositoryConfig, spec: ContainerSpec,
+                  current: ContainerDetails, context: StepContext) -> None:
+        """``php -l`` on every PHP file of the new tree, by the PHP that will serve it."""
+        tree = f"{repository.effective_mount_target}/{spec.commit}"
+        code, output = self.engine.exec(current.id, [
+            "sh", "-c", 'find "$1" -name "*.php" -type f -print0 | xargs -0 -r -n 1 php -l',
+            "php-lint", tree])
+        errors = [line for line in output.splitlines()
+                  if line.strip() and not line.startswith("No syntax errors detected")]
+        if code == 0:
+            context.log(f"php -l: every PHP file of {spec.commit[:12]} parses")
+            return
+        for line in errors[-10:]:
+            context.log(line)
+        first = next((line for line in errors if "error" in line.lower()), errors[0] if errors
+                     else f"exit {code}")
+        raise StepFailed(
+            Stage.START, f"php -l refused commit {spec.commit[:12]}: {first.strip()}; the "
+            f"running gateway keeps serving {current.label(LABEL_COMMIT)[:12]}",
+            errors[-10:], reason=FailureReason.BUILD_FAILED)
+
+    def _remembered(self, step: DeployService | DeployGateway, spec: ContainerSpec,
+                    context: StepContext) -> StepResult | None:
+        """The remembered failure of this very spec, reported again without a new attempt."""
+        failure = self.failures.get(spec.container)
+        if failure is None or failure.spec_hash != spec.attempt_key:
+            return None
+        if spec.recreate:
+            context.log(f"{failure.reason.value} remembered for {spec.commit[:12]}: trying again "
+                        "as asked (restart)")
+            self.failures.forget(spec.container)
+            return None
+        message = (f"{failure.reason.value}: commit {spec.commit[:12]} failed before "
+                   f"({failure.message}); not retried until the branch moves, the spec changes "
+                   "or a restart asks")
+        context.log(message)
+        stage = Stage.GO_BUILD if failure.reason is FailureReason.BUILD_FAILED else Stage.START
+        return self._failed(step, context, stage, message, failure.log_tail,
+                            reason=failure.reason, answer=failure.health_answer,
+                            remembered=True)
+
+    @contextmanager
+    def _remembering(self, spec: ContainerSpec, context: StepContext) -> Iterator[None]:
+        """Remember a failure of the commit itself (build, crash, health); forget an earlier
+        one on success. Failures of the node (fetch, credentials, Docker) are not remembered."""
+        try:
+            yield
+        except StepFailed as e:
+            reason = e.reason
+            if reason is None and e.stage is Stage.GO_BUILD and \
+                    isinstance(e.__cause__, BuildError):
+                reason = FailureReason.BUILD_FAILED
+            if reason is not None:
+                e.reason = reason
+                self.failures.save(ObservedFailure(
+                    container=spec.container, sandbox=spec.sandbox, service=spec.service,
+                    commit=spec.commit, spec_hash=spec.attempt_key, reason=reason,
+                    message=context.operation.redact(e.message),
+                    health_answer=e.answer,
+                    log_tail=[context.operation.redact(line) for line in e.tail[-20:]],
+                    at=datetime.now(UTC),
+                ))
+            raise
+        self.failures.forget(spec.container)
 
     def _already_running(self, spec: ContainerSpec, context: StepContext) -> bool:
         self.recover_aside(spec.container, log=context.log)
@@ -347,6 +530,87 @@ class Converger:
             )
         self.guard_ports(also=spec.port)
         current = self.engine.find(spec.container)
+        if current is not None and current.running and holder is None:
+            self._switch(repository, spec, run_spec, current, context)
+        else:
+            self._replace_in_place(repository, spec, run_spec, current, context)
+
+    def _wait_healthy(self, ident: str, repository: RepositoryConfig, name: str, port: int,
+                      context: StepContext, *, successes: int | None = None) -> None:
+        self.engine.wait_healthy(
+            ident, name=name, port=port, path=repository.effective_health_path,
+            timeout=repository.health_timeout_seconds, log=context.log,
+            successes=successes or repository.health_successes,
+        )
+
+    def _start_failed(self, e: NodeError, new_id: str | None, name: str,
+                      context: StepContext) -> StepFailed:
+        """The failure of a new container, with its last log lines and error output."""
+        tail = self.engine.logs_tail(new_id) if new_id else []
+        errors = self._error_output(new_id, name, tail, context) if new_id else []
+        for line in tail:
+            context.log(f"[{name}] {line}")
+        message = f"{e}; its error log ends: {errors[-1]}" if errors else str(e)
+        if isinstance(e, CrashedOnStart):
+            reason: FailureReason | None = FailureReason.CRASHED_ON_START
+        elif isinstance(e, HealthCheckFailed):
+            reason = FailureReason.HEALTH_CHECK_FAILED
+        else:
+            reason = None
+        answer = e.answer if isinstance(e, HealthCheckFailed) else None
+        failed = StepFailed(Stage.START, message, tail or list(context.tail), reason=reason,
+                            answer=answer)
+        failed.__cause__ = e
+        return failed
+
+    def _switch(
+        self, repository: RepositoryConfig, spec: ContainerSpec, run_spec: RunSpec,
+        current: ContainerDetails, context: StepContext,
+    ) -> None:
+        """The new container beside the running one, on the plan's (spare) port; the old one
+        keeps serving, as ``<name>--previous``, until ``retire``."""
+        staging = spec.container + NEXT_SUFFIX
+        leftover = self.engine.find(staging)
+        if leftover is not None:
+            context.log(f"removing {staging}, left by an interrupted switch")
+            self.engine.remove(leftover.id)
+        previous = self.engine.find(spec.container + ASIDE_SUFFIX)
+        if previous is not None:
+            context.log(f"retiring {previous.name}, left by an earlier switch")
+            self._drain_and_remove(previous, repository, context)
+        new_id = None
+        renamed = False
+        try:
+            new_id = self.engine.create(replace(run_spec, name=staging, alias=None))
+            self.engine.start(new_id, name=staging, port=spec.port)
+            context.log(f"container {staging} started beside {spec.container} (port "
+                        f"{current.label(LABEL_PORT)}) on port {spec.port}; waiting for "
+                        f"{repository.effective_health_path}")
+            self._wait_healthy(new_id, repository, staging, spec.port, context)
+            if run_spec.network and run_spec.alias:
+                self.engine.join_alias(new_id, run_spec.network, run_spec.alias)
+                self._wait_healthy(new_id, repository, staging, spec.port, context,
+                                   successes=1)
+                context.log(f"{staging} joined {run_spec.network} as {run_spec.alias}")
+            self.engine.rename(current.id, spec.container + ASIDE_SUFFIX)
+            renamed = True
+            self.engine.rename(new_id, spec.container)
+        except NodeError as e:
+            failed = self._start_failed(e, new_id, staging, context)
+            if new_id:
+                self.engine.remove(new_id)
+            if renamed:
+                self.engine.rename(current.id, spec.container)
+            context.log(f"{spec.container} kept serving: nothing else changed")
+            raise failed from e
+        context.log(f"{spec.container} now runs {spec.commit[:12]} on port {spec.port}; the "
+                    f"previous one serves on port {current.label(LABEL_PORT)} until the routes "
+                    "moved and it is retired")
+
+    def _replace_in_place(
+        self, repository: RepositoryConfig, spec: ContainerSpec, run_spec: RunSpec,
+        current: ContainerDetails | None, context: StepContext,
+    ) -> None:
         aside = None
         if current is not None:
             aside = current.id
@@ -359,27 +623,59 @@ class Converger:
             self.engine.start(new_id, name=spec.container, port=spec.port)
             context.log(f"container {spec.container} started on port {spec.port}; waiting for "
                         f"{repository.effective_health_path}")
-            self.engine.wait_healthy(
-                new_id, name=spec.container, port=spec.port,
-                path=repository.effective_health_path,
-                timeout=repository.health_timeout_seconds, log=context.log,
-            )
+            self._wait_healthy(new_id, repository, spec.container, spec.port, context)
         except NodeError as e:
-            tail = self.engine.logs_tail(new_id) if new_id else []
-            errors = self._error_output(new_id, spec.container, tail, context) if new_id else []
-            for line in tail:
-                context.log(f"[{spec.container}] {line}")
+            failed = self._start_failed(e, new_id, spec.container, context)
             if new_id:
                 self.engine.remove(new_id)
             if aside:
                 self.engine.rename(aside, spec.container)
                 self.engine.start(aside, name=spec.container, port=spec.port)
                 context.log(f"the previous {spec.container} is back in service")
-            reason = f"{e}; its error log ends: {errors[-1]}" if errors else str(e)
-            raise StepFailed(Stage.START, reason, tail or list(context.tail)) from e
+            raise failed from e
         if aside:
             self.engine.remove(aside)
             context.log("the previous container was removed")
+
+    def _drain_and_remove(self, previous: ContainerDetails, repository: RepositoryConfig | None,
+                          context: StepContext) -> None:
+        drain = repository.drain_seconds if repository is not None else 0
+        if previous.running and drain > 0:
+            context.log(f"{previous.name} drains for {drain:g}s")
+            time.sleep(drain)  # requests already sent to it finish
+        self.engine.stop(previous.id)
+        self.engine.remove(previous.id)
+        context.log(f"{previous.name} removed")
+
+    def retire(self, step: RetireContainer, context: StepContext) -> StepResult:
+        """The routes point at ``step.container`` now: its previous instance goes."""
+        current = self._own_container(step.container)
+        previous = self._own_container(step.container + ASIDE_SUFFIX)
+        changed = False
+        if previous is not None and previous.running:
+            if current is None or not current.running:
+                raise StepFailed(
+                    Stage.REMOVE, f"{step.container} is not running: its previous instance "
+                    "keeps serving", [])
+            with context.stage(Stage.REMOVE):
+                try:
+                    repository: RepositoryConfig | None = self.config.repository(
+                        previous.label(LABEL_REPOSITORY))
+                except NodeError:
+                    repository = None
+                self._drain_and_remove(previous, repository, context)
+                self.guard_ports()
+            changed = True
+        elif previous is not None:
+            self.recover_aside(step.container, log=context.log)
+            changed = True
+        else:
+            context.log(f"{step.container} has no previous instance; nothing to do")
+        return StepResult(
+            step_id=step.step_id, action=step.action, ok=True, state=DeployState.RUNNING,
+            changed=changed, container=step.container,
+            commit=current.label(LABEL_COMMIT) or None if current else None,
+        )
 
     def guard_ports(self, *, also: int | None = None) -> None:
         """Guard the published ports of this node's services (and ``also``, about to be)."""
@@ -405,9 +701,15 @@ class Converger:
         return errors
 
     def recover_aside(self, name: str, *, log: Log) -> None:
-        """Heal an interrupted replacement: the container kept aside goes back in service."""
+        """Heal an interrupted replacement. A ``--next`` container was never confirmed: it
+        goes. A stopped ``--previous`` (an in-place replacement) goes back in service; a running
+        one (a switch: the new container was confirmed) waits for ``retire``."""
+        staging = self.engine.find(name + NEXT_SUFFIX)
+        if staging is not None:
+            log(f"removing {staging.name}, started by an interrupted switch and never confirmed")
+            self.engine.remove(staging.id)
         previous = self.engine.find(name + ASIDE_SUFFIX)
-        if previous is None:
+        if previous is None or previous.running:
             return
         current = self.engine.find(name)
         if current is not None:
@@ -429,7 +731,7 @@ class Converger:
         restored = []
         for container in self.engine.list_containers():
             if container.aside:
-                name = container.name.removesuffix(ASIDE_SUFFIX)
+                name = container.name.removesuffix(ASIDE_SUFFIX).removesuffix(NEXT_SUFFIX)
                 self.recover_aside(name, log=lambda _line: None)
                 restored.append(name)
         return restored
@@ -461,11 +763,13 @@ class Converger:
             with context.stage(Stage.START):
                 port = int(current.label(LABEL_PORT, "0"))
                 repository = self.config.repository(current.label(LABEL_REPOSITORY))
+                restarts = self.engine.restart_count(current.id)  # a crash of long ago
                 self.engine.start(current.id, name=step.container, port=port)
                 self.engine.wait_healthy(
                     current.id, name=step.container, port=port,
                     path=repository.effective_health_path,
                     timeout=repository.health_timeout_seconds, log=context.log,
+                    successes=repository.health_successes, restarts_before=restarts,
                 )
         context.state(DeployState.RUNNING)
         return StepResult(
@@ -476,7 +780,8 @@ class Converger:
     def remove(self, step: RemoveContainer, context: StepContext) -> StepResult:
         changed = False
         labels: dict[str, str] = {}
-        for name in (step.container + ASIDE_SUFFIX, step.container):
+        for name in (step.container + NEXT_SUFFIX, step.container + ASIDE_SUFFIX,
+                     step.container):
             current = self._own_container(name)
             if current is not None:
                 labels = dict(current.labels) or labels
@@ -485,6 +790,7 @@ class Converger:
                     context.log(f"{name} removed")
                 changed = True
         self.specs.forget(step.container)
+        self.failures.forget(step.container)
         self.run_specs.forget(step.container)
         if labels.get(LABEL_KIND) == "gateway":
             self.gateway_files.prune_trees(labels.get(LABEL_SANDBOX, ""), keep=set())
@@ -501,7 +807,8 @@ def _container_of(step: Step) -> str | None:
     match step:
         case DeployService() | DeployGateway():
             return step.spec.container
-        case SetRoutes() | StopContainer() | StartContainer() | RemoveContainer():
+        case SetRoutes() | StopContainer() | StartContainer() | RemoveContainer() \
+                | RetireContainer():
             return step.container
         case EnsureNetwork() | RemoveNetwork():
             return None

@@ -63,7 +63,20 @@ class ContainerError(NodeError):
 
 
 class HealthCheckFailed(ContainerError):
+    """The new container never answered its health path 2xx often enough in time."""
+
     code = "unhealthy"
+
+    def __init__(self, message: str, *, answer: str = "") -> None:
+        super().__init__(message)
+        self.answer = answer
+        """the health path's last answer ("HTTP 500", "connection refused", ...)"""
+
+
+class CrashedOnStart(HealthCheckFailed):
+    """The new container exited (or was restarted by Docker) before it was healthy."""
+
+    code = "crashed_on_start"
 
 
 class RouteConfigError(NodeError):

@@ -3,7 +3,10 @@
 Responsible for preparing what a sandbox's PHP gateway container needs besides Docker:
 
 * a tree per (sandbox, commit), because each holds its sandbox's routes (the one place where
-  SDP edits files under a running container: the route values, then a graceful reload);
+  SDP edits files under a running container: the route values, then a graceful reload); a
+  gateway with a reload command mounts the sandbox's folder of trees and serves the one its
+  ``current`` link names, so a new commit is switched to inside the running container (the
+  link, then a graceful reload) and its public port never closes;
 * the best-effort ``composer install --no-dev --no-interaction --no-progress --no-scripts
   --no-plugins``, with a time limit so an offline VM never hangs on it, skipped with a log line
   when composer or ``composer.json`` is missing. Branch content never runs with SDP's
@@ -39,6 +42,16 @@ APACHE_CONF_TARGET = "/etc/apache2/conf-enabled/sdp-gateway.conf"
 ROUTER_TARGET = "/etc/sdp/router.php"
 COMPOSER_FLAGS = ("--no-dev", "--no-interaction", "--no-progress", "--no-scripts", "--no-plugins")
 APACHE_MODULES_TARGET = "/etc/apache2/mods-enabled/sdp-gateway.load"
+CURRENT = "current"
+"""in a switchable gateway's sandbox folder: the link to the tree it serves"""
+
+
+def serving_root(repository: RepositoryConfig, *, switchable: bool) -> str:
+    """Where the served tree is in the container: the mount target itself, or, for a gateway
+    whose commit switches inside the running container, its ``current`` link (the mount target
+    then holds the sandbox's trees, one per commit)."""
+    target = repository.effective_mount_target
+    return f"{target}/{CURRENT}" if switchable else target
 
 _APACHE_MODULES_HEAD = """\
 # Written by sdp-node: the Apache modules the gateway tree needs (node.yaml
@@ -103,12 +116,20 @@ class GatewayFiles:
         return self._trees / slug(sandbox)
 
     def prune_trees(self, sandbox: str, *, keep: set[str]) -> list[str]:
-        """Remove this sandbox's gateway trees of commits not in ``keep``."""
+        """Remove this sandbox's gateway trees of commits not in ``keep`` (and, when nothing is
+        kept, its ``current`` link)."""
         removed: list[str] = []
         folder = self.sandbox_trees(sandbox)
         if not folder.is_dir():
             return removed
         for tree in folder.iterdir():
+            if tree.name == CURRENT:
+                if not keep:
+                    tree.unlink()
+                continue
+            if tree.name.startswith(f".{CURRENT}"):
+                tree.unlink(missing_ok=True)  # a link left by an interrupted switch
+                continue
             if tree.name not in keep:
                 shutil.rmtree(tree, ignore_errors=True)
                 removed.append(tree.name)
@@ -116,9 +137,29 @@ class GatewayFiles:
             folder.rmdir()
         return removed
 
-    def serving_files(self, repository: RepositoryConfig) -> dict[str, Path]:
-        """Container target -> host file, for the alias file, the modules file and the router."""
-        root = repository.effective_mount_target
+    def current(self, sandbox: str) -> str | None:
+        """The commit the sandbox's ``current`` link points at (a switchable gateway serves
+        it), if any."""
+        link = self.sandbox_trees(sandbox) / CURRENT
+        try:
+            return os.readlink(link)
+        except OSError:
+            return None
+
+    def point_current(self, sandbox: str, commit: str) -> None:
+        """Atomically point the sandbox's ``current`` link at the tree of ``commit`` (relative,
+        so it resolves the same inside the container, where the folder is mounted)."""
+        folder = self.sandbox_trees(sandbox)
+        partial = folder / f".{CURRENT}-{os.getpid()}"
+        partial.unlink(missing_ok=True)
+        os.symlink(commit, partial)
+        os.replace(partial, folder / CURRENT)
+
+    def serving_files(self, repository: RepositoryConfig, *, switchable: bool = False)\
+            -> dict[str, Path]:
+        """Container target -> host file, for the alias file, the modules file and the router;
+        ``switchable``: the tree is served from ``<mount_target>/current``."""
+        root = serving_root(repository, switchable=switchable)
         files = {
             APACHE_CONF_TARGET: _APACHE_CONF.format(prefix=repository.url_prefix, root=root),
             ROUTER_TARGET: _ROUTER,

@@ -48,6 +48,10 @@ class Operation:
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
+    def redact(self, text: str) -> str:
+        """``text`` without this operation's credentials and secret values."""
+        return self._redact(text)
+
     # -- writing (worker thread) --
 
     def emit(

@@ -40,6 +40,15 @@ LABEL_COMMIT = "sdp.commit"
 LABEL_PORT = "sdp.port"
 LABEL_SPEC = "sdp.spec"
 LABEL_KIND = "sdp.kind"
+LABEL_TREE = "sdp.tree"
+"""on a gateway that switches commits inside the running container: ``switch``"""
+TREE_SWITCH = "switch"
+
+ASIDE_SUFFIX = "--previous"
+"""a container's previous instance: kept aside during an in-place replacement (stopped), or
+still serving after a switch until the routes moved and it drained (running)"""
+NEXT_SUFFIX = "--next"
+"""a switch's new container, not yet confirmed healthy"""
 
 
 class Secret:
@@ -267,8 +276,35 @@ class ObservedContainer(Wire):
     )
     image: str
     aside: bool = Field(
-        default=False, description="a previous container kept aside during a replacement"
+        default=False, description="a previous container kept aside during a replacement "
+        "(<name>--previous) or a new one not yet confirmed healthy (<name>--next)"
     )
+
+
+class FailureReason(StrEnum):
+    """Why a commit could not be deployed; remembered per (container, spec hash)."""
+
+    BUILD_FAILED = "BuildFailed"
+    CRASHED_ON_START = "CrashedOnStart"
+    HEALTH_CHECK_FAILED = "HealthCheckFailed"
+
+
+class ObservedFailure(Wire):
+    """A deploy that failed and is not retried until the spec (commit, settings) changes or a
+    restart asks: the previous container, if any, kept serving."""
+
+    container: str
+    sandbox: str
+    service: str
+    commit: str
+    spec_hash: str = Field(description="the failed attempt's ContainerSpec.attempt_key")
+    reason: FailureReason
+    message: str
+    health_answer: str | None = Field(
+        default=None, description="the health path's last answer (HTTP 500, refused, ...)"
+    )
+    log_tail: list[str] = Field(default_factory=list, description="the container's last lines")
+    at: datetime
 
 
 class ObservedNetwork(Wire):
@@ -301,6 +337,9 @@ class Observation(Wire):
     conflicts: list[str] = Field(
         default_factory=list,
         description="objects in SDP's way that it does not own (reported, never touched)",
+    )
+    failures: list[ObservedFailure] = Field(
+        default_factory=list, description="remembered failed deploys, one per container"
     )
     data_servers: list[DataServerInfo] = Field(
         default_factory=list, description="INFRA nodes: the servers the node manages"
@@ -352,6 +391,14 @@ class ContainerSpec(Wire):
     recreate: bool = Field(
         default=False, description="replace the container even when its spec hash matches"
     )
+    failure_key: str | None = Field(
+        default=None, description="what a remembered failure of this deploy is keyed by (the "
+        "spec hash without the port, which a switch changes); default: spec_hash"
+    )
+
+    @property
+    def attempt_key(self) -> str:
+        return self.failure_key or self.spec_hash
 
 
 class EnsureNetwork(Wire):
@@ -397,6 +444,15 @@ class StartContainer(Wire):
 
 class RemoveContainer(Wire):
     action: Literal["remove"] = "remove"
+    step_id: str
+    container: str
+
+
+class RetireContainer(Wire):
+    """Finish a switch: the routes now point at ``container``, so its previous instance
+    (``<container>--previous``, still serving what was sent to it) drains and goes."""
+
+    action: Literal["retire"] = "retire"
     step_id: str
     container: str
 
@@ -507,8 +563,8 @@ DATA_STEP_TYPES = (
 
 Step = Annotated[
     EnsureNetwork | DeployService | DeployGateway | SetRoutes | StopContainer | StartContainer
-    | RemoveContainer | RemoveNetwork | EnsureDatabase | RecloneDatabase | DropDatabase
-    | EnsureRedisUser | DropRedisUser | EnsureRabbitmqVhost | DropRabbitmqVhost
+    | RemoveContainer | RetireContainer | RemoveNetwork | EnsureDatabase | RecloneDatabase
+    | DropDatabase | EnsureRedisUser | DropRedisUser | EnsureRabbitmqVhost | DropRabbitmqVhost
     | CaptureDatabase | DropCapturedSource,
     Field(discriminator="action"),
 ]
@@ -604,6 +660,14 @@ class StepResult(Wire):
     stage: Stage | None = Field(default=None, description="the failing stage, if any")
     message: str = ""
     output_tail: list[str] = Field(default_factory=list)
+    reason: FailureReason | None = Field(
+        default=None, description="deploys: why the commit failed (remembered by the node)"
+    )
+    health_answer: str | None = None
+    remembered: bool = Field(
+        default=False, description="the failure was remembered from an earlier attempt: "
+        "nothing was built or started this time"
+    )
     data_service: ObservedDataService | None = Field(
         default=None, description="data steps: the service as the step left it (None: gone)"
     )

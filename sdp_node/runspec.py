@@ -23,7 +23,7 @@ from pathlib import Path
 from sdp_node.build import binary_name
 from sdp_node.config import NodeConfig, RepositoryConfig
 from sdp_node.containers import Confinement, Engine, Mount, RunSpec
-from sdp_node.gateway import GatewayFiles
+from sdp_node.gateway import GatewayFiles, serving_root
 from sdp_node.protocol import (
     LABEL_BRANCH,
     LABEL_COMMIT,
@@ -33,6 +33,8 @@ from sdp_node.protocol import (
     LABEL_SANDBOX,
     LABEL_SERVICE,
     LABEL_SPEC,
+    LABEL_TREE,
+    TREE_SWITCH,
     ContainerSpec,
     RepositoryKind,
 )
@@ -77,20 +79,32 @@ class RunSpecs:
         return self._run_spec(repository, spec, env=env, mounts=mounts, command=command,
                               network=network)
 
+    def switchable(self, repository: RepositoryConfig) -> bool:
+        """Whether a gateway of ``repository`` switches commits inside its running container:
+        only a server that a reload makes read the new tree (Apache: ``apache2ctl graceful``);
+        ``php -S`` caches resolved paths, so it is replaced instead."""
+        return repository.kind is RepositoryKind.PHP and bool(self.config.reload_command) \
+            and not repository.command
+
     def gateway(self, repository: RepositoryConfig, spec: ContainerSpec, *, tree: Path)\
             -> RunSpec:
         env = self._env(spec)
+        switchable = self.switchable(repository)
         target = repository.effective_mount_target
-        env.setdefault("SDP_GATEWAY_ROOT", target)
+        env.setdefault("SDP_GATEWAY_ROOT", serving_root(repository, switchable=switchable))
         env.setdefault("SDP_URL_PREFIX", repository.url_prefix)
+        source = tree.parent if switchable else tree
         mounts = [
-            Mount(str(tree), target, read_only=self.config.hardening.read_only_trees),
+            Mount(str(source), target, read_only=self.config.hardening.read_only_trees),
             *self._env_file_mounts(spec),
             *(Mount(str(path), container_target) for container_target, path
-              in self.gateway_files.serving_files(repository).items()),
+              in self.gateway_files.serving_files(repository, switchable=switchable).items()),
         ]
-        return self._run_spec(repository, spec, env=env, mounts=mounts,
-                              command=repository.command or None, network=None)
+        run_spec = self._run_spec(repository, spec, env=env, mounts=mounts,
+                                  command=repository.command or None, network=None)
+        if switchable:
+            run_spec.labels[LABEL_TREE] = TREE_SWITCH
+        return run_spec
 
     def _run_spec(
         self, repository: RepositoryConfig, spec: ContainerSpec, *, env: dict[str, str],

@@ -13,17 +13,28 @@ from typing import Any
 
 from sdp_node.errors import NodeError
 from sdp_node.operations import Operation
-from sdp_node.protocol import STAGE_EVENTS, Credentials, DeployState, Stage
+from sdp_node.protocol import (
+    STAGE_EVENTS,
+    Credentials,
+    DeployState,
+    FailureReason,
+    ObservedFailure,
+    Stage,
+)
 
 TAIL = 30
 
 
 class StepFailed(Exception):
-    def __init__(self, stage: Stage | None, message: str, tail: list[str]) -> None:
+    def __init__(self, stage: Stage | None, message: str, tail: list[str], *,
+                 reason: FailureReason | None = None, answer: str | None = None) -> None:
         super().__init__(message)
         self.stage = stage
         self.message = message
         self.tail = tail
+        self.reason = reason
+        """set when the commit itself failed (remembered, not retried): build, crash, health"""
+        self.answer = answer
 
 
 class StepContext:
@@ -75,6 +86,13 @@ class SpecStore:
     def forget(self, container: str) -> None:
         (self._dir / f"{container}.json").unlink(missing_ok=True)
 
+    def get(self, container: str) -> dict[str, Any] | None:
+        try:
+            loaded = json.loads((self._dir / f"{container}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return loaded if isinstance(loaded, dict) else None
+
     def all(self) -> dict[str, dict[str, Any]]:
         out = {}
         for path in sorted(self._dir.glob("*.json")):
@@ -82,4 +100,37 @@ class SpecStore:
                 out[path.stem] = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
+        return out
+
+
+class FailureStore:
+    """The last failed deploy of each container, by spec hash: a commit that failed to build,
+    crashed on start or never became healthy is not tried again for the same spec (the spec
+    hash covers the commit and every setting) until a restart asks (``recreate``)."""
+
+    def __init__(self, workspace: Path) -> None:
+        self._dir = workspace / "failures"
+        self._dir.mkdir(parents=True, exist_ok=True)
+
+    def save(self, failure: ObservedFailure) -> None:
+        partial = self._dir / f".{failure.container}.json.partial"
+        partial.write_text(failure.model_dump_json(indent=1))
+        os.replace(partial, self._dir / f"{failure.container}.json")
+
+    def get(self, container: str) -> ObservedFailure | None:
+        path = self._dir / f"{container}.json"
+        try:
+            return ObservedFailure.model_validate_json(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def forget(self, container: str) -> None:
+        (self._dir / f"{container}.json").unlink(missing_ok=True)
+
+    def all(self) -> list[ObservedFailure]:
+        out = []
+        for path in sorted(self._dir.glob("*.json")):
+            failure = self.get(path.stem)
+            if failure is not None:
+                out.append(failure)
         return out

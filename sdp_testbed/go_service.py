@@ -1,7 +1,9 @@
 """File sets of the fixture Go HTTP service and of its one tiny dependency.
 
 `go_service_files` returns the tree of module `example.invalid/<service>`: it listens on
-`:$PORT` (default 8080); `GET /healthz` answers 200 "ok" (500 when built unhealthy); every
+`:$PORT` (default 8080), after `start_delay_ms` (or exits at once, `exit_at_once`); `GET
+/healthz` answers 200 "ok" (500 when built unhealthy); `GET /peer/<name>` passes through the
+answer of `http://<name>:$PORT/` (another service of its sandbox, by Docker DNS); every
 other path answers JSON `{"service", "revision", "path", "env": {"SDP_SANDBOX"}}` (plus
 `"greeting"` when it uses the dependency); with `calls`, `GET /call/<NAME>/<rest>` forwards to
 `$<NAME>_URL/<rest>` and answers what came back; with `hungry`, `GET /alloc?mb=N` keeps N MiB
@@ -36,9 +38,11 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"log"
 	"net/http"
 	"os"
+	"time"
 {extra_imports})
 
 const service = {service}
@@ -48,12 +52,36 @@ const revision = {revision}
 
 const healthy = {healthy}
 {extra_globals}
+
+// startDelay: how long it takes before it listens; exitAtOnce: it dies before listening.
+const startDelay = {start_delay_ms} * time.Millisecond
+
+const exitAtOnce = {exit_at_once}
+
 func main() {{
 	port := os.Getenv("PORT")
 	if port == "" {{
 		port = "8080"
 	}}
+	if exitAtOnce {{
+		log.Fatalf("%s %s: cannot start (exits at once, on purpose)", service, revision)
+	}}
+	time.Sleep(startDelay)
 	mux := http.NewServeMux()
+	// GET /peer/<name>: the answer of http://<name>:$PORT/ (another service of the sandbox,
+	// by Docker DNS), passed through with its status.
+	mux.HandleFunc("/peer/", func(w http.ResponseWriter, r *http.Request) {{
+		name := r.URL.Path[len("/peer/"):]
+		answer, err := http.Get("http://" + name + ":" + port + "/")
+		if err != nil {{
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}}
+		defer answer.Body.Close()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(answer.StatusCode)
+		io.Copy(w, answer.Body)
+	}})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {{
 		if !healthy {{
 			http.Error(w, "unhealthy", http.StatusInternalServerError)
@@ -147,8 +175,12 @@ def go_service_files(
     dependency: Dependency = "none",
     calls: bool = False,
     hungry: bool = False,
+    exit_at_once: bool = False,
+    start_delay_ms: int = 0,
 ) -> dict[str, bytes]:
-    """The files of the fixture service at one revision, path -> content."""
+    """The files of the fixture service at one revision, path -> content. ``exit_at_once``:
+    the binary exits (code 1) before it listens; ``start_delay_ms``: it listens only after
+    that long (a slow start)."""
     if not _SERVICE_NAME.fullmatch(service):
         raise ValueError(f"service name {service!r} is not a valid module path element")
     uses_greet = dependency != "none"
@@ -160,6 +192,8 @@ def go_service_files(
         revision=go_string(revision),
         healthy="true" if healthy else "false",
         extra_globals=_HUNGRY_GLOBALS if hungry else "",
+        start_delay_ms=int(start_delay_ms),
+        exit_at_once="true" if exit_at_once else "false",
         extra_fields=_GREET_FIELD if uses_greet else "",
     )
     if compile_error:

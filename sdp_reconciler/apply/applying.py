@@ -8,6 +8,8 @@
   container removal failed keeps its data until a later pass removed it; route choices
   that wait for a service deploy are settled with that deploy's result before the routes phase
   starts: a failed or held service keeps its previous route.
+  A cleanup change that waits for other steps (``after``: a switch's retire) is left for a
+  later pass when one of them failed: the previous instance keeps serving.
 * **Recording**: each change becomes a deployment row (with its audit record) when it starts;
   the agent's events are followed live and written as they arrive, redacted once more with the
   values this process knows; nothing is recorded as done before the node confirms it.
@@ -176,6 +178,11 @@ class Applier:
                         (node, [replace(c, step=settle_routes(c, failed)) for c in changes])
                         for node, changes in batches
                     ]
+                if phase is Phase.CLEANUP:
+                    # A switch's retire waits for its deploy and its sandbox's routes.
+                    failed = outcome.failed_steps()
+                    batches = [(node, kept) for node, changes in batches
+                               if (kept := [c for c in changes if not failed & set(c.after)])]
                 if not batches:
                     continue
                 with ThreadPoolExecutor(max_workers=len(batches)) as pool:

@@ -17,13 +17,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sdp_node.naming import GATEWAY
-from sdp_node.protocol import LABEL_SANDBOX, LABEL_SERVICE, Credentials, OperationEvent
+from sdp_node.protocol import (
+    LABEL_SANDBOX,
+    LABEL_SERVICE,
+    Credentials,
+    DeployService,
+    OperationEvent,
+    RetireContainer,
+)
 from sdp_reconciler.access.enforcement import Enforcement, audit_refusals, enforce, record
 from sdp_reconciler.apply.applying import Applier, ApplyOutcome
 from sdp_reconciler.apply.expirywarn import due_notices
 from sdp_reconciler.apply.notify import Notifier, finished_notices, started_notices
 from sdp_reconciler.apply.samples import sample_rows
-from sdp_reconciler.apply.status import held_rows, retired_rows, status_rows
+from sdp_reconciler.apply.status import (
+    failure_message,
+    held_rows,
+    retired_rows,
+    status_rows,
+)
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.history import History, Retention
 from sdp_reconciler.observe import credentials as creds
@@ -43,6 +55,7 @@ from sdp_reconciler.planner.planning import Restart, plan
 from sdp_reconciler.planner.ports import (
     NO_FREE_PORT,
     allocate,
+    follow_switches,
     release,
     same_allocations,
     write_ports_file,
@@ -357,7 +370,12 @@ def run(
 
             def failure(change: Change, outcome: ApplyOutcome = round_.outcome) -> str:
                 found = outcome.results.get(change.step_id)
-                return found.message if found else outcome.errors.get(change.step_id, "")
+                if found is None:
+                    return outcome.errors.get(change.step_id, "")
+                if found.reason is None:
+                    return found.message
+                return f"{found.reason.value}: " + prepared.redactor(failure_message(
+                    found.message, found.health_answer, found.output_tail))
 
             notifier.send(finished_notices(round_.plan, round_.outcome.ok, failure, urls))
         known = set(final.sandboxes) | set(final.retired) | {r.sandbox for r in rows}
@@ -396,9 +414,15 @@ def _release_removed(prepared: Prepared, outcome: ApplyOutcome, ports_path: Path
     removed = {
         (c.sandbox, c.service) for c in prepared.plan.changes
         if c.action is Action.REMOVE and c.subject.is_container and c.service
-        and outcome.ok(c)
+        and outcome.ok(c) and not isinstance(c.step, RetireContainer)
     }
-    remaining = release(prepared.allocations, removed)
+    # A switched service serves on its new port: its allocation follows it this pass.
+    switched = {
+        (c.sandbox, c.service): c.step.spec.port for c in prepared.plan.changes
+        if isinstance(c.step, DeployService) and c.service and outcome.ok(c)
+    }
+    remaining = follow_switches(release(prepared.allocations, removed), switched,
+                                now=datetime.now(UTC))
     if remaining != prepared.allocations:
         write_ports_file(ports_path, remaining)
     return remaining

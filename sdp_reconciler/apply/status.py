@@ -4,7 +4,11 @@ Pure: from the plan, what the nodes confirmed and what they reported. Vocabulary
 sync ``InSync`` / ``OutOfSync``; health ``Healthy`` / ``Progressing`` / ``Degraded`` /
 ``Unhealthy`` / ``Suspended``; a CamelCase reason and a message. A failed deploy leaves the
 previous container serving: that service is ``OutOfSync`` and ``Degraded``, its applied commit
-still the old one, its attempted commit the new one (as Flux keeps them). A sandbox's data
+still the old one, its attempted commit the new one (as Flux keeps them). Its reason says why
+(``BuildFailed``, ``CrashedOnStart``, ``HealthCheckFailed``; ``DeployFailed`` otherwise) and the
+message carries the health path's answer and the container's last log lines; a failure the node
+remembers (not retried until the branch moves, the spec changes or a restart asks) is reported
+the same way on every later pass. A sandbox's data
 services add one row each (``datastatus.py``).
 """
 
@@ -18,6 +22,9 @@ from sdp_node.protocol import (
     LABEL_SANDBOX,
     LABEL_SERVICE,
     ObservedContainer,
+    ObservedFailure,
+    RetireContainer,
+    StepResult,
 )
 from sdp_reconciler.apply.applying import ApplyOutcome
 from sdp_reconciler.apply.datastatus import data_rows
@@ -45,6 +52,34 @@ def _observed(world: World, node: str | None, name: str) -> ObservedContainer | 
                 None)
 
 
+def _failure(world: World, node: str | None, name: str) -> ObservedFailure | None:
+    view = world.nodes.get(node or "")
+    if view is None or view.observation is None:
+        return None
+    return next((f for f in view.observation.failures if f.container == name), None)
+
+
+def failure_message(message: str, answer: str | None, tail: list[str], *,
+                    remembered: bool = False) -> str:
+    """A failed deploy's message: what failed, the health answer, the last log lines."""
+    parts = [message]
+    if answer and answer not in message:
+        parts.append(f"health answer: {answer}")
+    lines = [line for line in tail if line.strip()][-5:]
+    if lines:
+        parts.append("last lines: " + " | ".join(lines))
+    if remembered and "not retried" not in message:
+        parts.append("not retried until the branch moves, the spec changes or a restart asks")
+    return "; ".join(parts)
+
+
+def _failed_result(result: StepResult) -> tuple[str, str]:
+    reason = result.reason.value if result.reason is not None else "DeployFailed"
+    if result.reason is None:
+        return reason, result.message
+    return reason, failure_message(result.message, result.health_answer, result.output_tail)
+
+
 def _health_of(container: ObservedContainer | None,
                world: World | None = None, node: str | None = None) -> tuple[str, str, str]:
     """(health, reason, message) of a container as the node last reported it, under the
@@ -63,6 +98,8 @@ def status_rows(
     changes: dict[tuple[str, str], Change] = {}
     route_changes: dict[str, Change] = {}
     for change in plan.changes:
+        if isinstance(change.step, RetireContainer):
+            continue  # the end of a switch: the service's own row says how it went
         if change.subject in (Subject.SERVICE, Subject.GATEWAY) and change.service:
             changes.setdefault((change.sandbox, change.service), change)
         elif change.subject is Subject.ROUTES:
@@ -124,15 +161,27 @@ def status_rows(
                         planned.action, "Deployed"), applied_commit=applied,
                         message=planned.reason)
                 else:
-                    why = result.message if result else outcome.errors.get(planned.step_id, "")
+                    reason, why = _failed_result(result) if result else (
+                        "DeployFailed", outcome.errors.get(planned.step_id, ""))
                     row = _replace(
-                        row, sync="OutOfSync", reason="DeployFailed",
+                        row, sync="OutOfSync", reason=reason,
                         health="Degraded" if observed is not None and observed.state ==
                         "running" else "Unhealthy", message=why,
                     )
             elif planned is not None:
                 row = _replace(row, sync="OutOfSync", reason="ChangesPending",
                                health="Progressing", message=planned.reason)
+            failure = _failure(world, node, world.names.container(name, service)) \
+                if planned is None and not blocked and not sandbox.suspended else None
+            if failure is not None and failure.commit != previous:
+                row = _replace(
+                    row, sync="OutOfSync", reason=failure.reason.value,
+                    health="Degraded" if observed is not None and observed.state == "running"
+                    else "Unhealthy", attempted_commit=failure.commit,
+                    message=failure_message(
+                        f"commit {failure.commit[:7]}: {failure.message}",
+                        failure.health_answer, failure.log_tail, remembered=True),
+                )
             routes = route_changes.get(name) if service == GATEWAY else None
             if routes is not None and not blocked and row.sync == "InSync":
                 result = outcome.results.get(routes.step_id) if outcome else None

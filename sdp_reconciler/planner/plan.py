@@ -104,6 +104,9 @@ class Change:
     location: Location | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     routes: tuple[RouteChoice, ...] = ()
+    after: tuple[str, ...] = ()
+    """step ids that must have succeeded first (a switch's retire waits for its deploy and
+    the sandbox's routes); when one failed, this change is left for a later pass"""
 
     @property
     def step_id(self) -> str:

@@ -15,7 +15,15 @@ Decisions, per sandbox:
   and said so); a route to a sandbox service waits for that service's deploy and falls back to
   the previous route (or the OCP value) if the deploy fails;
 * what this installation runs but the state no longer wants is removed, after the routes moved
-  away from it; a sandbox with a problem (unknown branch, unreachable node, ...) is left alone.
+  away from it; a sandbox with a problem (unknown branch, unreachable node, ...) is left alone;
+* a running service whose spec changed is **switched**: its new container gets a spare port of
+  the node's range (the lowest free one), the routes move to that port once it is healthy, and
+  a ``retire`` in the cleanup phase (after the deploy and the sandbox's routes succeeded)
+  drains and removes the previous one; its allocation then follows it (``ports``). A service
+  with an explicit ``port:`` is replaced in place on that port. A previous instance left by an
+  interrupted switch is retired before the service is switched again;
+* a deploy the node remembers as failed (build, crash on start, health) for the same spec is not
+  planned again until the branch moves, the spec changes or ``restart`` asks.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from dataclasses import dataclass, field
 
 from sdp_node.naming import GATEWAY
 from sdp_node.protocol import (
+    ASIDE_SUFFIX,
     LABEL_BRANCH,
     LABEL_COMMIT,
     LABEL_KIND,
@@ -37,10 +46,12 @@ from sdp_node.protocol import (
     DeployService,
     EnsureNetwork,
     ObservedContainer,
+    ObservedFailure,
     ObservedGateway,
     RemoveContainer,
     RemoveNetwork,
     RepositoryInfo,
+    RetireContainer,
     SetRoutes,
     StartContainer,
     StopContainer,
@@ -106,6 +117,9 @@ class _Planner:
     blocked: set[str] = field(default_factory=set)
     deploy_steps: dict[tuple[str, str], str] = field(default_factory=dict)
     planned_networks: set[tuple[str, str]] = field(default_factory=set)
+    switch_ports: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(sandbox, service) -> the spare port its new container gets this pass"""
+    retires: list[Change] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # Indexes of what the nodes reported, built once: the plan stays linear in its size.
@@ -113,10 +127,23 @@ class _Planner:
         self._gateways: dict[tuple[str, str], ObservedGateway] = {}
         self._by_sandbox: dict[str, list[ObservedContainer]] = {}
         self._networks: set[tuple[str, str]] = set()
+        self._previous: dict[tuple[str, str], ObservedContainer] = {}
+        self._failures: dict[tuple[str, str], ObservedFailure] = {}
+        self._used_ports: dict[str, set[int]] = {}
+        for allocation in self.ports.values():
+            self._used_ports.setdefault(allocation.node, set()).add(allocation.port)
         for node, view in sorted(self.world.nodes.items()):
             if view.observation is None:
                 continue
+            for failure in view.observation.failures:
+                self._failures[(node, failure.container)] = failure
             for container in view.observation.containers:
+                port = container.labels.get(LABEL_PORT, "")
+                if port.isdigit():
+                    self._used_ports.setdefault(node, set()).add(int(port))
+                if container.name.endswith(ASIDE_SUFFIX) and container.state == "running":
+                    self._previous[(node, container.name.removesuffix(ASIDE_SUFFIX))] = \
+                        container
                 if container.aside:
                     continue
                 self._containers[(node, container.name)] = container
@@ -138,6 +165,32 @@ class _Planner:
 
     def observed_gateway(self, node: str, name: str) -> ObservedGateway | None:
         return self._gateways.get((node, name))
+
+    def failure(self, node: str, container: str) -> ObservedFailure | None:
+        return self._failures.get((node, container))
+
+    def spare_port(self, node: str) -> int | None:
+        """The lowest port of the node's range that no allocation, container or earlier spare
+        of this pass holds."""
+        used = self._used_ports.setdefault(node, set())
+        span = self.world.nodes[node].node.port_range()
+        for port in range(span.first, span.last + 1):
+            if port not in used:
+                used.add(port)
+                return port
+        return None
+
+    def retire(self, draft: _Draft, after: tuple[str, ...], reason: str) -> None:
+        """Plan the removal of the previous instance of a switched container."""
+        node, container = draft.placement.node, draft.spec.container
+        self.retires.append(Change(
+            action=Action.REMOVE, subject=Subject.SERVICE, phase=Phase.CLEANUP,
+            sandbox=draft.sandbox.name, service=draft.service, node=node,
+            resource=container + ASIDE_SUFFIX, reason=reason,
+            step=RetireContainer(step_id=f"cleanup:{node}:{container}{ASIDE_SUFFIX}",
+                                 container=container),
+            location=draft.location, after=after,
+        ))
 
     def network_exists(self, node: str, network: str) -> bool:
         return (node, network) in self._networks
@@ -289,6 +342,7 @@ class _Planner:
             cpu_millicores=cpu, memory_bytes=memory,
         )
         restart = (sandbox, service) in self.restarts or (sandbox, None) in self.restarts
+        failure_key = spec_hash(key, {**public, "port": 0})
         return ContainerSpec(
             sandbox=sandbox, service=service,
             container=self.world.names.container(sandbox, service),
@@ -296,7 +350,7 @@ class _Planner:
             spec_hash=spec_hash(key, public), public_spec=public,
             env=variables, secret_env=dict(environment.secrets),
             files=list(environment.files), cpu_millicores=cpu, memory_bytes=memory,
-            recreate=restart,
+            recreate=restart, failure_key=failure_key,
         )
 
     # -- comparing --------------------------------------------------------------------------------
@@ -336,13 +390,24 @@ class _Planner:
         else:
             assert draft.network is not None
             deploy = DeployService(step_id=step_id, spec=spec, network=draft.network)
+        failure = self.failure(node, spec.container)
+        if failure is not None and failure.spec_hash == spec.attempt_key and not spec.recreate \
+                and (current is None or current.labels.get(LABEL_SPEC) != spec.spec_hash):
+            return None  # remembered as failed: reported by status, not tried again
         if current is None:
             reason = self.missing_reason(draft, node)
             return change(Action.CREATE, reason, deploy)
+        if not gateway and (node, spec.container) in self._previous:
+            self.retire(draft, (), "an interrupted switch left the previous instance: it goes "
+                        "once the routes point at the new one")
+            return None
         if spec.recreate:
-            return change(Action.RECREATE, "restart requested", deploy)
+            return self.switched(draft, change(Action.RECREATE, "restart requested", deploy),
+                                 current)
         if current.labels.get(LABEL_SPEC) != spec.spec_hash:
-            return change(Action.UPDATE, self.update_reason(draft, node, current), deploy)
+            return self.switched(
+                draft, change(Action.UPDATE, self.update_reason(draft, node, current), deploy),
+                current)
         if current.state not in ("running", "restarting"):
             siblings = self.sandbox_containers(draft.sandbox.name)
             everything_stopped = all(c.state not in ("running", "restarting") for c in siblings)
@@ -351,6 +416,32 @@ class _Planner:
             return change(Action.START, reason,
                           StartContainer(step_id=step_id, container=spec.container))
         return None
+
+    def switched(self, draft: _Draft, planned: Change, current: ObservedContainer) -> Change:
+        """A running service's deploy moved to a spare port, and the retire of its previous
+        instance; unchanged for a gateway, a stopped container or an explicit port."""
+        entry = draft.sandbox.services.get(draft.service)
+        if entry is None or entry.spec.port is not None or current.state != "running" \
+                or not isinstance(planned.step, DeployService):
+            return planned
+        node = draft.placement.node
+        port = self.spare_port(node)
+        if port is None:
+            return planned  # the range is full: replaced in place
+        from dataclasses import replace
+
+        spec = planned.step.spec
+        public = {**spec.public_spec, "port": port}
+        moved = spec.model_copy(update={
+            "port": port, "public_spec": public,
+            "spec_hash": spec_hash(self.world.spec_key, public),
+        })
+        self.switch_ports[(draft.sandbox.name, draft.service)] = port
+        self.retire(draft, (planned.step_id,), f"switched to port {port}: the previous "
+                    f"instance (port {current.labels.get(LABEL_PORT)}) drains and goes once the "
+                    "routes moved")
+        return replace(planned, step=planned.step.model_copy(update={"spec": moved}),
+                       detail={**planned.detail, "port": port})
 
     def sandbox_containers(self, sandbox: str) -> list[ObservedContainer]:
         return self._by_sandbox.get(sandbox, [])
@@ -424,9 +515,14 @@ class _Planner:
             elif route.kind == "ocp":
                 choices.append(RouteChoice(route.key, None, "ocp"))
             else:
+                url = route.url
+                port = self.switch_ports.get((sandbox.name, route.key))
+                if port is not None and route.node is not None:
+                    # the new container of a switch answers on a spare port
+                    url = f"http://{self.world.nodes[route.node].node.address}:{port}"
                 depends = self.deploy_steps.get((sandbox.name, route.key))
                 fallback = (live or {}).get(route.key) if live is not None else None
-                choices.append(RouteChoice(route.key, route.url, "sandbox", depends, fallback))
+                choices.append(RouteChoice(route.key, url, "sandbox", depends, fallback))
         return choices
 
     def plan_routes(self, draft: _Draft, table: RouteTable,
@@ -562,6 +658,12 @@ class _Planner:
         return "orphan owned by this installation"
 
 
+def _replace(change: Change, **values: tuple[str, ...]) -> Change:
+    from dataclasses import replace
+
+    return replace(change, **values)  # type: ignore[arg-type]
+
+
 def _with_routes(change: Change, routes: tuple[RouteChoice, ...]) -> Change:
     from dataclasses import replace
 
@@ -685,6 +787,10 @@ def plan(
             planner.changes += planner.plan_routes(draft, tables[name], planner.compare(draft))
 
     planner.removals(wanted, wanted_networks)
+    for retire in planner.retires:
+        routes = tuple(c.step_id for c in planner.changes if c.sandbox == retire.sandbox
+                       and c.phase is Phase.ROUTES)
+        planner.changes.append(_replace(retire, after=retire.after + routes))
     data_plan = plan_data(data=data, world=world, sandboxes=sandboxes, blocked=planner.blocked,
                           retired=planner.retired, resets=resets)
     planner.problems += data_plan.problems

@@ -1,9 +1,10 @@
 """Port allocation: explicit ports honoured, the rest allocated, none ever given to two owners.
 
 ``allocate`` is pure. A (sandbox, service) keeps, in this order: the port its state file names;
-its allocation in ``ports.yaml``; the port its running container is labelled with (``sdp.port``:
-so a fresh CI clone without ``ports.yaml`` allocates nothing that is in use); else the lowest
-free port of its node's range. A port counts as used while any allocation, any container of
+the port its container is labelled with (``sdp.port``: where it serves now — a zero-drop
+switch moves a service to a spare port of its node — and so a fresh CI clone without
+``ports.yaml`` allocates nothing that is in use); its allocation in ``ports.yaml``; else the
+lowest free port of its node's range. A port counts as used while any allocation, any container of
 this installation or any explicit claim holds it. An allocation nobody wants any more is kept
 until its node confirms the container is gone (the node is reachable and shows no container
 for it): only then is the port free again.
@@ -30,8 +31,8 @@ from sdp_reconciler.state.locations import Location, Problem
 from sdp_reconciler.state.models import PortAllocation
 from sdp_reconciler.state.resolved import ResolvedSandbox
 
-__all__ = ["NO_FREE_PORT", "Allocation", "allocate", "release", "same_allocations",
-           "write_ports_file"]
+__all__ = ["NO_FREE_PORT", "Allocation", "allocate", "follow_switches", "release",
+           "same_allocations", "write_ports_file"]
 
 NO_FREE_PORT = "no free port left on node"
 """how the problem of a (sandbox, service) held back for want of a port begins"""
@@ -58,6 +59,8 @@ def _observed_ports(world: World) -> dict[tuple[str, str], tuple[str, int]]:
         if view.observation is None:
             continue
         for container in view.observation.containers:
+            if container.aside:
+                continue  # a switch's previous or unconfirmed instance: not where it lives
             labels = container.labels
             port = labels.get(LABEL_PORT, "")
             if port.isdigit() and LABEL_SANDBOX in labels and LABEL_SERVICE in labels:
@@ -111,10 +114,12 @@ def allocate(
                 continue
             same = kept if kept and kept.node == node and kept.port == explicit else None
             result[key] = same or Allocation(sandbox, service, node, explicit, now)
+        elif seen is not None and seen[0] == node:
+            # The port it serves on: a switch moves a service to a spare port.
+            same = kept if kept and kept.node == node and kept.port == seen[1] else None
+            result[key] = same or Allocation(sandbox, service, node, seen[1], now)
         elif kept is not None and kept.node == node:
             result[key] = kept
-        elif seen is not None and seen[0] == node:
-            result[key] = Allocation(sandbox, service, node, seen[1], now)
         else:
             free = _lowest_free(world, node, used[node], cursor)
             if free is None:
@@ -166,6 +171,17 @@ def _lowest_free(world: World, node: str, used: set[int], cursor: dict[str, int]
 def release(allocations: list[Allocation], removed: set[tuple[str, str]]) -> list[Allocation]:
     """Allocations without those whose containers a node confirmed removed."""
     return [a for a in allocations if (a.sandbox, a.service) not in removed]
+
+
+def follow_switches(allocations: list[Allocation], ports: dict[tuple[str, str], int], *,
+           now: datetime) -> list[Allocation]:
+    """Allocations moved to the ports their services were deployed on (a switch)."""
+    out = []
+    for allocation in allocations:
+        port = ports.get((allocation.sandbox, allocation.service), allocation.port)
+        out.append(allocation if port == allocation.port else Allocation(
+            allocation.sandbox, allocation.service, allocation.node, port, now))
+    return out
 
 
 def same_allocations(a: Iterable[Allocation], b: Iterable[PortAllocation]) -> bool:

@@ -143,8 +143,11 @@ def sandbox_yaml(name: str, *, account_branch: str | None, extra: str = "") -> s
 
 def build_stack(root: Path, installation: str, make_agent: Any, make_repo: Any,
                 images: dict[str, str], canary: Any,
-                micro_settings: dict[str, Any] | None = None) -> Stack:
-    """``micro_settings``: more node.yaml settings of the MICRO agent."""
+                micro_settings: dict[str, Any] | None = None, *, apache_image: str | None = None,
+                health_timeout: float = 20) -> Stack:
+    """The installation; ``micro_settings``: more node.yaml settings of the MICRO agent; with
+    ``apache_image``, the gateway is a real Apache + mod_php served as in production (alias
+    file, graceful reload) instead of ``php -S``."""
     ocp = {name: OcpStandIn(f"ocp-{name}") for name in SERVICES}
     for stand_in in ocp.values():
         stand_in.start()
@@ -164,15 +167,21 @@ def build_stack(root: Path, installation: str, make_agent: Any, make_repo: Any,
         revision="erangel develop", ocp_urls={n: s.url_for_containers for n, s in ocp.items()}))
     micro = make_agent(name="micro-1", repositories=[
         {"name": s, "url": urls[s], "kind": "go", "image": images["micro"],
-         "health_timeout_seconds": 20} for s in SERVICES], **(micro_settings or {}))
-    gateway = make_agent(name="gateway-1", node_type="GATEWAY", reload_command=[],
-                         repositories=[{
-                             "name": "erangel", "url": urls["erangel"], "kind": "php",
-                             "image": images["php-cli"],
-                             "command": ["php", "-S", "0.0.0.0:80", "/etc/sdp/router.php"],
-                             "init": True, "health_path": "/erangel/healthz",
-                             "mount_target": "/var/www/html/erangel-ocean",
-                             "health_timeout_seconds": 20}])
+         "health_timeout_seconds": health_timeout} for s in SERVICES], **(micro_settings or {}))
+    if apache_image is not None:
+        gateway = make_agent(name="gateway-1", node_type="GATEWAY", repositories=[{
+            "name": "erangel", "url": urls["erangel"], "kind": "php", "image": apache_image,
+            "health_path": "/erangel/healthz", "mount_target": "/var/www/html/erangel-ocean",
+            "health_timeout_seconds": health_timeout}])
+    else:
+        gateway = make_agent(name="gateway-1", node_type="GATEWAY", reload_command=[],
+                             repositories=[{
+                                 "name": "erangel", "url": urls["erangel"], "kind": "php",
+                                 "image": images["php-cli"],
+                                 "command": ["php", "-S", "0.0.0.0:80", "/etc/sdp/router.php"],
+                                 "init": True, "health_path": "/erangel/healthz",
+                                 "mount_target": "/var/www/html/erangel-ocean",
+                                 "health_timeout_seconds": health_timeout}])
     state = root / "state-repo"
     state.mkdir()
     subprocess.run(["git", "init", "-q", "-b", "main", str(state)], check=True)

@@ -89,24 +89,37 @@ def test_a_killed_reconciler_is_healed_by_the_next_pass(
     check_converged(stack, docker_client, installation, f"account {point}")
 
 
-def test_an_agent_killed_during_a_replacement_restores_the_previous_container(
-    stack: Stack, docker_client: docker.DockerClient, installation: str
+SWITCH_POINTS = {
+    # The new container beside the old one, not yet confirmed: the agent removes it at start.
+    "before the new container is confirmed": f"{PREFIX}-qa-x-account--next",
+    # Confirmed and renamed into place, the old one still serving: the routes may not have
+    # moved yet; the next pass moves them and retires the old one.
+    "after the switch, before the retire": f"{PREFIX}-qa-x-account--previous",
+}
+
+
+@pytest.mark.parametrize("point", list(SWITCH_POINTS))
+def test_an_agent_killed_mid_switch_is_healed_with_exactly_one_version_serving(
+    stack: Stack, docker_client: docker.DockerClient, installation: str, point: str
 ) -> None:
     stack.write("sandboxes/QA-X.yaml", sandbox_yaml("QA-X", account_branch="feature/login-error"))
     assert stack.reconcile("once").code == 0
-    stack.push_service("account", "feature/login-error", "account replaced")
+    # A slow start, so the new container stays unconfirmed for a while.
+    stack.push_service("account", "feature/login-error", "account replaced",
+                       start_delay_ms=3000)
     process = stack.popen("once")
     try:
-        wait_for(lambda: container_exists(docker_client, f"{PREFIX}-qa-x-account--previous")
-                 or None, what="the old container moved aside", timeout=120)
+        wait_for(lambda: container_exists(docker_client, SWITCH_POINTS[point]) or None,
+                 what=f"the switch to reach '{point}'", timeout=120)
         stack.micro.kill()
     finally:
         process.kill()
         process.wait()
-    stack.micro.start()  # at start the agent restores what it left aside
+    stack.micro.start()
     names = {c.name for c in docker_client.containers.list(
         all=True, filters={"label": f"sdp.instance={installation}"})}
-    assert f"{PREFIX}-qa-x-account--previous" not in names
+    assert f"{PREFIX}-qa-x-account--next" not in names, "an unconfirmed container goes at start"
+    assert f"{PREFIX}-qa-x-account" in names, "the serving one never stopped"
     healed = stack.reconcile("once")
     assert healed.code == 0, healed.output
     check_converged(stack, docker_client, installation, "account replaced")

@@ -134,7 +134,7 @@ def test_a_failing_health_check_shows_apaches_error_log(
         commit=commit, port=free_port()), {}), canary)
     assert not outcome.ok
     failure = outcome.last()
-    invalid = "/var/www/html/erangel-ocean/.htaccess: Invalid command 'RewriteEngine'"
+    invalid = "/var/www/html/erangel-ocean/current/.htaccess: Invalid command 'RewriteEngine'"
     assert "last: HTTP 500" in failure.message
     assert "its error log ends: [" in failure.message and invalid in failure.message
     assert any(invalid in line for line in outcome.logs())

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sdp_node.naming import DEFAULT_NAMES, GATEWAY
@@ -51,17 +52,20 @@ from sdp_node.protocol import (
     EnsureNetwork,
     EnsureRabbitmqVhost,
     EnsureRedisUser,
+    FailureReason,
     NodeInfo,
     NodeType,
     Observation,
     ObservedContainer,
     ObservedDataService,
+    ObservedFailure,
     ObservedGateway,
     ObservedNetwork,
     RecloneDatabase,
     RemoveContainer,
     RemoveNetwork,
     RepositoryInfo,
+    RetireContainer,
     SetRoutes,
     StartContainer,
     Step,
@@ -87,6 +91,8 @@ class InMemoryNode:
     networks: dict[str, ObservedNetwork] = field(default_factory=dict)
     gateways: dict[str, ObservedGateway] = field(default_factory=dict)
     last_applied: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failures: dict[str, ObservedFailure] = field(default_factory=dict)
+    """container -> the failed deploy the agent remembers (see ``remember_failure``)"""
     unreachable: str | None = None
     data_servers: list[DataServerInfo] = field(default_factory=list)
     data_sources: list[DataSourceInfo] = field(default_factory=list)
@@ -113,6 +119,7 @@ class InMemoryNode:
             # like the real agent: a server that does not answer lists none of its services
             data_services=[self.data_services[k] for k in sorted(self.data_services)
                            if k[0] in {s.kind for s in self.data_servers if s.reachable}],
+            failures=[self.failures[k] for k in sorted(self.failures)],
         )
         return NodeView(node=self.node, observation=observation,
                         repositories=dict(self.repositories))
@@ -183,6 +190,8 @@ class InMemoryNodes:
                     continue
                 for change in changes:
                     step = change.step
+                    if phase is Phase.CLEANUP and outcome.failed_steps() & set(change.after):
+                        continue  # as the Applier: a retire waits for its deploy and routes
                     if phase is Phase.ROUTES:
                         step = settle_routes(change, outcome.failed_steps())
                     outcome.results[step.step_id] = self.run(node, step, failing=failing)
@@ -218,6 +227,8 @@ class InMemoryNodes:
             node.containers.pop(step.container + "--previous", None)
             node.gateways.pop(step.container, None)
             node.last_applied.pop(step.container, None)
+        elif isinstance(step, RetireContainer):
+            node.containers.pop(step.container + "--previous", None)
         elif isinstance(step, RemoveNetwork):
             node.networks.pop(step.network, None)
         elif isinstance(step, DATA_STEP_TYPES):
@@ -272,9 +283,16 @@ class InMemoryNodes:
         if isinstance(step, DeployService):
             assert step.network == DEFAULT_NAMES.network(spec.sandbox)
             assert step.network in node.networks, f"{step.network} missing on {node.node.name}"
+        current = node.containers.get(spec.container)
+        if current is not None and current.state == "running" and \
+                current.labels.get(LABEL_PORT) != str(spec.port):
+            # A switch: the previous instance keeps serving until it is retired.
+            aside = spec.container + "--previous"
+            node.containers[aside] = current.model_copy(update={"name": aside, "aside": True})
         node.containers[spec.container] = observed_container(
             node.labels(), spec, image=node.repositories[spec.repository].image, id=self._id())
         node.last_applied[spec.container] = dict(spec.public_spec)
+        node.failures.pop(spec.container, None)
         if gateway:
             assert isinstance(step, DeployGateway)
             committed = self.committed_routes_at.get(
@@ -318,6 +336,15 @@ class InMemoryNodes:
                 node.gateways[container] = gateway.model_copy(update={
                     "live_routes": {**gateway.live_routes,
                                     **{k.removesuffix("_url"): v for k, v in urls.items()}}})
+
+    def remember_failure(self, node: str, spec: ContainerSpec,
+                         reason: FailureReason = FailureReason.HEALTH_CHECK_FAILED) -> None:
+        """What the agent keeps after a deploy of ``spec`` failed (build, crash, health)."""
+        self.nodes[node].failures[spec.container] = ObservedFailure(
+            container=spec.container, sandbox=spec.sandbox, service=spec.service,
+            commit=spec.commit, spec_hash=spec.attempt_key, reason=reason,
+            message="did not answer /healthz (last: HTTP 500)", health_answer="HTTP 500",
+            log_tail=["listening on :8080"], at=datetime(2026, 12, 1, tzinfo=UTC))
 
     def put(self, node: str, container: ObservedContainer) -> None:
         self.nodes[node].containers[container.name] = container

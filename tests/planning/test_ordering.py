@@ -87,9 +87,13 @@ def test_order_inside_each_node_batch(changes: list[Change]) -> None:
         (Phase.SERVICES, "micro-2", A.CREATE, S, "sandbox-rerouted-ledger"),
         (Phase.ROUTES, GATEWAY_NODE, A.STOP, G, "sandbox-sleepy-gateway"),
         (Phase.ROUTES, GATEWAY_NODE, A.CREATE, G, "sandbox-fresh-gateway"),
+        # The moved account switched to a spare port: its route follows it.
+        (Phase.ROUTES, GATEWAY_NODE, A.UPDATE, R, "sandbox-moved-gateway"),
         (Phase.ROUTES, GATEWAY_NODE, A.UPDATE, R, "sandbox-rerouted-gateway"),
         (Phase.CLEANUP, GATEWAY_NODE, A.REMOVE, G, "sandbox-gone-gateway"),
         (Phase.CLEANUP, MICRO, A.REMOVE, S, "sandbox-gone-account"),
+        # ... and its previous instance goes once the route moved.
+        (Phase.CLEANUP, MICRO, A.REMOVE, S, "sandbox-moved-account--previous"),
         (Phase.CLEANUP, MICRO, A.REMOVE, S, "sandbox-rerouted-account"),
         (Phase.CLEANUP, MICRO, A.REMOVE, N, "sandbox-gone"),
         (Phase.CLEANUP, MICRO, A.REMOVE, N, "sandbox-rerouted"),
@@ -120,6 +124,7 @@ def test_step_ids_are_unique_and_routes_wait_on_deploys_of_an_earlier_phase(
     assert waits == [
         ("sandbox-fresh-gateway", "account", "services:micro-1:sandbox-fresh-account"),
         ("sandbox-fresh-gateway", "ledger", "services:micro-2:sandbox-fresh-ledger"),
+        ("sandbox-moved-gateway", "account", "services:micro-1:sandbox-moved-account"),
         ("sandbox-rerouted-gateway", "ledger", "services:micro-2:sandbox-rerouted-ledger"),
     ]
     for _, _, step_id in waits:

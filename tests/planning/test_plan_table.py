@@ -64,6 +64,13 @@ ACCOUNT, GW, NET = "sandbox-qa-account", "sandbox-qa-gateway", "sandbox-qa"
 ACCOUNT_URL = "http://10.0.0.1:9001"
 OLD, NEW = sha("a1b2c3d"), sha("e4f5a6b")
 STAGING = "https://account.staging.company.invalid"
+# A running service whose spec changed switches to the lowest spare port of its node; its route
+# follows it, and its previous instance goes in the cleanup phase.
+SWITCH_ROUTE = (A.UPDATE, R, GW, "account_url http://10.0.0.1:9001→http://10.0.0.1:9002")
+SWITCHED_TO_9003 = (A.REMOVE, S, ACCOUNT + "--previous", "switched to port 9003: the previous "
+                    "instance (port 9001) drains and goes once the routes moved")
+RETIRE = (A.REMOVE, S, ACCOUNT + "--previous", "switched to port 9002: the previous instance "
+          "(port 9001) drains")
 
 
 def qa(**services: ServiceSpec) -> Desired:
@@ -174,38 +181,46 @@ CASES = [
     Case("branch moved", replace(BASE, heads=heads(account={"main": NEW})),
          lambda: converged(BASE), [
              (A.UPDATE, S, ACCOUNT, "branch moved a1b2c3d→e4f5a6b"),
+             SWITCH_ROUTE, RETIRE,
          ]),
     Case("branch changed", qa(account=branch("feature/login-error")), lambda: converged(BASE), [
         (A.UPDATE, S, ACCOUNT, "branch changed main→feature/login-error"),
+        SWITCH_ROUTE, RETIRE,
     ]),
     Case("pinned commit on the same branch", qa(account=branch("main", commit=NEW)),
          lambda: converged(BASE), [
              (A.UPDATE, S, ACCOUNT, "pinned commit changed a1b2c3d→e4f5a6b"),
+             SWITCH_ROUTE, RETIRE,
          ]),
     Case("branch moved and the gateway's too: both updated, routes unchanged",
          replace(BASE, heads=heads(account={"main": NEW}, erangel={"develop": sha("5ca1ab1")})),
          lambda: converged(BASE), [
              (A.UPDATE, S, ACCOUNT, "branch moved a1b2c3d→e4f5a6b"),
              (A.UPDATE, G, GW, "branch moved 9a7e4a7→5ca1ab1"),
+             RETIRE,
          ]),
     Case("env var added", with_env({"DB_HOST": "db-1", "LOG": "debug", "NEW_FLAG": "1"},
                                    {"JWT_SECRET": "hunter2-old"}),
          lambda: converged(ENV), [
              (A.UPDATE, S, ACCOUNT, "spec changed: env NEW_FLAG added"),
+             SWITCH_ROUTE, RETIRE,
          ]),
     Case("env var changed", with_env({"DB_HOST": "db-2", "LOG": "debug"},
                                      {"JWT_SECRET": "hunter2-old"}),
          lambda: converged(ENV), [
              (A.UPDATE, S, ACCOUNT, "spec changed: env DB_HOST"),
+             SWITCH_ROUTE, RETIRE,
          ]),
     Case("env var removed", with_env({"DB_HOST": "db-1"}, {"JWT_SECRET": "hunter2-old"}),
          lambda: converged(ENV), [
              (A.UPDATE, S, ACCOUNT, "spec changed: env LOG removed"),
+             SWITCH_ROUTE, RETIRE,
          ]),
     Case("secret changed: named, never shown",
          with_env({"DB_HOST": "db-1", "LOG": "debug"}, {"JWT_SECRET": "hunter2-new"}),
          lambda: converged(ENV), [
              (A.UPDATE, S, ACCOUNT, "spec changed: secret JWT_SECRET"),
+             SWITCH_ROUTE, RETIRE,
          ]),
     Case("explicit port changed (service redeployed, then its route moves)",
          qa(account=branch("main", port=9005)), lambda: converged(BASE), [
@@ -217,6 +232,7 @@ CASES = [
          lambda: converged(BASE), [
              (A.UPDATE, S, ACCOUNT,
               "spec changed: cpu none→500m, memory none→256Mi"),
+             SWITCH_ROUTE, RETIRE,
          ]),
     Case("container removed by hand", BASE,
          lambda: base_then(remove(ACCOUNT)), [
@@ -245,10 +261,12 @@ CASES = [
          replace(BASE, restarts=frozenset({("qa", None)})), lambda: converged(BASE), [
              (A.RECREATE, S, ACCOUNT, "restart requested"),
              (A.RECREATE, G, GW, "restart requested"),
+             RETIRE,
          ]),
     Case("restart of one service", replace(BASE, restarts=frozenset({("qa", "account")})),
          lambda: converged(BASE), [
              (A.RECREATE, S, ACCOUNT, "restart requested"),
+             SWITCH_ROUTE, RETIRE,
          ]),
     Case("service switched from its branch to OCP: routes first, removal after",
          qa(account=ocp()), lambda: converged(BASE), [
@@ -266,20 +284,27 @@ CASES = [
     Case("service switched from OCP to a branch: deployed, then routed, and the other "
          "services told (PAYMENT_URL)",
          qa(payment=branch("main")), lambda: converged(BASE), [
+             # account's spec changes (PAYMENT_URL): it switches, to the next spare port
              (A.UPDATE, S, ACCOUNT, "spec changed: env PAYMENT_URL"),
              (A.CREATE, S, "sandbox-qa-payment", "new in the sandbox"),
-             (A.UPDATE, R, GW, "routes changed: payment_url OCP→http://10.0.0.1:9002"),
+             (A.UPDATE, R, GW, "routes changed: account_url http://10.0.0.1:9001→"
+              "http://10.0.0.1:9003, payment_url OCP→http://10.0.0.1:9002"),
+             SWITCHED_TO_9003,
          ]),
     Case("service added to the sandbox", qa(user=branch("main")), lambda: converged(BASE), [
         (A.UPDATE, S, ACCOUNT, "spec changed: env USER_URL"),
         (A.CREATE, S, "sandbox-qa-user", "new in the sandbox"),
-        (A.UPDATE, R, GW, "routes changed: user_url OCP→http://10.0.0.1:9002"),
+        (A.UPDATE, R, GW, "routes changed: account_url http://10.0.0.1:9001→"
+         "http://10.0.0.1:9003, user_url OCP→http://10.0.0.1:9002"),
+        SWITCHED_TO_9003,
     ]),
     Case("service removed from the sandbox: its key goes back to the commit's value",
          Desired(by_name(sandbox("qa", {"account": branch("main")}))),
          lambda: converged(qa(user=branch("main"))), [
              (A.UPDATE, S, ACCOUNT, "spec changed: env USER_URL"),
-             (A.UPDATE, R, GW, "user_url http://10.0.0.1:9002→OCP"),
+             (A.UPDATE, R, GW, "account_url http://10.0.0.1:9001→http://10.0.0.1:9003, "
+              "user_url http://10.0.0.1:9002→OCP"),
+             SWITCHED_TO_9003,
              (A.REMOVE, S, "sandbox-qa-user", "service removed from the sandbox"),
          ]),
     Case("sandbox deleted", Desired({}), lambda: converged(BASE), [
@@ -404,15 +429,19 @@ def test_gateway_new_commit_carries_route_choices_with_depends_on_and_previous_r
     before = qa(user=target(STAGING))
     moved = replace(before, heads=heads(account={"main": NEW}, erangel={"develop": NEW}))
     result = plan_pass(moved, converged(before)).plan
-    account, gateway = result.changes
+    account, gateway, retire = result.changes
     assert (account.action, gateway.action, gateway.subject) == (A.UPDATE, A.UPDATE, G)
     assert gateway.reason == "branch moved 9a7e4a7→e4f5a6b"
     assert gateway.routes == (
-        RouteChoice("account", ACCOUNT_URL, "sandbox", depends_on=account.step_id,
+        # The switched account's new port; its current one if the deploy fails.
+        RouteChoice("account", "http://10.0.0.1:9002", "sandbox", depends_on=account.step_id,
                     fallback=ACCOUNT_URL),
         RouteChoice("payment", None, "ocp"),
         RouteChoice("user", STAGING, "target"),
     )
+    # The previous account goes only after the deploy and the gateway succeeded.
+    assert retire.resource == ACCOUNT + "--previous" and retire.phase is Phase.CLEANUP
+    assert retire.after == (account.step_id, gateway.step_id)
 
 
 def test_gateway_update_without_service_deploys_has_no_dependencies() -> None:
@@ -424,12 +453,15 @@ def test_gateway_update_without_service_deploys_has_no_dependencies() -> None:
 
 def test_route_to_a_new_service_waits_for_its_deploy_and_keeps_ocp_on_failure() -> None:
     result = plan_pass(qa(payment=branch("main")), converged(BASE)).plan
-    _account, deploy, routes = result.changes
+    # account switches too (its PAYMENT_URL changed), to the next spare port
+    account, deploy, routes, _retire = result.changes
     assert isinstance(routes.step, SetRoutes)
-    assert routes.step.routes == {"account": ACCOUNT_URL, "payment": "http://10.0.0.1:9002"}
-    assert routes.routes == (RouteChoice(
-        "payment", "http://10.0.0.1:9002", "sandbox", depends_on=deploy.step_id,
-        fallback=OCP["payment"]),)
+    assert routes.step.routes == {"account": "http://10.0.0.1:9003",
+                                  "payment": "http://10.0.0.1:9002"}
+    assert RouteChoice("payment", "http://10.0.0.1:9002", "sandbox", depends_on=deploy.step_id,
+                       fallback=OCP["payment"]) in routes.routes
+    assert RouteChoice("account", "http://10.0.0.1:9003", "sandbox",
+                       depends_on=account.step_id, fallback=ACCOUNT_URL) in routes.routes
 
 
 def test_switch_to_ocp_sends_concrete_committed_urls() -> None:
@@ -440,13 +472,14 @@ def test_switch_to_ocp_sends_concrete_committed_urls() -> None:
 
 def test_deploy_steps_carry_resolved_commits_spec_hashes_and_final_names() -> None:
     result = plan_pass(replace(BASE, heads=heads(account={"main": NEW})), converged(BASE)).plan
-    (change,) = result.changes
+    change, _routes, _retire = result.changes
     assert isinstance(change.step, DeployService)
     spec = change.step.spec
-    assert (spec.container, spec.commit, spec.branch, change.step.network) == (
-        ACCOUNT, NEW, "main", NET)
-    assert spec.spec_hash == desired_spec(replace(BASE, heads=heads(account={"main": NEW})),
-                                          "qa", "account").spec_hash
+    assert (spec.container, spec.commit, spec.branch, change.step.network, spec.port) == (
+        ACCOUNT, NEW, "main", NET, 9002)
+    wanted = desired_spec(replace(BASE, heads=heads(account={"main": NEW})), "qa", "account")
+    assert spec.spec_hash != wanted.spec_hash, "the switch's port is part of the spec"
+    assert spec.failure_key == wanted.failure_key, "but not of what a failure is keyed by"
     assert change.detail["previous_commit"] == OLD
     assert change.location == service_location("qa", "account", ["account", "payment"])
 
