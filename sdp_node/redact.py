@@ -6,7 +6,7 @@ environment's secret values); every event and log line of that operation passes 
 SQLite, the page) ever sees them. Encoded forms that tools tend to print are covered too:
 percent-encoding, ``+``-for-space encoding, base64 of the value and of ``user:password``, and
 the value's UTF-8 bytes read as latin-1 (the spelling handed to dulwich, see
-``sdp_node.git.dulwich_credentials``).
+``sdp_node.gitremote.dulwich_credentials``).
 """
 
 from __future__ import annotations

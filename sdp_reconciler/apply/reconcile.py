@@ -29,6 +29,7 @@ from sdp_reconciler.access.enforcement import Enforcement, audit_refusals, enfor
 from sdp_reconciler.apply.applying import Applier, ApplyOutcome
 from sdp_reconciler.apply.expirywarn import due_notices
 from sdp_reconciler.apply.notify import Notifier, finished_notices, started_notices
+from sdp_reconciler.apply.portsfile import write_ports_file
 from sdp_reconciler.apply.samples import sample_rows
 from sdp_reconciler.apply.status import (
     failure_message,
@@ -58,7 +59,6 @@ from sdp_reconciler.planner.ports import (
     follow_switches,
     release,
     same_allocations,
-    write_ports_file,
 )
 from sdp_reconciler.planner.scope import Scope
 from sdp_reconciler.planner.world import Allocation, World

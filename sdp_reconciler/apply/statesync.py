@@ -16,7 +16,7 @@ from dulwich.objects import ObjectID
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
-from sdp_node.git import remote_client
+from sdp_node.gitremote import remote_client
 from sdp_node.protocol import Credentials
 from sdp_reconciler.errors import SdpError
 

@@ -8,9 +8,7 @@ that stopped the pass). Progress goes to stderr as it happens; results to stdout
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 from typing import TextIO
 
 from sdp_node.protocol import OperationEvent
@@ -23,27 +21,10 @@ from sdp_reconciler.apply.reconcile import (
 )
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.history import History
-from sdp_reconciler.historydb import Location, parse_location
+from sdp_reconciler.paths import DEFAULT_HISTORY as DEFAULT_HISTORY
+from sdp_reconciler.paths import history_location as history_location
+from sdp_reconciler.paths import history_path, state_dir
 from sdp_reconciler.planner.plan import Change
-
-DEFAULT_HISTORY = ".sdp/history.sqlite"
-
-
-def state_dir(args: argparse.Namespace) -> Path:
-    return Path(args.state or os.environ.get("SDP_STATE") or "state")
-
-
-def history_location(args: argparse.Namespace) -> Location:
-    """``--history``, else ``$SDP_HISTORY``, else ``./.sdp/history.sqlite``: a SQLite file or a
-    PostgreSQL URL (its password from the environment, never from argv: see ``historydb``)."""
-    given = getattr(args, "history", None)
-    if given:
-        return parse_location(given, os.environ, from_argv=True)
-    return parse_location(os.environ.get("SDP_HISTORY") or DEFAULT_HISTORY, os.environ)
-
-
-history_path = history_location
-"""The old name (callers that say "path" get a ``Location``, which has ``exists()``)."""
 
 
 def _say(message: str) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from sdp_reconciler.cli.commands import history_path, state_dir
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.history import History
+from sdp_reconciler.paths import history_path, state_dir
 from sdp_reconciler.state import editing
 
 NEXT = "review it, commit and push; the next reconcile applies it"

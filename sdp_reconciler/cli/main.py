@@ -55,8 +55,8 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from sdp_reconciler.cli.commands import history_path, state_dir
     from sdp_reconciler.cli.watch import WatchOptions, main_loop
+    from sdp_reconciler.paths import history_path, state_dir
 
     options = WatchOptions(
         state_dir=state_dir(args), history_path=history_path(args), interval=args.interval,

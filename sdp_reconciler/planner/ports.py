@@ -9,19 +9,14 @@ this installation or any explicit claim holds it. An allocation nobody wants any
 until its node confirms the container is gone (the node is reachable and shows no container
 for it): only then is the port free again.
 
-``write_ports_file`` writes ``ports.yaml`` with ruamel.yaml round-trip, so comments survive.
+``apply.portsfile`` writes the result to ``ports.yaml``; this module does no I/O.
 """
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
-from pathlib import Path
-
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from sdp_node.naming import GATEWAY
 from sdp_node.protocol import LABEL_PORT, LABEL_SANDBOX, LABEL_SERVICE
@@ -32,17 +27,10 @@ from sdp_reconciler.state.models import PortAllocation
 from sdp_reconciler.state.resolved import ResolvedSandbox
 
 __all__ = ["NO_FREE_PORT", "Allocation", "allocate", "follow_switches", "release",
-           "same_allocations", "write_ports_file"]
+           "same_allocations"]
 
 NO_FREE_PORT = "no free port left on node"
 """how the problem of a (sandbox, service) held back for want of a port begins"""
-
-HEADER = (
-    "yaml-language-server: $schema=../schemas/ports.schema.json\n"
-    "Written by sdp-reconcile: which port each sandbox service holds on its node.\n"
-    "Like a lock file: commit it to keep ports stable; SDP also recovers them from the\n"
-    "sdp.port labels of running containers.\n"
-)
 
 
 def _explicit(sandbox: ResolvedSandbox, service: str) -> int | None:
@@ -189,30 +177,3 @@ def same_allocations(a: Iterable[Allocation], b: Iterable[PortAllocation]) -> bo
         return (x.sandbox, x.service, x.node, x.port)
 
     return sorted(map(key, a)) == sorted(map(key, b))
-
-
-def write_ports_file(path: Path, allocations: list[Allocation]) -> None:
-    """Rewrite ``allocations`` in ``path``, keeping the file's comments; atomically."""
-    yaml = YAML(typ="rt")
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    document: CommentedMap
-    if path.exists():
-        loaded = yaml.load(path.read_text())
-        document = loaded if isinstance(loaded, CommentedMap) else CommentedMap()
-    else:
-        document = CommentedMap()
-        document.yaml_set_start_comment(HEADER)
-    items = CommentedSeq()
-    for allocation in allocations:
-        entry = CommentedMap()
-        entry["sandbox"] = allocation.sandbox
-        entry["service"] = allocation.service
-        entry["node"] = allocation.node
-        entry["port"] = allocation.port
-        entry["allocated_at"] = allocation.allocated_at.isoformat(timespec="seconds")
-        items.append(entry)
-    document["allocations"] = items
-    partial = path.with_name(f".{path.name}.partial")
-    with partial.open("w") as handle:
-        yaml.dump(document, handle)
-    os.replace(partial, path)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from sdp_node.naming import slug
 from sdp_node.protocol import DataKind
-from sdp_reconciler.state.loading import Document, LoadedState
+from sdp_reconciler.state.documents import Document, LoadedState
 from sdp_reconciler.state.locations import Problem
 from sdp_reconciler.state.models import (
     NodeType,

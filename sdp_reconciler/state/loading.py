@@ -2,7 +2,8 @@
 
 ``load_state`` reads ``nodes.yaml``, ``sandboxes/``, ``templates/``, ``environments/``,
 ``ports.yaml`` and the optional ``notifications.yaml`` and ``access.yaml``, validates each
-file against its model and then the whole state against the rules in ``rules.py``. It
+file against its model and then the whole state against the rules in ``rules.py``
+(the values it builds are in ``documents.py``, which the rules and ``resolve`` read). It
 either returns a ``LoadedState`` whose documents keep their source positions, or raises
 ``StateError`` listing every problem it found (never only the first).
 Loading reads files and nothing else: no network, no Docker, no git.
@@ -13,14 +14,17 @@ from __future__ import annotations
 import os
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from sdp_reconciler.access.model import ACCESS_FILE, AccessFile, access_problems
 from sdp_reconciler.errors import StateError
+from sdp_reconciler.state.documents import Document as Document
+from sdp_reconciler.state.documents import LoadedState as LoadedState
+from sdp_reconciler.state.documents import M
+from sdp_reconciler.state.documents import display as _display
 from sdp_reconciler.state.models import (
     EnvironmentFile,
     Frozen,
@@ -31,6 +35,7 @@ from sdp_reconciler.state.models import (
     SecretRef,
     TemplateFile,
 )
+from sdp_reconciler.state.rules import check_state
 from sdp_reconciler.state.sources import (
     Location,
     PathKey,
@@ -41,8 +46,6 @@ from sdp_reconciler.state.sources import (
     load_source,
 )
 from sdp_reconciler.state.trust import HostRules, default_rules
-
-M = TypeVar("M", bound=Frozen)
 
 KIND_DIRS: dict[str, str] = {
     "sandbox": "sandboxes",
@@ -60,52 +63,9 @@ NOTIFICATIONS_FILE = "notifications.yaml"
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
-@dataclass(frozen=True)
-class Document(Generic[M]):
-    """A validated file: its model, its stem and where each of its values was written."""
-
-    model: M
-    stem: str
-    source: SourceDoc
-    path: Path
-    """the file on disk"""
-
-    def at(self, *path: str | int, key: bool = False) -> Location:
-        return self.source.locate(tuple(path), key=key)
-
-
-@dataclass(frozen=True)
-class LoadedState:
-    """A whole, valid state directory."""
-
-    root: Path
-    nodes: Document[NodesFile]
-    sandboxes: dict[str, Document[SandboxFile]]
-    templates: dict[str, Document[TemplateFile]]
-    environments: dict[str, Document[EnvironmentFile]]
-    ports: Document[PortsFile] | None
-    notifications: Document[NotificationsFile] | None = None
-    access: Document[AccessFile] | None = None
-    """access.yaml as the directory holds it; which rules are in force is decided over the
-    commits (``sdp_reconciler.access.authorize``), not by this file alone"""
-    unreadable: frozenset[tuple[str, str]] = frozenset()
-    """(kind, stem) of files that failed to load: references to them are not reported again."""
-    host: HostRules = field(default_factory=default_rules)
-    """what the reconciler host allows this state: secret references, agent URLs"""
-
-    def display(self, relative: str) -> str:
-        return _display(self.root, relative)
-
-
-def _display(root: Path, relative: str) -> str:
-    return str(root / relative) if str(root) not in ("", ".") else relative
-
-
 def load_state(root: Path, *, host: HostRules | None = None) -> LoadedState:
     """Load and validate ``root`` under the host's rules (the default rules when None);
     raise StateError with every problem found."""
-    from sdp_reconciler.state.rules import check_state
-
     problems: list[Problem] = []
     if not root.is_dir():
         raise StateError([Problem(Location(str(root)), "", "state directory does not exist")])

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sdp_reconciler.state.loading import Document, LoadedState
+from sdp_reconciler.state.documents import Document, LoadedState
 from sdp_reconciler.state.locations import Location
 from sdp_reconciler.state.models import (
     GatewaySpec,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from sdp_node.naming import GATEWAY, slug
 from sdp_reconciler.state.datarules import DATA_RULES
-from sdp_reconciler.state.loading import Document, LoadedState
+from sdp_reconciler.state.documents import Document, LoadedState
 from sdp_reconciler.state.locations import Location, Problem, dotted
 from sdp_reconciler.state.models import NodeType, SecretRef
 from sdp_reconciler.state.resolve import resolve_sandbox, template_chain

@@ -91,7 +91,7 @@ class WebServer:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from sdp_reconciler.cli.commands import history_path, state_dir
+    from sdp_reconciler.paths import history_path, state_dir
     from sdp_reconciler.web.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

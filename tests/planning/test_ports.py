@@ -19,8 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
+from sdp_reconciler.apply.portsfile import write_ports_file
 from sdp_reconciler.planner.placement import place
-from sdp_reconciler.planner.ports import Allocation, allocate, release, write_ports_file
+from sdp_reconciler.planner.ports import Allocation, allocate, release
 from sdp_reconciler.state.models import GatewaySpec, PortAllocation, PortsFile
 from sdp_reconciler.state.resolve import ResolvedSandbox
 from sdp_reconciler.state.sources import Location, Problem
