@@ -7,6 +7,7 @@ these values live apart from the loader (no import cycle).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -21,6 +22,7 @@ from sdp_reconciler.state.models import (
     SandboxFile,
     TemplateFile,
 )
+from sdp_reconciler.state.resolved import ResolvedSandbox
 from sdp_reconciler.state.sources import Location, SourceDoc
 from sdp_reconciler.state.trust import HostRules, default_rules
 
@@ -59,6 +61,9 @@ class LoadedState:
     """(kind, stem) of files that failed to load: references to them are not reported again."""
     host: HostRules = field(default_factory=default_rules)
     """what the reconciler host allows this state: secret references, agent URLs"""
+    resolved: Mapping[str, ResolvedSandbox] | None = None
+    """every sandbox with its templates applied, resolved once by ``load_state`` (the rules
+    check these values and the pass plans them); None in a state built by hand"""
 
     def display(self, relative: str) -> str:
         return display(self.root, relative)

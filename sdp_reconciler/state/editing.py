@@ -23,7 +23,7 @@ from sdp_reconciler.history import History
 from sdp_reconciler.state.hostconfig import host_rules
 from sdp_reconciler.state.loading import LoadedState, load_state
 from sdp_reconciler.state.models import url_problem
-from sdp_reconciler.state.resolve import resolve_sandbox
+from sdp_reconciler.state.resolve import resolved as resolved_sandbox
 
 
 def _repository_folders(state_root: Path) -> list[Path]:
@@ -198,7 +198,7 @@ def snapshot(state_dir: Path, sandbox: str, name: str, history: History, *,
     _check_name("snapshot", name)
     if name in state.templates:
         raise SdpError(f"template {name!r} already exists")
-    resolved = resolve_sandbox(state, sandbox)
+    resolved = resolved_sandbox(state, sandbox)
     applied = {r["service"]: r for r in history.status() if r["sandbox"] == sandbox}
     document = CommentedMap()
     document["template"] = name

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import types
 import typing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from sdp_reconciler.state.models import (
     SecretRef,
     TemplateFile,
 )
+from sdp_reconciler.state.resolve import resolve_sandbox
 from sdp_reconciler.state.rules import check_state
 from sdp_reconciler.state.sources import (
     Location,
@@ -130,6 +132,9 @@ def load_state(root: Path, *, host: HostRules | None = None) -> LoadedState:
             unreadable=frozenset(unreadable),
             host=host or default_rules(),
         )
+        # Resolved once: the rules check these values and the pass plans them.
+        state = replace(state, resolved={
+            name: resolve_sandbox(state, name) for name in sorted(state.sandboxes)})
         problems.extend(check_state(state))
         if not problems:
             return state

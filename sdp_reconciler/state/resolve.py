@@ -38,7 +38,7 @@ from sdp_reconciler.state.resolved import (
 )
 
 __all__ = ["ResolvedData", "ResolvedGateway", "ResolvedSandbox", "ResolvedService", "resolve_all",
-           "resolve_sandbox", "template_chain"]
+           "resolve_sandbox", "resolved", "template_chain"]
 
 
 def template_chain(state: LoadedState, start: str | None) -> list[Document[TemplateFile]]:
@@ -122,4 +122,14 @@ def resolve_sandbox(state: LoadedState, name: str) -> ResolvedSandbox:
 
 
 def resolve_all(state: LoadedState) -> dict[str, ResolvedSandbox]:
+    """Every sandbox resolved: the values ``load_state`` resolved, else resolved now."""
+    if state.resolved is not None:
+        return dict(state.resolved)
     return {name: resolve_sandbox(state, name) for name in sorted(state.sandboxes)}
+
+
+def resolved(state: LoadedState, name: str) -> ResolvedSandbox:
+    """One sandbox resolved: the value ``load_state`` resolved, else resolved now."""
+    if state.resolved is not None:
+        return state.resolved[name]
+    return resolve_sandbox(state, name)

@@ -17,7 +17,8 @@ from sdp_reconciler.state.datarules import DATA_RULES
 from sdp_reconciler.state.documents import Document, LoadedState
 from sdp_reconciler.state.locations import Location, Problem, dotted
 from sdp_reconciler.state.models import NodeType, SecretRef
-from sdp_reconciler.state.resolve import resolve_sandbox, template_chain
+from sdp_reconciler.state.resolve import resolved as resolved_sandbox
+from sdp_reconciler.state.resolve import template_chain
 from sdp_reconciler.state.trust import resolved_file
 
 Rule = Callable[[LoadedState], Iterator[Problem]]
@@ -101,7 +102,7 @@ def names_do_not_collide(state: LoadedState) -> Iterator[Problem]:
     for name in sorted(state.sandboxes):
         if by_slug.get(slug(name)) != name:
             continue
-        resolved = resolve_sandbox(state, name)
+        resolved = resolved_sandbox(state, name)
         for service in [GATEWAY, *sorted(resolved.services)]:
             if service != GATEWAY and slug(service) == GATEWAY:
                 continue  # reported by gateway_is_not_a_service; a second message only confuses
@@ -229,7 +230,7 @@ def sandboxes_are_complete(state: LoadedState) -> Iterator[Problem]:
     for name, document in sorted(state.sandboxes.items()):
         if _chain_is_broken(state, document.model.extends):
             continue  # the cycle, unknown or unreadable template is reported on its own
-        resolved = resolve_sandbox(state, name)
+        resolved = resolved_sandbox(state, name)
         if resolved.gateway is None or resolved.gateway.spec.branch is None:
             yield Problem(
                 document.at("gateway") if document.model.gateway else document.at("sandbox"),

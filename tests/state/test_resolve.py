@@ -250,3 +250,30 @@ def test_a_data_entry_replaces_the_templates_entry_whole_and_the_others_are_inhe
     assert data["cache"].origin.file.endswith("templates/QA-DEFAULT.yaml")
     assert (data["queue"].entry.kind.value, data["cache"].entry.kind.value) == (
         "rabbitmq", "redis")
+
+
+def test_each_sandbox_is_resolved_once_by_loading_and_reused(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 10: the rules resolved every sandbox twice and threw the results away, then the
+    pass resolved them again. Now ``load_state`` resolves each once; the rules and
+    ``resolve_all`` use those values."""
+    from sdp_reconciler.state import loading, resolve
+
+    write_files(state_dir, {
+        "sandboxes/QA-OTHER.yaml": "sandbox: QA-OTHER\nextends: QA-DEFAULT\n",
+    })
+    calls: list[str] = []
+    real = resolve.resolve_sandbox
+
+    def counted(state: Any, name: str) -> ResolvedSandbox:
+        calls.append(name)
+        return real(state, name)
+
+    monkeypatch.setattr(loading, "resolve_sandbox", counted)
+    monkeypatch.setattr(resolve, "resolve_sandbox", counted)
+    state = loads(state_dir)
+    assert sorted(calls) == ["QA-LOGIN-ERROR", "QA-OTHER"]
+    assert resolve_all(state) == dict(state.resolved or {})
+    assert resolve_all(state)["QA-OTHER"] is (state.resolved or {})["QA-OTHER"]
+    assert sorted(calls) == ["QA-LOGIN-ERROR", "QA-OTHER"]
