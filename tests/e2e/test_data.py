@@ -4,7 +4,8 @@ vendored from Debian, through the sandbox's gateway.
 
 ``sdp-reconcile --once`` clones the snapshot before the service starts, the Go service reads the
 snapshot's row through the injected ``DB_*`` settings, ``reset`` re-clones, deleting the sandbox
-drops the database after its container; ``snapshot --data`` captures a sandbox's changed
+drops the database after its container; a reconciler killed while the agent clones is
+healed by the next pass; ``snapshot --data`` captures a sandbox's changed
 database as a new source that a new sandbox clones (and ``drop-source`` drops it); the derived
 password is in the container's environment and nowhere else SDP writes (output, history,
 labels, agent logs, state files).
@@ -268,3 +269,66 @@ def test_snapshot_captures_a_sandbox_s_database_that_a_new_sandbox_clones(
     }
     assert [(w, i) for w, text in places.items() for i, pw in enumerate(passwords)
             if pw in text] == []
+
+
+@pytest.fixture
+def patient_infra(stack: Stack, tmp_path: Path, data_servers: DataServers,  # noqa: F811
+                  snapshot: Snapshot) -> Iterator[AgentProcess]:  # noqa: F811
+    """The INFRA agent of ``infra``, waiting up to a minute for a busy template."""
+    settings = data_settings(data_servers, snapshot, busy_timeout_seconds=60)
+    for server in settings.values():
+        server["advertise_host"] = "host.docker.internal"
+    agent = infra_agent(tmp_path / "infra", installation=stack.installation, data=settings)
+    agent.start()
+    stack.env.update(write_nodes(stack.state, installation=stack.installation, nodes=[
+        NodeEntry(stack.micro, "MICRO", port_block(100), token_env="SDP_TEST_MICRO_TOKEN"),
+        NodeEntry(stack.gateway, "GATEWAY", port_block(100), token_env="SDP_TEST_GATEWAY_TOKEN"),
+        NodeEntry(agent, "INFRA", port_block(10)),
+    ]))
+    try:
+        yield agent
+    finally:
+        agent.stop()
+        cleanup_installation(data_servers, stack.installation, ["infra-1"])
+
+
+def test_a_reconciler_killed_mid_clone_is_healed_by_the_next_pass(
+    stack: Stack, patient_infra: AgentProcess, data_servers: DataServers,  # noqa: F811
+    snapshot: Snapshot,  # noqa: F811
+) -> None:
+    from sdp_node.data.postgres import APPLICATION_NAME
+    from sdp_testbed.waiting import wait_for
+
+    commit_files(stack.repos["account"], branch="feature/db", base="main", message="db",
+                 files=row_reader_files(service="account", revision="account db 1"))
+    stack.write(f"sandboxes/{SANDBOX}.yaml", SANDBOX_YAML)
+    stack.commit_state("a sandbox with a database")
+    database = ResourceNames(PREFIX).database(SANDBOX, "db")
+
+    def cloning() -> bool | None:
+        with pg_admin(data_servers) as connection:
+            found = connection.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = %s AND "
+                "query LIKE 'CREATE DATABASE%%' AND strpos(query, %s) > 0",
+                (APPLICATION_NAME, database)).fetchone()
+        return True if found else None
+
+    # Someone else's session keeps the template busy: the agent's copy waits, mid-clone.
+    with pg_admin(data_servers, snapshot.template) as foreign:
+        foreign.execute("SET application_name = 'someone-else'")
+        process = stack.popen("once")
+        try:
+            wait_for(cloning, what="the INFRA agent copying the template", timeout=120)
+        finally:
+            process.kill()  # the reconciler dies while the agent clones
+            process.wait(timeout=30)
+            if process.stdout is not None:
+                process.stdout.close()
+
+    healed = stack.reconcile("once")
+    assert healed.code == 0, healed.output
+    assert row_through_gateway(gateway_urls(healed.stdout)[SANDBOX])["row"] == snapshot.row
+    assert database in databases(data_servers)
+    with sqlite3.connect(f"file:{stack.history}?mode=ro", uri=True) as db:
+        statuses = [r[0] for r in db.execute("SELECT status FROM passes ORDER BY id")]
+    assert statuses[0] == "INTERRUPTED" and statuses[-1] == "CONVERGED", statuses
