@@ -77,8 +77,9 @@ class SdpStack:
         return Reconcile(done.returncode, time.perf_counter() - start, done.stdout, done.stderr)
 
     def tree(self, service: str, commit: str) -> Path:
-        """The agent's tree (with the built binary) of ``service`` at ``commit``."""
-        return self.micro.workspace / "trees" / service / commit
+        """The folder of the binary the agent built of ``service`` at ``commit``
+        (``builds/<repository>/<commit>/app-<repository>``, sdp_node/build.py)."""
+        return self.micro.workspace / "builds" / service / commit
 
 
 def build_stack(
