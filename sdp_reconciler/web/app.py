@@ -100,7 +100,12 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.context = context
-    app.state.prometheus = prom.registry_for(history, lambda: context.hub.open_streams)
+    def hook_counts() -> dict[str, int] | None:
+        counters = getattr(app.state, "hook_counters", None)  # set by watch's webhook endpoint
+        return counters.snapshot() if counters is not None else None
+
+    app.state.prometheus = prom.registry_for(history, lambda: context.hub.open_streams,
+                                             hook_counts)
     # Forwarded headers are believed only from proxies the host names (reconciler.yaml
     # page.trusted_proxies): otherwise anyone could pick the address the login throttle counts.
     try:

@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sdp_reconciler.history import History
+from sdp_reconciler.web.hooks import HookCounters
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
@@ -49,9 +50,12 @@ def _seconds(start: str, end: str) -> float:
 
 
 class HistoryCollector(Collector):
-    def __init__(self, history: History, open_streams: Callable[[], int]) -> None:
+    def __init__(self, history: History, open_streams: Callable[[], int],
+                 hooks: Callable[[], dict[str, int] | None] = lambda: None) -> None:
         self.history = history
         self.open_streams = open_streams
+        self.hooks = hooks
+        """how this listener's webhook requests ended (None: no webhook endpoint here)"""
 
     def collect(self) -> Iterator[Metric]:
         q = self.history.query
@@ -122,11 +126,19 @@ class HistoryCollector(Collector):
             yield family
         yield GaugeMetricFamily("sdp_sse_streams", "event streams open on this listener",
                                 value=self.open_streams())
+        hooks = CounterMetricFamily("sdp_webhook_requests",
+                                    "push webhook requests on this listener, by how they ended",
+                                    labels=["result"])
+        counts = self.hooks() or dict.fromkeys(HookCounters.OUTCOMES, 0)
+        for result, count in sorted(counts.items()):
+            hooks.add_metric([result], float(count))
+        yield hooks
 
 
-def registry_for(history: History, open_streams: Callable[[], int]) -> CollectorRegistry:
+def registry_for(history: History, open_streams: Callable[[], int],
+                 hooks: Callable[[], dict[str, int] | None] = lambda: None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(HistoryCollector(history, open_streams))
+    registry.register(HistoryCollector(history, open_streams, hooks))
     return registry
 
 

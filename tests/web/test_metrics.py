@@ -55,6 +55,8 @@ def test_a_scraper_with_the_token_gets_the_documented_metrics(
                  for labels, value in found["sdp_sandboxes"]}
     assert sandboxes[("InSync", "Suspended")] == 1.0 and sum(sandboxes.values()) == 3.0
     assert found["sdp_sse_streams"] == [({}, 0.0)]
+    hooks = {labels["result"]: value for labels, value in found["sdp_webhook_requests_total"]}
+    assert hooks["queued"] == hooks["unauthorized"] == 0.0  # no webhook endpoint here
     # every name the exposition carries is documented, and every documented one is carried
     documented = set(re.findall(r"`(sdp_[a-z_]+)`", DOCS.read_text()))
     carried = {re.sub(r"_(bucket|count|sum)$", "", n) for n in found}
@@ -78,3 +80,19 @@ def test_the_grafana_dashboard_uses_only_documented_names() -> None:
     documented = set(re.findall(r"`(sdp_[a-z_]+)`", DOCS.read_text()))
     documented |= {re.sub(r"_total$", "", n) for n in documented}
     assert used and used <= documented, used - documented
+
+
+def test_the_webhook_endpoints_outcomes_are_counted(make_app: Callable[..., Starlette],
+                                                     deployed: Deployed) -> None:
+    from sdp_reconciler.web.hooks import HookCounters
+
+    app = make_app(env={**deployed.stack.env, "SDP_METRICS_TOKEN": TOKEN})
+    counters = HookCounters()
+    for outcome in ("queued", "queued", "unauthorized", "rate_limited"):
+        counters.add(outcome)
+    app.state.hook_counters = counters  # as watch sets it beside its webhook endpoint
+    with TestClient(app) as client:
+        found = scrape(client, Authorization=f"Bearer {TOKEN}")
+    hooks = {labels["result"]: value for labels, value in found["sdp_webhook_requests_total"]}
+    assert (hooks["queued"], hooks["unauthorized"], hooks["rate_limited"], hooks["ignored"]) == (
+        2.0, 1.0, 1.0, 0.0)
