@@ -109,7 +109,7 @@ _GREET_FIELD = '\t\tanswer["greeting"] = greet.Hello(service)\n'
 # `/call/<NAME>/<rest>` asks the service the container's `<NAME>_URL` points at for `/<rest>`
 # and answers {"called", "url", "status", "answer"}: how a service reaches another by the
 # variables SDP injects.
-_CALLS_IMPORTS = '\t"io"\n\t"strings"\n'
+_CALLS_IMPORTS = '\t"strings"\n'  # "io" is imported by every service now
 _CALLS_HANDLER = """\
 	mux.HandleFunc("/call/", func(w http.ResponseWriter, r *http.Request) {
 		parts := strings.SplitN(strings.TrimPrefix(r.URL.Path, "/call/"), "/", 2)
@@ -140,7 +140,7 @@ _CALLS_HANDLER = """\
 """
 # `/alloc?mb=N` allocates N MiB more and keeps it (every page written, so it is resident);
 # `/crash` answers, then exits with code 3: what a memory-hungry or crashing service does.
-_HUNGRY_IMPORTS = '\t"strconv"\n\t"time"\n'
+_HUNGRY_IMPORTS = '\t"strconv"\n'  # "time" is imported by every service now (startDelay)
 _HUNGRY_GLOBALS = "\nvar hoard [][]byte\n"
 _HUNGRY_HANDLERS = """\
 	mux.HandleFunc("/alloc", func(w http.ResponseWriter, r *http.Request) {
