@@ -266,8 +266,10 @@ def prune_refusal(prepared: Prepared) -> str | None:
         c for v in prepared.world.nodes.values() if v.observation
         for c in v.observation.containers if not c.aside
     ]
+    # A switch's retire of its previous instance replaces a container, it removes nothing.
     removals = [c for c in prepared.plan.changes
-                if c.action is Action.REMOVE and c.subject.is_container]
+                if c.action is Action.REMOVE and c.subject.is_container
+                and not isinstance(c.step, RetireContainer)]
     if not running or len(removals) * 2 <= len(running):
         return None
     sandboxes = sorted({c.sandbox for c in removals})

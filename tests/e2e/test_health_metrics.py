@@ -83,16 +83,19 @@ def test_memory_past_the_rule_is_degraded_and_a_crash_loop_unhealthy(stack: Stac
     assert status(stack, "account")["health"] == "Healthy"
 
     # Samples come from the background sampler, with the limit the state set.
-    sampled = wait_for(lambda: (m := metrics(stack, container)) and m.latest
-                       and m.latest.memory_bytes and m, what="a sample with memory figures")
+    # (wait_for waits while the probe returns None: each probe gives the value or None)
+    sampled = wait_for(lambda: ((m := metrics(stack, container)) and m.latest
+                       and m.latest.memory_bytes and m) or None,
+                       what="a sample with memory figures")
     assert sampled.latest is not None
     assert sampled.latest.memory_limit_bytes == 128 * 1024**2
     assert sampled.latest.health == "ok" and sampled.sandbox == "QA-HEALTH"
     before = sampled.latest.memory_bytes or 0
 
     assert http_get(f"http://127.0.0.1:{port}/alloc?mb=80").status == 200
-    grown = wait_for(lambda: (m := metrics(stack, container)) and m.latest
-                     and (m.latest.memory_percent or 0) >= 50 and m, what="memory above 50%",
+    grown = wait_for(lambda: ((m := metrics(stack, container)) and m.latest
+                     and (m.latest.memory_percent or 0) >= 50 and m) or None,
+                     what="memory above 50%",
                      timeout=30)
     assert grown.latest is not None and (grown.latest.memory_bytes or 0) > before + 60 * 1024**2
     memory = agent_prometheus(stack)["sdp_agent_container_memory_bytes"]
@@ -107,10 +110,12 @@ def test_memory_past_the_rule_is_degraded_and_a_crash_loop_unhealthy(stack: Stac
 
     # Three crashes within the hour: a crash loop.
     for crash in range(1, 4):
-        wait_for(lambda: _answers(port), what=f"account up before crash {crash}", timeout=30)
+        wait_for(lambda: _answers(port) or None, what=f"account up before crash {crash}",
+                 timeout=30)
         assert http_get(f"http://127.0.0.1:{port}/crash").status == 200
-        wait_for(lambda c=crash: (m := metrics(stack, container)) and m.restarts_last_hour >= c,
-                 what=f"restart {crash} sampled", timeout=30)
+        wait_for(lambda c=crash: ((m := metrics(stack, container))
+                 and m.restarts_last_hour >= c) or None,
+                 what=f"restart {crash} sampled", timeout=60)
     third = stack.reconcile("once")
     row = status(stack, "account")
     assert (row["health"], row["reason"]) == ("Unhealthy", "CrashLooping"), (row, third.output)
