@@ -93,6 +93,15 @@ if ($path !== $prefix && strpos($path, $prefix . '/') !== 0) {
     return true;
 }
 chdir($root);
+// Routes are rewritten in place (set_routes) and the built-in server has no graceful reload:
+// without this, opcache serves the previous config.php for its revalidate interval.
+if (function_exists('opcache_invalidate')) {
+    $configs = array_merge(glob($root . '/application/config/config.php') ?: [],
+                           glob($root . '/application/config/*/config.php') ?: []);
+    foreach ($configs as $config) {
+        opcache_invalidate($config, true);
+    }
+}
 $_SERVER['SCRIPT_FILENAME'] = $root . '/index.php';
 $_SERVER['SCRIPT_NAME'] = $prefix . '/index.php';
 $_SERVER['PHP_SELF'] = $prefix . '/index.php';
