@@ -64,7 +64,8 @@ def test_overview_shows_each_sandbox_with_status_gateway_url_services_and_routes
     assert status_of(deployed, deployed.sleepy, "gateway")["url"] is None
     assert f"{deployed.sleepy}: point the app at" not in deployed.once_output
     broken_card = html.split(f'data-sandbox="{deployed.broken}"')[1].split("</article>")[0]
-    assert "OutOfSync" in broken_card and "BuildFailed" in broken_card  # a go build that failed (issue 11)
+    # a failed go build is BuildFailed (issue 11)
+    assert "OutOfSync" in broken_card and "BuildFailed" in broken_card
     assert "Last pass:" in words and "NOT_CONVERGED" in words
     # Colours always come with their word.
     for badge in re.findall(r'<span class="badge" data-tone="[a-z]+">([^<]*)</span>', html):
