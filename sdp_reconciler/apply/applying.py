@@ -198,46 +198,39 @@ class Applier:
                            outcome: ApplyOutcome) -> list[tuple[str, list[Change]]]:
         """The batches without the service deploys of sandboxes whose data failed; those are
         recorded as not run."""
-        failed = {c.sandbox: c for c in plan.changes
-                  if c.phase is Phase.DATA and not outcome.ok(c)}
-        if not failed:
-            return batches
-        kept = []
-        for node, changes in batches:
-            runs = []
-            for change in changes:
-                data = failed.get(change.sandbox)
-                if data is None or change.subject is not Subject.SERVICE \
-                        or change.action is Action.STOP:
-                    runs.append(change)
-                    continue
-                message = (f"not deployed: {data.subject.value} {data.resource} of the "
-                           "sandbox could not be made")
-                outcome.errors[change.step_id] = message
-                self._record_end(change, self._record_start(change), None, message)
-            if runs:
-                kept.append((node, runs))
-        return kept
+        return self._hold(
+            batches, outcome, failed=_failed_in(plan, outcome, Phase.DATA),
+            held=lambda c: c.subject is Subject.SERVICE and c.action is not Action.STOP,
+            why=lambda f: f"not deployed: {f.subject.value} {f.resource} of the sandbox could "
+            "not be made")
 
     def _hold_while_containers_remain(
         self, plan: Plan, batches: list[tuple[str, list[Change]]], outcome: ApplyOutcome,
     ) -> list[tuple[str, list[Change]]]:
         """The batches without the drops of sandboxes a container removal failed for: their
         data goes only once their containers are gone (the next pass tries again)."""
-        failed = {c.sandbox: c for c in plan.changes
-                  if c.phase is Phase.CLEANUP and not outcome.ok(c)}
+        return self._hold(
+            batches, outcome, failed=_failed_in(plan, outcome, Phase.CLEANUP),
+            held=lambda _c: True,
+            why=lambda f: f"not dropped yet: {f.subject.value} {f.resource} of the sandbox "
+            "could not be removed")
+
+    def _hold(self, batches: list[tuple[str, list[Change]]], outcome: ApplyOutcome, *,
+              failed: dict[str, Change], held: Callable[[Change], bool],
+              why: Callable[[Change], str]) -> list[tuple[str, list[Change]]]:
+        """``batches`` without the ``held`` changes of sandboxes with a ``failed`` change,
+        each recorded as not run with ``why(the failed change)``."""
         if not failed:
             return batches
         kept = []
         for node, changes in batches:
             runs = []
             for change in changes:
-                container = failed.get(change.sandbox)
-                if container is None:
+                cause = failed.get(change.sandbox)
+                if cause is None or not held(change):
                     runs.append(change)
                     continue
-                message = (f"not dropped yet: {container.subject.value} {container.resource} "
-                           "of the sandbox could not be removed")
+                message = why(cause)
                 outcome.errors[change.step_id] = message
                 self._record_end(change, self._record_start(change), None, message)
             if runs:
@@ -356,6 +349,11 @@ def _audit_label(change: Change, result: StepResult | None) -> str:
         return f"reclone {what}"
     made = result is not None and result.changed and bool(change.detail.get("clones"))
     return f"clone {what}" if made else f"ensure {what}"
+
+
+def _failed_in(plan: Plan, outcome: ApplyOutcome, phase: Phase) -> dict[str, Change]:
+    """Sandbox -> a change of ``phase`` that failed for it."""
+    return {c.sandbox: c for c in plan.changes if c.phase is phase and not outcome.ok(c)}
 
 
 def _action_label(change: Change) -> str:

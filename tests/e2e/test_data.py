@@ -13,6 +13,7 @@ labels, agent logs, state files).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,10 +48,12 @@ data:
 """
 
 
-@pytest.fixture
-def infra(stack: Stack, tmp_path: Path, data_servers: DataServers,  # noqa: F811
-          snapshot: Snapshot) -> Iterator[AgentProcess]:  # noqa: F811
-    settings = data_settings(data_servers, snapshot, busy_timeout_seconds=2)
+@contextlib.contextmanager
+def running_infra(stack: Stack, tmp_path: Path, data_servers: DataServers,  # noqa: F811
+                  snapshot: Snapshot, *, busy_timeout: float) -> Iterator[AgentProcess]:  # noqa: F811
+    """An INFRA agent beside the stack's two, named in its nodes.yaml; ``busy_timeout``: how
+    long it waits for a foreign session on a template before it gives up."""
+    settings = data_settings(data_servers, snapshot, busy_timeout_seconds=busy_timeout)
     for server in settings.values():
         server["advertise_host"] = "host.docker.internal"  # what containers use
     agent = infra_agent(tmp_path / "infra", installation=stack.installation, data=settings)
@@ -65,6 +68,13 @@ def infra(stack: Stack, tmp_path: Path, data_servers: DataServers,  # noqa: F811
     finally:
         agent.stop()
         cleanup_installation(data_servers, stack.installation, ["infra-1"])
+
+
+@pytest.fixture
+def infra(stack: Stack, tmp_path: Path, data_servers: DataServers,  # noqa: F811
+          snapshot: Snapshot) -> Iterator[AgentProcess]:  # noqa: F811
+    with running_infra(stack, tmp_path, data_servers, snapshot, busy_timeout=2) as agent:
+        yield agent
 
 
 def databases(servers: DataServers) -> set[str]:
@@ -276,21 +286,8 @@ def test_snapshot_captures_a_sandbox_s_database_that_a_new_sandbox_clones(
 def patient_infra(stack: Stack, tmp_path: Path, data_servers: DataServers,  # noqa: F811
                   snapshot: Snapshot) -> Iterator[AgentProcess]:  # noqa: F811
     """The INFRA agent of ``infra``, waiting up to a minute for a busy template."""
-    settings = data_settings(data_servers, snapshot, busy_timeout_seconds=60)
-    for server in settings.values():
-        server["advertise_host"] = "host.docker.internal"
-    agent = infra_agent(tmp_path / "infra", installation=stack.installation, data=settings)
-    agent.start()
-    stack.env.update(write_nodes(stack.state, installation=stack.installation, nodes=[
-        NodeEntry(stack.micro, "MICRO", port_block(100), token_env="SDP_TEST_MICRO_TOKEN"),
-        NodeEntry(stack.gateway, "GATEWAY", port_block(100), token_env="SDP_TEST_GATEWAY_TOKEN"),
-        NodeEntry(agent, "INFRA", port_block(10)),
-    ]))
-    try:
+    with running_infra(stack, tmp_path, data_servers, snapshot, busy_timeout=60) as agent:
         yield agent
-    finally:
-        agent.stop()
-        cleanup_installation(data_servers, stack.installation, ["infra-1"])
 
 
 def test_a_reconciler_killed_mid_clone_is_healed_by_the_next_pass(
