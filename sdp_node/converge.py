@@ -36,7 +36,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import assert_never
 
-from sdp_node import prune
+from sdp_node import gatewaystage, prune
 from sdp_node.build import GoBuilder
 from sdp_node.config import NodeConfig, RepositoryConfig
 from sdp_node.containers import ASIDE_SUFFIX, NEXT_SUFFIX, ContainerDetails, Engine, RunSpec
@@ -379,6 +379,7 @@ class Converger:
         closes, and a tree that does not parse is never served."""
         previous = current.label(LABEL_COMMIT)
         self._php_lint(repository, spec, current, context)
+        self._staged_health(repository, spec, current, context)
         restarts = self.engine.restart_count(current.id)
         self.gateway_files.point_current(spec.sandbox, spec.commit)
         try:
@@ -409,6 +410,29 @@ class Converger:
         if code != 0:
             raise ContainerError(f"{' '.join(command)} exited with {code} in {current.name}")
         context.log(f"reloaded ({' '.join(command)})")
+
+    def _staged_health(self, repository: RepositoryConfig, spec: ContainerSpec,
+                       current: ContainerDetails, context: StepContext) -> None:
+        """The new tree's health path asked inside the running container, before it serves
+        (``sdp_node.gatewaystage``): a tree that parses but is not healthy never serves."""
+        path = repository.effective_health_path
+        code, output = self.engine.exec(current.id, gatewaystage.command(
+            tree=f"{repository.effective_mount_target}/{spec.commit}",
+            prefix=repository.url_prefix, path=path,
+            successes=repository.health_successes,
+            timeout=repository.health_timeout_seconds))
+        staged = gatewaystage.answer(code, output)
+        if staged.healthy:
+            context.log(f"staged {spec.commit[:12]}: {path} answered {staged.answer} before "
+                        f"it serves")
+            return
+        raise StepFailed(
+            Stage.START, f"staged commit {spec.commit[:12]} did not answer {path} with 2xx"
+            + (f" {repository.health_successes} times in a row"
+               if repository.health_successes > 1 else "")
+            + f" within {repository.health_timeout_seconds:.0f}s (last: {staged.answer}); "
+            f"the running gateway keeps serving {current.label(LABEL_COMMIT)[:12]}",
+            list(context.tail), reason=FailureReason.HEALTH_CHECK_FAILED, answer=staged.answer)
 
     def _php_lint(self, repository: RepositoryConfig, spec: ContainerSpec,
                   current: ContainerDetails, context: StepContext) -> None:

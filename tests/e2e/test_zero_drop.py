@@ -164,15 +164,23 @@ def test_services_calling_each_other_by_docker_dns_keep_reaching_a_healthy_insta
     assert list(account_containers(docker_client, installation)) == [ACCOUNT]
 
 
-def push_gateway(stack: Stack, revision: str, *, syntax_error: bool = False) -> str:
+def push_gateway(stack: Stack, revision: str, *, syntax_error: bool = False,
+                 unhealthy: bool = False) -> str:
     files = gateway_files(revision=revision, ocp_urls={
         name: stand_in.url_for_containers for name, stand_in in stack.ocp.items()})
     if syntax_error:
         files["index.php"] += b"\nthis is not PHP (\n"
+    if unhealthy:  # parses, but every answer (its health path's too) is a 500
+        marker = b"$path = parse_url("
+        assert marker in files["index.php"]
+        files["index.php"] = files["index.php"].replace(marker, b"answer(500, ['status' => "
+                                                        b"'sick', 'gateway_revision' => "
+                                                        b"GATEWAY_REVISION]);\nreturn;\n"
+                                                        + marker, 1)
     return commit_files(stack.repos["erangel"], branch="develop", message=revision, files=files)
 
 
-def test_a_gateway_commit_switches_inside_the_running_container_and_a_syntax_error_never_serves(
+def test_a_gateway_commit_switches_inside_the_running_container_and_a_broken_one_never_serves(
     apache_stack: Stack, docker_client: docker.DockerClient, installation: str,
 ) -> None:
     stack = apache_stack
@@ -203,8 +211,21 @@ def test_a_gateway_commit_switches_inside_the_running_container_and_a_syntax_err
         load.wait_for_answers(10)
         assert set(load.gateway_revisions(mark)) == {"erangel develop 2"}
 
+        # Parses, but answers 500: staged inside the running container, never served.
+        sick = push_gateway(stack, "erangel sick", unhealthy=True)
+        refused = stack.reconcile("once")
+        assert refused.code != 0
+        status = stack.reconcile("status", "QA-Z", "--history", str(stack.history))
+        assert "HealthCheckFailed" in status.stdout and "HTTP 500" in status.stdout, \
+            status.output
+        assert sick[:7] in status.stdout, status.output
+        mark = load.mark()
+        load.wait_for_answers(10)
+        assert set(load.gateway_revisions(mark)) == {"erangel develop 2"}
+
     failures = load.failures()
     assert failures == [], f"{len(failures)} of {len(load.answers)} failed: {failures[:5]}"
     assert "erangel broken" not in load.gateway_revisions()
+    assert [a for a in load.answers if a.gateway_revision == "erangel sick"] == []
     after = docker_client.containers.get(f"{PREFIX}-qa-z-gateway")
     assert after.id == gateway.id, "the gateway container was never replaced"
