@@ -344,6 +344,10 @@ class History:
                                           (old,)).rowcount,
                 "audit": db.execute("DELETE FROM audit WHERE at < ?", (old_audit,)).rowcount,
                 "hooks": db.execute("DELETE FROM hooks WHERE at < ?", (old,)).rowcount,
+                # A warning row only stops a second warning for the same expiry: once that
+                # expiry is past the retention, nothing can warn of it again.
+                "expiry_warnings": db.execute("DELETE FROM expiry_warnings WHERE expires_at < ?",
+                                              (old,)).rowcount,
             }
             removed["passes"] = db.execute(
                 "DELETE FROM passes WHERE started_at < ? AND id NOT IN "

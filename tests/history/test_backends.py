@@ -80,7 +80,8 @@ def test_every_method_behaves_alike_on_both(location: tuple[str, dict[str, str]]
         assert history.add_refusal(**refusal) is True
         assert history.add_refusal(**refusal) is False
         assert history.prune(Retention(), force=True) == {
-            "events": 0, "deployments": 0, "audit": 0, "passes": 0, "hooks": 0}
+            "events": 0, "deployments": 0, "audit": 0, "passes": 0, "hooks": 0,
+            "expiry_warnings": 0}
         assert history.prune(Retention()) == {}  # at most once an hour
     finally:
         history.close()

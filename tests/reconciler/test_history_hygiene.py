@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,8 @@ def _age(path: Path, days: int) -> None:
         db.execute(f"UPDATE events SET at = {stamp}")  # noqa: S608
         db.execute(f"UPDATE audit SET at = {stamp}")  # noqa: S608
         db.execute(f"UPDATE hooks SET at = {stamp}")  # noqa: S608
+        db.execute("UPDATE expiry_warnings SET expires_at = "  # noqa: S608
+                   f"strftime('%Y-%m-%dT%H:%M:%S+00:00', {stamp})")
 
 
 def _fill(history: History) -> None:
@@ -71,12 +74,13 @@ def _fill(history: History) -> None:
                       sandbox="S", status="SUCCESS")
     history.add_hook(sender="server", event="repo:refs_changed", repository="P/account",
                      branches=["main"], result="queued")
+    history.claim_expiry_warning(f"S-{pass_id}", datetime.now(UTC))
     history.finish_pass(pass_id, status="CONVERGED", summary="")
 
 
 def _counts(history: History) -> dict[str, int]:
     return {t: history.query(f"SELECT COUNT(*) AS n FROM {t}")[0]["n"]  # noqa: S608
-            for t in ("passes", "deployments", "events", "audit", "hooks")}
+            for t in ("passes", "deployments", "events", "audit", "hooks", "expiry_warnings")}
 
 
 def test_old_deployments_go_and_the_audit_stays_longer(tmp_path: Path) -> None:
@@ -87,15 +91,16 @@ def test_old_deployments_go_and_the_audit_stays_longer(tmp_path: Path) -> None:
         _age(path, days=100)
         _fill(history)  # a recent pass
         removed = history.prune(Retention(deployments_days=90, audit_days=365), force=True)
-        assert removed == {"events": 1, "deployments": 1, "audit": 0, "passes": 1, "hooks": 1}
+        assert removed == {"events": 1, "deployments": 1, "audit": 0, "passes": 1, "hooks": 1,
+                           "expiry_warnings": 1}
         assert _counts(history) == {"passes": 1, "deployments": 1, "events": 1, "audit": 2,
-                                    "hooks": 1}
+                                    "hooks": 1, "expiry_warnings": 1}
         _age(path, days=400)
         assert history.prune(Retention(deployments_days=90, audit_days=365)) == {}, \
             "at most once an hour"
         history.prune(Retention(deployments_days=90, audit_days=365), force=True)
         assert _counts(history) == {"passes": 0, "deployments": 0, "events": 0, "audit": 0,
-                                    "hooks": 0}
+                                    "hooks": 0, "expiry_warnings": 0}
     finally:
         history.close()
 
