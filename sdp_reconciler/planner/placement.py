@@ -9,9 +9,11 @@ there this pass with its ``resources``), then the fewest containers, then the na
 without ``capacity`` (or without one of its three) is limited by nothing and counts, for the
 comparison, as large as the largest declared; with no capacity declared anywhere, the fewest
 containers win. A node whose declared capacity the service does not fit is not chosen; a
-``cordoned`` node gets nothing new (what runs there stays until drained). New services are
-placed in sandbox and service name order, so the same inputs always give the same placements.
-A service whose node is unreachable stays placed there (reported, never moved on its own).
+``cordoned`` node gets nothing new (what runs there stays); a ``drained`` one gets nothing new
+and keeps nothing: what runs there is placed anew like a new service (``planner/moves.py``
+plans the move; a service pinned to a drained node is a problem). New services are placed in
+sandbox and service name order, so the same inputs always give the same placements. A service
+whose node is unreachable stays placed there (reported, never moved on its own), drained or not.
 
 A gateway runs on the pinned GATEWAY node, else where it runs, else the first uncordoned
 GATEWAY node serving the gateway repository (``gateway.repository``, else the node's only PHP
@@ -247,6 +249,11 @@ def _keep(
     """Where a service stays (pinned, unreachable, or running where it is served); None: it
     needs a node (new, or its node no longer serves it)."""
     repository, location = service.name, service.origin
+    if service.spec.node is not None and service.spec.node in world.nodes \
+            and world.nodes[service.spec.node].node.drained:
+        return Problem(location, f"services.{service.name}.node",
+                       f"node {service.spec.node} is drained, and this service is pinned to "
+                       "it: pin it to another node or remove the pin")
     if service.spec.node is not None or (previous is not None and any(
             v.node.name == previous and not v.reachable for v in candidates)):
         return _place_one(world, candidates, sandbox=sandbox, service=service.name,
@@ -256,9 +263,9 @@ def _keep(
     serving = {v.node.name for v in loads.serving_go(repository)}
     preferred = [previous] if previous in running else running
     for node in preferred:
-        if node in serving:
+        if node in serving and not world.nodes[node].node.drained:
             return Placement(sandbox, service.name, node, repository, location)
-    if not running and previous in serving and not world.nodes[previous].node.cordoned:
+    if not running and previous in serving and world.nodes[previous].node.accepts_new:
         return Placement(sandbox, service.name, previous, repository, location)
     return None
 
@@ -270,10 +277,10 @@ def _place_new(candidates: list[NodeView], loads: _Loads, *, sandbox: str,
     if not serving:
         return _nowhere(candidates, repository, RepositoryKind.GO, location,
                         f"services.{service.name}")
-    open_nodes = [v for v in serving if not v.node.cordoned]
+    open_nodes = [v for v in serving if v.node.accepts_new]
     if not open_nodes:
         return Problem(location, f"services.{service.name}",
-                       f"every MICRO node serving {repository!r} is cordoned "
+                       f"every MICRO node serving {repository!r} is cordoned or drained "
                        f"({', '.join(v.node.name for v in serving)}): uncordon one in "
                        "nodes.yaml or pin the service to a node with 'node:'")
     need = Need.of(service.resources)
@@ -341,7 +348,7 @@ def _place_one(
     kept = next((v for n in preferred for v in serving if v.node.name == n), None)
     if kept is not None:
         return Placement(sandbox, service, kept.node.name, repository, location)
-    open_nodes = [v for v in serving if not v.node.cordoned]
+    open_nodes = [v for v in serving if v.node.accepts_new]
     if not open_nodes:
         return Problem(location, path, f"every {kind_name} node serving {repository!r} is "
                                        "cordoned: uncordon one in nodes.yaml")
