@@ -112,6 +112,19 @@ def test_drain_moves_a_nodes_services_without_a_failed_request_and_keeps_it_empt
         refused = stack.reconcile("drain", node)
         assert refused.code == 1 and expected in refused.stderr, refused.output
         assert nodes_yaml.read_bytes() == before
+    # No other node has room (each holds its one container): refused, naming why.
+    document = json.loads(before)
+    for entry in document["nodes"]:
+        if entry["name"] in ("micro-2", "micro-3"):
+            entry["capacity"] = {"containers": 1}
+    full = (json.dumps(document, indent=1) + "\n").encode()
+    nodes_yaml.write_bytes(full)
+    refused = stack.reconcile("drain", "micro-1")
+    assert refused.code == 1 and "has room" in refused.stderr, refused.output
+    assert "Nothing changed" in refused.stderr, refused.output
+    assert nodes_yaml.read_bytes() == full
+    assert account_nodes(docker_client, stack.installation) == placed
+    nodes_yaml.write_bytes(before)
     dry = stack.reconcile("drain", "micro-1", "--dry-run")
     assert dry.code == 0 and "moved from node micro-1 (node micro-1 is drained)" in dry.output, \
         dry.output
