@@ -165,3 +165,16 @@ def test_drain_moves_a_nodes_services_without_a_failed_request_and_keeps_it_empt
     again = stack.reconcile("once")
     assert again.code == 0, again.output
     assert "No changes" in again.stderr, again.output
+
+    # --undo takes the mark off; nothing moves back on its own.
+    undone = stack.reconcile("drain", "micro-1", "--undo")
+    assert undone.code == 0 and "drained" not in nodes_yaml.read_text(), undone.output
+    still = stack.reconcile("once")
+    assert still.code == 0 and "No changes" in still.stderr, still.output
+    # An unreachable node cannot be drained: its containers could not be retired.
+    others[1].stop()
+    held = nodes_yaml.read_bytes()
+    unreachable = stack.reconcile("drain", "micro-3")
+    assert unreachable.code == 1, unreachable.output
+    assert "node micro-3 is unreachable" in unreachable.stderr, unreachable.output
+    assert nodes_yaml.read_bytes() == held
