@@ -334,6 +334,10 @@ class NodeConfig(_Model):
     subnet_range: str = Field(
         default="10.231.0.0/16", description="sandbox networks get /27 subnets from here"
     )
+    shared_engine: bool = Field(
+        default=False, description="several agents share this Docker engine (tests, a demo on "
+        "one machine): the engine's names of this agent's containers and networks end in "
+        "'.NODE', so a sandbox can run on two of them at once while it moves between nodes")
     subnet_prefix: int = Field(default=27, ge=16, le=29,
                                description="the prefix length of each sandbox network")
     reload_command: list[str] = Field(

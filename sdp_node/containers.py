@@ -14,7 +14,11 @@ Responsible for every Docker engine call the agent makes. Promises:
   ``no-new-privileges``, capabilities dropped to a list, read-only mounts);
 * what Docker reports about a container reaches the rest of the agent as a typed
   ``ContainerDetails``, never as Docker's raw dict;
-* docker's exceptions are translated here.
+* docker's exceptions are translated here;
+* with ``shared_engine: true`` in node.yaml (several agents on one engine: tests, demos) the
+  engine's names of its containers and networks end in ``.{node}``, so that two agents can run
+  the same sandbox's container at once (a move across nodes); everything the agent reads and
+  reports uses the plan's names, without it.
 """
 
 from __future__ import annotations
@@ -176,6 +180,19 @@ class Engine:
         self._runtime_lock = threading.Lock()
         self._overlays = config.workspace / "labels"
         self._overlays.mkdir(parents=True, exist_ok=True)
+        self._suffix = f".{config.name}" if config.shared_engine else ""
+
+    # -- names on a shared engine ------------------------------------------------------------------
+
+    def engine_name(self, name: str) -> str:
+        """The engine's name of container or network ``name`` (the plan's name)."""
+        return name + self._suffix
+
+    def plan_name(self, engine_name: str) -> str:
+        """The plan's name of a container or network the engine calls ``engine_name``."""
+        if self._suffix and engine_name.endswith(self._suffix):
+            return engine_name.removesuffix(self._suffix)
+        return engine_name
 
     # -- labels a running container has moved on from ----------------------------------------------
 
@@ -236,7 +253,8 @@ class Engine:
         runtime = self._runtime(summaries)
         observed = []
         for summary in summaries:
-            name = summary["Names"][0].lstrip("/") if summary.get("Names") else summary["Id"]
+            name = self.plan_name(summary["Names"][0].lstrip("/")) if summary.get("Names") \
+                else summary["Id"]
             started_at, restart_count, health = runtime.get(summary["Id"], (None, 0, None))
             observed.append(
                 ObservedContainer(
@@ -298,7 +316,8 @@ class Engine:
             configs = (network.get("IPAM") or {}).get("Config") or [{}]
             out.append(
                 ObservedNetwork(
-                    name=network["Name"], id=network["Id"], labels=network.get("Labels") or {},
+                    name=self.plan_name(network["Name"]), id=network["Id"],
+                    labels=network.get("Labels") or {},
                     subnet=configs[0].get("Subnet"),
                 )
             )
@@ -309,10 +328,11 @@ class Engine:
         if not _CONTAINER_NAME.fullmatch(name):
             # Names reach Docker's URL paths: only plain container names get that far.
             raise BadRequest(f"{name[:80]!r} is not a container name")
-        raw = self._inspect(name)
+        raw = self._inspect(self.engine_name(name))
         if raw is None:
             return None
         details = ContainerDetails.from_inspect(raw)
+        details = replace(details, name=self.plan_name(details.name))
         if self.is_own(dict(details.labels)):
             details = replace(details, labels=self._overlay(details.id, details.labels))
         if not self.is_own(dict(details.labels)):
@@ -406,7 +426,7 @@ class Engine:
             subnet = self._free_subnet(spread=attempt > 0)
             try:
                 self.api.create_network(
-                    name, driver="bridge", labels=self.own_labels(**labels),
+                    self.engine_name(name), driver="bridge", labels=self.own_labels(**labels),
                     ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet))]),
                     check_duplicate=True,
                 )
@@ -421,8 +441,8 @@ class Engine:
 
     def _network(self, name: str) -> dict[str, Any] | None:
         try:
-            for network in self.api.networks(names=[name]):
-                if network["Name"] == name:
+            for network in self.api.networks(names=[self.engine_name(name)]):
+                if network["Name"] == self.engine_name(name):
                     return self.api.inspect_network(network["Id"])  # type: ignore[no-any-return]
         except DockerException as e:
             raise NodeError(f"cannot inspect network {name!r}: {e}") from e
@@ -482,14 +502,14 @@ class Engine:
             mem_limit=spec.memory_bytes,
             restart_policy={"Name": "unless-stopped"},
             extra_hosts={"host.docker.internal": "host-gateway"},
-            network_mode=spec.network or "bridge",
+            network_mode=self.engine_name(spec.network) if spec.network else "bridge",
             init=spec.init or None,
             **_confinement(spec.confinement),
         )
         networking = None
         if spec.network:
             networking = self.api.create_networking_config(
-                {spec.network: self.api.create_endpoint_config(
+                {self.engine_name(spec.network): self.api.create_endpoint_config(
                     aliases=[spec.alias] if spec.alias else None
                 )}
             )
@@ -497,7 +517,7 @@ class Engine:
             created = self.api.create_container(
                 spec.image,
                 command=spec.command,
-                name=spec.name,
+                name=self.engine_name(spec.name),
                 environment=spec.env,
                 labels=spec.labels,
                 ports=[spec.container_port],
@@ -545,8 +565,9 @@ class Engine:
         container connects: it leaves the network and joins again with it; its published port
         comes back with it)."""
         try:
-            self.api.disconnect_container_from_network(ident, network)
-            self.api.connect_container_to_network(ident, network, aliases=[alias])
+            self.api.disconnect_container_from_network(ident, self.engine_name(network))
+            self.api.connect_container_to_network(ident, self.engine_name(network),
+                                                  aliases=[alias])
         except APIError as e:
             raise ContainerError(
                 f"cannot give container {ident[:12]} the alias {alias!r} on {network!r}: "
@@ -554,7 +575,7 @@ class Engine:
 
     def rename(self, ident: str, new_name: str) -> None:
         try:
-            self.api.rename(ident, new_name)
+            self.api.rename(ident, self.engine_name(new_name))
         except APIError as e:
             raise ContainerError(f"cannot rename container to {new_name!r}: {e.explanation}") from e
 

@@ -77,6 +77,7 @@ from sdp_node.protocol import (
     DeployGateway,
     DeployService,
     DeployState,
+    DrainContainer,
     DropCapturedSource,
     DropDatabase,
     DropRabbitmqVhost,
@@ -188,6 +189,8 @@ class Converger:
                 return self.remove(step, context)
             case RetireContainer():
                 return self.retire(step, context)
+            case DrainContainer():
+                return self.drain(step, context)
             case RemoveNetwork():
                 return self.remove_network(step, context)
             case EnsureDatabase() | RecloneDatabase() | DropDatabase() | EnsureRedisUser() \
@@ -801,6 +804,26 @@ class Converger:
             changed=changed, container=step.container, commit=current.label(LABEL_COMMIT) or None,
         )
 
+    def drain(self, step: DrainContainer, context: StepContext) -> StepResult:
+        """The service moved to another node and the routes followed it: this container
+        serves what was already sent to it for ``drain_seconds``, then goes as ``remove``."""
+        current = self._own_container(step.container)
+        if current is not None and current.running:
+            try:
+                repository: RepositoryConfig | None = self.config.repository(
+                    current.label(LABEL_REPOSITORY))
+            except NodeError:
+                repository = None
+            drain = repository.drain_seconds if repository is not None else 0
+            if drain > 0:
+                with context.stage(Stage.REMOVE):
+                    context.log(f"{step.container} moved to another node; it drains for "
+                                f"{drain:g}s")
+                    time.sleep(drain)  # requests already sent to it finish
+        removed = self.remove(RemoveContainer(step_id=step.step_id, container=step.container),
+                              context)
+        return removed.model_copy(update={"action": step.action})
+
     def remove(self, step: RemoveContainer, context: StepContext) -> StepResult:
         changed = False
         labels: dict[str, str] = {}
@@ -832,7 +855,7 @@ def _container_of(step: Step) -> str | None:
         case DeployService() | DeployGateway():
             return step.spec.container
         case SetRoutes() | StopContainer() | StartContainer() | RemoveContainer() \
-                | RetireContainer():
+                | RetireContainer() | DrainContainer():
             return step.container
         case EnsureNetwork() | RemoveNetwork():
             return None

@@ -457,6 +457,16 @@ class RetireContainer(Wire):
     container: str
 
 
+class DrainContainer(Wire):
+    """Finish a move to another node: the routes now point at the service's new container on
+    that node, so this one (still serving what was sent to it) drains and goes, as
+    ``remove`` would remove it."""
+
+    action: Literal["drain"] = "drain"
+    step_id: str
+    container: str
+
+
 class RemoveNetwork(Wire):
     action: Literal["remove_network"] = "remove_network"
     step_id: str
@@ -563,7 +573,8 @@ DATA_STEP_TYPES = (
 
 Step = Annotated[
     EnsureNetwork | DeployService | DeployGateway | SetRoutes | StopContainer | StartContainer
-    | RemoveContainer | RetireContainer | RemoveNetwork | EnsureDatabase | RecloneDatabase
+    | RemoveContainer | RetireContainer | DrainContainer | RemoveNetwork | EnsureDatabase
+    | RecloneDatabase
     | DropDatabase | EnsureRedisUser | DropRedisUser | EnsureRabbitmqVhost | DropRabbitmqVhost
     | CaptureDatabase | DropCapturedSource,
     Field(discriminator="action"),

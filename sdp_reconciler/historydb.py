@@ -144,6 +144,11 @@ class Transaction(Protocol):
 
 
 class Listener(Protocol):
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """A SELECT on the listener's own connection; only from within ``on_change`` (its
+        thread): a reader woken by a write reads it without a second connection or thread."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -442,10 +447,13 @@ class _PostgresResult:
 
 
 class _PostgresListener:
-    """A thread on its own connection that LISTENs and calls ``on_change`` per notification.
+    """A thread on its own connection that LISTENs and calls ``on_change`` once per batch of
+    notifications (those that arrived together, or while ``on_change`` ran, count as one).
 
-    Reconnects (once a second) when the connection drops, calling ``on_change`` after each
-    reconnect so that a reader catches up on what it may have missed.
+    ``on_change`` may ``query`` on the same connection: the notification wait is left for it,
+    and notifications arriving meanwhile are kept by psycopg for the next wait. Reconnects (once
+    a second) when the connection drops, calling ``on_change`` after each reconnect so that a
+    reader catches up on what it may have missed.
     """
 
     def __init__(self, location: Location, kwargs: dict[str, Any],
@@ -457,8 +465,21 @@ class _PostgresListener:
         self._thread = threading.Thread(target=self._run, name="sdp-history-listen",
                                         daemon=True)
         self._ready = threading.Event()
+        self._conn: Any = None
         self._thread.start()
         self._ready.wait(10)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        import psycopg
+
+        assert threading.current_thread() is self._thread, "query only from on_change"
+        try:
+            rows: list[Any] = self._conn.execute(postgres_sql(sql).encode(),
+                                                 list(params)).fetchall()
+        except psycopg.Error as e:
+            raise SdpError(f"cannot read the history database {self._location}: "
+                           f"{redact(str(e))}") from None
+        return [dict(r) for r in rows]
 
     def _run(self) -> None:
         import psycopg
@@ -468,10 +489,16 @@ class _PostgresListener:
                 with psycopg.connect(str(self._location.conninfo), autocommit=True,
                                      connect_timeout=10, **self._kwargs) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    self._conn = conn
                     self._ready.set()
                     self._on_change()
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=0.5):
+                        # stop_after=1: the wait ends (and gives the connection back) as soon
+                        # as a batch arrived, so that on_change can read on it.
+                        woken = False
+                        for _ in conn.notifies(timeout=0.5, stop_after=1):
+                            woken = True
+                        if woken:
                             self._on_change()
             except psycopg.Error:
                 self._ready.set()

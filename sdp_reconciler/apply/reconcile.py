@@ -22,6 +22,7 @@ from sdp_node.protocol import (
     LABEL_SERVICE,
     Credentials,
     DeployService,
+    DrainContainer,
     OperationEvent,
     RetireContainer,
 )
@@ -266,10 +267,11 @@ def prune_refusal(prepared: Prepared) -> str | None:
         c for v in prepared.world.nodes.values() if v.observation
         for c in v.observation.containers if not c.aside
     ]
-    # A switch's retire of its previous instance replaces a container, it removes nothing.
+    # A switch's retire of its previous instance replaces a container, and a move's drain
+    # moves one to another node: neither removes anything.
     removals = [c for c in prepared.plan.changes
                 if c.action is Action.REMOVE and c.subject.is_container
-                and not isinstance(c.step, RetireContainer)]
+                and not isinstance(c.step, RetireContainer | DrainContainer)]
     if not running or len(removals) * 2 <= len(running):
         return None
     sandboxes = sorted({c.sandbox for c in removals})
@@ -416,8 +418,8 @@ def _release_removed(prepared: Prepared, outcome: ApplyOutcome, ports_path: Path
     removed = {
         (c.sandbox, c.service) for c in prepared.plan.changes
         if c.action is Action.REMOVE and c.subject.is_container and c.service
-        and outcome.ok(c) and not isinstance(c.step, RetireContainer)
-    }
+        and outcome.ok(c) and not isinstance(c.step, RetireContainer | DrainContainer)
+    }  # a moved service's allocation is on its new node already
     # A switched service serves on its new port: its allocation follows it this pass.
     switched = {
         (c.sandbox, c.service): c.step.spec.port for c in prepared.plan.changes

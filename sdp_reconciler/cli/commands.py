@@ -14,6 +14,7 @@ from typing import TextIO
 from sdp_node.protocol import OperationEvent
 from sdp_reconciler.apply.reconcile import (
     PassResult,
+    Prepared,
     prepare,
     reset_targets,
     restart_targets,
@@ -107,30 +108,35 @@ def _apply(args: argparse.Namespace, *, mode: str, restarts: frozenset[tuple[str
             restart_targets(prepared, sandbox, service)
         for sandbox, entry in resets:
             reset_targets(prepared, sandbox, entry)
-        the_plan = prepared.plan
-        _say(the_plan.render())
-        result = run(prepared, history=history, mode=mode, allow_prune=args.allow_prune,
-                     report=_say, progress=Progress(), lease_wait=args.lease_wait)
-        if result.refused:
-            raise SdpError(result.refused)
-        print(summary_table(history))
-        if result.converged:
-            print("converged")
-            return 0, result
-        final = result.final  # a second round, when removals freed ports others waited for
-        if final.refused:
-            print(f"not converged: {final.refused}")
-        failed = [c for c in final.plan.changes if not final.outcome.ok(c)]
-        for change in failed:
-            why = final.outcome.results.get(change.step_id)
-            message = why.message if why else final.outcome.errors.get(change.step_id, "")
-            print(f"not converged: {change.resource} on {change.node}: {message}")
-        for problem in final.plan.problems:
-            print(f"not converged: {problem}")
-        return 2, result
+        return apply_prepared(args, prepared, history, mode=mode)
     finally:
         history.close()
         prepared.close()
+
+
+def apply_prepared(args: argparse.Namespace, prepared: Prepared, history: History, *,
+                   mode: str) -> tuple[int, PassResult]:
+    """Show the plan, apply it and say how it went: (exit status, the pass)."""
+    _say(prepared.plan.render())
+    result = run(prepared, history=history, mode=mode, allow_prune=args.allow_prune,
+                 report=_say, progress=Progress(), lease_wait=args.lease_wait)
+    if result.refused:
+        raise SdpError(result.refused)
+    print(summary_table(history))
+    if result.converged:
+        print("converged")
+        return 0, result
+    final = result.final  # a second round, when removals freed ports others waited for
+    if final.refused:
+        print(f"not converged: {final.refused}")
+    failed = [c for c in final.plan.changes if not final.outcome.ok(c)]
+    for change in failed:
+        why = final.outcome.results.get(change.step_id)
+        message = why.message if why else final.outcome.errors.get(change.step_id, "")
+        print(f"not converged: {change.resource} on {change.node}: {message}")
+    for problem in final.plan.problems:
+        print(f"not converged: {problem}")
+    return 2, result
 
 
 def cmd_once(args: argparse.Namespace) -> int:

@@ -335,6 +335,31 @@ def _add_editing_commands(
     _add_lease_wait(snap)
     snap.set_defaults(handler=_lazy("cli.editing", "cmd_snapshot"))
 
+    drain = commands_parser(
+        commands, "drain", help="move everything a MICRO node runs to other nodes, without "
+        "dropping a request", description="Mark MICRO node NODE 'drained: true' in nodes.yaml "
+        "(comments kept; commit and push it afterwards so every reconciler agrees) and run one "
+        "pass that moves each of its sandboxes' services to another node serving the "
+        "repository, chosen by free capacity: the new container starts there beside the old "
+        "one and is health-gated, the gateway's route moves to it, and only then does the old "
+        "one drain and go. A failed deploy leaves the old one serving (the next pass tries "
+        "again once something changes). Nothing changes (nodes.yaml put back, nothing "
+        "applied) and the error says why when NODE is unknown, not a MICRO node or "
+        "unreachable, or when a service of it has nowhere to go: pinned there (node:), no "
+        "other node serving its repository with room (capacity), or its sandbox held back by "
+        "a problem. A drained node gets nothing new; '--undo' takes the mark off (nothing "
+        "moves back on its own). Exit 0 when the node is empty and everything converged, 2 "
+        "when something did not, 1 on an error. docs/operations.md, 'Several MICRO nodes'.")
+    drain.add_argument("node", metavar="NODE", help="a MICRO node's name in nodes.yaml")
+    how = drain.add_mutually_exclusive_group()
+    how.add_argument("--dry-run", action="store_true",
+                     help="show the moves the drain would make; write and change nothing")
+    how.add_argument("--undo", action="store_true",
+                     help="take the drain mark off NODE (writes nodes.yaml; applies nothing)")
+    _add_history(drain)
+    _add_apply_options(drain)
+    drain.set_defaults(handler=_lazy("cli.drain", "cmd_drain"))
+
     history = commands.add_parser(
         "history", help="manage the history store (move it from SQLite to PostgreSQL)",
         description="Commands on the history store itself.")

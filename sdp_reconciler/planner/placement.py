@@ -9,9 +9,11 @@ there this pass with its ``resources``), then the fewest containers, then the na
 without ``capacity`` (or without one of its three) is limited by nothing and counts, for the
 comparison, as large as the largest declared; with no capacity declared anywhere, the fewest
 containers win. A node whose declared capacity the service does not fit is not chosen; a
-``cordoned`` node gets nothing new (what runs there stays until drained). New services are
-placed in sandbox and service name order, so the same inputs always give the same placements.
-A service whose node is unreachable stays placed there (reported, never moved on its own).
+``cordoned`` node gets nothing new (what runs there stays); a ``drained`` one gets nothing new
+and keeps nothing: what runs there is placed anew like a new service (``planner/moves.py``
+plans the move; a service pinned to a drained node is a problem). New services are placed in
+sandbox and service name order, so the same inputs always give the same placements. A service
+whose node is unreachable stays placed there (reported, never moved on its own), drained or not.
 
 A gateway runs on the pinned GATEWAY node, else where it runs, else the first uncordoned
 GATEWAY node serving the gateway repository (``gateway.repository``, else the node's only PHP
@@ -20,6 +22,8 @@ repository). What cannot be placed is a problem at the entry's ``file:line:col``
 
 from __future__ import annotations
 
+import functools
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -71,9 +75,17 @@ class Need:
     @staticmethod
     def of(resources: Resources | None) -> Need:
         if resources is None:
-            return Need()
-        return Need(cpu_millicores(resources.cpu) if resources.cpu else 0,
-                    memory_bytes(resources.memory) if resources.memory else 0)
+            return _NO_NEED
+        return _need(resources.cpu, resources.memory)
+
+
+_NO_NEED = Need()
+
+
+@functools.lru_cache(maxsize=1024)
+def _need(cpu: str | None, memory: str | None) -> Need:
+    """Parsed once per distinct quantity pair: thousands of services share a handful."""
+    return Need(cpu_millicores(cpu) if cpu else 0, memory_bytes(memory) if memory else 0)
 
 
 @dataclass
@@ -90,16 +102,36 @@ class Load:
         self.containers += 1
 
 
+Score = tuple[float, int, str]
+"""(share of the node's capacity in use after, its containers, its name): the smallest wins"""
+
+
+@dataclass
+class _Ranking:
+    """The nodes of one candidate set ranked by their score for one need, kept up to date
+    lazily: an entry made before its node's load changed is scored again when it reaches the
+    top. Loads only grow during a pass, so a node that stops fitting is dropped for good; each
+    placement then costs a few heap operations instead of scoring every candidate."""
+
+    heap: list[tuple[Score, int]]
+    """(score, the node's load version it was computed at)"""
+    like: Capacity
+    """the largest capacity the set declares (``_Loads.share_after``)"""
+
+
 @dataclass
 class _Loads:
     views: dict[str, NodeView]
     loads: dict[str, Load] = field(default_factory=dict)
     capacities: dict[str, Capacity] = field(default_factory=dict)
     largest: dict[tuple[str, ...], Capacity] = field(default_factory=dict)
-    scores: dict[str, dict[tuple[int, int, int], tuple[float, int, str] | None]] = field(
-        default_factory=dict)
-    """node -> (need, like) -> its score, forgotten when the node's load changes"""
+    versions: dict[str, int] = field(default_factory=dict)
+    """node -> how many times its load changed this pass"""
+    rankings: dict[tuple[tuple[str, ...], int, int], _Ranking] = field(default_factory=dict)
+    set_names: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    """id of a cached candidate list (``open_go``) -> its node names"""
     serving: dict[str, list[NodeView]] = field(default_factory=dict)
+    open_serving: dict[str, list[NodeView]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.capacities = {name: _capacity(view) for name, view in self.views.items()}
@@ -111,15 +143,45 @@ class _Loads:
                                         if v.serves(repository, RepositoryKind.GO)]
         return self.serving[repository]
 
-    def score(self, view: NodeView, need: Need, like: Capacity) -> tuple[float, int, str] | None:
-        """(share after, containers, name): the smallest wins; None: it does not fit."""
-        name = view.node.name
-        cached = self.scores.setdefault(name, {})
-        key = (need.cpu, need.memory, id(like))  # ``like`` is one cached value per node set
-        if key not in cached:
-            share = self.share_after(view, need, like)
-            cached[key] = None if share is None else (share, self.containers(name), name)
-        return cached[key]
+    def open_go(self, repository: str) -> list[NodeView]:
+        """Of those, the ones that take new services (not cordoned or drained)."""
+        if repository not in self.open_serving:
+            self.open_serving[repository] = [v for v in self.serving_go(repository)
+                                             if v.node.accepts_new]
+        return self.open_serving[repository]
+
+    def score(self, view: NodeView, need: Need, like: Capacity) -> Score | None:
+        """The node's score for ``need`` now; None: it does not fit."""
+        share = self.share_after(view, need, like)
+        return None if share is None else (share, self.containers(view.node.name),
+                                           view.node.name)
+
+    def best(self, views: list[NodeView], need: Need) -> str | None:
+        """The name of the node of ``views`` with the smallest score for ``need``; None: it
+        fits none of them."""
+        names = self.set_names.get(id(views))  # ``views``: one list per repository
+        if names is None:
+            names = self.set_names[id(views)] = tuple(v.node.name for v in views)
+        key = (names, need.cpu, need.memory)  # repositories served by the same nodes share it
+        ranking = self.rankings.get(key)
+        if ranking is None:
+            like = self.like(views)
+            heap = [(score, self.versions.get(v.node.name, 0)) for v in views
+                    if (score := self.score(v, need, like)) is not None]
+            heapq.heapify(heap)
+            ranking = self.rankings[key] = _Ranking(heap, like)
+        heap, like = ranking.heap, ranking.like
+        while heap:
+            score, version = heap[0]
+            name = score[2]
+            if version == self.versions.get(name, 0):
+                return name
+            fresh = self.score(self.views[name], need, like)
+            if fresh is None:
+                heapq.heappop(heap)
+            else:
+                heapq.heapreplace(heap, (fresh, self.versions.get(name, 0)))
+        return None
 
     def like(self, views: list[NodeView]) -> Capacity:
         """The largest capacity ``views`` declare, per dimension (cached per set of nodes)."""
@@ -130,7 +192,7 @@ class _Loads:
 
     def add(self, node: str, need: Need) -> None:
         self.loads.setdefault(node, Load()).add(need)
-        self.scores.pop(node, None)
+        self.versions[node] = self.versions.get(node, 0) + 1
 
     def share_after(self, view: NodeView, need: Need, like: Capacity) -> float | None:
         """The largest share of the node's capacity in use with ``need`` added; None: it does
@@ -247,6 +309,11 @@ def _keep(
     """Where a service stays (pinned, unreachable, or running where it is served); None: it
     needs a node (new, or its node no longer serves it)."""
     repository, location = service.name, service.origin
+    if service.spec.node is not None and service.spec.node in world.nodes \
+            and world.nodes[service.spec.node].node.drained:
+        return Problem(location, f"services.{service.name}.node",
+                       f"node {service.spec.node} is drained, and this service is pinned to "
+                       "it: pin it to another node or remove the pin")
     if service.spec.node is not None or (previous is not None and any(
             v.node.name == previous and not v.reachable for v in candidates)):
         return _place_one(world, candidates, sandbox=sandbox, service=service.name,
@@ -256,9 +323,9 @@ def _keep(
     serving = {v.node.name for v in loads.serving_go(repository)}
     preferred = [previous] if previous in running else running
     for node in preferred:
-        if node in serving:
+        if node in serving and not world.nodes[node].node.drained:
             return Placement(sandbox, service.name, node, repository, location)
-    if not running and previous in serving and not world.nodes[previous].node.cordoned:
+    if not running and previous in serving and world.nodes[previous].node.accepts_new:
         return Placement(sandbox, service.name, previous, repository, location)
     return None
 
@@ -270,21 +337,20 @@ def _place_new(candidates: list[NodeView], loads: _Loads, *, sandbox: str,
     if not serving:
         return _nowhere(candidates, repository, RepositoryKind.GO, location,
                         f"services.{service.name}")
-    open_nodes = [v for v in serving if not v.node.cordoned]
+    open_nodes = loads.open_go(repository)
     if not open_nodes:
         return Problem(location, f"services.{service.name}",
-                       f"every MICRO node serving {repository!r} is cordoned "
+                       f"every MICRO node serving {repository!r} is cordoned or drained "
                        f"({', '.join(v.node.name for v in serving)}): uncordon one in "
                        "nodes.yaml or pin the service to a node with 'node:'")
     need = Need.of(service.resources)
-    like = loads.like(open_nodes)
-    scored = [score for v in open_nodes if (score := loads.score(v, need, like)) is not None]
-    if not scored:
+    best = loads.best(open_nodes, need)
+    if best is None:
         return Problem(location, f"services.{service.name}",
                        f"no MICRO node serving {repository!r} has room for it "
                        f"(cpu {need.cpu}m, memory {need.memory} bytes): raise a node's "
                        "capacity in nodes.yaml, add a node, or lower its resources")
-    return Placement(sandbox, service.name, min(scored)[2], repository, location)
+    return Placement(sandbox, service.name, best, repository, location)
 
 
 def _nowhere(candidates: list[NodeView], repository: str, kind: RepositoryKind,
@@ -341,7 +407,7 @@ def _place_one(
     kept = next((v for n in preferred for v in serving if v.node.name == n), None)
     if kept is not None:
         return Placement(sandbox, service, kept.node.name, repository, location)
-    open_nodes = [v for v in serving if not v.node.cordoned]
+    open_nodes = [v for v in serving if v.node.accepts_new]
     if not open_nodes:
         return Problem(location, path, f"every {kind_name} node serving {repository!r} is "
                                        "cordoned: uncordon one in nodes.yaml")

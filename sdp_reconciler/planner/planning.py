@@ -56,6 +56,7 @@ from sdp_node.protocol import (
     StartContainer,
     StopContainer,
 )
+from sdp_reconciler.planner import moves
 from sdp_reconciler.planner.dataplanning import DesiredDataSet, Reset, desired_data, plan_data
 from sdp_reconciler.planner.placement import Placement
 from sdp_reconciler.planner.plan import (
@@ -120,6 +121,12 @@ class _Planner:
     switch_ports: dict[tuple[str, str], int] = field(default_factory=dict)
     """(sandbox, service) -> the spare port its new container gets this pass"""
     retires: list[Change] = field(default_factory=list)
+    move_notes: list[str] = field(default_factory=list)
+    """moves across nodes left for a later pass (planner/moves.py)"""
+    moves_kept: set[tuple[str, str]] = field(default_factory=set)
+    """(node, sandbox): a container there keeps serving a service that moved, so its network
+    stays"""
+    running_index: moves.Running | None = None
 
     def __post_init__(self) -> None:
         # Indexes of what the nodes reported, built once: the plan stays linear in its size.
@@ -447,6 +454,10 @@ class _Planner:
         return self._by_sandbox.get(sandbox, [])
 
     def missing_reason(self, draft: _Draft, node: str) -> str:
+        moved = moves.moved_reason(self.world, self.running(), draft.placement,
+                                   draft.spec.container) if draft.service != GATEWAY else None
+        if moved is not None:
+            return moved
         if self.last_applied(node, draft.spec.container) is not None:
             return "drift: container missing (removed by hand?)"
         if not self.sandbox_containers(draft.sandbox.name):
@@ -521,6 +532,9 @@ class _Planner:
                     # the new container of a switch answers on a spare port
                     url = f"http://{self.world.nodes[route.node].node.address}:{port}"
                 depends = self.deploy_steps.get((sandbox.name, route.key))
+                held = self.holdover(sandbox.name, route.key) if depends is None else None
+                if held is not None:
+                    url = held.url  # a move not made yet: the old node keeps serving
                 fallback = (live or {}).get(route.key) if live is not None else None
                 choices.append(RouteChoice(route.key, url, "sandbox", depends, fallback))
         return choices
@@ -610,6 +624,8 @@ class _Planner:
                 if sandbox in self.blocked or not self.in_scope(sandbox):
                     continue
                 service = container.labels.get(LABEL_SERVICE)
+                if self.move_away(container, node):
+                    continue
                 reason = self.removal_reason(sandbox, service, node)
                 kind = Subject.GATEWAY if container.labels.get(LABEL_KIND) == "gateway" \
                     else Subject.SERVICE
@@ -624,7 +640,7 @@ class _Planner:
             for network in view.observation.networks:
                 sandbox = network.labels.get(LABEL_SANDBOX, "")
                 if (node, network.name) in wanted_networks or sandbox in self.blocked \
-                        or not self.in_scope(sandbox):
+                        or not self.in_scope(sandbox) or (node, sandbox) in self.moves_kept:
                     continue
                 self.changes.append(Change(
                     action=Action.REMOVE, subject=Subject.NETWORK, phase=Phase.CLEANUP,
@@ -634,6 +650,47 @@ class _Planner:
                     step=RemoveNetwork(step_id=f"cleanup:{node}:{network.name}",
                                        network=network.name),
                 ))
+
+    # -- moves across nodes (planner/moves.py) ------------------------------------------------
+
+    def running(self) -> moves.Running:
+        if self.running_index is None:
+            self.running_index = moves.running_index(self.world)
+        return self.running_index
+
+    def holdover(self, sandbox: str, service: str) -> moves.Holdover | None:
+        placement = self.placements.get((sandbox, service))
+        if placement is None:
+            return None
+        return moves.holdover(self.world, self.running(), placement=placement,
+                              container=self.world.names.container(sandbox, service),
+                              deploy_step=None)
+
+    def move_away(self, container: ObservedContainer, node: str) -> bool:
+        """Whether ``container`` on ``node`` is what a service moved to another node leaves:
+        then its drain is planned (a retire) or, the move not made yet, it is kept."""
+        sandbox = container.labels.get(LABEL_SANDBOX, "")
+        service = container.labels.get(LABEL_SERVICE) or ""
+        if container.labels.get(LABEL_KIND) != "service" or sandbox not in self.sandboxes:
+            return False
+        target = self.placements.get((sandbox, service))
+        if target is None or target.node == node:
+            return False
+        deploy = self.deploy_steps.get((sandbox, service))
+        drain = moves.drain_change(self.world, self.running(), container=container, node=node,
+                                   sandbox=sandbox, service=service, target=target,
+                                   deploy_step=deploy)
+        if drain is not None:
+            self.retires.append(drain)
+            return True
+        if container.state != "running":
+            return False  # nothing to keep serving: removed as before
+        self.moves_kept.add((node, sandbox))
+        self.move_notes.append(
+            f"sandbox {sandbox}: service {service} stays on node {node} until it runs on node "
+            f"{target.node} (its deploy there failed or is held; the routes keep pointing at "
+            f"{node})")
+        return True
 
     def in_scope(self, sandbox: str) -> bool:
         return self.only is None or sandbox in self.only
@@ -791,6 +848,8 @@ def plan(
         routes = tuple(c.step_id for c in planner.changes if c.sandbox == retire.sandbox
                        and c.phase is Phase.ROUTES)
         planner.changes.append(_replace(retire, after=retire.after + routes))
+    planner.changes = moves.hold_networks(planner.changes)
+    notes += planner.move_notes
     data_plan = plan_data(data=data, world=world, sandboxes=sandboxes, blocked=planner.blocked,
                           retired=planner.retired, resets=resets)
     planner.problems += data_plan.problems

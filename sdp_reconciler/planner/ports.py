@@ -70,10 +70,20 @@ def allocate(
         for a in existing
     }
     observed = _observed_ports(world)
+    # Where a service runs on two nodes (a move across nodes, not finished), the port it has
+    # on its placement's node is the one that counts.
+    observed_on: dict[tuple[str, str, str], int] = {}
+    for name, view in sorted(world.nodes.items()):
+        for container in view.observation.containers if view.observation else ():
+            labels = container.labels
+            label = labels.get(LABEL_PORT, "")
+            if not container.aside and label.isdigit() and LABEL_SANDBOX in labels \
+                    and LABEL_SERVICE in labels:
+                observed_on[(labels[LABEL_SANDBOX], labels[LABEL_SERVICE], name)] = int(label)
     used: dict[str, set[int]] = defaultdict(set)
     for allocation in previous.values():
         used[allocation.node].add(allocation.port)
-    for (_sandbox, _service), (node, port) in observed.items():
+    for (_sandbox, _service, node), port in observed_on.items():
         used[node].add(port)
     for (sandbox, service), placement in placements.items():
         claimed = _explicit(sandboxes[sandbox], service)
@@ -88,7 +98,8 @@ def allocate(
         node = placements[key].node
         explicit = _explicit(sandboxes[sandbox], service)
         kept = previous.get(key)
-        seen = observed.get(key)
+        here = observed_on.get((sandbox, service, node))
+        seen = (node, here) if here is not None else observed.get(key)
         if explicit is not None:
             taken_by = next((other for other, (n, p) in sorted(observed.items())
                              if other != key and n == node and p == explicit), None)

@@ -1,4 +1,5 @@
-"""Helpers that edit the state for people: new sandbox from a template, clone, route, snapshot.
+"""Helpers that edit the state for people: new sandbox from a template, clone, route, snapshot,
+drain a node.
 
 The state stays the only input: these write YAML (ruamel.yaml round-trip, so comments and
 layout survive) and never touch a node; people review, commit and push as usual. Every edit is
@@ -104,6 +105,33 @@ def _write_checked(state_dir: Path, path: Path, text: str) -> Path:
         raise SdpError(f"nothing written: the change would make the state invalid:\n{e}") \
             from None
     return path
+
+
+def set_drained(state_dir: Path, node: str, *, drained: bool) -> tuple[Path, bytes]:
+    """Mark MICRO node ``node`` drained (or no longer) in nodes.yaml; the file written and its
+    bytes before (``sdp-reconcile drain`` puts them back when the drain cannot be done)."""
+    from sdp_reconciler.state.models import NodeType
+
+    state = load_state(state_dir, host=host_rules())
+    known = {n.name: n for n in state.nodes.model.nodes}
+    if node not in known:
+        micro = ", ".join(sorted(n for n, v in known.items() if v.type is NodeType.MICRO))
+        raise SdpError(f"no node {node!r} in {state.nodes.path} (MICRO nodes: "
+                       f"{micro or 'none'})")
+    if known[node].type is not NodeType.MICRO:
+        raise SdpError(f"node {node!r} is a {known[node].type.value} node: only a MICRO node "
+                       "can be drained (cordon it with 'cordoned: true' in nodes.yaml)")
+    path = state.nodes.path
+    before = path.read_bytes()
+    document = _yaml().load(before)
+    for entry in document["nodes"]:
+        if entry.get("name") == node:
+            if drained:
+                entry["drained"] = True
+            else:
+                entry.pop("drained", None)
+    _write_checked(state_dir, path, _dump(document))
+    return path, before
 
 
 def _sandbox_path(state: LoadedState, name: str) -> Path:

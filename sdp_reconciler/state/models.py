@@ -319,6 +319,23 @@ class Node(Frozen):
         default=False,
         description="place nothing new here; what runs here stays (see 'sdp-reconcile drain')",
     )
+    drained: bool = Field(
+        default=False,
+        description="MICRO nodes: run nothing here; what runs here moves to other nodes "
+        "through the health-gated switch (written by 'sdp-reconcile drain NODE')",
+    )
+
+    @model_validator(mode="after")
+    def _drained_micro(self) -> Node:
+        if self.drained and self.type is not NodeType.MICRO:
+            raise ValueError(f"drained: only a MICRO node can be drained (node {self.name} is "
+                             f"{self.type.value}); cordon it instead")
+        return self
+
+    @property
+    def accepts_new(self) -> bool:
+        """Whether placement may put a service here that does not run here yet."""
+        return not (self.cordoned or self.drained)
 
     def port_range(self) -> PortRange:
         if self.ports is not None:

@@ -4,10 +4,13 @@ The reconciler (``--once`` or ``watch``, in this process or another, on this hos
 PostgreSQL history, any other) writes events as they happen, with increasing ids. ``EventHub``
 reads the rows after the last id it saw (only while at least one stream is open): on SQLite
 every ``interval`` seconds; on PostgreSQL when a write's NOTIFY wakes it (``History.listen``),
-and every ``listen_fallback`` seconds in case a notification was lost. It hands each row to the
-subscriptions that want it (all rows, or one sandbox's). It also notices when the status, a
-pass or a deployment's outcome changed and tells every subscription, so pages refresh their
-summaries.
+and every ``listen_fallback`` seconds in case a notification was lost. A NOTIFY is read at once
+on the listener's own connection and thread (one statement for the new rows and the change
+marker), with no hop through a worker thread or a pooled connection: on a busy host every
+extra thread or process to wake adds to the tail of the latency from a write to the page. It
+hands each row to the subscriptions that want it (all rows, or one sandbox's), in the order
+read. It also notices when the status, a pass or a deployment's outcome changed and tells
+every subscription, so pages refresh their summaries.
 
 Promises: a subscription receives every row committed after it subscribed (rows before that
 are read by the stream itself, see ``stream.py``); a slow subscription never blocks the poller
@@ -20,12 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio.to_thread
+from sse_starlette import ServerSentEvent
 
 from sdp_reconciler.history import History
 from sdp_reconciler.historydb import Listener
@@ -35,10 +41,24 @@ log = logging.getLogger("sdp_reconciler.web")
 BATCH = 500
 
 
+def progress_event(row: dict[str, Any]) -> ServerSentEvent:
+    """A history event as the stream sends it: its row as JSON, its id as the SSE id."""
+    return ServerSentEvent(json.dumps(row, separators=(",", ":")), event="progress",
+                           id=str(row["id"]))
+
+
 @dataclass
 class Notice:
     kind: Literal["progress", "status"]
     row: dict[str, Any] | None = None
+    _frame: bytes | None = None
+
+    def frame(self) -> bytes:
+        """The progress event, encoded once for every stream that sends it."""
+        if self._frame is None:
+            assert self.row is not None
+            self._frame = progress_event(self.row).encode()
+        return self._frame
 
 
 @dataclass(eq=False)
@@ -86,6 +106,10 @@ class EventHub:
         self._task: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
         self._last_id = 0
+        """the last id handed to the subscriptions (the loop's)"""
+        self._read_id = 0
+        """the last id read (the reading thread's, under ``_read_lock``)"""
+        self._read_lock = threading.Lock()
         self._marker: tuple[Any, ...] = ()
         self._closed = False
         self._wake = asyncio.Event()
@@ -105,10 +129,7 @@ class EventHub:
             if not self.polling:
                 # Read the starting point before anyone subscribes: every row up to it is
                 # already in the database, where the stream's own catch-up will read it.
-                self._last_id = await anyio.to_thread.run_sync(queries.last_event_id,
-                                                               self.history)
-                self._marker = await anyio.to_thread.run_sync(queries.change_marker,
-                                                              self.history)
+                await anyio.to_thread.run_sync(self._start_point)
             subscription = Subscription(sandbox=sandbox, limit=self.queue_size, session=session)
             subscription.closed = self._closed
             self._subscriptions.add(subscription)
@@ -118,8 +139,7 @@ class EventHub:
                     self._listening = True
 
                     def wake() -> None:  # from the listener's thread
-                        with contextlib.suppress(RuntimeError):  # the loop has closed
-                            loop.call_soon_threadsafe(self._wake.set)
+                        self._woken(loop)
 
                     self._listener = await anyio.to_thread.run_sync(self.history.listen, wake)
                 self._task = loop.create_task(self._poll())
@@ -150,32 +170,65 @@ class EventHub:
                 await task
 
     async def _poll(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while self._subscriptions and not self._closed:
                 self._wake.clear()
                 try:
-                    rows, marker = await anyio.to_thread.run_sync(self._read)
+                    count = await anyio.to_thread.run_sync(self._read, self.history, loop)
                 except Exception:  # a locked or replaced file: try again next tick
                     log.exception("reading the history's events failed; retrying")
-                    rows, marker = [], self._marker
-                for row in rows:
-                    self._last_id = int(row["id"])
-                    notice = Notice("progress", row)
-                    for subscription in list(self._subscriptions):
-                        subscription.offer(notice)
-                if marker != self._marker:
-                    self._marker = marker
-                    for subscription in list(self._subscriptions):
-                        subscription.offer(Notice("status"))
-                if len(rows) < BATCH:
+                    count = 0
+                if count < BATCH:
                     await self._pause()
         finally:
             self._task = None
 
-    def _read(self) -> tuple[list[dict[str, Any]], tuple[Any, ...]]:
-        """New events and the change marker, in one trip to a worker thread."""
-        return (queries.events_after(self.history, self._last_id, limit=BATCH),
-                queries.change_marker(self.history))
+    def _start_point(self) -> None:
+        """The last id and the change marker now (a worker thread)."""
+        with self._read_lock:
+            self._read_id = queries.last_event_id(self.history)
+            self._last_id = self._read_id
+            self._marker = queries.change_marker(self.history)
+
+    def _read(self, source: queries.Reader, loop: asyncio.AbstractEventLoop) -> int:
+        """Read the new events and the change marker from ``source`` (in a worker thread or the
+        listener's) and hand them to the loop, in the order read; how many rows came."""
+        with self._read_lock:
+            rows, marker = queries.events_and_marker(source, self._read_id, limit=BATCH)
+            if rows:
+                self._read_id = int(rows[-1]["id"])
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(self._deliver, rows, marker)
+        return len(rows)
+
+    def _woken(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A write was committed (the listener's thread): read it there, on the listener's
+        connection; without a stream open, or when that fails, leave it to the poller."""
+        listener = self._listener
+        if listener is not None and self._subscriptions and not self._closed:
+            try:
+                while self._read(listener, loop) >= BATCH:
+                    pass
+                return
+            except Exception:
+                log.exception("reading the history's events on its notification failed")
+        with contextlib.suppress(RuntimeError):  # the loop has closed
+            loop.call_soon_threadsafe(self._wake.set)
+
+    def _deliver(self, rows: list[dict[str, Any]], marker: tuple[Any, ...]) -> None:
+        """Hand rows and a changed marker to the subscriptions (the loop's thread)."""
+        for row in rows:
+            if int(row["id"]) <= self._last_id:
+                continue
+            self._last_id = int(row["id"])
+            notice = Notice("progress", row)
+            for subscription in list(self._subscriptions):
+                subscription.offer(notice)
+        if marker != self._marker:
+            self._marker = marker
+            for subscription in list(self._subscriptions):
+                subscription.offer(Notice("status"))
 
     async def _pause(self) -> None:
         """Until the next read: a NOTIFY (or the fallback) on PostgreSQL, else ``interval``."""

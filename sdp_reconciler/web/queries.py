@@ -6,8 +6,9 @@ fixed allow-list. Rows are plain dicts as SQLite returns them. Nothing here writ
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sdp_reconciler.history import History
 
@@ -58,14 +59,42 @@ def events_after(history: History, last_id: int, *, sandbox: str | None = None,
         (last_id, sandbox, limit))
 
 
+_MARKER = (
+    "SELECT (SELECT COUNT(*) FROM status) AS n, (SELECT MAX(updated_at) FROM status) AS s,"
+    " (SELECT MAX(id) FROM passes) AS p, (SELECT MAX(finished_at) FROM passes) AS f,"
+    " (SELECT MAX(completed_at) FROM deployments) AS d,"
+    " (SELECT MAX(id) FROM samples) AS m"
+)
+_MARKER_KEYS = ("n", "s", "p", "f", "d", "m")
+
+
 def change_marker(history: History) -> tuple[Any, ...]:
     """A value that changes whenever the status, a pass or a deployment's outcome changes."""
-    row = history.query(
-        "SELECT (SELECT COUNT(*) FROM status) AS n, (SELECT MAX(updated_at) FROM status) AS s,"
-        " (SELECT MAX(id) FROM passes) AS p, (SELECT MAX(finished_at) FROM passes) AS f,"
-        " (SELECT MAX(completed_at) FROM deployments) AS d,"
-        " (SELECT MAX(id) FROM samples) AS m")[0]
-    return (row["n"], row["s"], row["p"], row["f"], row["d"], row["m"])
+    row = history.query(_MARKER)[0]
+    return tuple(row[k] for k in _MARKER_KEYS)
+
+
+class Reader(Protocol):
+    """What runs a SELECT in SQLite's dialect: the ``History``, or a PostgreSQL listener's own
+    connection (``historydb.Listener``)."""
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
+
+
+def events_and_marker(history: Reader, last_id: int, *, limit: int = 500
+                      ) -> tuple[list[Row], tuple[Any, ...]]:
+    """``events_after`` and ``change_marker`` in one statement: the hub asks both on every
+    wake-up, and on PostgreSQL each trip to the database is a pool checkout and a round trip
+    on the path from a write to every page."""
+    found = history.query(
+        f"SELECT mk.n AS mk_n, mk.s AS mk_s, mk.p AS mk_p, mk.f AS mk_f, mk.d AS mk_d,"  # noqa: S608
+        f" mk.m AS mk_m, ev.* FROM ({_MARKER}) mk LEFT JOIN ("
+        f"{_EVENTS_WITH_DEPLOYMENT} WHERE e.id > ? ORDER BY e.id LIMIT ?) ev ON 1 = 1"
+        " ORDER BY ev.id", (last_id, limit))
+    marker = tuple(found[0][f"mk_{k}"] for k in _MARKER_KEYS)
+    rows = [{k: v for k, v in r.items() if not k.startswith("mk_")} for r in found
+            if r["id"] is not None]
+    return rows, marker
 
 
 def samples(history: History, sandbox: str, *, limit: int = 120) -> list[Row]:

@@ -15,7 +15,6 @@ sharing the history, as does the expiry of a session (checked once a heartbeat, 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,12 +26,7 @@ from starlette.responses import Response
 
 from sdp_reconciler.web import queries
 from sdp_reconciler.web.context import PageContext
-from sdp_reconciler.web.hub import BATCH
-
-
-def _progress(row: dict[str, Any]) -> ServerSentEvent:
-    return ServerSentEvent(json.dumps(row, separators=(",", ":")), event="progress",
-                           id=str(row["id"]))
+from sdp_reconciler.web.hub import BATCH, progress_event
 
 
 def _start_after(request: Request) -> int | None:
@@ -54,7 +48,7 @@ async def events(request: Request) -> Response:
         return await anyio.to_thread.run_sync(
             lambda: queries.events_after(history, after_id, sandbox=sandbox, limit=BATCH))
 
-    async def stream() -> AsyncIterator[ServerSentEvent]:
+    async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
         subscription = await context.hub.subscribe(sandbox, session=token)
         try:
             yield ServerSentEvent(comment="connected", retry=settings.retry_ms)
@@ -69,7 +63,7 @@ async def events(request: Request) -> Response:
                 if not caught_up:
                     rows = await read(sent)
                     for row in rows:
-                        yield _progress(row)
+                        yield progress_event(row)
                         sent = int(row["id"])
                     caught_up = len(rows) < BATCH
                     continue
@@ -92,7 +86,7 @@ async def events(request: Request) -> Response:
                     if notice.kind == "status":
                         status = True
                     elif notice.row is not None and int(notice.row["id"]) > sent:
-                        yield _progress(notice.row)
+                        yield notice.frame()
                         sent = int(notice.row["id"])
                 if status:
                     yield ServerSentEvent("{}", event="status")

@@ -85,7 +85,7 @@ class Stack:
         if "--state" not in args and args[:1] != ("validate",):
             command += ["--state", str(state or self.state)]
         if args and args[0] in ("once", "restart", "plan", "reset", "status", "snapshot",
-                                "drop-source") \
+                                "drop-source", "drain") \
                 and "--history" not in args:
             command += ["--history", str(history or self.history)]
         merged = {**self.env, **(env or {})}

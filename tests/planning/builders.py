@@ -29,6 +29,7 @@ from sdp_node.protocol import (
     ContainerSpec,
     DeployGateway,
     DeployService,
+    DrainContainer,
     RepositoryInfo,
     RepositoryKind,
     Secret,
@@ -267,6 +268,7 @@ def reconcile_once(
     removed = {
         (c.sandbox, c.service) for c in result.plan.changes
         if c.action is Action.REMOVE and c.service and outcome.ok(c)
+        and not isinstance(c.step, DrainContainer)  # a move: its allocation is on its new node
     }
     written = as_ports_file(release(result.allocations, removed))
     return result, outcome, replace(desired, ports_file=written)

@@ -44,6 +44,7 @@ from sdp_node.protocol import (
     DeployGateway,
     DeployService,
     DeployState,
+    DrainContainer,
     DropCapturedSource,
     DropDatabase,
     DropRabbitmqVhost,
@@ -222,7 +223,7 @@ class InMemoryNodes:
             ok = step.container not in failing
             if ok:
                 self._set_state(node, step.container, "running")
-        elif isinstance(step, RemoveContainer):
+        elif isinstance(step, RemoveContainer | DrainContainer):
             node.containers.pop(step.container, None)
             node.containers.pop(step.container + "--previous", None)
             node.gateways.pop(step.container, None)

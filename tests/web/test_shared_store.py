@@ -129,3 +129,46 @@ def test_a_write_by_another_process_reaches_the_stream_by_notify(
         assert page.history.query("SELECT mode FROM passes") == [{"mode": "once"}]
     finally:
         _stop(page)
+
+
+BURST = """
+import sys
+from sdp_reconciler.history import History
+h = History(sys.argv[1])
+for n in range(int(sys.argv[2])):
+    h.add_event(sandbox="S1", kind="log", message=f"burst {n}")
+h.close()
+"""
+
+
+def test_a_burst_by_another_process_reaches_the_stream_whole_and_in_order_by_notify(
+        tmp_path: Path, pg: PgHistory) -> None:
+    """More events than one read takes (500), each its own transaction: the page reads them on
+    its listening connection as the notifications come, none lost, none twice, in id order."""
+    page = start_live_page(tmp_path, PUSH_ONLY, history=pg.url, env=pg.env)
+    count = 1200
+    try:
+        with page.client(timeout=60) as client:
+            response = client.send(client.build_request("GET", "/events"), stream=True)
+            events = parse(response.iter_lines())
+            assert next(events).comment == "connected"
+            page.wait_open_streams(1, timeout=10)
+            writer = subprocess.Popen([sys.executable, "-c", BURST, pg.url, str(count)],
+                                      env=pg.env | {"PATH": "/usr/bin:/bin"},
+                                      stderr=subprocess.PIPE, text=True)
+            try:
+                messages = []
+                for event in events:
+                    if event.event == "progress":
+                        messages.append((int(event.id or 0), event.json()["message"]))
+                        if len(messages) == count:
+                            break
+            finally:
+                assert writer.wait(timeout=120) == 0, writer.stderr.read() if writer.stderr \
+                    else ""
+            response.close()
+        ids = [i for i, _ in messages]
+        assert ids == sorted(set(ids)), "in id order, none twice"
+        assert [m for _, m in messages] == [f"burst {n}" for n in range(count)]
+    finally:
+        _stop(page)
