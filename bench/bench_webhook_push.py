@@ -56,12 +56,12 @@ from stack import SdpStack, build_stack, sandbox_yaml
 
 from sdp_reconciler.web.bitbucket import SERVER_PUSH, sign
 
-MICRO_PORTS = (20950, 20958)
-HAND_PORT = 20959
+MICRO_PORTS = (20920, 20928)  # its own block: zero-drop has 20950-20959
+HAND_PORT = 20929
 GATEWAY_PORTS = (21070, 21079)
 PAGE_PORT = 21069
-SUBNET_RANGE = "10.240.64.0/20"
-HAND_SUBNET = "10.240.50.0/27"
+SUBNET_RANGE = "10.240.32.0/20"
+HAND_SUBNET = "10.240.51.0/27"
 GOAL = 1.0
 
 
