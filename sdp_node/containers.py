@@ -52,8 +52,10 @@ from sdp_node.errors import (
 from sdp_node.protocol import (
     ASIDE_SUFFIX,
     LABEL_INSTANCE,
+    LABEL_KIND,
     LABEL_MANAGED,
     LABEL_NODE,
+    LABEL_PORT,
     NEXT_SUFFIX,
     ContainerStats,
     ObservedContainer,
@@ -66,6 +68,10 @@ _CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 Runtime = tuple[datetime | None, int, str | None]
 """started at, restart count, health"""
 STOP_TIMEOUT = 10
+HEALTH_FIRST_DELAY = 0.02
+"""seconds before the second probe of a container that did not answer yet (then x1.5 each)"""
+HEALTH_STREAK_DELAY = 0.02
+"""seconds between the probes of a streak of 2xx answers (``health_successes``)"""
 Log = Callable[[str], None]
 
 
@@ -253,6 +259,20 @@ class Engine:
                 )
             )
         return sorted(observed, key=lambda c: c.name)
+
+    def published_service_ports(self) -> set[int]:
+        """The ports this agent's service containers publish, from their labels: one listing,
+        none of the per-container inspections ``list_containers`` may need."""
+        try:
+            summaries = self.api.containers(all=True, filters=self._filters())
+        except DockerException as e:
+            raise NodeError(f"cannot list containers: {e}") from e
+        ports = set()
+        for summary in summaries:
+            labels = self._overlay(summary["Id"], summary.get("Labels") or {})
+            if labels.get(LABEL_KIND) == "service" and labels.get(LABEL_PORT, "").isdigit():
+                ports.add(int(labels[LABEL_PORT]))
+        return ports
 
     def _runtime(self, summaries: list[dict[str, Any]]) -> dict[str, Runtime]:
         """Start time, restart count and health of each container, inspected only when its
@@ -611,7 +631,10 @@ class Engine:
         policy hides a crash), fails at once with ``CrashedOnStart``: nobody waits out the
         timeout for a process that is gone. Time running out is ``HealthCheckFailed``."""
         deadline = time.monotonic() + timeout
-        delay = 0.05
+        # A process that was just started usually listens within tens of milliseconds: poll
+        # often at first, then back off (to 0.5 s) for slow starts. Answers in a row are
+        # counted as before, each one a new GET.
+        delay = HEALTH_FIRST_DELAY
         last = "no answer yet"
         streak = 0
         while True:
@@ -639,6 +662,6 @@ class Engine:
                     + (f" {successes} times in a row" if successes > 1 else "")
                     + f" within {timeout:.0f}s (last: {last})", answer=last,
                 )
-            time.sleep(0.05 if healthy else delay)
+            time.sleep(HEALTH_STREAK_DELAY if healthy else delay)
             if not healthy:
                 delay = min(delay * 1.5, 0.5)
