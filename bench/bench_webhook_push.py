@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_push_to_live import _epoch, medians
+from bench_push_to_live import medians, pass_breakdown
 from common import (
     BIN,
     GO_CACHE,
@@ -234,28 +234,12 @@ def measure(bench: Bench, rounds: int) -> int:
 
 
 def hook_breakdown(stack: SdpStack, posted: float) -> dict[str, float]:
-    """Split the webhook's pass by the timestamps it left in the history file."""
-    with sqlite3.connect(stack.history) as db:
-        pass_id, started, finished = db.execute(
-            "SELECT id, started_at, finished_at FROM passes ORDER BY id DESC LIMIT 1").fetchone()
-        events = dict(db.execute(
-            "SELECT event, at FROM events WHERE pass_id = ? AND event IS NOT NULL "
-            "ORDER BY id", (pass_id,)).fetchall())
-    t = {k: _epoch(v) for k, v in events.items()}
-    start, end = _epoch(started), _epoch(finished)
-    out = {"hook → pass recorded (debounce, load, observe, heads, plan)": start - posted}
-    if "FETCH_STARTED" in t and "DEPLOY_COMPLETED" in t:
-        out["lease + apply request"] = t["FETCH_STARTED"] - start
-        for stage, (a, b) in {
-            "agent: git fetch": ("FETCH_STARTED", "FETCH_COMPLETED"),
-            "agent: git checkout": ("CHECKOUT_STARTED", "CHECKOUT_COMPLETED"),
-            "agent: go build": ("BUILD_STARTED", "BUILD_COMPLETED"),
-            "agent: start container (replace + health)": ("DEPLOY_STARTED", "DEPLOY_COMPLETED"),
-        }.items():
-            if a in t and b in t:
-                out[stage] = t[b] - t[a]
-        out["result → pass recorded"] = end - t["DEPLOY_COMPLETED"]
-    return out
+    """Split the webhook's pass by the timestamps it left in the history file (the stages,
+    the switch's steps, the route move and the retire: ``bench_push_to_live``'s split)."""
+    split = pass_breakdown(stack, posted, posted)
+    split.pop("summary + exit", None)
+    first = split.pop("start-up, load, observe, heads, plan")
+    return {"hook → pass recorded (load, observe, heads, plan)": first, **split}
 
 
 if __name__ == "__main__":
