@@ -490,7 +490,7 @@ class Engine:
     # -- containers ------------------------------------------------------------------------------
 
     def create(self, spec: RunSpec) -> str:
-        self.require_image(spec.image)
+        # No image check first: a missing image is Docker's 404 below, explained there.
         host_ip = self.config.publish_address
         host_config = self.api.create_host_config(
             port_bindings={spec.container_port: (host_ip, spec.host_port)},
