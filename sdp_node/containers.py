@@ -622,6 +622,20 @@ class Engine:
             return {name: "ok" if healthy else text
                     for name, (healthy, text) in zip(targets, results, strict=True)}
 
+    def _require_alive(self, ident: str, *, name: str, path: str, answer: str,
+                       restarts_before: int) -> None:
+        """CrashedOnStart when the container is gone, exited or was restarted by Docker."""
+        details = self._inspect(ident)
+        state = (details or {}).get("State", {})
+        restarts = int((details or {}).get("RestartCount", 0) or 0) - restarts_before
+        if details is None or state.get("Status") in ("exited", "dead", "restarting") \
+                or restarts > 0:
+            code = state.get("ExitCode")
+            how = f"exited with code {code}" if not restarts else \
+                f"exited (code {code}) and was restarted {restarts} time(s)"
+            raise CrashedOnStart(
+                f"container {name!r} {how} before it was healthy on {path}", answer=answer)
+
     def wait_healthy(
         self, ident: str, *, name: str, port: int, path: str, timeout: float, log: Log,
         successes: int = 1, restarts_before: int = 0,
@@ -638,20 +652,13 @@ class Engine:
         last = "no answer yet"
         streak = 0
         while True:
-            details = self._inspect(ident)
-            state = (details or {}).get("State", {})
-            restarts = int((details or {}).get("RestartCount", 0) or 0) - restarts_before
-            if details is None or state.get("Status") in ("exited", "dead", "restarting") \
-                    or restarts > 0:
-                code = state.get("ExitCode")
-                how = f"exited with code {code}" if not restarts else \
-                    f"exited (code {code}) and was restarted {restarts} time(s)"
-                raise CrashedOnStart(
-                    f"container {name!r} {how} before it was healthy on {path}",
-                    answer=last,
-                )
             healthy, last = self.probe(port, path)
             streak = streak + 1 if healthy else 0
+            if not healthy or streak >= successes:
+                # Docker is asked after each unanswered probe (an exit fails at once) and at
+                # the end of the streak (a restart during it fails too), not before every GET.
+                self._require_alive(ident, name=name, path=path, answer=last,
+                                    restarts_before=restarts_before)
             if streak >= successes:
                 log(f"health check {path} answered {last.removeprefix('HTTP ')}"
                     + (f" {streak} times in a row" if successes > 1 else ""))
