@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_push_to_live import _epoch, medians
+from bench_push_to_live import medians, pass_breakdown
 from common import (
     BIN,
     GO_CACHE,
@@ -56,12 +56,12 @@ from stack import SdpStack, build_stack, sandbox_yaml
 
 from sdp_reconciler.web.bitbucket import SERVER_PUSH, sign
 
-MICRO_PORTS = (20950, 20958)
-HAND_PORT = 20959
+MICRO_PORTS = (20920, 20928)  # its own block: zero-drop has 20950-20959
+HAND_PORT = 20929
 GATEWAY_PORTS = (21070, 21079)
 PAGE_PORT = 21069
-SUBNET_RANGE = "10.240.64.0/20"
-HAND_SUBNET = "10.240.50.0/27"
+SUBNET_RANGE = "10.240.32.0/20"
+HAND_SUBNET = "10.240.51.0/27"
 GOAL = 1.0
 
 
@@ -234,28 +234,12 @@ def measure(bench: Bench, rounds: int) -> int:
 
 
 def hook_breakdown(stack: SdpStack, posted: float) -> dict[str, float]:
-    """Split the webhook's pass by the timestamps it left in the history file."""
-    with sqlite3.connect(stack.history) as db:
-        pass_id, started, finished = db.execute(
-            "SELECT id, started_at, finished_at FROM passes ORDER BY id DESC LIMIT 1").fetchone()
-        events = dict(db.execute(
-            "SELECT event, at FROM events WHERE pass_id = ? AND event IS NOT NULL "
-            "ORDER BY id", (pass_id,)).fetchall())
-    t = {k: _epoch(v) for k, v in events.items()}
-    start, end = _epoch(started), _epoch(finished)
-    out = {"hook → pass recorded (debounce, load, observe, heads, plan)": start - posted}
-    if "FETCH_STARTED" in t and "DEPLOY_COMPLETED" in t:
-        out["lease + apply request"] = t["FETCH_STARTED"] - start
-        for stage, (a, b) in {
-            "agent: git fetch": ("FETCH_STARTED", "FETCH_COMPLETED"),
-            "agent: git checkout": ("CHECKOUT_STARTED", "CHECKOUT_COMPLETED"),
-            "agent: go build": ("BUILD_STARTED", "BUILD_COMPLETED"),
-            "agent: start container (replace + health)": ("DEPLOY_STARTED", "DEPLOY_COMPLETED"),
-        }.items():
-            if a in t and b in t:
-                out[stage] = t[b] - t[a]
-        out["result → pass recorded"] = end - t["DEPLOY_COMPLETED"]
-    return out
+    """Split the webhook's pass by the timestamps it left in the history file (the stages,
+    the switch's steps, the route move and the retire: ``bench_push_to_live``'s split)."""
+    split = pass_breakdown(stack, posted, posted)
+    split.pop("summary + exit", None)
+    first = split.pop("start-up, load, observe, heads, plan")
+    return {"hook → pass recorded (load, observe, heads, plan)": first, **split}
 
 
 if __name__ == "__main__":

@@ -56,8 +56,10 @@ from sdp_node.errors import (
 from sdp_node.protocol import (
     ASIDE_SUFFIX,
     LABEL_INSTANCE,
+    LABEL_KIND,
     LABEL_MANAGED,
     LABEL_NODE,
+    LABEL_PORT,
     NEXT_SUFFIX,
     ContainerStats,
     ObservedContainer,
@@ -70,6 +72,10 @@ _CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 Runtime = tuple[datetime | None, int, str | None]
 """started at, restart count, health"""
 STOP_TIMEOUT = 10
+HEALTH_FIRST_DELAY = 0.02
+"""seconds before the second probe of a container that did not answer yet (then x1.5 each)"""
+HEALTH_STREAK_DELAY = 0.02
+"""seconds between the probes of a streak of 2xx answers (``health_successes``)"""
 Log = Callable[[str], None]
 
 
@@ -271,6 +277,20 @@ class Engine:
                 )
             )
         return sorted(observed, key=lambda c: c.name)
+
+    def published_service_ports(self) -> set[int]:
+        """The ports this agent's service containers publish, from their labels: one listing,
+        none of the per-container inspections ``list_containers`` may need."""
+        try:
+            summaries = self.api.containers(all=True, filters=self._filters())
+        except DockerException as e:
+            raise NodeError(f"cannot list containers: {e}") from e
+        ports = set()
+        for summary in summaries:
+            labels = self._overlay(summary["Id"], summary.get("Labels") or {})
+            if labels.get(LABEL_KIND) == "service" and labels.get(LABEL_PORT, "").isdigit():
+                ports.add(int(labels[LABEL_PORT]))
+        return ports
 
     def _runtime(self, summaries: list[dict[str, Any]]) -> dict[str, Runtime]:
         """Start time, restart count and health of each container, inspected only when its
@@ -490,7 +510,7 @@ class Engine:
     # -- containers ------------------------------------------------------------------------------
 
     def create(self, spec: RunSpec) -> str:
-        self.require_image(spec.image)
+        # No image check first: a missing image is Docker's 404 below, explained there.
         host_ip = self.config.publish_address
         host_config = self.api.create_host_config(
             port_bindings={spec.container_port: (host_ip, spec.host_port)},
@@ -623,6 +643,20 @@ class Engine:
             return {name: "ok" if healthy else text
                     for name, (healthy, text) in zip(targets, results, strict=True)}
 
+    def _require_alive(self, ident: str, *, name: str, path: str, answer: str,
+                       restarts_before: int) -> None:
+        """CrashedOnStart when the container is gone, exited or was restarted by Docker."""
+        details = self._inspect(ident)
+        state = (details or {}).get("State", {})
+        restarts = int((details or {}).get("RestartCount", 0) or 0) - restarts_before
+        if details is None or state.get("Status") in ("exited", "dead", "restarting") \
+                or restarts > 0:
+            code = state.get("ExitCode")
+            how = f"exited with code {code}" if not restarts else \
+                f"exited (code {code}) and was restarted {restarts} time(s)"
+            raise CrashedOnStart(
+                f"container {name!r} {how} before it was healthy on {path}", answer=answer)
+
     def wait_healthy(
         self, ident: str, *, name: str, port: int, path: str, timeout: float, log: Log,
         successes: int = 1, restarts_before: int = 0,
@@ -632,24 +666,20 @@ class Engine:
         policy hides a crash), fails at once with ``CrashedOnStart``: nobody waits out the
         timeout for a process that is gone. Time running out is ``HealthCheckFailed``."""
         deadline = time.monotonic() + timeout
-        delay = 0.05
+        # A process that was just started usually listens within tens of milliseconds: poll
+        # often at first, then back off (to 0.5 s) for slow starts. Answers in a row are
+        # counted as before, each one a new GET.
+        delay = HEALTH_FIRST_DELAY
         last = "no answer yet"
         streak = 0
         while True:
-            details = self._inspect(ident)
-            state = (details or {}).get("State", {})
-            restarts = int((details or {}).get("RestartCount", 0) or 0) - restarts_before
-            if details is None or state.get("Status") in ("exited", "dead", "restarting") \
-                    or restarts > 0:
-                code = state.get("ExitCode")
-                how = f"exited with code {code}" if not restarts else \
-                    f"exited (code {code}) and was restarted {restarts} time(s)"
-                raise CrashedOnStart(
-                    f"container {name!r} {how} before it was healthy on {path}",
-                    answer=last,
-                )
             healthy, last = self.probe(port, path)
             streak = streak + 1 if healthy else 0
+            if not healthy or streak >= successes:
+                # Docker is asked after each unanswered probe (an exit fails at once) and at
+                # the end of the streak (a restart during it fails too), not before every GET.
+                self._require_alive(ident, name=name, path=path, answer=last,
+                                    restarts_before=restarts_before)
             if streak >= successes:
                 log(f"health check {path} answered {last.removeprefix('HTTP ')}"
                     + (f" {streak} times in a row" if successes > 1 else ""))
@@ -660,6 +690,6 @@ class Engine:
                     + (f" {successes} times in a row" if successes > 1 else "")
                     + f" within {timeout:.0f}s (last: {last})", answer=last,
                 )
-            time.sleep(0.05 if healthy else delay)
+            time.sleep(HEALTH_STREAK_DELAY if healthy else delay)
             if not healthy:
                 delay = min(delay * 1.5, 0.5)

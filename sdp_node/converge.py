@@ -708,10 +708,7 @@ class Converger:
         """Guard the published ports of this node's services (and ``also``, about to be)."""
         if not self.guard.enabled:
             return
-        ports = {
-            int(c.labels[LABEL_PORT]) for c in self.engine.list_containers()
-            if c.labels.get(LABEL_KIND) == "service" and c.labels.get(LABEL_PORT, "").isdigit()
-        }
+        ports = self.engine.published_service_ports()
         if also is not None:
             ports.add(also)
         self.guard.sync(ports)

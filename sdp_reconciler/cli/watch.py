@@ -11,8 +11,9 @@
   webhooks: a push to the state repository's branch fetches it and runs a full pass; a push
   to a service or gateway repository runs a pass scoped to the sandboxes tracking that branch
   (``scope.Tracking``: only their nodes are observed); a push nothing tracks runs nothing.
-  Triggers arriving close together coalesce into one pass (``scope.coalesce``), and one
-  arriving during a pass runs another after it, so the last push is never lost. The
+  A push starts its pass at once (no debounce on the first of a burst); the triggers
+  arriving during a pass coalesce into one pass after it (``scope.coalesce``), so the last
+  push is never lost. The
   interval pass stays, as the safety net for drift and missed hooks.
 * An invalid state applies nothing from it: the error is recorded (the page shows it) and the
   pass converges to the last valid state instead, so drift keeps being healed.
@@ -62,8 +63,10 @@ class WatchOptions:
     branch: str = "main"
     allow_prune: bool = False
     debounce_ms: int = 300
-    hook_debounce_ms: int = 100
-    """a webhook's pass waits this long for the rest of a burst of pushes (at most 1 s)"""
+    hook_debounce_ms: int = 0
+    """how long a webhook's pass waits for the rest of a burst of pushes (at most 1 s); none
+    by default: the first push of a burst is on its way live at once, and the pushes that
+    arrive during its pass are folded into the next one"""
 
 
 def _state_filter(change: Change, path: str) -> bool:
@@ -231,8 +234,8 @@ class Watcher:
         except queue.Empty:
             return Trigger("interval", f"every {self.options.interval:g}s")
         burst = [first]
-        if first.kind == "webhook":  # a push often comes with more: wait for the rest
-            window = self.options.hook_debounce_ms / 1000
+        window = self.options.hook_debounce_ms / 1000
+        if first.kind == "webhook" and window > 0:  # a push may come with more: wait for them
             deadline = time.monotonic() + 1.0
             while not self.stop.is_set():
                 try:

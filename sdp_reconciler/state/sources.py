@@ -29,6 +29,7 @@ from ruamel.yaml.events import (
     DocumentStartEvent,
     NodeEvent,
 )
+from ruamel.yaml.parser import RoundTripParser
 from ruamel.yaml.reader import ReaderError
 
 from sdp_reconciler.state.locations import Location, PathKey, Problem, dotted
@@ -107,13 +108,16 @@ def load_source(path: Path, display: str) -> SourceDoc:
 
 
 def parse_source(text: str, display: str) -> SourceDoc:
-    _screen_events(text, display)
     loader = YAML(typ="rt")
     loader.allow_duplicate_keys = False
+    loader.Parser = _ScreeningParser
+    loader.parser.display = display
     try:
         tree = loader.load(text)
     except MarkedYAMLError as e:
         raise SourceError(_marked_problem(e, display)) from None
+    except ReaderError as e:
+        raise SourceError(_reader_problem(e, text, display)) from None
     except YAMLError as e:
         raise SourceError(Problem(Location(display), "", f"YAML error: {e}")) from None
     if tree is None:
@@ -124,52 +128,70 @@ def parse_source(text: str, display: str) -> SourceDoc:
     return doc
 
 
-def _screen_events(text: str, display: str) -> None:
-    """Refuse unsafe constructs from the event stream, before anything is composed."""
-    depth = 0
-    documents = 0
-    try:
-        for event in YAML(typ="safe", pure=True).parse(text):
-            mark = event.start_mark
-            where = Location(display, mark.line + 1, mark.column + 1)
-            if isinstance(event, AliasEvent) or (
-                isinstance(event, NodeEvent) and event.anchor is not None
-            ):
-                raise SourceError(
-                    Problem(where, "", "YAML anchors and aliases are not allowed in state files")
-                )
-            tag = getattr(event, "tag", None)
-            if tag is not None and tag not in _CORE_TAGS and tag != "!":
-                raise SourceError(
-                    Problem(where, "", f"YAML tag {tag!r} is not allowed in state files")
-                )
-            if isinstance(event, DocumentStartEvent):
-                documents += 1
-                if documents > 1:
-                    raise SourceError(
-                        Problem(where, "", "a state file holds one YAML document, not several")
-                    )
-            if isinstance(event, CollectionStartEvent):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    raise SourceError(
-                        Problem(where, "", f"nesting is deeper than {MAX_DEPTH} levels")
-                    )
-            elif isinstance(event, CollectionEndEvent):
-                depth -= 1
-    except MarkedYAMLError as e:
-        raise SourceError(_marked_problem(e, display)) from None
-    except ReaderError as e:
-        # A character YAML forbids (NUL, most control characters): ruamel gives only an offset.
-        position = min(e.position, len(text))
-        line = text.count("\n", 0, position) + 1
-        col = position - text.rfind("\n", 0, position)
-        raise SourceError(
-            Problem(
-                Location(display, line, col), "",
-                f"character U+{e.character:04X} is not allowed in a YAML file",
+class _ScreeningParser(RoundTripParser):
+    """The round-trip parser, refusing unsafe constructs event by event as it makes them.
+
+    The file is parsed once: the composer asks for every event of the document (and the
+    next one, to refuse a second document) before anything is constructed, so an alias, a
+    foreign tag, a second document or a nesting too deep is refused before it is used.
+    """
+
+    display = ""
+    _depth = 0
+    _documents = 0
+
+    def _next(self) -> None:
+        if self.current_event is None and self.state:
+            self.current_event = self.state()
+            self._screen(self.current_event)
+
+    def check_event(self, *choices: Any) -> bool:
+        self._next()
+        return bool(super().check_event(*choices))
+
+    def peek_event(self) -> Any:
+        self._next()
+        return super().peek_event()
+
+    def get_event(self) -> Any:
+        self._next()
+        return super().get_event()
+
+    def _screen(self, event: Any) -> None:
+        mark = event.start_mark
+        where = Location(self.display, mark.line + 1, mark.column + 1)
+        if isinstance(event, AliasEvent) or (
+            isinstance(event, NodeEvent) and event.anchor is not None
+        ):
+            raise SourceError(
+                Problem(where, "", "YAML anchors and aliases are not allowed in state files")
             )
-        ) from None
+        tag = getattr(event, "tag", None)
+        if tag is not None and tag not in _CORE_TAGS and tag != "!":
+            raise SourceError(Problem(where, "", f"YAML tag {tag!r} is not allowed in state files"))
+        if isinstance(event, DocumentStartEvent):
+            self._documents += 1
+            if self._documents > 1:
+                raise SourceError(
+                    Problem(where, "", "a state file holds one YAML document, not several")
+                )
+        if isinstance(event, CollectionStartEvent):
+            self._depth += 1
+            if self._depth > MAX_DEPTH:
+                raise SourceError(Problem(where, "", f"nesting is deeper than {MAX_DEPTH} levels"))
+        elif isinstance(event, CollectionEndEvent):
+            self._depth -= 1
+
+
+def _reader_problem(e: ReaderError, text: str, display: str) -> Problem:
+    # A character YAML forbids (NUL, most control characters): ruamel gives only an offset.
+    position = min(e.position, len(text))
+    line = text.count("\n", 0, position) + 1
+    col = position - text.rfind("\n", 0, position)
+    return Problem(
+        Location(display, line, col), "",
+        f"character U+{e.character:04X} is not allowed in a YAML file",
+    )
 
 
 def _marked_problem(e: MarkedYAMLError, display: str) -> Problem:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer
 
 from sdp_reconciler.errors import StateError
 from sdp_reconciler.state import rules, sources
@@ -163,15 +164,18 @@ def test_file_at_the_size_bound_is_read(state_dir: Path) -> None:
 def test_alias_bomb_is_refused_before_anything_is_composed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Composing the billion laughs would build 9**9 nodes; the event screen stops at '&a'."""
+    """Composing the billion laughs would build 9**9 nodes; the event screen stops at '&a',
+    the first anchor the parser makes, before the composer gets it."""
 
-    compose = YAML.load
+    def refusing(compose: Any) -> Any:
+        def compose_unless_anchored(self: Composer, anchor: Any) -> Any:
+            assert anchor is None, f"the anchored node &{anchor} was composed"
+            return compose(self, anchor)
 
-    def compose_unless_bomb(self: YAML, stream: str) -> object:
-        assert "lol" not in stream, "the alias bomb was composed"
-        return compose(self, stream)
+        return compose_unless_anchored
 
-    monkeypatch.setattr(YAML, "load", compose_unless_bomb)
+    for name in ("compose_scalar_node", "compose_sequence_node", "compose_mapping_node"):
+        monkeypatch.setattr(Composer, name, refusing(getattr(Composer, name)))
     root = build_case("security-alias-bomb", tmp_path / "state")
     with pytest.raises(StateError) as caught:
         load_state(root)
