@@ -62,6 +62,8 @@ from sdp_reconciler.planner.plan import (
     PHASE_ORDER,
     Action,
     Change,
+    ChangeDetail,
+    DetailKind,
     Phase,
     Plan,
     RouteChoice,
@@ -362,12 +364,12 @@ class _Planner:
         subject = Subject.GATEWAY if gateway else Subject.SERVICE
         phase = Phase.ROUTES if gateway else Phase.SERVICES
         current = self.observed(node, spec.container)
-        detail = {
-            "repository": spec.repository, "branch": spec.branch, "commit": spec.commit,
-            "port": spec.port,
-            "previous_commit": current.labels.get(LABEL_COMMIT) if current else None,
-            "environment": draft.environment,
-        }
+        detail = ChangeDetail(
+            DetailKind.DEPLOY, repository=spec.repository, branch=spec.branch,
+            commit=spec.commit, port=spec.port,
+            previous_commit=current.labels.get(LABEL_COMMIT) if current else None,
+            environment=draft.environment,
+        )
         suspended = draft.sandbox.suspended
         step_id = f"{phase.value}:{node}:{spec.container}"
 
@@ -441,7 +443,7 @@ class _Planner:
                     f"instance (port {current.labels.get(LABEL_PORT)}) drains and goes once the "
                     "routes moved")
         return replace(planned, step=planned.step.model_copy(update={"spec": moved}),
-                       detail={**planned.detail, "port": port})
+                       detail=replace(planned.detail, port=port))
 
     def sandbox_containers(self, sandbox: str) -> list[ObservedContainer]:
         return self._by_sandbox.get(sandbox, [])
@@ -618,8 +620,8 @@ class _Planner:
                     service=service, node=node, resource=container.name, reason=reason,
                     step=RemoveContainer(step_id=f"cleanup:{node}:{container.name}",
                                          container=container.name),
-                    detail={"commit": None, "previous_commit": container.labels.get(
-                        LABEL_COMMIT)},
+                    detail=ChangeDetail(DetailKind.REMOVAL,
+                                        previous_commit=container.labels.get(LABEL_COMMIT)),
                 ))
             for network in view.observation.networks:
                 sandbox = network.labels.get(LABEL_SANDBOX, "")
