@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Any, assert_never
 
 from sdp_node.protocol import DeployGateway, SetRoutes, Step
+from sdp_reconciler.planner.routetable import RouteKind
 from sdp_reconciler.state.locations import Location, Problem
 
 
@@ -88,8 +89,7 @@ class RouteChoice:
     key: str
     url: str | None
     """the URL to write; None: the commit's own (OCP) value"""
-    kind: str
-    """"sandbox", "ocp" or "target\""""
+    kind: RouteKind
     depends_on: str | None = None
     """step id of the service deploy this route waits for"""
     fallback: str | None = None
