@@ -27,6 +27,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from sdp_node.protocol import (
     DataKind,
@@ -86,7 +87,15 @@ class DesiredDataSet:
     problems: tuple[Problem, ...] = ()
 
     def of(self, sandbox: str) -> list[DesiredData]:
-        return [d for (s, _e), d in sorted(self.services.items()) if s == sandbox]
+        return self._by_sandbox.get(sandbox, [])
+
+    @cached_property
+    def _by_sandbox(self) -> dict[str, list[DesiredData]]:
+        """sandbox -> its data services, by entry name: built once, not scanned per call"""
+        out: dict[str, list[DesiredData]] = {}
+        for (sandbox, _entry), desired in sorted(self.services.items()):
+            out.setdefault(sandbox, []).append(desired)
+        return out
 
     def env_of(self, sandbox: str) -> tuple[dict[str, str], dict[str, Secret]]:
         """The variables the sandbox's containers get from its data services."""

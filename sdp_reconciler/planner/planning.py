@@ -114,37 +114,54 @@ class _Planner:
 
     def __post_init__(self) -> None:
         # Indexes of what the nodes reported, built once: the plan stays linear in its size.
+        # Those only a change needs (ports in use, a sandbox's containers) are built on first
+        # use: a pass where most containers are in sync never builds them.
         self._containers: dict[tuple[str, str], ObservedContainer] = {}
         self._gateways: dict[tuple[str, str], ObservedGateway] = {}
-        self._by_sandbox: dict[str, list[ObservedContainer]] = {}
         self._networks: set[tuple[str, str]] = set()
         self._previous: dict[tuple[str, str], ObservedContainer] = {}
         self._failures: dict[tuple[str, str], ObservedFailure] = {}
-        self._used_ports: dict[str, set[int]] = {}
-        for allocation in self.ports.values():
-            self._used_ports.setdefault(allocation.node, set()).add(allocation.port)
+        self._by_sandbox_index: dict[str, list[ObservedContainer]] | None = None
+        self._used_ports_index: dict[str, set[int]] | None = None
         for node, view in sorted(self.world.nodes.items()):
             if view.observation is None:
                 continue
             for failure in view.observation.failures:
                 self._failures[(node, failure.container)] = failure
             for container in view.observation.containers:
-                port = container.labels.get(LABEL_PORT, "")
-                if port.isdigit():
-                    self._used_ports.setdefault(node, set()).add(int(port))
                 if container.name.endswith(ASIDE_SUFFIX) and container.state == "running":
                     self._previous[(node, container.name.removesuffix(ASIDE_SUFFIX))] = \
                         container
-                if container.aside:
-                    continue
-                self._containers[(node, container.name)] = container
-                sandbox = container.labels.get(LABEL_SANDBOX)
-                if sandbox is not None:
-                    self._by_sandbox.setdefault(sandbox, []).append(container)
+                if not container.aside:
+                    self._containers[(node, container.name)] = container
             for gateway in view.observation.gateways:
                 self._gateways[(node, gateway.container)] = gateway
             self._networks |= {(node, n.name) for n in view.observation.networks}
         self._known: set[str] | None = None
+
+    @property
+    def _by_sandbox(self) -> dict[str, list[ObservedContainer]]:
+        if self._by_sandbox_index is None:
+            self._by_sandbox_index = {}
+            for (_node, _name), container in self._containers.items():
+                sandbox = container.labels.get(LABEL_SANDBOX)
+                if sandbox is not None:
+                    self._by_sandbox_index.setdefault(sandbox, []).append(container)
+        return self._by_sandbox_index
+
+    @property
+    def _used_ports(self) -> dict[str, set[int]]:
+        if self._used_ports_index is None:
+            used: dict[str, set[int]] = {}
+            for allocation in self.ports.values():
+                used.setdefault(allocation.node, set()).add(allocation.port)
+            for node, view in sorted(self.world.nodes.items()):
+                for container in view.observation.containers if view.observation else []:
+                    port = container.labels.get(LABEL_PORT, "")
+                    if port.isdigit():
+                        used.setdefault(node, set()).add(int(port))
+            self._used_ports_index = used
+        return self._used_ports_index
 
     # -- observed ---------------------------------------------------------------------------------
 
@@ -170,7 +187,7 @@ class _Planner:
 
     def retire(self, draft: DesiredService, after: tuple[str, ...], reason: str) -> None:
         """Plan the removal of the previous instance of a switched container."""
-        node, container = draft.node, draft.spec.container
+        node, container = draft.node, draft.values.container
         self.retires.append(Change(
             action=Action.REMOVE, subject=Subject.SERVICE, phase=Phase.CLEANUP,
             sandbox=draft.sandbox, service=draft.service, node=node,
@@ -193,7 +210,13 @@ class _Planner:
 
     def compare(self, draft: DesiredService | DesiredGateway) -> Change | None:
         """The change that makes the node run ``draft``, or None when it already does."""
-        spec, node = draft.spec, draft.node
+        spec, node = draft.values, draft.node
+        current = self._containers.get((node, spec.container))
+        if current is not None and not draft.suspended and not spec.recreate \
+                and current.state == "running" \
+                and current.labels.get(LABEL_SPEC) == spec.spec_hash \
+                and (node, spec.container) not in self._previous:
+            return None  # the common case, decided without building anything
         match draft:
             case DesiredService():
                 subject, phase = Subject.SERVICE, Phase.SERVICES
@@ -201,17 +224,25 @@ class _Planner:
                 subject, phase = Subject.GATEWAY, Phase.ROUTES
             case _:
                 assert_never(draft)
-        current = self.observed(node, spec.container)
-        detail = ChangeDetail(
-            DetailKind.DEPLOY, repository=spec.repository, branch=spec.branch,
-            commit=spec.commit, port=spec.port,
-            previous_commit=current.labels.get(LABEL_COMMIT) if current else None,
-            environment=draft.environment,
-        )
-        suspended = draft.suspended
         step_id = f"{phase.value}:{node}:{spec.container}"
 
+        def deploy() -> DeployService | DeployGateway:
+            match draft:
+                case DesiredService():
+                    return DeployService(step_id=step_id, spec=draft.spec,
+                                         network=draft.network)
+                case DesiredGateway():
+                    return DeployGateway(step_id=step_id, spec=draft.spec, routes={})
+                case _:
+                    assert_never(draft)
+
         def change(action: Action, reason: str, step: object) -> Change:
+            detail = ChangeDetail(
+                DetailKind.DEPLOY, repository=spec.repository, branch=spec.branch,
+                commit=spec.commit, port=spec.port,
+                previous_commit=current.labels.get(LABEL_COMMIT) if current else None,
+                environment=draft.environment,
+            )
             return Change(
                 action=action, subject=subject, phase=phase, sandbox=draft.sandbox,
                 service=draft.service, node=node, resource=spec.container, reason=reason,
@@ -219,36 +250,28 @@ class _Planner:
                 location=draft.origin, detail=detail,
             )
 
-        if suspended:
+        if draft.suspended:
             if current is not None and current.state in ("running", "restarting"):
                 return change(Action.STOP, draft.suspend_reason,
                               StopContainer(step_id=step_id, container=spec.container))
             return None
-        deploy: DeployService | DeployGateway
-        match draft:
-            case DesiredService():
-                deploy = DeployService(step_id=step_id, spec=spec, network=draft.network)
-            case DesiredGateway():
-                deploy = DeployGateway(step_id=step_id, spec=spec, routes={})
-            case _:
-                assert_never(draft)
         failure = self.failure(node, spec.container)
         if failure is not None and failure.spec_hash == spec.attempt_key and not spec.recreate \
                 and (current is None or current.labels.get(LABEL_SPEC) != spec.spec_hash):
             return None  # remembered as failed: reported by status, not tried again
         if current is None:
             reason = self.missing_reason(draft, node)
-            return change(Action.CREATE, reason, deploy)
+            return change(Action.CREATE, reason, deploy())
         if isinstance(draft, DesiredService) and (node, spec.container) in self._previous:
             self.retire(draft, (), "an interrupted switch left the previous instance: it goes "
                         "once the routes point at the new one")
             return None
         if spec.recreate:
-            return self.switched(draft, change(Action.RECREATE, "restart requested", deploy),
+            return self.switched(draft, change(Action.RECREATE, "restart requested", deploy()),
                                  current)
         if current.labels.get(LABEL_SPEC) != spec.spec_hash:
             return self.switched(
-                draft, change(Action.UPDATE, self.update_reason(draft, node, current), deploy),
+                draft, change(Action.UPDATE, self.update_reason(draft, node, current), deploy()),
                 current)
         if current.state not in ("running", "restarting"):
             siblings = self.sandbox_containers(draft.sandbox)
@@ -287,7 +310,7 @@ class _Planner:
         return self._by_sandbox.get(sandbox, [])
 
     def missing_reason(self, draft: DesiredContainer, node: str) -> str:
-        if self.last_applied(node, draft.spec.container) is not None:
+        if self.last_applied(node, draft.values.container) is not None:
             return "drift: container missing (removed by hand?)"
         if not self.sandbox_containers(draft.sandbox):
             return "new sandbox"
@@ -295,7 +318,7 @@ class _Planner:
 
     def update_reason(self, draft: DesiredContainer, node: str,
                       current: ObservedContainer) -> str:
-        spec = draft.spec
+        spec = draft.values
         old_branch = current.labels.get(LABEL_BRANCH)
         old_commit = current.labels.get(LABEL_COMMIT, "")
         parts = []
@@ -344,7 +367,7 @@ class _Planner:
 
     def plan_routes(self, draft: DesiredGateway, gateway_change: Change | None) -> list[Change]:
         """The gateway's change (carrying its routes) and/or an in-place route change."""
-        node, container = draft.node, draft.spec.container
+        node, container = draft.node, draft.values.container
         observed = self.observed_gateway(node, container)
         live = observed.live_routes if observed and observed.problem is None else None
         choices = self.route_choices(draft, live)
@@ -358,7 +381,7 @@ class _Planner:
 
     def route_update(self, draft: DesiredGateway, observed: ObservedGateway | None,
                      choices: list[RouteChoice]) -> Change | None:
-        sandbox, node, container = draft.sandbox, draft.node, draft.spec.container
+        sandbox, node, container = draft.sandbox, draft.node, draft.values.container
         if draft.suspended or observed is None:
             return None
         if observed.problem is not None:
@@ -372,14 +395,15 @@ class _Planner:
                 assert route is not None and route.origin is not None  # a declared key
                 self.problems.append(Problem(
                     route.origin, f"services.{choice.key}",
-                    f"the gateway's {draft.spec.repository} at {observed.commit[:7]} has no "
+                    f"the gateway's {draft.values.repository} at {observed.commit[:7]} has no "
                     f"'{choice.key}_url' in its config: this service cannot be routed",
                 ))
                 continue
             wanted[choice.key] = choice.url or committed[choice.key]
-        differing = {k: v for k, v in wanted.items() if observed.live_routes.get(k) != v}
+        live = observed.live_routes
+        differing = {k: v for k, v in wanted.items() if live.get(k) != v}
         reverted = {
-            k: committed[k] for k, v in observed.live_routes.items()
+            k: committed[k] for k, v in live.items()
             if k in committed and k not in wanted and v != committed[k]
         }
         if not differing and not reverted:
@@ -564,14 +588,14 @@ def plan(
                             location=thing.origin,
                         ))
                 case DesiredService():
-                    wanted.add((thing.node, thing.spec.container))
+                    wanted.add((thing.node, thing.values.container))
                     compared = planner.compare(thing)
                     if compared is not None:
                         planner.changes.append(compared)
                         if compared.action is not Action.STOP:
                             planner.deploy_steps[(name, thing.service)] = compared.step_id
                 case DesiredGateway():
-                    wanted.add((thing.node, thing.spec.container))
+                    wanted.add((thing.node, thing.values.container))
                     gateways.append(thing)  # after the services: its routes wait for them
                 case _:
                     assert_never(thing)

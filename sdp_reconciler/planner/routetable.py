@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from sdp_reconciler.state.locations import Location
 from sdp_reconciler.state.servicevars import DEFAULT_VARIABLE, variable_name
@@ -33,8 +34,9 @@ class RouteKind(StrEnum):
     """to a URL the state names"""
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
+    """One key of the table (a NamedTuple: thousands are made per pass)."""
+
     key: str
     kind: RouteKind
     url: str | None
