@@ -128,12 +128,11 @@ class _Planner:
                 continue
             for failure in view.observation.failures:
                 self._failures[(node, failure.container)] = failure
-            for container in view.observation.containers:
-                if container.name.endswith(ASIDE_SUFFIX) and container.state == "running":
-                    self._previous[(node, container.name.removesuffix(ASIDE_SUFFIX))] = \
-                        container
-                if not container.aside:
-                    self._containers[(node, container.name)] = container
+            containers = view.observation.containers
+            self._containers.update({(node, c.name): c for c in containers if not c.aside})
+            self._previous.update({
+                (node, c.name.removesuffix(ASIDE_SUFFIX)): c for c in containers
+                if c.name.endswith(ASIDE_SUFFIX) and c.state == "running"})
             for gateway in view.observation.gateways:
                 self._gateways[(node, gateway.container)] = gateway
             self._networks |= {(node, n.name) for n in view.observation.networks}
