@@ -152,7 +152,7 @@ class DesiredGateway(NamedTuple):
 
 
 DesiredContainer = DesiredService | DesiredGateway
-"""what a service and a gateway have in common (the fields above them)"""
+"""a container a node should run: both kinds share their first eleven fields"""
 
 
 class DesiredNetwork(NamedTuple):
@@ -188,9 +188,6 @@ class _Builder:
     problems: list[Problem] = field(default_factory=list)
     blocked: set[str] = field(default_factory=set)
 
-    def __post_init__(self) -> None:
-        self._hasher = SpecHasher(self.world.spec_key)
-
     # Per-pass caches: what many containers share is made once (an environment's digests,
     # a sandbox's variables on a node), so a pass stays cheap per container.
     _hidden: dict[int, tuple[dict[str, str], dict[str, str]]] = field(default_factory=dict)
@@ -209,6 +206,10 @@ class _Builder:
     sandboxes of an environment have the same variables)"""
     _addresses: dict[tuple[str, str, str], tuple[str, str | None]] = field(
         default_factory=dict)
+    """(node, repository, service) -> the node's address and the service's network URL"""
+
+    def __post_init__(self) -> None:
+        self._hasher = SpecHasher(self.world.spec_key)
 
     def block(self, sandbox: str, problem: Problem) -> None:
         self.problems.append(problem)

@@ -1,7 +1,8 @@
 """``plan(desired, observed) -> Plan``: the pure centre of SDP.
 
-Given the resolved sandboxes, where each part runs, its ports and what the nodes reported, it
-lists the changes that make the nodes match the state, each with its reason. It opens no socket,
+Given what each node should run (``desired.desire``'s values, built once per pass from the
+resolved sandboxes, where each part runs and its ports) and what the nodes reported, it lists
+the changes that make the nodes match the state, each with its reason. It opens no socket,
 file or subprocess (a test walks its imports to keep it so), and the same inputs give the same
 plan, in the same order. Nothing unchanged produces a change: a second pass after a successful
 one plans nothing.
