@@ -84,6 +84,9 @@ from sdp_reconciler.planner.world import Allocation, World
 from sdp_reconciler.state.locations import Problem
 from sdp_reconciler.state.resolved import ResolvedSandbox
 
+_Choice = tuple[str, str | None, RouteKind, str | None, str | None]
+"""a ``RouteChoice``'s fields: key, url, kind, depends_on, fallback"""
+
 
 def _order(change: Change) -> int:
     """Within one node's batch: networks, stops, deploys and starts, routes, removals."""
@@ -338,19 +341,19 @@ class _Planner:
     # -- routes -----------------------------------------------------------------------------------
 
     def route_choices(self, gateway: DesiredGateway,
-                      live: dict[str, str] | None) -> list[RouteChoice]:
+                      live: dict[str, str] | None) -> list[_Choice]:
         """The routes of the sandbox's table, each waiting for its service's deploy of this
         pass (if any, on the switch's spare port) and falling back to the route the gateway
-        serves now."""
-        choices = []
+        serves now: ``RouteChoice``'s fields, made into one only for a change."""
+        choices: list[_Choice] = []
         for route in gateway.table.routes:
             if not route.declared:
                 continue
             match route.kind:
                 case RouteKind.TARGET:
-                    choices.append(RouteChoice(route.key, route.url, RouteKind.TARGET))
+                    choices.append((route.key, route.url, RouteKind.TARGET, None, None))
                 case RouteKind.OCP:
-                    choices.append(RouteChoice(route.key, None, RouteKind.OCP))
+                    choices.append((route.key, None, RouteKind.OCP, None, None))
                 case RouteKind.SANDBOX:
                     url = route.url
                     port = self.switch_ports.get((gateway.sandbox, route.key))
@@ -359,8 +362,7 @@ class _Planner:
                         url = f"http://{self.world.nodes[route.node].node.address}:{port}"
                     depends = self.deploy_steps.get((gateway.sandbox, route.key))
                     fallback = (live or {}).get(route.key) if live is not None else None
-                    choices.append(RouteChoice(route.key, url, RouteKind.SANDBOX, depends,
-                                               fallback))
+                    choices.append((route.key, url, RouteKind.SANDBOX, depends, fallback))
                 case _:
                     assert_never(route.kind)
         return choices
@@ -374,13 +376,13 @@ class _Planner:
         if gateway_change is not None and gateway_change.action in (
             Action.CREATE, Action.UPDATE, Action.RECREATE
         ):
-            return [_with_routes(gateway_change, tuple(choices))]
+            return [_with_routes(gateway_change, tuple(RouteChoice(*c) for c in choices))]
         changes = [gateway_change] if gateway_change is not None else []
         routes = self.route_update(draft, observed, choices)
         return changes + ([routes] if routes is not None else [])
 
     def route_update(self, draft: DesiredGateway, observed: ObservedGateway | None,
-                     choices: list[RouteChoice]) -> Change | None:
+                     choices: list[_Choice]) -> Change | None:
         sandbox, node, container = draft.sandbox, draft.node, draft.values.container
         if draft.suspended or observed is None:
             return None
@@ -389,17 +391,17 @@ class _Planner:
             return None
         committed = observed.committed_routes
         wanted: dict[str, str] = {}
-        for choice in choices:
-            if choice.key not in committed:
-                route = draft.table.get(choice.key)
+        for key, url, *_rest in choices:
+            if key not in committed:
+                route = draft.table.get(key)
                 assert route is not None and route.origin is not None  # a declared key
                 self.problems.append(Problem(
-                    route.origin, f"services.{choice.key}",
+                    route.origin, f"services.{key}",
                     f"the gateway's {draft.values.repository} at {observed.commit[:7]} has no "
-                    f"'{choice.key}_url' in its config: this service cannot be routed",
+                    f"'{key}_url' in its config: this service cannot be routed",
                 ))
                 continue
-            wanted[choice.key] = choice.url or committed[choice.key]
+            wanted[key] = url or committed[key]
         live = observed.live_routes
         differing = {k: v for k, v in wanted.items() if live.get(k) != v}
         reverted = {
@@ -416,7 +418,7 @@ class _Planner:
             action=Action.UPDATE, subject=Subject.ROUTES, phase=Phase.ROUTES,
             sandbox=sandbox, service=GATEWAY, node=node, resource=container,
             reason=reason, step=step, location=draft.origin,
-            routes=tuple(c for c in choices if c.key in differing) + tuple(
+            routes=tuple(RouteChoice(*c) for c in choices if c[0] in differing) + tuple(
                 RouteChoice(k, None, RouteKind.OCP) for k in sorted(reverted)),
         )
 
