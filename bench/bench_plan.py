@@ -80,6 +80,9 @@ HEADS = {
     "erangel": {"develop": "e" * 40},
 }
 OCP = {s: f"https://{s}.ocp.company.invalid" for s in SERVICES}
+COMMITTED_ROUTES = {HEADS["erangel"]["develop"]: OCP}
+"""the gateway commit's own route values, as observing reads them (the services'
+<SERVICE>_URL variables are built from them)"""
 
 
 def nodes() -> tuple[models.Node, models.Node]:
@@ -150,7 +153,7 @@ def world_new() -> World:
     views = {n.name: observation(n, containers=[], networks=[], gateways=[], last_applied={})
              for n in (micro, gateway)}
     return World(installation=INSTALLATION, spec_key=KEY, nodes=views, heads=HEADS,
-                 environments={"qa": ENVIRONMENT})
+                 environments={"qa": ENVIRONMENT}, committed_routes=COMMITTED_ROUTES)
 
 
 def world_in_sync(new_plan: Plan) -> World:
@@ -187,7 +190,7 @@ def world_in_sync(new_plan: Plan) -> World:
                                  gateways=found[n.name]["gateways"],
                                  last_applied=applied[n.name]) for n in (micro, gateway)}
     return World(installation=INSTALLATION, spec_key=KEY, nodes=views, heads=HEADS,
-                 environments={"qa": ENVIRONMENT})
+                 environments={"qa": ENVIRONMENT}, committed_routes=COMMITTED_ROUTES)
 
 
 class Case:

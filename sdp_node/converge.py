@@ -52,6 +52,7 @@ from sdp_node.errors import (
 from sdp_node.gateway import GatewayFiles
 from sdp_node.git import GitStore
 from sdp_node.isolation import PortGuard
+from sdp_node.mounts import engine_mounts
 from sdp_node.naming import (
     GATEWAY,
     branch_problem,
@@ -140,7 +141,7 @@ class Converger:
         finally:
             operation.finish()
             # Still in the one worker thread: no other apply runs while this looks.
-            prune.after_apply(self.config, lambda: self.engine.api.containers(all=True))
+            prune.after_apply(self.config, lambda: engine_mounts(self.engine))
 
     def _run_step(self, step: Step, context: StepContext) -> StepResult:
         try:

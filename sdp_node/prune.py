@@ -29,12 +29,13 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sdp_node.config import NodeConfig, Pruning
+from sdp_node.mounts import ContainerMounts
 
 log = logging.getLogger("sdp_node")
 
@@ -122,16 +123,14 @@ def scan(workspace: Path) -> list[Entry]:
     return found
 
 
-def mounted(containers: Iterable[dict[str, Any]]) -> set[Path]:
-    """Every mount source of ``containers`` (as ``docker ps`` lists them) and its parents."""
+def mounted(containers: Iterable[ContainerMounts]) -> set[Path]:
+    """Every mount source of ``containers`` and its parents."""
     paths: set[Path] = set()
     for container in containers:
-        for mount in container.get("Mounts") or []:
-            source = mount.get("Source")
-            if source:
-                path = Path(source).resolve()
-                paths.add(path)
-                paths.update(path.parents)
+        for source in container.sources:
+            path = Path(source).resolve()
+            paths.add(path)
+            paths.update(path.parents)
     return paths
 
 
@@ -165,7 +164,7 @@ def empty(folder: Path) -> None:
             child.unlink()
 
 
-def prune(config: NodeConfig, containers: Iterable[dict[str, Any]],
+def prune(config: NodeConfig, containers: Iterable[ContainerMounts],
           now: float | None = None) -> Pruned:
     """Delete what ``decide`` picks and empty GOCACHE when too large; report what went."""
     settings = config.pruning
@@ -197,9 +196,11 @@ def prune(config: NodeConfig, containers: Iterable[dict[str, Any]],
     return result
 
 
-def after_apply(config: NodeConfig, list_all: Any) -> Pruned | None:
+def after_apply(config: NodeConfig,
+                list_all: Callable[[], Iterable[ContainerMounts]]) -> Pruned | None:
     """Prune when ``pruning.enabled``; ``list_all()`` lists every container on the engine
-    (``docker ps -a``, with mounts). Never raises: a failure is logged and the agent goes on."""
+    and what it mounts (``mounts.engine_mounts``). Never raises: a failure is logged and the
+    agent goes on."""
     if not config.pruning.enabled:
         return None
     try:

@@ -4,6 +4,7 @@ Layers, each a package whose ``__init__`` says what it owns and what it may impo
 ``state`` (what the state directory says) → ``planner`` (pure: what should change) →
 ``observe`` (what the nodes run) and ``apply`` (one pass, carried out by the agents), with
 ``cli`` and ``web`` at the edge and ``access`` (who may change what) beside ``state``.
-``errors``, ``redaction`` and ``history`` are shared by all (``history`` with its two
-databases behind ``historydb``, and ``historycopy`` for ``history migrate``).
+``errors``, ``redaction``, ``statuses`` (the status vocabulary) and ``history`` are shared by
+all (``history`` with its two databases behind ``historydb``, and ``historycopy`` for
+``history migrate``).
 """

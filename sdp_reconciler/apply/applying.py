@@ -5,9 +5,11 @@
 * **Phases**: data, services, routes, cleanup, data cleanup; within a phase, one convergence
   plan per node, nodes in parallel. A sandbox whose database, Redis user or vhost failed to be
   made gets none of its services deployed (they would boot without their data), and one whose
-  container removal failed keeps its data until a later pass removed it; route choices
-  that wait for a service deploy are settled with that deploy's result before the routes phase
-  starts: a failed or held service keeps its previous route.
+  container removal failed keeps its data until a later pass removed it. Before the routes
+  phase, the steps of route choices that waited for a service deploy are settled by
+  ``planner.plan.settle_routes`` with the failed steps (a failed or held service keeps its
+  previous route): the planner chose each URL and its fallback; the applier only reports
+  what failed.
   A cleanup change that waits for other steps (``after``: a switch's retire) is left for a
   later pass when one of them failed: the previous instance keeps serving.
 * **Recording**: each change becomes a deployment row (with its audit record) when it starts;
@@ -28,16 +30,21 @@ from typing import TYPE_CHECKING, Any
 
 from sdp_node.protocol import (
     Credentials,
-    DeployGateway,
     OperationEvent,
-    SetRoutes,
-    Step,
     StepResult,
 )
 from sdp_reconciler.errors import LeaseRefused, SdpError
 from sdp_reconciler.history import History
 from sdp_reconciler.observe.node_client import NodeClient
-from sdp_reconciler.planner.plan import PHASE_ORDER, Action, Change, Phase, Plan, Subject
+from sdp_reconciler.planner.plan import (
+    PHASE_ORDER,
+    Action,
+    Change,
+    Phase,
+    Plan,
+    Subject,
+    settle_routes,
+)
 from sdp_reconciler.state.gitinfo import Authorship
 
 if TYPE_CHECKING:  # a type only: the access judge loads when a pass judges
@@ -61,28 +68,6 @@ class ApplyOutcome:
     def failed_steps(self) -> set[str]:
         failed = {k for k, r in self.results.items() if not r.ok}
         return failed | set(self.errors)
-
-
-def settle_routes(change: Change, failed: set[str]) -> Step:
-    """The change's step with its route choices settled by the deploys they waited for."""
-    step = change.step
-    if isinstance(step, DeployGateway):
-        routes: dict[str, str] = {}
-        for choice in change.routes:
-            url = choice.fallback if choice.depends_on in failed else choice.url
-            if url is not None:
-                routes[choice.key] = url
-        return step.model_copy(update={"routes": routes})
-    if isinstance(step, SetRoutes):
-        settled = dict(step.routes)
-        for choice in change.routes:
-            if choice.depends_on in failed:
-                if choice.fallback is not None:
-                    settled[choice.key] = choice.fallback
-                else:
-                    settled.pop(choice.key, None)
-        return step.model_copy(update={"routes": settled})
-    return step
 
 
 class Applier:
@@ -272,9 +257,9 @@ class Applier:
             "pass_id": self.pass_id, "step_id": change.step_id, "sandbox": change.sandbox,
             "service": change.service, "node": change.node, "resource": change.resource,
             "action": _action_label(change), "reason": self.redact(change.reason),
-            "repository": detail.get("repository"), "branch": detail.get("branch"),
-            "commit_sha": detail.get("commit"), "previous_commit": detail.get("previous_commit"),
-            "port": detail.get("port"), "environment": detail.get("environment"),
+            "repository": detail.repository, "branch": detail.branch,
+            "commit_sha": detail.commit, "previous_commit": detail.previous_commit,
+            "port": detail.port, "environment": detail.environment,
             "author": authorship.author, "uncommitted": int(authorship.uncommitted),
             "runner": self.runner, "status": "QUEUED",
         }
@@ -329,9 +314,9 @@ class Applier:
             role=str(grant.role) if grant and grant.role else None,
             deployment_id=deployment, user=authorship.author,
             uncommitted=int(authorship.uncommitted), runner=self.runner,
-            action=_audit_label(change, result), repository=detail.get("repository"),
-            branch=detail.get("branch"), commit_sha=detail.get("commit"),
-            environment=detail.get("environment"), sandbox=change.sandbox,
+            action=_audit_label(change, result), repository=detail.repository,
+            branch=detail.branch, commit_sha=detail.commit,
+            environment=detail.environment, sandbox=change.sandbox,
             service=change.service, status="SUCCESS" if result is not None and result.ok
             else "FAILED",
         )
@@ -347,7 +332,7 @@ def _audit_label(change: Change, result: StepResult | None) -> str:
         return f"drop {what}"
     if change.action is Action.RECREATE:
         return f"reclone {what}"
-    made = result is not None and result.changed and bool(change.detail.get("clones"))
+    made = result is not None and result.changed and change.detail.clones
     return f"clone {what}" if made else f"ensure {what}"
 
 

@@ -18,6 +18,7 @@ from sdp_reconciler.planner.dataplanning import DesiredData, DesiredDataSet
 from sdp_reconciler.planner.plan import Change, Plan
 from sdp_reconciler.planner.world import World
 from sdp_reconciler.state.resolved import ResolvedSandbox
+from sdp_reconciler.statuses import Health, Reason, Sync
 
 
 def _observed(world: World, desired: DesiredData) -> ObservedDataService | None:
@@ -55,39 +56,39 @@ def data_rows(
             why = "; ".join(p.message for p in plan.problems if p.location == resolved.origin)
             rows.append(StatusRow(
                 sandbox=sandbox.name, service=f"data.{entry}", node=desired.node if desired
-                else resolved.entry.node, sync="OutOfSync", health="Unhealthy",
-                reason="StateProblem", message=why or "left as is this pass", route=kind,
+                else resolved.entry.node, sync=Sync.OUT_OF_SYNC, health=Health.UNHEALTHY,
+                reason=Reason.STATE_PROBLEM, message=why or "left as is this pass", route=kind,
                 branch=resolved.entry.source,
             ))
             continue
         observed = _observed(world, desired)
         row = StatusRow(
-            sandbox=sandbox.name, service=f"data.{entry}", node=desired.node, sync="InSync",
-            health="Healthy", reason="Ready", message=_describe(observed), route=kind,
+            sandbox=sandbox.name, service=f"data.{entry}", node=desired.node, sync=Sync.IN_SYNC,
+            health=Health.HEALTHY, reason=Reason.READY, message=_describe(observed), route=kind,
             branch=observed.source if observed and observed.source else desired.source,
             url=_address(world, desired),
         )
         if observed is None:
-            row = replace(row, health="Suspended" if sandbox.suspended else "Unhealthy",
-                          reason="Missing", message="not made yet" + (
+            row = replace(row, health=Health.SUSPENDED if sandbox.suspended else Health.UNHEALTHY,
+                          reason=Reason.MISSING, message="not made yet" + (
                               " (the sandbox is suspended)" if sandbox.suspended else ""))
         elif observed.state is DataState.INCOMPLETE:
-            row = replace(row, health="Unhealthy", reason="Incomplete",
+            row = replace(row, health=Health.UNHEALTHY, reason=Reason.INCOMPLETE,
                           message=observed.problem or "incomplete")
         planned = changes.get((sandbox.name, entry))
         if planned is not None and outcome is None:
-            row = replace(row, sync="OutOfSync", health="Progressing", reason="ChangesPending",
-                          message=planned.reason)
+            row = replace(row, sync=Sync.OUT_OF_SYNC, health=Health.PROGRESSING,
+                          reason=Reason.CHANGES_PENDING, message=planned.reason)
         elif planned is not None and outcome is not None:
             result = outcome.results.get(planned.step_id)
             if result is not None and result.ok and result.data_service is not None:
-                row = replace(row, sync="InSync", health="Healthy", reason="Ready",
+                row = replace(row, sync=Sync.IN_SYNC, health=Health.HEALTHY, reason=Reason.READY,
                               message=_describe(result.data_service),
                               branch=result.data_service.source or row.branch)
             else:
                 why = result.message if result else outcome.errors.get(planned.step_id, "")
-                row = replace(row, sync="OutOfSync", health="Unhealthy", reason="DataFailed",
-                              message=why)
+                row = replace(row, sync=Sync.OUT_OF_SYNC, health=Health.UNHEALTHY,
+                              reason=Reason.DATA_FAILED, message=why)
         rows.append(row)
     return rows
 

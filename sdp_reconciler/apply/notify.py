@@ -53,8 +53,8 @@ def payload(notice: Notice, form: WebhookFormat) -> dict[str, Any]:
 
 def _describe(change: Change) -> str:
     detail = change.detail
-    if detail.get("commit"):
-        return (f"{change.service}@{detail.get('branch')} {str(detail['commit'])[:7]} "
+    if detail.commit:
+        return (f"{change.service}@{detail.branch} {detail.commit[:7]} "
                 f"({change.reason})")
     return f"{change.action.value} {change.resource} ({change.reason})"
 
@@ -85,8 +85,8 @@ def finished_notices(plan: Plan, ok: Callable[[Change], bool],
             continue
         failed = [c for c in deploys if not ok(c)]
         fields = {"gateway_url": urls.get(sandbox),
-                  "services": {c.service: {"branch": c.detail.get("branch"),
-                                           "commit": c.detail.get("commit"),
+                  "services": {c.service: {"branch": c.detail.branch,
+                                           "commit": c.detail.commit,
                                            "ok": ok(c)} for c in deploys}}
         if failed:
             out.append(Notice(
@@ -100,7 +100,7 @@ def finished_notices(plan: Plan, ok: Callable[[Change], bool],
             out.append(Notice(
                 NotificationEvent.DEPLOYMENT_SUCCEEDED, sandbox,
                 f"Deployment succeeded in sandbox {sandbox}: "
-                + ", ".join(f"{c.service}@{c.detail.get('branch')}" for c in deploys) + where,
+                + ", ".join(f"{c.service}@{c.detail.branch}" for c in deploys) + where,
                 fields,
             ))
     return out

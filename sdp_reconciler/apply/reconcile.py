@@ -1,4 +1,5 @@
-"""One reconcile pass: load → observe → place → resolve heads → allocate ports → plan → apply.
+"""One reconcile pass: load → observe → place → resolve heads → allocate ports → desire → plan
+→ apply.
 
 The I/O shell around the pure planner. ``prepare`` gathers everything the planner needs and
 computes the plan (``sdp-reconcile plan`` stops there); ``run`` then writes new port
@@ -50,10 +51,11 @@ from sdp_reconciler.observe.observing import (
     resolve_heads,
 )
 from sdp_reconciler.planner.dataplanning import DesiredDataSet, Reset, desired_data
+from sdp_reconciler.planner.desired import DesiredState, Restart, desire
 from sdp_reconciler.planner.expiry import ExpiryWarning, apply_expiry, expiry_warnings
 from sdp_reconciler.planner.placement import Placement, place
 from sdp_reconciler.planner.plan import Action, Change, Plan
-from sdp_reconciler.planner.planning import Restart, plan
+from sdp_reconciler.planner.planning import plan
 from sdp_reconciler.planner.ports import (
     NO_FREE_PORT,
     allocate,
@@ -86,6 +88,8 @@ class Prepared:
     allocations: list[Allocation]
     data: DesiredDataSet
     """every sandbox's data services this pass (their passwords registered for redaction)"""
+    desired: DesiredState
+    """one value per thing a node should run (``planner.desired``), built once this pass"""
     plan: Plan
     clients: dict[str, NodeClient]
     credentials: Credentials | None
@@ -237,11 +241,16 @@ def prepare(
             allocations = scope.allocations(allocations, existing)
         data = desired_data(sandboxes, world)
         SECRETS.add(*data.passwords())  # derived here; handed to the containers only
-        the_plan = plan(
+        # What each node should run, built once: the plan compares it with what runs.
+        desired = desire(
             sandboxes=sandboxes, world=world, placements=placements, allocations=allocations,
             problems=[*access_problems, *problems, *port_problems], restarts=restarts,
-            retired=retired, held=held, data=data, resets=resets,
-            only=scope.sandboxes if scope is not None else None,
+            held=held, data=data,
+        )
+        the_plan = plan(
+            sandboxes=sandboxes, world=world, placements=placements, allocations=allocations,
+            retired=retired, held=held, resets=resets,
+            only=scope.sandboxes if scope is not None else None, desired=desired,
         )
     except BaseException:
         for client in clients.values():
@@ -255,7 +264,7 @@ def prepare(
 
     return Prepared(
         state=state, sandboxes=sandboxes, retired=retired, world=world, placements=placements,
-        allocations=allocations, data=data, plan=the_plan, clients=clients,
+        allocations=allocations, data=data, desired=desired, plan=the_plan, clients=clients,
         credentials=credentials, redactor=SECRETS, host=host, access=access, held=held,
         again=again, warnings=warnings, scope=scope,
     )

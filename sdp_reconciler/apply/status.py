@@ -1,10 +1,11 @@
 """Sandbox and service status after a pass: sync, health, reason, attempted vs applied commit.
 
-Pure: from the plan, what the nodes confirmed and what they reported. Vocabulary (DESIGN §8):
-sync ``InSync`` / ``OutOfSync``; health ``Healthy`` / ``Progressing`` / ``Degraded`` /
-``Unhealthy`` / ``Suspended``; a CamelCase reason and a message. A failed deploy leaves the
-previous container serving: that service is ``OutOfSync`` and ``Degraded``, its applied commit
-still the old one, its attempted commit the new one (as Flux keeps them). Its reason says why
+Pure: from the plan, what the nodes confirmed and what they reported. Vocabulary (DESIGN §8,
+the Enums of ``sdp_reconciler.statuses``): sync ``InSync`` / ``OutOfSync``; health ``Healthy``
+/ ``Progressing`` / ``Degraded`` / ``Unhealthy`` / ``Suspended``; a ``Reason`` and a message.
+A failed deploy leaves the previous container serving: that service is ``OutOfSync`` and
+``Degraded``, its applied commit still the old one, its attempted commit the new one (as Flux
+keeps them). Its reason says why
 (``BuildFailed``, ``CrashedOnStart``, ``HealthCheckFailed``; ``DeployFailed`` otherwise) and the
 message carries the health path's answer and the container's last log lines; a failure the node
 remembers (not retried until the branch moves, the spec changes or a restart asks) is reported
@@ -13,6 +14,9 @@ services add one row each (``datastatus.py``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import assert_never
 
 from sdp_node.naming import GATEWAY
 from sdp_node.protocol import (
@@ -36,12 +40,27 @@ from sdp_reconciler.planner.plan import Action, Change, Plan, Subject
 from sdp_reconciler.planner.world import Allocation, World
 from sdp_reconciler.state.models import HealthRules
 from sdp_reconciler.state.resolved import ResolvedSandbox
+from sdp_reconciler.statuses import HEALTH_ORDER, Health, Reason, Sync
 
-_HEALTH_ORDER = ["Healthy", "Suspended", "Progressing", "Degraded", "Unhealthy"]
-_REASONS = {
-    Action.CREATE: "Deployed", Action.UPDATE: "Deployed", Action.RECREATE: "Restarted",
-    Action.START: "Started", Action.STOP: "Suspended",
-}
+
+def _applied_reason(action: Action) -> Reason:
+    """The reason of a row whose planned change the node confirmed."""
+    match action:
+        case Action.CREATE | Action.UPDATE | Action.REMOVE:
+            return Reason.DEPLOYED
+        case Action.RECREATE:
+            return Reason.RESTARTED
+        case Action.START:
+            return Reason.STARTED
+        case Action.STOP:
+            return Reason.SUSPENDED
+        case _:
+            assert_never(action)
+
+
+def _worst(healths: Iterable[str], default: Health) -> Health:
+    """The worst of ``healths`` (a sandbox is as healthy as its worst part)."""
+    return max((Health(h) for h in healths), key=HEALTH_ORDER.index, default=default)
 
 
 def _observed(world: World, node: str | None, name: str) -> ObservedContainer | None:
@@ -74,7 +93,7 @@ def failure_message(message: str, answer: str | None, tail: list[str], *,
 
 
 def _failed_result(result: StepResult) -> tuple[str, str]:
-    reason = result.reason.value if result.reason is not None else "DeployFailed"
+    reason = Reason(result.reason.value) if result.reason is not None else Reason.DEPLOY_FAILED
     if result.reason is None:
         return reason, result.message
     return reason, failure_message(result.message, result.health_answer, result.output_tail)
@@ -120,8 +139,9 @@ def status_rows(
             if entry is not None and not entry.spec.deployed:
                 route = "target" if target else "ocp"
                 sandbox_rows.append(StatusRow(
-                    sandbox=name, service=service, node=None, sync="InSync", health="Healthy",
-                    reason="RoutedToTarget" if target else "RoutedToOCP",
+                    sandbox=name, service=service, node=None, sync=Sync.IN_SYNC,
+                    health=Health.HEALTHY,
+                    reason=Reason.ROUTED_TO_TARGET if target else Reason.ROUTED_TO_OCP,
                     url=target, route=route,
                 ))
                 continue
@@ -136,62 +156,63 @@ def status_rows(
                 url = f"http://{view.public_address if service == GATEWAY else view.address}" \
                       f":{port}"
             previous = observed.labels.get(LABEL_COMMIT) if observed else None
-            attempted = planned.detail.get("commit") if planned else previous
+            attempted = planned.detail.commit if planned else previous
             health, reason, why = _health_of(observed, world, node)
             row = StatusRow(
-                sandbox=name, service=service, node=node, sync="InSync",
+                sandbox=name, service=service, node=node, sync=Sync.IN_SYNC,
                 health=health, reason=reason, message=why, branch=branch,
                 attempted_commit=attempted, applied_commit=previous, port=port, url=url,
                 route="sandbox" if service != GATEWAY else None,
             )
             if blocked:
-                row = _replace(row, sync="OutOfSync", reason="StateProblem",
+                row = _replace(row, sync=Sync.OUT_OF_SYNC, reason=Reason.STATE_PROBLEM,
                                message="; ".join(p.message for p in sorted(problems)
                                                  if p.location.file == sandbox.file)
                                or "left as is this pass")
             elif sandbox.suspended:
-                row = _replace(row, health="Suspended",
-                               reason="Expired" if sandbox.suspended_because else "Suspended",
+                row = _replace(row, health=Health.SUSPENDED,
+                               reason=Reason.EXPIRED if sandbox.suspended_because
+                               else Reason.SUSPENDED,
                                message=sandbox.suspended_because or "")
             elif planned is not None and outcome is not None:
                 result = outcome.results.get(planned.step_id)
                 if result is not None and result.ok:
-                    applied = planned.detail.get("commit") or previous
-                    row = _replace(row, health="Healthy", reason=_REASONS.get(
-                        planned.action, "Deployed"), applied_commit=applied,
+                    applied = planned.detail.commit or previous
+                    row = _replace(row, health=Health.HEALTHY, reason=_applied_reason(
+                        planned.action), applied_commit=applied,
                         message=planned.reason)
                 else:
                     reason, why = _failed_result(result) if result else (
-                        "DeployFailed", outcome.errors.get(planned.step_id, ""))
+                        Reason.DEPLOY_FAILED, outcome.errors.get(planned.step_id, ""))
                     row = _replace(
-                        row, sync="OutOfSync", reason=reason,
-                        health="Degraded" if observed is not None and observed.state ==
-                        "running" else "Unhealthy", message=why,
+                        row, sync=Sync.OUT_OF_SYNC, reason=reason,
+                        health=Health.DEGRADED if observed is not None and observed.state ==
+                        "running" else Health.UNHEALTHY, message=why,
                     )
             elif planned is not None:
-                row = _replace(row, sync="OutOfSync", reason="ChangesPending",
-                               health="Progressing", message=planned.reason)
+                row = _replace(row, sync=Sync.OUT_OF_SYNC, reason=Reason.CHANGES_PENDING,
+                               health=Health.PROGRESSING, message=planned.reason)
             failure = _failure(world, node, world.names.container(name, service)) \
                 if planned is None and not blocked and not sandbox.suspended else None
             if failure is not None and failure.commit != previous:
                 row = _replace(
-                    row, sync="OutOfSync", reason=failure.reason.value,
-                    health="Degraded" if observed is not None and observed.state == "running"
-                    else "Unhealthy", attempted_commit=failure.commit,
+                    row, sync=Sync.OUT_OF_SYNC, reason=failure.reason.value,
+                    health=Health.DEGRADED if observed is not None and observed.state == "running"
+                    else Health.UNHEALTHY, attempted_commit=failure.commit,
                     message=failure_message(
                         f"commit {failure.commit[:7]}: {failure.message}",
                         failure.health_answer, failure.log_tail, remembered=True),
                 )
             routes = route_changes.get(name) if service == GATEWAY else None
-            if routes is not None and not blocked and row.sync == "InSync":
+            if routes is not None and not blocked and row.sync == Sync.IN_SYNC:
                 result = outcome.results.get(routes.step_id) if outcome else None
                 if outcome is None:
-                    row = _replace(row, sync="OutOfSync", reason="ChangesPending",
-                                   health="Progressing", message=routes.reason)
+                    row = _replace(row, sync=Sync.OUT_OF_SYNC, reason=Reason.CHANGES_PENDING,
+                                   health=Health.PROGRESSING, message=routes.reason)
                 elif result is None or not result.ok:
                     why = result.message if result else outcome.errors.get(routes.step_id, "")
-                    row = _replace(row, sync="OutOfSync", reason="RoutesFailed",
-                                   health="Degraded", message=why)
+                    row = _replace(row, sync=Sync.OUT_OF_SYNC, reason=Reason.ROUTES_FAILED,
+                                   health=Health.DEGRADED, message=why)
             if service == GATEWAY and not _serves(sandbox, planned, outcome, observed):
                 row = _replace(row, url=None)
             sandbox_rows.append(row)
@@ -234,8 +255,8 @@ def held_rows(held: dict[str, tuple[str, ...]], world: World) -> list[StatusRow]
                 address = view.node.public_address if service == GATEWAY else view.node.address
                 health, _reason, why = _health_of(container, world, node)
                 sandbox_rows.append(StatusRow(
-                    sandbox=name, service=service, node=node, sync="OutOfSync", health=health,
-                    reason="Unauthorised", message=message if not why else f"{message}; {why}",
+                    sandbox=name, service=service, node=node, sync=Sync.OUT_OF_SYNC, health=health,
+                    reason=Reason.UNAUTHORISED, message=message if not why else f"{message}; {why}",
                     branch=container.labels.get(LABEL_BRANCH),
                     attempted_commit=container.labels.get(LABEL_COMMIT),
                     applied_commit=container.labels.get(LABEL_COMMIT),
@@ -245,31 +266,33 @@ def held_rows(held: dict[str, tuple[str, ...]], world: World) -> list[StatusRow]
                     route="sandbox" if service != GATEWAY else None,
                 ))
         rows += sandbox_rows
-        health = max((r.health for r in sandbox_rows), key=_HEALTH_ORDER.index,
-                     default="Suspended")  # nothing of it runs, on purpose
+        # nothing of it runs: on purpose
+        health = _worst((r.health for r in sandbox_rows), Health.SUSPENDED)
         gateway = next((r for r in sandbox_rows if r.service == GATEWAY), None)
-        rows.append(StatusRow(sandbox=name, service="", node=None, sync="OutOfSync",
-                              health=health, reason="Unauthorised", message=message,
+        rows.append(StatusRow(sandbox=name, service="", node=None, sync=Sync.OUT_OF_SYNC,
+                              health=health, reason=Reason.UNAUTHORISED, message=message,
                               url=gateway.url if gateway else None))
     return rows
 
 
 def retired_rows(retired: dict[str, str]) -> list[StatusRow]:
-    return [StatusRow(sandbox=name, service="", node=None, sync="InSync", health="Suspended",
-                      reason="Retired", message=message) for name, message in retired.items()]
+    return [StatusRow(sandbox=name, service="", node=None, sync=Sync.IN_SYNC,
+                      health=Health.SUSPENDED, reason=Reason.RETIRED, message=message)
+            for name, message in retired.items()]
 
 
 def _sandbox_row(name: str, sandbox: ResolvedSandbox, rows: list[StatusRow],
                  blocked: bool) -> StatusRow:
-    sync = "InSync" if all(r.sync == "InSync" for r in rows) else "OutOfSync"
-    health = max((r.health for r in rows), key=_HEALTH_ORDER.index, default="Healthy")
+    sync = Sync.IN_SYNC if all(r.sync == Sync.IN_SYNC for r in rows) else Sync.OUT_OF_SYNC
+    health = _worst((r.health for r in rows), Health.HEALTHY)
     if sandbox.suspended:
-        health = "Suspended"
-    failing = [r for r in rows if r.sync != "InSync"] or [
-        r for r in rows if r.health in ("Degraded", "Unhealthy") and not sandbox.suspended]
+        health = Health.SUSPENDED
+    failing = [r for r in rows if r.sync != Sync.IN_SYNC] or [
+        r for r in rows
+        if r.health in (Health.DEGRADED, Health.UNHEALTHY) and not sandbox.suspended]
     reason = failing[0].reason if failing else (
-        ("Expired" if sandbox.suspended_because else "Suspended") if sandbox.suspended
-        else "UpToDate")
+        (Reason.EXPIRED if sandbox.suspended_because else Reason.SUSPENDED)
+        if sandbox.suspended else Reason.UP_TO_DATE)
     message = "; ".join(f"{r.service}: {r.message}" for r in failing if r.message) or (
         sandbox.suspended_because or "")
     gateway = next((r for r in rows if r.service == GATEWAY), None)

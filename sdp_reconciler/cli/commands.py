@@ -26,6 +26,7 @@ from sdp_reconciler.paths import DEFAULT_HISTORY as DEFAULT_HISTORY
 from sdp_reconciler.paths import history_location as history_location
 from sdp_reconciler.paths import history_path, state_dir
 from sdp_reconciler.planner.plan import Change
+from sdp_reconciler.statuses import Sync
 
 
 def _say(message: str) -> None:
@@ -174,7 +175,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if last:
             print(f"last pass: {last[0]['started_at']} by {last[0]['runner']} "
                   f"({last[0]['mode']}): {last[0]['status']} {last[0]['summary']}".rstrip())
-        return 0 if all(r["sync"] == "InSync" for r in rows) else 2
+        return 0 if all(r["sync"] == Sync.IN_SYNC for r in rows) else 2
     finally:
         history.close()
 

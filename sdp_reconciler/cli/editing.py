@@ -89,13 +89,13 @@ def _snapshot_with_data(args: argparse.Namespace, history: History) -> int:
         if failure is not None:
             for path in paths:
                 path.unlink(missing_ok=True)
-            raise SdpError(f"capturing {change.detail['captured_from']} as source {source!r} "
+            raise SdpError(f"capturing {change.detail.captured_from} as source {source!r} "
                            f"on {change.node} failed: {failure}; nothing written")
     finally:
         prepared.close()
     for path in paths:
         print(f"wrote {path}")
-    print(f"captured database {change.detail['captured_from']} as source {source!r} on "
+    print(f"captured database {change.detail.captured_from} as source {source!r} on "
           f"{change.node} (entry {args.data} of the template clones from it)")
     print(f"recreate it with: sdp-reconcile new SANDBOX --from {args.name}; {NEXT}; drop the "
           f"source later with: sdp-reconcile drop-source {source}")

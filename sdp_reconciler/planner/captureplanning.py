@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 from sdp_node.protocol import CaptureDatabase, DataKind, DataState, DropCapturedSource
 from sdp_reconciler.planner.dataplanning import DesiredDataSet
-from sdp_reconciler.planner.plan import Action, Change, Phase, Subject
+from sdp_reconciler.planner.plan import Action, Change, ChangeDetail, DetailKind, Phase, Subject
 from sdp_reconciler.planner.world import World
 from sdp_reconciler.state.models import NodeType
 from sdp_reconciler.state.resolved import ResolvedSandbox
@@ -67,7 +67,8 @@ def plan_capture(*, data: DesiredDataSet, world: World,
         service=entry, node=desired.node, resource=source,
         reason=f"captured from database {desired.resource} (sandbox {sandbox}, entry {entry})",
         step=step, location=desired.location,
-        detail={"captured_from": desired.resource, "template": step.template},
+        detail=ChangeDetail(DetailKind.CAPTURE, captured_from=desired.resource,
+                            template=step.template),
     )
 
 
@@ -103,7 +104,7 @@ def plan_drop_source(*, world: World, sandboxes: Mapping[str, ResolvedSandbox], 
         action=Action.REMOVE, subject=Subject.SOURCE, phase=Phase.DATA_CLEANUP, sandbox=origin,
         service=entry, node=where, resource=source,
         reason=f"drop-source requested (captured from {info.captured_from})", step=step,
-        detail={"template": step.template},
+        detail=ChangeDetail(DetailKind.SOURCE_DROP, template=step.template),
     )
 
 

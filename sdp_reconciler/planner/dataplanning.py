@@ -27,6 +27,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from sdp_node.protocol import (
     DataKind,
@@ -44,7 +45,7 @@ from sdp_node.protocol import (
     Step,
 )
 from sdp_reconciler.planner.dataenv import data_password, injected_env, resource_name
-from sdp_reconciler.planner.plan import Action, Change, Phase, Subject
+from sdp_reconciler.planner.plan import Action, Change, ChangeDetail, DetailKind, Phase, Subject
 from sdp_reconciler.planner.specs import digest
 from sdp_reconciler.planner.world import World
 from sdp_reconciler.state.locations import Location, Problem
@@ -86,7 +87,15 @@ class DesiredDataSet:
     problems: tuple[Problem, ...] = ()
 
     def of(self, sandbox: str) -> list[DesiredData]:
-        return [d for (s, _e), d in sorted(self.services.items()) if s == sandbox]
+        return self._by_sandbox.get(sandbox, [])
+
+    @cached_property
+    def _by_sandbox(self) -> dict[str, list[DesiredData]]:
+        """sandbox -> its data services, by entry name: built once, not scanned per call"""
+        out: dict[str, list[DesiredData]] = {}
+        for (sandbox, _entry), desired in sorted(self.services.items()):
+            out.setdefault(sandbox, []).append(desired)
+        return out
 
     def env_of(self, sandbox: str) -> tuple[dict[str, str], dict[str, Secret]]:
         """The variables the sandbox's containers get from its data services."""
@@ -254,7 +263,7 @@ def plan_data(
             resource=desired.resource, reason=reason,
             step=_ensure_step(desired, step_id, reclone=reset and current is not None),
             location=desired.location,
-            detail={"source": desired.source, "clones": clones},
+            detail=ChangeDetail(DetailKind.DATA, source=desired.source, clones=clones),
         ))
     wanted = {(d.node, d.kind, d.resource) for d in data.services.values()}
     # A container of a deleted sandbox on a node that did not answer may still use its data.
@@ -274,7 +283,7 @@ def plan_data(
             sandbox=service.sandbox, service=service.service, node=node, resource=name,
             reason=_drop_reason(service, node, data, sandboxes, retired),
             step=_drop_step(service, f"data-cleanup:{node}:{kind.value}:{name}"),
-            detail={"source": service.source},
+            detail=ChangeDetail(DetailKind.DATA_DROP, source=service.source),
         ))
     changes = [c for c in changes if c.sandbox not in blocked]
     return DataPlan(changes=tuple(changes), problems=tuple(problems), notes=tuple(notes),

@@ -27,7 +27,7 @@ from sdp_node.protocol import (
     RepositoryKind,
 )
 from sdp_reconciler.planner.placement import Placement
-from sdp_reconciler.planner.plan import Action, Change, Phase, Subject
+from sdp_reconciler.planner.plan import Action, Change, ChangeDetail, DetailKind, Phase, Subject
 from sdp_reconciler.planner.world import World
 
 __all__ = ["Holdover", "Running", "drain_change", "hold_networks", "holdover", "moved_reason",
@@ -117,7 +117,8 @@ def drain_change(
         step=DrainContainer(step_id=f"cleanup:{node}:{container.name}",
                             container=container.name),
         location=target.location, after=(deploy_step,) if deploy_step else (),
-        detail={"commit": None, "previous_commit": container.labels.get(LABEL_COMMIT)},
+        detail=ChangeDetail(kind=DetailKind.REMOVAL,
+                            previous_commit=container.labels.get(LABEL_COMMIT)),
     )
 
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, assert_never
 
-from sdp_node.protocol import Step
+from sdp_node.protocol import DeployGateway, SetRoutes, Step
+from sdp_reconciler.planner.routetable import RouteKind
 from sdp_reconciler.state.locations import Location, Problem
 
 
@@ -34,11 +35,17 @@ class Action(StrEnum):
 
     @property
     def symbol(self) -> str:
-        return {
-            Action.CREATE: "+", Action.UPDATE: "~", Action.RECREATE: "-/+", Action.START: "~",
-            Action.STOP: "~", Action.REMOVE: "-",
-        }[self]
-
+        match self:
+            case Action.CREATE:
+                return "+"
+            case Action.UPDATE | Action.START | Action.STOP:
+                return "~"
+            case Action.RECREATE:
+                return "-/+"
+            case Action.REMOVE:
+                return "-"
+            case _:
+                assert_never(self)
 
 
 class Subject(StrEnum):
@@ -82,12 +89,74 @@ class RouteChoice:
     key: str
     url: str | None
     """the URL to write; None: the commit's own (OCP) value"""
-    kind: str
-    """"sandbox", "ocp" or "target\""""
+    kind: RouteKind
     depends_on: str | None = None
     """step id of the service deploy this route waits for"""
     fallback: str | None = None
     """the URL to keep when that deploy fails (None: the commit's own value)"""
+
+
+class DetailKind(StrEnum):
+    NONE = "none"
+    DEPLOY = "deploy"
+    """a service or gateway container the node should run (also when it is started/stopped)"""
+    REMOVAL = "removal"
+    """a container that goes"""
+    DATA = "data"
+    """a data service ensured or re-cloned (``source``, ``clones``)"""
+    DATA_DROP = "data-drop"
+    """a data service dropped (``source``)"""
+    CAPTURE = "capture"
+    """a database captured as a source (``captured_from``, ``template``)"""
+    SOURCE_DROP = "source-drop"
+    """a captured source dropped (``template``)"""
+
+
+@dataclass(frozen=True)
+class ChangeDetail:
+    """What a change deploys, removes or makes: for the plan's text and JSON, history and
+    notices. Which fields a change has depends on its ``kind``; the others stay None."""
+
+    kind: DetailKind = DetailKind.NONE
+    repository: str | None = None
+    branch: str | None = None
+    commit: str | None = None
+    port: int | None = None
+    previous_commit: str | None = None
+    environment: str | None = None
+    source: str | None = None
+    """the source a data service is (or was) cloned from"""
+    clones: bool = False
+    """an ensure that clones a database from ``source`` when it makes it"""
+    captured_from: str | None = None
+    template: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON ``plan --json`` prints (the same keys, per kind, as it always had)."""
+        match self.kind:
+            case DetailKind.NONE:
+                return {}
+            case DetailKind.DEPLOY:
+                return {
+                    "repository": self.repository, "branch": self.branch, "commit": self.commit,
+                    "port": self.port, "previous_commit": self.previous_commit,
+                    "environment": self.environment,
+                }
+            case DetailKind.REMOVAL:
+                return {"commit": None, "previous_commit": self.previous_commit}
+            case DetailKind.DATA:
+                return {"source": self.source, "clones": self.clones}
+            case DetailKind.DATA_DROP:
+                return {"source": self.source}
+            case DetailKind.CAPTURE:
+                return {"captured_from": self.captured_from, "template": self.template}
+            case DetailKind.SOURCE_DROP:
+                return {"template": self.template}
+            case _:
+                assert_never(self.kind)
+
+
+NO_DETAIL = ChangeDetail()
 
 
 @dataclass(frozen=True)
@@ -102,7 +171,7 @@ class Change:
     reason: str
     step: Step
     location: Location | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: ChangeDetail = NO_DETAIL
     routes: tuple[RouteChoice, ...] = ()
     after: tuple[str, ...] = ()
     """step ids that must have succeeded first (a switch's retire waits for its deploy and
@@ -114,20 +183,26 @@ class Change:
 
     def describe(self) -> str:
         detail = self.detail
-        if self.subject is Subject.NETWORK:
-            what = f"network {self.resource}"
-        elif self.subject is Subject.ROUTES:
-            what = f"routes of {self.resource}"
-        else:
-            what = f"{self.subject.value} {self.resource}"
+        match self.subject:
+            case Subject.NETWORK:
+                what = f"network {self.resource}"
+            case Subject.ROUTES:
+                what = f"routes of {self.resource}"
+            case Subject.SERVICE | Subject.GATEWAY | Subject.DATABASE | Subject.REDIS_USER \
+                    | Subject.RABBITMQ_VHOST | Subject.SOURCE:
+                what = f"{self.subject.value} {self.resource}"
+            case _:
+                assert_never(self.subject)
         extra = ""
-        if self.subject.is_data and detail.get("source") and self.action in (
+        if self.subject.is_data and detail.source and self.action in (
                 Action.CREATE, Action.RECREATE):
-            extra = f" (from {detail['source']})"
-        if "commit" in detail and self.action in (Action.CREATE, Action.UPDATE, Action.RECREATE):
+            extra = f" (from {detail.source})"
+        if detail.kind is DetailKind.DEPLOY and self.action in (
+            Action.CREATE, Action.UPDATE, Action.RECREATE
+        ):
             extra = (
-                f" ({detail.get('repository')}@{detail.get('branch')} "
-                f"{str(detail['commit'])[:7]}, port {detail.get('port')})"
+                f" ({detail.repository}@{detail.branch} "
+                f"{str(detail.commit)[:7]}, port {detail.port})"
             )
         return f"{what} on {self.node}{extra}"
 
@@ -143,9 +218,33 @@ class Change:
             "resource": self.resource,
             "reason": self.reason,
             "location": str(self.location) if self.location else None,
-            "detail": self.detail,
+            "detail": self.detail.to_json(),
             "routes": {r.key: {"url": r.url, "kind": r.kind} for r in self.routes},
         }
+
+
+def settle_routes(change: Change, failed: set[str]) -> Step:
+    """The step with its route choices settled by the deploys they waited for: each key
+    gets its planned URL, or its fallback when the deploy it waited for is in ``failed``.
+    The planner made every choice; the applier only says which steps failed."""
+    step = change.step
+    if isinstance(step, DeployGateway):
+        routes: dict[str, str] = {}
+        for choice in change.routes:
+            url = choice.fallback if choice.depends_on in failed else choice.url
+            if url is not None:
+                routes[choice.key] = url
+        return step.model_copy(update={"routes": routes})
+    if isinstance(step, SetRoutes):
+        settled = dict(step.routes)
+        for choice in change.routes:
+            if choice.depends_on in failed:
+                if choice.fallback is not None:
+                    settled[choice.key] = choice.fallback
+                else:
+                    settled.pop(choice.key, None)
+        return step.model_copy(update={"routes": settled})
+    return step
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,27 @@ Pure functions and values.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import NamedTuple
 
+from sdp_reconciler.state.locations import Location
 from sdp_reconciler.state.servicevars import DEFAULT_VARIABLE, variable_name
 
 
-@dataclass(frozen=True)
-class Route:
+class RouteKind(StrEnum):
+    SANDBOX = "sandbox"
+    """to the sandbox's own deployment of the service"""
+    OCP = "ocp"
+    """the gateway commit's own value (the shared OCP deployment)"""
+    TARGET = "target"
+    """to a URL the state names"""
+
+
+class Route(NamedTuple):
+    """One key of the table (a NamedTuple: thousands are made per pass)."""
+
     key: str
-    kind: str
-    """"sandbox", "ocp" or "target\""""
+    kind: RouteKind
     url: str | None
     """what the gateway is given: the published port, the target, or the OCP value (None when
     the gateway's commit is unknown this pass)"""
@@ -36,6 +48,8 @@ class Route:
     """for a sandbox service: its Docker DNS URL on its sandbox network"""
     declared: bool = True
     """False for a key the sandbox does not mention (it stays on the commit's own value)"""
+    origin: Location | None = None
+    """where the sandbox names the key (None when it does not)"""
 
     def url_from(self, node: str) -> str | None:
         """The URL a container of the sandbox running on ``node`` uses for this key."""
@@ -65,4 +79,4 @@ class RouteTable:
         return found
 
 
-__all__ = ["DEFAULT_VARIABLE", "Route", "RouteTable"]
+__all__ = ["DEFAULT_VARIABLE", "Route", "RouteKind", "RouteTable"]

@@ -34,6 +34,7 @@ from sdp_node.naming import (
     prefix_problem,
 )
 from sdp_node.protocol import DataKind
+from sdp_node.protocol import NodeType as NodeType  # defined once, by the wire contract
 from sdp_reconciler.state.servicevars import DEFAULT_VARIABLE as DEFAULT_URL_VARIABLE
 from sdp_reconciler.state.servicevars import pattern_problem as url_variable_problem
 
@@ -244,12 +245,6 @@ class SecretRef(Frozen):
 
 
 # --- nodes.yaml ---------------------------------------------------------------------------------
-
-
-class NodeType(StrEnum):
-    MICRO = "MICRO"
-    GATEWAY = "GATEWAY"
-    INFRA = "INFRA"
 
 
 DEFAULT_PORT_RANGES: dict[NodeType, tuple[int, int]] = {

@@ -7,6 +7,7 @@ a setting of the state, checked when it loads. Pure.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 DEFAULT_VARIABLE = "{SERVICE}_URL"
 """the default name of the variables: ``PAYMENT_URL`` for key ``payment``"""
@@ -14,6 +15,7 @@ DEFAULT_VARIABLE = "{SERVICE}_URL"
 PLACEHOLDER = "{SERVICE}"
 
 
+@lru_cache(maxsize=4096)  # called for every key of every sandbox's table, every pass
 def variable_name(pattern: str, key: str) -> str:
     """``{SERVICE}_URL`` and ``payment-api`` -> ``PAYMENT_API_URL``."""
     return pattern.replace(PLACEHOLDER, re.sub(r"[^A-Za-z0-9]", "_", key).upper())

@@ -16,6 +16,7 @@ from typing import Any
 
 from sdp_node.naming import GATEWAY
 from sdp_reconciler.state.resolve import ResolvedSandbox
+from sdp_reconciler.statuses import Health
 
 Row = dict[str, Any]
 UNKNOWN = "Unknown"
@@ -111,7 +112,7 @@ def sandbox_summaries(status: list[Row],
             known = {line.service: line for line in summary.services}
             known.update(lines)
             summary.services = [known[s] for s in sorted(known)]
-        if summary.health == "Suspended":
+        if summary.health == Health.SUSPENDED:
             summary.suspended = True
         if not summary.in_state:
             summary.reason = "NotInState"

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from sdp_node.config import Pruning
+from sdp_node.mounts import ContainerMounts
 from sdp_node.protocol import Credentials, RemoveContainer, StopContainer
 from sdp_node.prune import Entry, decide, mounted
 from sdp_testbed.go_service import go_service_files
@@ -145,8 +146,10 @@ def test_decide(settings: Pruning, in_use: set[Path], entries: list[Entry],
 
 
 def test_a_mount_keeps_the_folders_above_it() -> None:
-    found = mounted([{"Mounts": [{"Source": "/w/builds/account/c1/app-account"}]},
-                     {"Mounts": None}, {}])
+    found = mounted([ContainerMounts.from_summary(raw) for raw in (
+        {"Names": ["/sandbox-qa-account"],
+         "Mounts": [{"Source": "/w/builds/account/c1/app-account"}]},
+        {"Id": "0123456789abcdef", "Mounts": None}, {})])
     assert Path("/w/builds/account/c1") in found
     decided = decide([entry("builds", "account", "c1", 5)], found,
                      Pruning(keep_recent=0, min_age_minutes=0), NOW)

@@ -9,7 +9,7 @@ is built or run. A step can be made to fail: like the real agent, a failed deplo
 previous container as it was.
 
 Phases run like ``applying.Applier.run``: data, services, then routes (settled with the
-services' results by the real ``applying.settle_routes``), cleanup, data cleanup.
+services' results by the real ``plan.settle_routes``), cleanup, data cleanup.
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ from sdp_node.protocol import (
     StepResult,
     StopContainer,
 )
-from sdp_reconciler.apply.applying import ApplyOutcome, settle_routes
-from sdp_reconciler.planner.plan import PHASE_ORDER, Phase, Plan
+from sdp_reconciler.apply.applying import ApplyOutcome
+from sdp_reconciler.planner.plan import PHASE_ORDER, Phase, Plan, settle_routes
 from sdp_reconciler.planner.world import NodeView, ResolvedEnvironment, World
 from sdp_reconciler.state.models import Node
 

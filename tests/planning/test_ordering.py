@@ -2,7 +2,7 @@
 
 A plan runs services, then routes, then cleanup; inside one node's batch: networks, stops,
 deploys and starts, route writes, removals, network removals last. Route choices name the
-deploy they wait for; ``applying.settle_routes`` (pure) turns them into the URLs written.
+deploy they wait for; ``plan.settle_routes`` (pure, the planner's) turns them into the URLs written.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 
 from sdp_node.protocol import DeployGateway, SetRoutes, StopContainer
-from sdp_reconciler.apply.applying import settle_routes
 from sdp_reconciler.planner.plan import (
     PHASE_ORDER,
     Action,
@@ -19,6 +18,7 @@ from sdp_reconciler.planner.plan import (
     Plan,
     RouteChoice,
     Subject,
+    settle_routes,
 )
 from sdp_reconciler.state.models import NodeType
 from tests.planning.builders import (

@@ -480,7 +480,7 @@ def test_deploy_steps_carry_resolved_commits_spec_hashes_and_final_names() -> No
     wanted = desired_spec(replace(BASE, heads=heads(account={"main": NEW})), "qa", "account")
     assert spec.spec_hash != wanted.spec_hash, "the switch's port is part of the spec"
     assert spec.failure_key == wanted.failure_key, "but not of what a failure is keyed by"
-    assert change.detail["previous_commit"] == OLD
+    assert change.detail.previous_commit == OLD
     assert change.location == service_location("qa", "account", ["account", "payment"])
 
 

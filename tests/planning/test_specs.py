@@ -7,6 +7,8 @@ differences may reveal a secret value.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import subprocess
 import sys
@@ -15,7 +17,15 @@ from typing import Any
 import pytest
 
 from sdp_node.protocol import Secret
-from sdp_reconciler.planner.specs import differences, digest, public_spec, spec_hash
+from sdp_reconciler.planner.specs import (
+    SpecHasher,
+    differences,
+    digest,
+    hashed_public_spec,
+    public_spec,
+    shared_parts,
+    spec_hash,
+)
 
 KEY = b"specs-test-key"
 SECRET_VALUE = "s3cr3t-Pa$$-canary"
@@ -121,3 +131,46 @@ def test_spec_hash_does_not_reveal_the_secret() -> None:
     # Without the key, hashing candidate values cannot confirm a guess.
     unkeyed = spec(key=b"")
     assert spec_hash(b"", unkeyed) != value
+
+
+FAST_CASES: list[dict[str, Any]] = [
+    {},
+    {"network": None, "kind": "gateway", "port": 8080},
+    {"cpu_millicores": 500, "memory_bytes": 268435456},
+    {"env": {}, "secrets": {}, "files": {}},
+    {"env": {"Z": "1", "A": 'quote " and \\ back', "PAYMENT_URL": "http://payment:8080"},
+     "files": {"/etc/app.conf": Secret("x"), "/etc/a.conf": Secret("y")}},
+    {"branch": "feature/é-ünïcode", "env": {"GREETING": "grüß dich ☃"},
+     "repository": "acc\tount"},
+]
+
+
+@pytest.mark.parametrize("changes", FAST_CASES, ids=[str(i) for i in range(len(FAST_CASES))])
+def test_the_planners_hashed_public_spec_is_public_spec_and_spec_hash(
+        changes: dict[str, Any]) -> None:
+    """The planner's fast path writes the canonical JSON itself: it must give the very spec,
+    hash and failure key (the hash with port 0) that public_spec and spec_hash give."""
+    values: dict[str, Any] = {
+        "kind": "service", "repository": "account", "branch": "main",
+        "commit": "a1b2c3d" + "0" * 33, "port": 9001, "image": "alpine:3.20",
+        "container_port": 8080, "network": "sandbox-qa", "env": {"DB_HOST": "db-1"},
+        "secrets": {"JWT_SECRET": Secret(SECRET_VALUE)}, "files": {},
+        "cpu_millicores": None, "memory_bytes": None, **changes,
+    }
+    slow = public_spec(key=KEY, **values)
+    parts = shared_parts(KEY, env=values.pop("env"), secrets=values.pop("secrets"),
+                         files=values.pop("files"))
+    hasher = SpecHasher(KEY)
+    public, hashed, unported = hashed_public_spec(hasher=hasher, parts=parts, **values)
+    assert list(public.items()) == list(slow.items())
+    assert hashed == spec_hash(KEY, slow)
+    assert hasher(unported) == spec_hash(KEY, {**slow, "port": 0})
+    assert "specs-test-key" not in repr(hasher)
+
+
+@pytest.mark.parametrize("key", [b"", b"k", b"x" * 64, b"y" * 65, bytes(range(200))],
+                         ids=["empty", "short", "one-block", "longer", "binary"])
+def test_the_spec_hasher_is_hmac_sha256(key: bytes) -> None:
+    hasher = SpecHasher(key)
+    for message in (b"", b"{}", json.dumps(BASE, sort_keys=True).encode()):
+        assert hasher(message) == hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
