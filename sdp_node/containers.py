@@ -168,7 +168,9 @@ class Engine:
     def __init__(self, config: NodeConfig, client: docker.DockerClient | None = None) -> None:
         self.config = config
         try:
-            self.client = client or docker.from_env(timeout=120)
+            # Steps of a plan, the sampler and the API share the client: a connection each.
+            self.client = client or docker.from_env(
+                timeout=120, max_pool_size=max(10, config.workers + 6))
             self.api = self.client.api
         except DockerException as e:
             raise NodeError(f"cannot reach the Docker engine: {e}") from e
