@@ -14,6 +14,9 @@ otherwise, one shared ``GOCACHE`` and the node's module cache, and an environmen
   is built again;
 * before building, go.mod is read so that a Go too old for it, or a module that neither
   ``vendor/`` nor the module cache holds, fails with a message naming it.
+* one build per (repository, commit, build target, Go settings) at a time: deploys of a plan
+  that need it while it runs wait for it and take its binary or its failure (with its output
+  lines); builds of different commits run side by side.
 
 Output lines are passed to ``log`` as the compiler produces them.
 """
