@@ -55,9 +55,9 @@ from stack import SERVICES, SdpStack, build_stack, sandbox_yaml
 from sdp_testbed.erangel import gateway_files
 from tests.support.agents import AgentProcess
 
-MICRO_PORTS = (22000, 22499)
-GATEWAY_PORTS = (22500, 22599)
-COMPOSE_FIRST_PORT = 22600
+MICRO_PORTS = (23000, 23499)
+GATEWAY_PORTS = (23500, 23599)
+COMPOSE_FIRST_PORT = 23600
 SUBNET_RANGE = "10.242.0.0/16"
 GOAL = 0.4
 VARIANTS = ["parallel", "serial", "compose"]

@@ -136,6 +136,8 @@ class Converger:
         self._fetches = KeyedLocks()
         self._checkouts = KeyedLocks()
         self._claims = PortClaims()
+        self._planned: frozenset[int] = frozenset()
+        """the ports the running plan's service deploys publish: guarded from its start"""
         self._guarding = threading.Lock()
         self._networking = threading.Lock()
 
@@ -148,6 +150,7 @@ class Converger:
                 if isinstance(step, DeployService | DeployGateway):
                     operation.emit("state", step_id=step.step_id, state=DeployState.QUEUED)
             waits_for = dependencies(steps, self.names)
+            self._guard_plan(steps)
 
             def work(index: int) -> None:
                 step = steps[index]
@@ -158,9 +161,20 @@ class Converger:
 
             self.pool.run(waits_for, work)
         finally:
+            self._planned = frozenset()
             operation.finish()
             # Every step has finished, and no other apply runs while this looks.
             prune.after_apply(self.config, lambda: self.engine.api.containers(all=True))
+
+    def _guard_plan(self, steps: list[Step]) -> None:
+        """One rewrite of the port guard's chain for all the plan's new service ports, before
+        any of them starts, instead of one per deploy (steps that run side by side would wait
+        for each other's). A rule for a port whose deploy then fails rejects foreign sources
+        of a port nothing answers on, until the next rewrite."""
+        self._planned = frozenset(s.spec.port for s in steps if isinstance(s, DeployService))
+        if self.guard.enabled and not all(self.guard.covers(p) for p in self._planned):
+            with suppress(NodeError):  # each deploy then tries again and reports it
+                self.guard_ports()
 
     def _run_step(self, step: Step, context: StepContext) -> StepResult:
         try:
@@ -571,7 +585,8 @@ class Converger:
                 f"{holder.name!r} ({self.engine.describe_owner(dict(holder.labels))}): SDP does "
                 "not touch it", [],
             )
-        self.guard_ports(also=spec.port)
+        if not self.guard.covers(spec.port):
+            self.guard_ports(also=spec.port)
         current = self.engine.find(spec.container)
         if current is not None and current.running and holder is None:
             self._switch(repository, spec, run_spec, current, context)
@@ -728,10 +743,9 @@ class Converger:
         # rewrite never drops the rule of a port another step is about to publish.
         with self._guarding:
             ports = {
-                int(c.labels[LABEL_PORT]) for c in self.engine.list_containers()
-                if c.labels.get(LABEL_KIND) == "service"
-                and c.labels.get(LABEL_PORT, "").isdigit()
-            } | self._claims.ports()
+                int(labels[LABEL_PORT]) for labels in self.engine.container_labels()
+                if labels.get(LABEL_KIND) == "service" and labels.get(LABEL_PORT, "").isdigit()
+            } | self._claims.ports() | self._planned
             if also is not None:
                 ports.add(also)
             self.guard.sync(ports)
