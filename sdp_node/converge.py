@@ -110,7 +110,7 @@ from sdp_node.protocol import (
 )
 from sdp_node.routes import GatewayRoutes, check_route_keys, ignored_keys_problem
 from sdp_node.runspec import RunSpecs
-from sdp_node.schedule import dependencies
+from sdp_node.schedule import dependencies, exclusive
 from sdp_node.steps import FailureStore, SpecStore, StepContext, StepFailed
 
 Log = Callable[[str], None]
@@ -159,7 +159,7 @@ class Converger:
                 operation.emit("result", step_id=step.step_id,
                                result=self._run_step(step, context))
 
-            self.pool.run(waits_for, work)
+            self.pool.run(waits_for, work, groups=[exclusive(step) for step in steps])
         finally:
             self._planned = frozenset()
             operation.finish()

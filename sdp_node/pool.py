@@ -2,8 +2,9 @@
 
 * ``StepPool`` runs the steps of one plan on at most ``workers`` threads, each step only once
   every step it waits for (``sdp_node.schedule.dependencies``) has finished, whatever its
-  outcome (as one after another: a failed step does not stop the plan). Ready steps start in
-  plan order. A step's own events come from its one thread, in order; steps of different
+  outcome (as one after another: a failed step does not stop the plan), and never beside a
+  step of its exclusive group (``sdp_node.schedule.exclusive``). Ready steps start in plan
+  order. A step's own events come from its one thread, in order; steps of different
   sandboxes interleave in the operation's stream, each event carrying its step id.
 * ``SingleFlight`` does the work for a key once while it is in flight: a caller that asks for
   a key another caller is working on waits for that caller's result (or its exception) and
@@ -52,13 +53,16 @@ class StepPool:
         with self._lock:
             return self._busy
 
-    def run(self, waits_for: Sequence[frozenset[int]], work: Callable[[int], None]) -> None:
-        """``work(i)`` for every step ``i``, after every step in ``waits_for[i]``. Returns when
-        all have run; an exception escaping ``work`` is raised then (the first, by index),
-        after the other steps ran."""
+    def run(self, waits_for: Sequence[frozenset[int]], work: Callable[[int], None], *,
+            groups: Sequence[str | None] | None = None) -> None:
+        """``work(i)`` for every step ``i``, after every step in ``waits_for[i]``, and never
+        beside another step of its group (``groups[i]``, None: no group). Returns when all
+        have run; an exception escaping ``work`` is raised then (the first, by index), after
+        the other steps ran."""
         count = len(waits_for)
         if count == 0:
             return
+        group_of = list(groups) if groups is not None else [None] * count
         done: set[int] = set()
         started: set[int] = set()
         errors: dict[int, BaseException] = {}
@@ -79,7 +83,10 @@ class StepPool:
                 for index in range(count):
                     if len(running) >= self.workers:
                         break
-                    if index not in started and waits_for[index] <= done:
+                    busy = {group_of[i] for i in running.values()}
+                    group = group_of[index]
+                    if index not in started and waits_for[index] <= done \
+                            and (group is None or group not in busy):
                         started.add(index)
                         running[executor.submit(task, index)] = index
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)

@@ -21,7 +21,10 @@ anything, which earlier steps each step waits for. Promises:
   their sandbox (``sandbox-a-b-c`` could be sandbox ``a-b``'s service ``c`` or ``a``'s
   ``b-c``): a step that names only a container is taken as part of every sandbox whose
   network name prefixes it, which may order two unrelated steps but never lets related ones
-  overlap.
+  overlap;
+* network creations form one **exclusive** group (``exclusive``): the agent makes one at a time
+  (two would pick the same free subnet), so the pool runs them one at a time too and gives the
+  other workers deploys meanwhile instead of leaving them waiting for a lock.
 """
 
 from __future__ import annotations
@@ -121,6 +124,14 @@ def ordered(earlier: Footprint, later: Footprint) -> bool:
     return False
 
 
+NETWORKS = "networks"
+
+
+def exclusive(step: Step) -> str | None:
+    """The group of steps of which at most one runs at a time, if any."""
+    return NETWORKS if isinstance(step, EnsureNetwork) else None
+
+
 def dependencies(steps: Sequence[Step], names: ResourceNames) -> list[frozenset[int]]:
     """For each step (by index), the indexes of the earlier steps it waits for."""
     prints = [footprint(step, names) for step in steps]
@@ -130,4 +141,4 @@ def dependencies(steps: Sequence[Step], names: ResourceNames) -> list[frozenset[
     ]
 
 
-__all__ = ["Footprint", "dependencies", "footprint", "ordered"]
+__all__ = ["NETWORKS", "Footprint", "dependencies", "exclusive", "footprint", "ordered"]

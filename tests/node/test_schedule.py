@@ -24,7 +24,7 @@ from sdp_node.protocol import (
     SetRoutes,
     Step,
 )
-from sdp_node.schedule import dependencies
+from sdp_node.schedule import dependencies, exclusive
 
 NAMES = ResourceNames("sandbox")
 SHA = "a" * 40
@@ -159,6 +159,30 @@ def test_the_pool_starts_a_step_only_after_the_steps_it_waits_for() -> None:
     assert order.index("end 0") < order.index("start 1")
     assert order.index("end 1") < order.index("start 2")
     assert order.index("end 2") < order.index("start 3")
+
+
+def test_steps_of_one_exclusive_group_run_one_at_a_time_and_others_run_beside_them() -> None:
+    in_group = 0
+    most = 0
+    lock = threading.Lock()
+    meet = threading.Barrier(2, timeout=20)  # the first network and the deploy, side by side
+
+    def work(index: int) -> None:
+        nonlocal in_group, most
+        if index == 3:
+            meet.wait()
+            return
+        with lock:
+            in_group += 1
+            most = max(most, in_group)
+        if index == 0:
+            meet.wait()
+        with lock:
+            in_group -= 1
+
+    steps: list[Step] = [network("a"), network("b"), network("c"), service("x", "account", 1)]
+    StepPool(3).run([frozenset()] * 4, work, groups=[exclusive(s) for s in steps])
+    assert most == 1
 
 
 def test_a_step_that_raises_does_not_stop_the_others_and_is_raised_at_the_end() -> None:
