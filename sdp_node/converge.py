@@ -18,7 +18,8 @@ stage, the reason and the tail of the output. Promises:
   (container, spec hash) and not tried again until the spec changes or ``recreate`` asks;
 * an interrupted switch or replacement (agent killed) is healed on the next step touching that
   container, and at agent start: an unconfirmed ``--next`` goes, a stopped ``--previous``
-  (in-place replacement) is restored, a running ``--previous`` (switch) waits for ``retire``;
+  (in-place replacement) is restored, a running ``--previous`` (switch) waits for ``retire``
+  (or, with no ``<name>`` left, takes its name back);
 * the names in a step are checked against ``sdp_node.naming``, so a plan cannot name a
   container or network outside SDP's scheme, and a gateway's routes against the gateway's own
   route keys (``sdp_node.routes``);
@@ -770,7 +771,14 @@ class Converger:
             log(f"removing {staging.name}, started by an interrupted switch and never confirmed")
             self.engine.remove(staging.id)
         previous = self.engine.find(name + ASIDE_SUFFIX)
-        if previous is None or previous.running:
+        if previous is None:
+            return
+        if previous.running:
+            if self.engine.find(name) is None:
+                # Killed between a switch's two renames: the new one (still ``--next``) went
+                # above; the old one never stopped and takes its name back.
+                self.engine.rename(previous.id, name)
+                log(f"restored {name} from a switch interrupted between its renames")
             return
         current = self.engine.find(name)
         if current is not None:

@@ -177,3 +177,29 @@ def test_two_switches_given_one_port_run_one_after_the_other_and_the_second_is_r
     assert answer(spare)["revision"] == "main-2"
     assert answer(old["q-b"])["revision"] == "main-1"
     assert answer(old["q-a"])["revision"] == "main-1"  # the previous one, until retired
+
+
+def test_a_switch_killed_between_its_renames_gives_the_old_container_its_name_back(
+    make_agent: Callable[..., AgentProcess], images: dict[str, str], canary: Credentials,
+    make_repo: Callable[[str], tuple[Path, str]], docker_client: docker.DockerClient,
+) -> None:
+    """What an agent killed between a switch's two renames leaves: the old container already
+    ``--previous`` (and the new one still ``--next``, removed at start as unconfirmed); at
+    start the old one, which never stopped, is ``<name>`` again."""
+    path, url = make_repo("account")
+    commit = commit_files(path, branch="main", message="1",
+                          files=go_service_files(service="account", revision="main-1"))
+    agent = make_agent(repositories=[go_repo(url, images)])
+    port = free_port()
+    assert run(agent.client(), deploy(spec(sandbox="k-a", service="account",
+                                           repository="account", branch="main", commit=commit,
+                                           port=port)), canary).ok
+    name = NAMES.container("k-a", "account")
+    agent.kill()
+    docker_client.containers.get(name).rename(f"{name}--previous")
+    agent.start()
+    names = {c.name for c in docker_client.containers.list(
+        all=True, filters={"label": f"sdp.instance={agent.installation}"})}
+    assert names == {name}
+    assert docker_client.containers.get(name).status == "running"
+    assert answer(port)["revision"] == "main-1"
