@@ -346,6 +346,18 @@ class Engine:
             return PortHolder(name, user.get("Labels") or {})
         return None
 
+    def foreign_ports(self) -> set[int]:
+        """The host ports that running containers of other owners publish (one listing)."""
+        try:
+            summaries = self.api.containers()
+        except DockerException as e:
+            raise NodeError(f"cannot list containers: {e}") from e
+        return {
+            int(binding["PublicPort"]) for summary in summaries
+            if not self.is_own(summary.get("Labels"))
+            for binding in summary.get("Ports") or [] if binding.get("PublicPort")
+        }
+
     def bridge_subnet(self) -> str:
         """The IPv4 subnet of Docker's default bridge network (where gateways run)."""
         try:

@@ -171,10 +171,15 @@ class Converger:
         """One rewrite of the port guard's chain for all the plan's new service ports, before
         any of them starts, instead of one per deploy (steps that run side by side would wait
         for each other's). A rule for a port whose deploy then fails rejects foreign sources
-        of a port nothing answers on, until the next rewrite."""
-        self._planned = frozenset(s.spec.port for s in steps if isinstance(s, DeployService))
-        if self.guard.enabled and not all(self.guard.covers(p) for p in self._planned):
-            with suppress(NodeError):  # each deploy then tries again and reports it
+        of a port nothing answers on, until the next rewrite; a port another owner's container
+        publishes is left alone (its deploy fails without touching it)."""
+        self._planned = frozenset()
+        ports = {s.spec.port for s in steps if isinstance(s, DeployService)}
+        if not self.guard.enabled or not ports:
+            return
+        with suppress(NodeError):  # each deploy then tries again and reports it
+            self._planned = frozenset(ports - self.engine.foreign_ports())
+            if not all(self.guard.covers(p) for p in self._planned):
                 self.guard_ports()
 
     def _run_step(self, step: Step, context: StepContext) -> StepResult:
@@ -586,8 +591,7 @@ class Converger:
                 f"{holder.name!r} ({self.engine.describe_owner(dict(holder.labels))}): SDP does "
                 "not touch it", [],
             )
-        if not self.guard.covers(spec.port):
-            self.guard_ports(also=spec.port)
+        self._ensure_guarded(spec.port)
         current = self.engine.find(spec.container)
         if current is not None and current.running and holder is None:
             self._switch(repository, spec, run_spec, current, context)
@@ -735,6 +739,17 @@ class Converger:
             changed=changed, container=step.container,
             commit=current.label(LABEL_COMMIT) or None if current else None,
         )
+
+    def _ensure_guarded(self, port: int) -> None:
+        """``port`` guarded before its container starts: by the chain as last written when it
+        covers the port (looked at under the guard's lock, so no rewrite without the port,
+        which this deploy has claimed, is under way), else by a rewrite."""
+        if not self.guard.enabled:
+            return
+        with self._guarding:
+            if self.guard.covers(port):
+                return
+        self.guard_ports(also=port)
 
     def guard_ports(self, *, also: int | None = None) -> None:
         """Guard the published ports of this node's services (and ``also``, about to be)."""
