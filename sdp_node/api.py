@@ -3,9 +3,10 @@
 Every route but ``/healthz`` needs the bearer token (constant-time compare); request bodies are
 bounded; every error is JSON ``{"error": {"code", "message"}}``. Apply answers at once with an
 operation id; one worker thread runs operations one after another, so two plans never touch the
-node at the same time. Streams are SSE with ids: a client reconnecting with ``Last-Event-ID``
-gets exactly the events it missed. Credentials in a request live only in that request's memory
-and the operation that uses them.
+node at the same time (the steps of one plan run on the converger's bounded pool, in the order
+``sdp_node.schedule`` requires). Streams are SSE with ids: a client reconnecting with
+``Last-Event-ID`` gets exactly the events it missed. Credentials in a request live only in that
+request's memory and the operation that uses them.
 """
 
 from __future__ import annotations

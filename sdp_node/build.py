@@ -14,6 +14,9 @@ otherwise, one shared ``GOCACHE`` and the node's module cache, and an environmen
   is built again;
 * before building, go.mod is read so that a Go too old for it, or a module that neither
   ``vendor/`` nor the module cache holds, fails with a message naming it.
+* one build per (repository, commit, build target, Go settings) at a time: deploys of a plan
+  that need it while it runs wait for it and take its binary or its failure (with its output
+  lines); builds of different commits run side by side.
 
 Output lines are passed to ``log`` as the compiler produces them.
 """
@@ -34,6 +37,7 @@ from pathlib import Path
 from sdp_node.childenv import child_environment
 from sdp_node.config import RepositoryConfig
 from sdp_node.errors import BuildError
+from sdp_node.pool import SingleFlight
 
 Log = Callable[[str], None]
 _GO_LINE = re.compile(r"^go\s+(\d+(?:\.\d+){1,2})\s*$", re.M)
@@ -50,6 +54,7 @@ _NAMED = [
     re.compile(r"(\S+)@v[^:\s]+: "),
 ]
 _SOURCE_POSITION = re.compile(r"^(?P<file>[^:\s]+\.go):(?P<line>\d+):\d+: ")
+TAIL = 30
 
 
 def binary_name(repository: str) -> str:
@@ -133,7 +138,7 @@ class GoBuilder:
         self._builds = workspace / "builds"
         for path in (self._cache, self._default_modcache, self._home, self._builds):
             path.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._flights: SingleFlight[tuple[str, ...], Build] = SingleFlight()
 
     def environment(self, repository: RepositoryConfig) -> dict[str, str]:
         settings = repository.go
@@ -175,9 +180,43 @@ class GoBuilder:
     def build(
         self, repository: RepositoryConfig, tree: Path, *, commit: str, log: Log
     ) -> Build:
-        """Build ``commit`` (checked out in ``tree``) unless SDP's record has it already."""
+        """Build ``commit`` (checked out in ``tree``) unless SDP's record has it already, or
+        another deploy is building it with the same settings now: then wait for that build
+        and take its binary (or its failure)."""
         existing = self.recorded(repository.name, commit)
         if existing is not None:
+            log(f"{existing.name} already built for this commit; nothing to do")
+            return Build(repository.name, commit, existing, built=False)
+        settings = repository.go
+        key = (repository.name, commit, repository.build_target, settings.proxy,
+               settings.flags, str(settings.module_cache or ""))
+
+        joined: list[bool] = []
+
+        def joining() -> None:
+            joined.append(True)
+            log(f"another deploy is building {repository.name} {commit[:12]} with the same "
+                "settings; waiting for its build")
+
+        try:
+            build, shared = self._flights.do(
+                key, lambda: self._build(repository, tree, commit=commit, log=log),
+                joining=joining)
+        except BuildError as e:
+            if joined:
+                for line in e.output:
+                    log(line)
+            raise
+        if shared:
+            log(f"{build.binary.name} built by the other deploy; nothing to do")
+            return Build(repository.name, commit, build.binary, built=False)
+        return build
+
+    def _build(
+        self, repository: RepositoryConfig, tree: Path, *, commit: str, log: Log
+    ) -> Build:
+        existing = self.recorded(repository.name, commit)
+        if existing is not None:  # a build that finished between our look and our flight
             log(f"{existing.name} already built for this commit; nothing to do")
             return Build(repository.name, commit, existing, built=False)
         check_go_mod(tree, repository.name)
@@ -190,7 +229,7 @@ class GoBuilder:
         code, lines = self._run(repository, tree, command, log=log)
         if code != 0:
             partial.unlink(missing_ok=True)
-            raise BuildError(_explain(repository, tree, lines, code))
+            raise BuildError(_explain(repository, tree, lines, code), output=lines[-TAIL:])
         os.replace(partial, output)
         record = {"repository": repository.name, "commit": commit, "size": output.stat().st_size,
                   "sha256": _digest(output)}
@@ -202,26 +241,25 @@ class GoBuilder:
         self, repository: RepositoryConfig, tree: Path, command: list[str], *, log: Log
     ) -> tuple[int, list[str]]:
         lines: list[str] = []
-        with self._lock:
-            try:
-                process = subprocess.Popen(
-                    command, cwd=tree, env=self.environment(repository),
-                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                    errors="replace", start_new_session=True,
-                )
-            except OSError as e:
-                raise BuildError(f"cannot run go: {e.strerror}") from e
-            timer = threading.Timer(repository.go.build_timeout_seconds, process.kill)
-            timer.start()
-            try:
-                assert process.stdout is not None
-                for line in process.stdout:
-                    line = line.rstrip("\n")
-                    lines.append(line)
-                    log(line)
-                return process.wait(), lines
-            finally:
-                timer.cancel()
+        try:
+            process = subprocess.Popen(
+                command, cwd=tree, env=self.environment(repository),
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                errors="replace", start_new_session=True,
+            )
+        except OSError as e:
+            raise BuildError(f"cannot run go: {e.strerror}") from e
+        timer = threading.Timer(repository.go.build_timeout_seconds, process.kill)
+        timer.start()
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                line = line.rstrip("\n")
+                lines.append(line)
+                log(line)
+            return process.wait(), lines
+        finally:
+            timer.cancel()
 
 
 def _explain(repository: RepositoryConfig, tree: Path, lines: list[str], code: int) -> str:

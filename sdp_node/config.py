@@ -25,6 +25,7 @@ from ruamel.yaml.error import YAMLError
 from sdp_node.dataconfig import DataServers
 from sdp_node.errors import NodeError
 from sdp_node.naming import DEFAULT_PREFIX, ResourceNames, name_problem, prefix_problem
+from sdp_node.pool import default_workers
 from sdp_node.protocol import NodeType, RepositoryInfo, RepositoryKind
 
 
@@ -351,6 +352,11 @@ class NodeConfig(_Model):
     go_cache: Path | None = Field(
         default=None, description="GOCACHE shared by all builds (default <workspace>/gocache)"
     )
+    apply_workers: int | None = Field(
+        default=None, ge=1, le=32,
+        description="how many steps of one plan run side by side: deploys of different "
+        "sandboxes overlap, the ordering rules of docs/node.md still hold (default: min(4, "
+        "2 x CPUs); 1 = one step after another)")
     metrics_interval_seconds: float = Field(
         default=10.0, ge=0.2, le=3600, description="how often the background sampler reads "
         "each container's CPU, memory, restarts and health path (never inside observe)")
@@ -372,6 +378,11 @@ class NodeConfig(_Model):
     data: DataServers | None = Field(
         default=None, description="INFRA nodes: the data servers managed here (docs/infra.md)"
     )
+
+    @property
+    def workers(self) -> int:
+        """``apply_workers``, or its default for this machine."""
+        return self.apply_workers or default_workers()
 
     @model_validator(mode="after")
     def _check(self) -> NodeConfig:

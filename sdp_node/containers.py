@@ -56,10 +56,8 @@ from sdp_node.errors import (
 from sdp_node.protocol import (
     ASIDE_SUFFIX,
     LABEL_INSTANCE,
-    LABEL_KIND,
     LABEL_MANAGED,
     LABEL_NODE,
-    LABEL_PORT,
     NEXT_SUFFIX,
     ContainerStats,
     ObservedContainer,
@@ -178,7 +176,9 @@ class Engine:
     def __init__(self, config: NodeConfig, client: docker.DockerClient | None = None) -> None:
         self.config = config
         try:
-            self.client = client or docker.from_env(timeout=120)
+            # Steps of a plan, the sampler and the API share the client: a connection each.
+            self.client = client or docker.from_env(
+                timeout=120, max_pool_size=max(10, config.workers + 6))
             self.api = self.client.api
         except DockerException as e:
             raise NodeError(f"cannot reach the Docker engine: {e}") from e
@@ -278,19 +278,15 @@ class Engine:
             )
         return sorted(observed, key=lambda c: c.name)
 
-    def published_service_ports(self) -> set[int]:
-        """The ports this agent's service containers publish, from their labels: one listing,
-        none of the per-container inspections ``list_containers`` may need."""
+    def container_labels(self) -> list[dict[str, str]]:
+        """The labels of each of this agent's containers, from one listing and no inspection
+        (``list_containers`` inspects every container whose status text changed, which the
+        uptime in it does every second): for decisions that need nothing else."""
         try:
             summaries = self.api.containers(all=True, filters=self._filters())
         except DockerException as e:
             raise NodeError(f"cannot list containers: {e}") from e
-        ports = set()
-        for summary in summaries:
-            labels = self._overlay(summary["Id"], summary.get("Labels") or {})
-            if labels.get(LABEL_KIND) == "service" and labels.get(LABEL_PORT, "").isdigit():
-                ports.add(int(labels[LABEL_PORT]))
-        return ports
+        return [self._overlay(s["Id"], s.get("Labels") or {}) for s in summaries]
 
     def _runtime(self, summaries: list[dict[str, Any]]) -> dict[str, Runtime]:
         """Start time, restart count and health of each container, inspected only when its
@@ -373,6 +369,18 @@ class Engine:
             name = user["Names"][0].lstrip("/") if user.get("Names") else user["Id"][:12]
             return PortHolder(name, user.get("Labels") or {})
         return None
+
+    def foreign_ports(self) -> set[int]:
+        """The host ports that running containers of other owners publish (one listing)."""
+        try:
+            summaries = self.api.containers()
+        except DockerException as e:
+            raise NodeError(f"cannot list containers: {e}") from e
+        return {
+            int(binding["PublicPort"]) for summary in summaries
+            if not self.is_own(summary.get("Labels"))
+            for binding in summary.get("Ports") or [] if binding.get("PublicPort")
+        }
 
     def bridge_subnet(self) -> str:
         """The IPv4 subnet of Docker's default bridge network (where gateways run)."""

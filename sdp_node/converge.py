@@ -1,4 +1,4 @@
-"""Carry out a convergence plan, one idempotent step after another.
+"""Carry out a convergence plan: idempotent steps, independent ones side by side.
 
 Each step either finds the node already as asked (and changes nothing) or changes it and says
 so. Deploys follow the seed's stages (git fetch, git checkout, go build / composer install,
@@ -18,17 +18,24 @@ stage, the reason and the tail of the output. Promises:
   (container, spec hash) and not tried again until the spec changes or ``recreate`` asks;
 * an interrupted switch or replacement (agent killed) is healed on the next step touching that
   container, and at agent start: an unconfirmed ``--next`` goes, a stopped ``--previous``
-  (in-place replacement) is restored, a running ``--previous`` (switch) waits for ``retire``;
+  (in-place replacement) is restored, a running ``--previous`` (switch) waits for ``retire``
+  (or, with no ``<name>`` left, takes its name back);
 * the names in a step are checked against ``sdp_node.naming``, so a plan cannot name a
   container or network outside SDP's scheme, and a gateway's routes against the gateway's own
   route keys (``sdp_node.routes``);
 * a published port is guarded (``sdp_node.isolation``) before its container starts, and its
   rule goes with the container;
-* every kind of step is handled: ``_dispatch`` matches the closed union exhaustively.
+* every kind of step is handled: ``_dispatch`` matches the closed union exhaustively;
+* steps run on a bounded pool (``apply_workers``): each waits for the earlier steps
+  ``sdp_node.schedule`` orders it after (same container or port; a sandbox's network and
+  route steps as barriers) and nothing else, so the deploys of different sandboxes overlap;
+  what they share is done once or one at a time: a repository's fetch, a commit's tree, a
+  commit's go build (``GoBuilder``'s single flight), network subnets, the port guard's chain.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -62,6 +69,7 @@ from sdp_node.naming import (
 )
 from sdp_node.operations import Operation
 from sdp_node.phpconfig import replace_routes_file
+from sdp_node.pool import KeyedLocks, PortClaims, StepPool
 from sdp_node.protocol import (
     LABEL_BRANCH,
     LABEL_COMMIT,
@@ -105,6 +113,7 @@ from sdp_node.protocol import (
 )
 from sdp_node.routes import GatewayRoutes, check_route_keys, ignored_keys_problem
 from sdp_node.runspec import RunSpecs
+from sdp_node.schedule import dependencies, exclusive
 from sdp_node.steps import FailureStore, SpecStore, StepContext, StepFailed
 
 Log = Callable[[str], None]
@@ -126,22 +135,54 @@ class Converger:
         self._trees = workspace / "trees"
         self._trees.mkdir(parents=True, exist_ok=True)
         self.routes = GatewayRoutes(config, engine, self.git, self.gateway_files)
+        self.pool = StepPool(config.workers)
+        self._fetches = KeyedLocks()
+        self._checkouts = KeyedLocks()
+        self._claims = PortClaims()
+        self._planned: frozenset[int] = frozenset()
+        """the ports the running plan's service deploys publish: guarded from its start"""
+        self._guarding = threading.Lock()
+        self._networking = threading.Lock()
 
     # -- running a plan --------------------------------------------------------------------------
 
     def run(self, operation: Operation, request: ApplyRequest) -> None:
+        steps = request.steps
         try:
-            for step in request.steps:
+            for step in steps:
                 if isinstance(step, DeployService | DeployGateway):
                     operation.emit("state", step_id=step.step_id, state=DeployState.QUEUED)
-            for step in request.steps:
+            waits_for = dependencies(steps, self.names)
+            self._guard_plan(steps)
+
+            def work(index: int) -> None:
+                step = steps[index]
                 context = StepContext(operation, step.step_id, request.credentials)
+                context.log(f"started ({self.pool.busy} of {self.pool.workers} workers busy)")
                 operation.emit("result", step_id=step.step_id,
                                result=self._run_step(step, context))
+
+            self.pool.run(waits_for, work, groups=[exclusive(step) for step in steps])
         finally:
+            self._planned = frozenset()
             operation.finish()
-            # Still in the one worker thread: no other apply runs while this looks.
+            # Every step has finished, and no other apply runs while this looks.
             prune.after_apply(self.config, lambda: engine_mounts(self.engine))
+
+    def _guard_plan(self, steps: list[Step]) -> None:
+        """One rewrite of the port guard's chain for all the plan's new service ports, before
+        any of them starts, instead of one per deploy (steps that run side by side would wait
+        for each other's). A rule for a port whose deploy then fails rejects foreign sources
+        of a port nothing answers on, until the next rewrite; a port another owner's container
+        publishes is left alone (its deploy fails without touching it)."""
+        self._planned = frozenset()
+        ports = {s.spec.port for s in steps if isinstance(s, DeployService)}
+        if not self.guard.enabled or not ports:
+            return
+        with suppress(NodeError):  # each deploy then tries again and reports it
+            self._planned = frozenset(ports - self.engine.foreign_ports())
+            if not all(self.guard.covers(p) for p in self._planned):
+                self.guard_ports()
 
     def _run_step(self, step: Step, context: StepContext) -> StepResult:
         try:
@@ -252,9 +293,10 @@ class Converger:
             raise BadRequest("only MICRO nodes create sandbox networks")
         if step.network != self.names.network(step.sandbox):
             raise BadRequest(f"network {step.network!r} is not SDP's name for {step.sandbox!r}")
-        created, subnet = self.engine.ensure_network(
-            step.network, {LABEL_SANDBOX: step.sandbox}
-        )
+        with self._networking:  # two at once would pick the same free subnet
+            created, subnet = self.engine.ensure_network(
+                step.network, {LABEL_SANDBOX: step.sandbox}
+            )
         context.log(f"network {step.network} {'created' if created else 'exists'} ({subnet})")
         return StepResult(
             step_id=step.step_id, action=step.action, ok=True, state=DeployState.RUNNING,
@@ -292,7 +334,7 @@ class Converger:
         spec = step.spec
         self._fetch(repository, spec, context)
         tree = self._trees / repository.name / spec.commit
-        with context.stage(Stage.CHECKOUT):
+        with context.stage(Stage.CHECKOUT), self._checkouts.hold(tree):
             written = self.git.checkout(repository, spec.commit, tree)
             context.log(f"{'checked out' if written else 'reusing tree of'} {spec.commit[:12]} "
                         f"({spec.branch})")
@@ -325,7 +367,7 @@ class Converger:
         spec = step.spec
         self._fetch(repository, spec, context)
         tree = self.gateway_files.tree(spec.sandbox, spec.commit)
-        with context.stage(Stage.CHECKOUT):
+        with context.stage(Stage.CHECKOUT), self._checkouts.hold(tree):
             written = self.git.checkout(repository, spec.commit, tree)
             context.log(f"{'checked out' if written else 'reusing tree of'} {spec.commit[:12]} "
                         f"({spec.branch}) for sandbox {spec.sandbox}")
@@ -527,23 +569,44 @@ class Converger:
             if self.git.has_commit(repository, spec.commit):
                 context.log(f"commit {spec.commit[:12]} is already in the node's store")
                 return
-            if context.credentials is None:
-                raise StepFailed(
-                    Stage.FETCH,
-                    f"commit {spec.commit[:12]} of {repository.name} must be fetched, but the "
-                    "plan carries no git credentials", [],
-                )
-            heads = self.git.fetch(repository, context.credentials, log=context.log)
-            if not self.git.has_commit(repository, spec.commit):
-                at = heads.get(spec.branch)
-                raise StepFailed(
-                    Stage.FETCH,
-                    f"commit {spec.commit[:12]} is not on the remote's {repository.name} "
-                    f"(branch {spec.branch} is at {at[:12] if at else 'nothing: no such branch'})",
-                    list(context.tail),
-                )
+            # One fetch of a repository at a time: a deploy that waited for another one's
+            # fetch usually finds its commit fetched.
+            with self._fetches.hold(repository.name):
+                if self.git.has_commit(repository, spec.commit):
+                    context.log(f"commit {spec.commit[:12]} was fetched by another deploy")
+                    return
+                self._fetch_missing(repository, spec, context)
+
+    def _fetch_missing(self, repository: RepositoryConfig, spec: ContainerSpec,
+                       context: StepContext) -> None:
+        if context.credentials is None:
+            raise StepFailed(
+                Stage.FETCH,
+                f"commit {spec.commit[:12]} of {repository.name} must be fetched, but the "
+                "plan carries no git credentials", [],
+            )
+        heads = self.git.fetch(repository, context.credentials, log=context.log)
+        if not self.git.has_commit(repository, spec.commit):
+            at = heads.get(spec.branch)
+            raise StepFailed(
+                Stage.FETCH,
+                f"commit {spec.commit[:12]} is not on the remote's {repository.name} "
+                f"(branch {spec.branch} is at {at[:12] if at else 'nothing: no such branch'})",
+                list(context.tail),
+            )
 
     def _replace(
+        self, repository: RepositoryConfig, spec: ContainerSpec, run_spec: RunSpec,
+        context: StepContext,
+    ) -> None:
+        if repository.kind is not RepositoryKind.GO:  # a gateway's port is public: unguarded
+            self._replace_claimed(repository, spec, run_spec, context)
+            return
+        # Guarded from before its container exists until it carries the port's label.
+        with self._claims.claim(spec.port, spec.container):
+            self._replace_claimed(repository, spec, run_spec, context)
+
+    def _replace_claimed(
         self, repository: RepositoryConfig, spec: ContainerSpec, run_spec: RunSpec,
         context: StepContext,
     ) -> None:
@@ -556,7 +619,7 @@ class Converger:
                 f"{holder.name!r} ({self.engine.describe_owner(dict(holder.labels))}): SDP does "
                 "not touch it", [],
             )
-        self.guard_ports(also=spec.port)
+        self._ensure_guarded(spec.port)
         current = self.engine.find(spec.container)
         if current is not None and current.running and holder is None:
             self._switch(repository, spec, run_spec, current, context)
@@ -705,14 +768,31 @@ class Converger:
             commit=current.label(LABEL_COMMIT) or None if current else None,
         )
 
+    def _ensure_guarded(self, port: int) -> None:
+        """``port`` guarded before its container starts: by the chain as last written when it
+        covers the port (looked at under the guard's lock, so no rewrite without the port,
+        which this deploy has claimed, is under way), else by a rewrite."""
+        if not self.guard.enabled:
+            return
+        with self._guarding:
+            if self.guard.covers(port):
+                return
+        self.guard_ports(also=port)
+
     def guard_ports(self, *, also: int | None = None) -> None:
         """Guard the published ports of this node's services (and ``also``, about to be)."""
         if not self.guard.enabled:
             return
-        ports = self.engine.published_service_ports()
-        if also is not None:
-            ports.add(also)
-        self.guard.sync(ports)
+        # Listing and writing under one lock, with the ports of deploys in flight: a step's
+        # rewrite never drops the rule of a port another step is about to publish.
+        with self._guarding:
+            ports = {
+                int(labels[LABEL_PORT]) for labels in self.engine.container_labels()
+                if labels.get(LABEL_KIND) == "service" and labels.get(LABEL_PORT, "").isdigit()
+            } | self._claims.ports() | self._planned
+            if also is not None:
+                ports.add(also)
+            self.guard.sync(ports)
 
     def _error_output(
         self, ident: str, name: str, tail: list[str], context: StepContext
@@ -734,7 +814,14 @@ class Converger:
             log(f"removing {staging.name}, started by an interrupted switch and never confirmed")
             self.engine.remove(staging.id)
         previous = self.engine.find(name + ASIDE_SUFFIX)
-        if previous is None or previous.running:
+        if previous is None:
+            return
+        if previous.running:
+            if self.engine.find(name) is None:
+                # Killed between a switch's two renames: the new one (still ``--next``) went
+                # above; the old one never stopped and takes its name back.
+                self.engine.rename(previous.id, name)
+                log(f"restored {name} from a switch interrupted between its renames")
             return
         current = self.engine.find(name)
         if current is not None:

@@ -53,6 +53,12 @@ class GitError(NodeError):
 class BuildError(NodeError):
     code = "build_failed"
 
+    def __init__(self, message: str, *, output: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.output = output or []
+        """the build's last output lines (another deploy waiting for the same build shows
+        them in its own log)"""
+
 
 class ImageMissing(NodeError):
     code = "image_missing"

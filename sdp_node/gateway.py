@@ -29,6 +29,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -182,7 +183,8 @@ class GatewayFiles:
             digest = hashlib.sha256(content.encode()).hexdigest()[:16]
             path = self._conf / f"{Path(target).stem}-{digest}{Path(target).suffix}"
             if not path.exists():
-                partial = path.with_suffix(path.suffix + ".partial")
+                # Two gateways deployed at once may write the same file: each its own partial.
+                partial = path.with_suffix(f"{path.suffix}.{uuid.uuid4().hex[:8]}.partial")
                 partial.write_text(content)
                 partial.chmod(0o644)
                 os.replace(partial, path)

@@ -137,6 +137,8 @@ class PortGuard:
         self.iptables = Iptables(config.isolation.iptables, runner)
         self._bridge_subnet = bridge_subnet
         self._lock = threading.Lock()
+        self._written: frozenset[int] | None = None
+        """the ports of the chain this agent last wrote (None: not written since it started)"""
 
     def sources(self) -> list[str]:
         return [self._bridge_subnet() if s == DOCKER_BRIDGE else s for s in self.allow_from]
@@ -146,15 +148,26 @@ class PortGuard:
         with self._lock:
             if not self.enabled:
                 self._remove()
+                self._written = None
                 return
+            wanted = frozenset(ports)
             try:
-                self._write(sorted(set(ports)))
+                self._written = None
+                self._write(sorted(wanted))
+                self._written = wanted
             except IsolationError as e:
                 raise IsolationError(
                     f"cannot guard this node's published ports: {e} (isolation in node.yaml: "
                     "check the iptables command, or set isolation.enabled: false to run "
                     "without cross-sandbox isolation)"
                 ) from e
+
+    def covers(self, port: int) -> bool:
+        """Whether the chain this agent wrote last guards ``port`` (then a deploy on it need not
+        rewrite the chain first; a removal still does, so no rule outlives its container for
+        long)."""
+        with self._lock:
+            return self._written is not None and port in self._written
 
     def _write(self, ports: list[int]) -> None:
         lines = ["*filter", f":{self.chain} - [0:0]"]

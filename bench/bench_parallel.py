@@ -1,0 +1,274 @@
+"""Issue 11 (item 5): 40 sandboxes from nothing, a node's step pool vs one step at a time.
+
+One installation (``stack.py``: a git server, a MICRO and a GATEWAY agent, a state repository),
+three variants per round, interleaved:
+
+* **parallel**: both agents with ``apply_workers`` = ``--workers`` (default 4, the agent's
+  default on this 2-core machine); ``sdp-reconcile once`` deploys N new sandboxes, each with
+  account, payment and user (a fresh commit of each, pushed for this round: one go build per
+  service, which the pool's single flight does once for all N sandboxes) and a gateway (the
+  php-cli image under ``php -S``, as ``tests/e2e/stack.py`` runs it);
+* **serial**: the same with ``apply_workers: 1``, which is today's path (one step after
+  another);
+* **compose**: ``docker-compose up -d`` (Debian's 1.29) of N equivalent projects, one after
+  another, each 3 services and a php-cli gateway on its own network (a subnet from
+  10.243.0.0/16), the same image, prebuilt binaries bind-mounted, ports, env, restart policy,
+  host-gateway. Compose neither fetches, checks out, builds nor health-checks: SDP does all of
+  that on top.
+
+The timed part is ``once`` (a subprocess, exit 0 checked) or the N ``up -d`` calls; every
+variant's containers are then counted as running, and removed untimed (SDP: the sandbox files
+deleted and another ``once``; compose: ``down``). The agents are restarted with the other
+``apply_workers`` between variants (untimed). Goal (issue 11): parallel / serial <= 0.4.
+Results go to bench/results/bench_parallel.json.
+
+    .venv/bin/python bench/bench_parallel.py [--sandboxes 40] [--rounds 2] [--workers 4] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    Bench,
+    bench_run,
+    default_address_pools,
+    interleaved,
+    load_average,
+    ratio,
+    require_free_ports,
+    say,
+    stats,
+    table,
+    write_results,
+)
+from stack import SERVICES, SdpStack, build_stack, sandbox_yaml
+
+from sdp_testbed.erangel import gateway_files
+from tests.support.agents import AgentProcess
+
+MICRO_PORTS = (23000, 23499)
+GATEWAY_PORTS = (23500, 23599)
+COMPOSE_FIRST_PORT = 23600
+SUBNET_RANGE = "10.242.0.0/16"
+GOAL = 0.4
+VARIANTS = ["parallel", "serial", "compose"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sandboxes", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS,
+                        help="a subset, to look at one (ratios need parallel and serial)")
+    parser.add_argument("--keep", action="store_true", help="keep the workdir")
+    args = parser.parse_args()
+    count = args.sandboxes
+    require_free_ports([*range(MICRO_PORTS[0], MICRO_PORTS[0] + 3 * count),
+                        *range(GATEWAY_PORTS[0], GATEWAY_PORTS[0] + count),
+                        *range(COMPOSE_FIRST_PORT, COMPOSE_FIRST_PORT + 4 * count)])
+    with bench_run("parallel", keep=args.keep) as bench:
+        return measure(bench, args)
+
+
+def set_workers(agent: AgentProcess, workers: int) -> None:
+    """Restart ``agent`` with ``apply_workers: workers`` (its node.yaml is JSON)."""
+    agent.stop()
+    config = json.loads(agent.config_path.read_text())
+    config["apply_workers"] = workers
+    agent.config_path.write_text(json.dumps(config, indent=1))
+    agent.start()
+
+
+def measure(bench: Bench, args: argparse.Namespace) -> int:
+    count = args.sandboxes
+    images = bench.images(["micro", "php-cli"])
+    stack = build_stack(bench, images=images, micro_ports=MICRO_PORTS,
+                        gateway_ports=GATEWAY_PORTS, subnet_range=SUBNET_RANGE)
+    compose = ComposeProjects(bench, stack, count, images=images) \
+        if "compose" in args.variants else None
+    workers = {"parallel": args.workers, "serial": 1}
+    current: int | None = None
+    samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    loads = [load_average()]
+    for index in range(args.rounds):
+        for variant in interleaved(index, args.variants):
+            if variant == "compose":
+                assert compose is not None
+                seconds = compose.up_all()
+                compose.down_all()
+            else:
+                if current != workers[variant]:
+                    for agent in (stack.micro, stack.gateway):
+                        set_workers(agent, workers[variant])
+                    current = workers[variant]
+                seconds = deploy_from_nothing(stack, count, tag=f"r{index}{variant[0]}")
+            samples[variant].append(seconds)
+            say(f"round {index + 1}/{args.rounds} {variant:<8} {seconds:.2f} s "
+                f"(load {load_average()})")
+        loads.append(load_average())
+
+    figures = {v: stats(samples[v] or [float("nan")]) for v in VARIANTS}
+    result: dict[str, Any] = {
+        "goal": f"parallel / serial <= {GOAL}",
+        "sandboxes": count,
+        "per_sandbox": {"services": len(SERVICES), "gateway": 1, "network": 1},
+        "workers": workers,
+        "docker_address_pools": default_address_pools(),
+        "rounds": args.rounds, "load_average": loads,
+        **{f"{v}_seconds": figures[v] for v in VARIANTS},
+        "ratio_parallel_over_serial": ratio(figures["parallel"]["median"],
+                                            figures["serial"]["median"]),
+        "ratio_parallel_over_compose": ratio(figures["parallel"]["median"],
+                                             figures["compose"]["median"]),
+        "ratio_serial_over_compose": ratio(figures["serial"]["median"],
+                                           figures["compose"]["median"]),
+    }
+    path = write_results("bench_parallel", result)
+    print(table(["variant", "median s", "min s", "max s", "what"], [
+        ["sdp parallel", figures["parallel"]["median"], figures["parallel"]["min"],
+         figures["parallel"]["max"], f"once, apply_workers {args.workers}"],
+        ["sdp serial", figures["serial"]["median"], figures["serial"]["min"],
+         figures["serial"]["max"], "once, apply_workers 1 (one step after another)"],
+        ["docker-compose up -d", figures["compose"]["median"], figures["compose"]["min"],
+         figures["compose"]["max"], f"{count} projects x (3 services + gateway), in turn"],
+    ]))
+    verdict = "meets" if result["ratio_parallel_over_serial"] <= GOAL else "MISSES"
+    print(f"parallel / serial = {result['ratio_parallel_over_serial']:.3f} ({verdict} the goal "
+          f"<= {GOAL}); parallel / compose = {result['ratio_parallel_over_compose']:.3f}; "
+          f"serial / compose = {result['ratio_serial_over_compose']:.3f}; load average "
+          f"{loads[0]} -> {loads[-1]}; results: {path}")
+    return 0
+
+
+def deploy_from_nothing(stack: SdpStack, count: int, *, tag: str) -> float:
+    """New commits of every service, N new sandboxes, one timed ``once``; then they go."""
+    for service in SERVICES:
+        stack.push(service, "main", f"{service} {tag}")
+    names = [f"{tag}-{i:03d}" for i in range(count)]
+    for name in names:
+        stack.write(f"sandboxes/{name}.yaml",
+                    sandbox_yaml(name, {s: {"branch": "main"} for s in SERVICES}))
+    stack.commit_state(f"{count} sandboxes ({tag})")
+    once = stack.reconcile("once")
+    if once.code != 0:
+        raise RuntimeError(f"once ({tag}) failed ({once.code}):\n{once.stdout[-3000:]}\n"
+                           f"{once.stderr[-3000:]}")
+    running = running_containers(stack.bench, {f"sandbox={n}" for n in names})
+    if running != count * (len(SERVICES) + 1):
+        raise RuntimeError(f"{tag}: {running} containers run, not {count * 4}")
+    for name in names:
+        (stack.state / "sandboxes" / f"{name}.yaml").unlink()
+    stack.commit_state(f"remove ({tag})")
+    gone = stack.reconcile("once", "--allow-prune")
+    if gone.code != 0:
+        raise RuntimeError(f"removing ({tag}) failed ({gone.code}):\n{gone.stderr[-3000:]}")
+    return once.seconds
+
+
+def running_containers(bench: Bench, sandboxes: set[str]) -> int:
+    found = bench.docker.containers.list(
+        filters={"label": [f"sdp.instance={bench.installation}"], "status": "running"})
+    return sum(1 for c in found if f"sandbox={c.labels.get('sdp.sandbox')}" in sandboxes)
+
+
+class ComposeProjects:
+    """N projects of 3 Go services and a php-cli gateway each, the binaries prebuilt."""
+
+    def __init__(self, bench: Bench, stack: SdpStack, count: int, *,
+                 images: dict[str, str]) -> None:
+        self.bench = bench
+        self.images = images
+        self.count = count
+        self.folder = bench.workdir / "compose"
+        self.folder.mkdir()
+        binaries = self.folder / "binaries"
+        for service in SERVICES:
+            tree = binaries / service
+            tree.mkdir(parents=True)
+            subprocess.run(["git", "clone", "-q", str(stack.repos[service]), str(tree / "src")],
+                           check=True)
+            subprocess.run(["go", "build", "-trimpath", "-buildvcs=false", "-o",
+                            str(tree / f"app-{service}"), "."], cwd=tree / "src", check=True,
+                           env=_go_env(bench))
+        gateway = self.folder / "erangel"
+        for relative, content in gateway_files(revision="erangel compose", ocp_urls={
+                s: f"http://{s}:8080" for s in SERVICES}).items():
+            target = gateway / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+        self.projects: list[tuple[str, Path]] = []
+        for index in range(count):
+            project = f"bench{bench.id}p{index:03d}"
+            path = self.folder / f"{project}.yml"
+            path.write_text(json.dumps(self.document(index, binaries, gateway), indent=1))
+            self.projects.append((project, path))
+
+    def document(self, index: int, binaries: Path, gateway: Path) -> dict[str, Any]:
+        services: dict[str, Any] = {}
+        base = COMPOSE_FIRST_PORT + 4 * index
+        for k, s in enumerate(SERVICES):
+            services[s] = {
+                "image": self.images["micro"],
+                "command": [f"/src/app-{s}"],
+                "environment": {"PORT": "8080", "SDP_SANDBOX": f"c{index}", "SDP_SERVICE": s},
+                "volumes": [f"{binaries / s}:/src:ro"],
+                "ports": [f"0.0.0.0:{base + k}:8080"],
+                "extra_hosts": ["host.docker.internal:host-gateway"],
+                "restart": "unless-stopped",
+                "labels": self.bench.labels,
+            }
+        services["gateway"] = {
+            "image": self.images["php-cli"],
+            "command": ["php", "-S", "0.0.0.0:80", "-t", "/var/www/html/erangel-ocean"],
+            "init": True,
+            "volumes": [f"{gateway}:/var/www/html/erangel-ocean:ro"],
+            "ports": [f"0.0.0.0:{base + 3}:80"],
+            "extra_hosts": ["host.docker.internal:host-gateway"],
+            "restart": "unless-stopped",
+            "labels": self.bench.labels,
+        }
+        return {"version": "2.4", "services": services, "networks": {"default": {
+            "ipam": {"config": [{"subnet": f"10.243.{index}.0/24"}]},
+            "labels": self.bench.labels}}}
+
+    def _compose(self, project: str, path: Path, *command: str) -> None:
+        done = subprocess.run(["docker-compose", "-p", project, "-f", str(path), *command],
+                              capture_output=True, text=True, cwd=self.folder)
+        if done.returncode != 0:
+            raise RuntimeError(f"docker-compose {' '.join(command)} for {project} failed:\n"
+                               f"{done.stderr}")
+
+    def up_all(self) -> float:
+        start = time.perf_counter()
+        for project, path in self.projects:
+            self._compose(project, path, "up", "-d")
+        seconds = time.perf_counter() - start
+        running = self.bench.docker.containers.list(
+            filters={"label": [f"sdp.bench={self.bench.id}"], "status": "running"})
+        if len(running) != self.count * 4:
+            raise RuntimeError(f"compose: {len(running)} containers run, not {self.count * 4}")
+        return seconds
+
+    def down_all(self) -> None:
+        for project, path in self.projects:
+            self._compose(project, path, "down", "-t", "1")
+
+
+def _go_env(bench: Bench) -> dict[str, str]:
+    from common import GO_CACHE, go_env
+
+    return go_env(GO_CACHE, bench.workdir / "compose-home")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
