@@ -40,6 +40,7 @@ from sdp_node.protocol import (
     CaptureDatabase,
     DeployGateway,
     DeployService,
+    DrainContainer,
     DropCapturedSource,
     DropDatabase,
     DropRabbitmqVhost,
@@ -101,7 +102,8 @@ def footprint(step: Step, names: ResourceNames) -> Footprint:
         case SetRoutes():
             return Footprint(containers=frozenset({_base(step.container)}),
                              sandbox_network=names.network(step.sandbox), barrier=True)
-        case StopContainer() | StartContainer() | RemoveContainer() | RetireContainer():
+        case StopContainer() | StartContainer() | RemoveContainer() | RetireContainer() \
+                | DrainContainer():
             return Footprint(containers=frozenset({_base(step.container)}))
         case EnsureDatabase() | RecloneDatabase() | DropDatabase() | EnsureRedisUser() \
                 | DropRedisUser() | EnsureRabbitmqVhost() | DropRabbitmqVhost() \

@@ -15,6 +15,7 @@ from sdp_node.protocol import (
     ContainerSpec,
     DeployGateway,
     DeployService,
+    DrainContainer,
     EnsureDatabase,
     EnsureNetwork,
     RemoveContainer,
@@ -66,6 +67,11 @@ def remove(sandbox: str, name: str) -> RemoveContainer:
 def retire(sandbox: str, name: str) -> RetireContainer:
     return RetireContainer(step_id=f"retire-{sandbox}-{name}",
                            container=NAMES.container(sandbox, name))
+
+
+def drain(sandbox: str, name: str) -> DrainContainer:
+    return DrainContainer(step_id=f"drain-{sandbox}-{name}",
+                          container=NAMES.container(sandbox, name))
 
 
 def drop_network(sandbox: str) -> RemoveNetwork:
@@ -271,3 +277,11 @@ def test_port_claims_refuse_a_second_container_and_keyed_locks_let_others_by() -
         other.start()
         other.join(timeout=10)
         assert not other.is_alive()  # another key is not held up
+
+
+def test_a_drain_left_by_a_move_waits_for_its_container_and_is_waited_for_by_its_network() -> None:
+    got = waits([service("b", "account", 1), drain("a", "account"), drain("a", "user"),
+                 drop_network("a")])
+    assert got["drain-a-account"] == set()  # nothing of sandbox b's, nor the other drain
+    assert got["drain-a-user"] == set()
+    assert got["drop-a"] == {"drain-a-account", "drain-a-user"}
