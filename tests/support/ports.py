@@ -5,8 +5,8 @@ of ports (a lock file holding the pid of the process that runs it, in the tempor
 a lane whose process is gone is taken over) and hands out blocks from it in turn, skipping
 ports that something holds right now. Under pytest-xdist the run's controller holds the lane
 (its first worker claims it in the controller's name, the others find it) and each worker
-hands out blocks from its own part of it. Two runs, or a run and the demo (whose ports are
-below 10000), never pick the same port.
+hands out blocks from its own half of it (more than two workers: a lane per two). Two runs,
+or a run and the demo (whose ports are below 10000), never pick the same port.
 """
 
 from __future__ import annotations
@@ -60,16 +60,24 @@ def _claiming() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _claim(owner: int) -> int:
-    """The lane held for ``owner`` (a pid): the one it already holds, or a free one."""
+def _owned(owner: int) -> list[int]:
+    lanes = []
+    for lane in range(LANES):
+        with contextlib.suppress(OSError, ValueError):
+            if int((_DIR / f"lane-{lane}").read_text() or "0") == owner:
+                lanes.append(lane)
+    return lanes
+
+
+def _claim(owner: int, count: int = 1) -> list[int]:
+    """The ``count`` lanes held for ``owner`` (a pid): those it holds, claiming free ones."""
     _DIR.mkdir(exist_ok=True)
     with _claiming():
-        for lane in range(LANES):
-            with contextlib.suppress(OSError, ValueError):
-                if int((_DIR / f"lane-{lane}").read_text() or "0") == owner:
-                    return lane
+        held = _owned(owner)
         for _attempt in range(3):
             for lane in range(LANES):
+                if len(held) >= count:
+                    return sorted(held)[:count]
                 path = _DIR / f"lane-{lane}"
                 try:
                     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -84,7 +92,9 @@ def _claim(owner: int) -> int:
                     atexit.register(lambda p=path: p.unlink(missing_ok=True))
                 # A worker leaves the file to its controller (release_lanes, at the end of the
                 # run): the other workers may still use the lane after this one exits.
-                return lane
+                held.append(lane)
+        if len(held) >= count:
+            return sorted(held)[:count]
     raise RuntimeError(f"all {LANES} test port lanes in {_DIR} are held by running processes")
 
 
@@ -98,12 +108,16 @@ def release_lanes() -> None:
 
 
 def _my_range() -> tuple[int, int]:
+    """This process's ports: a lane of its own, or half of one of its controller's lanes
+    (worker i of n: a run holds ceil(n/2) lanes, two workers share each)."""
     worker = _worker()
     if worker is None:
-        return FIRST_PORT + _claim(os.getpid()) * LANE_SIZE, LANE_SIZE
+        return FIRST_PORT + _claim(os.getpid())[0] * LANE_SIZE, LANE_SIZE
     index, count = worker
-    size = LANE_SIZE // max(count, index + 1)
-    return FIRST_PORT + _claim(os.getppid()) * LANE_SIZE + index * size, size
+    count = max(count, index + 1)
+    lanes = _claim(os.getppid(), (count + 1) // 2)
+    size = LANE_SIZE if count == 1 else LANE_SIZE // 2
+    return FIRST_PORT + lanes[index // 2] * LANE_SIZE + (index % 2) * size, size
 
 
 def _free(port: int) -> bool:
