@@ -22,6 +22,7 @@ from sdp_testbed.gitserver import GitServer
 from sdp_testbed.images import IMAGE_TAGS, ensure_images
 from sdp_testbed.repos import init_bare
 from tests.support.agents import AgentProcess, cleanup_instance
+from tests.support.ports import release_lanes
 
 # The canary: a password with every character that tends to break quoting or URLs, and
 # non-ASCII inside latin-1 ('é') and beyond it ('€'), which the git server decodes as UTF-8.
@@ -41,6 +42,12 @@ def require(tool: str) -> str:
         pytest.fail(f"{tool} is not installed: apt-get install -y {INSTALLED_BY_CI[tool]} "
                     "(bash scripts/setup and .ci/run do)")
     return path
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The run's end: a controller frees the port lane its xdist workers held in its name."""
+    if not hasattr(config, "workerinput"):
+        release_lanes()
 
 
 @pytest.fixture(scope="session")
