@@ -32,9 +32,14 @@ log = logging.getLogger("sdp_node.metrics")
 HOUR_SECONDS = 3600.0
 
 
-Stats = Callable[[str], tuple[float, int, int]]
+Stats = Callable[[str], tuple[float | None, int, int]]
+"""container id -> CPU % (None: no figure yet), memory bytes, memory limit bytes"""
 """container name -> (cpu percent, memory bytes, memory limit bytes)"""
 Lister = Callable[[], list[ObservedContainer]]
+SAMPLING_CONCURRENCY = 4
+"""Docker connections and threads the sampler uses at most: it must never slow observe or a
+deploy down (with the engine's default two-second stats, 200 containers once made a no-op
+pass take 21 s instead of 2)"""
 Prober = Callable[[dict[str, tuple[int, str]]], dict[str, str]]
 HealthPath = Callable[[str], str | None]
 """repository -> its health path (None: unknown repository)"""
@@ -62,9 +67,10 @@ class Sampler:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # Docker's one-shot stats wait about two seconds (two reads a second apart, for the
-        # CPU delta), idle: many side by side cost little.
-        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="sdp-metrics")
+        # A few at a time (Engine.sample_stats: one-shot stats on the sampler's own
+        # connections): the sampler must never slow observe or a deploy down.
+        self._pool = ThreadPoolExecutor(max_workers=SAMPLING_CONCURRENCY,
+                                        thread_name_prefix="sdp-metrics")
         self.rounds = 0
 
     def start(self) -> None:
@@ -95,8 +101,11 @@ class Sampler:
             if port.isdigit() and path is not None:
                 targets[container.name] = (int(port), path)
         probes = self._pool.submit(self._prober, targets)
-        stats = {c.name: self._pool.submit(self._safe_stats, c.name) for c in running}
+        stats = {c.name: self._pool.submit(self._safe_stats, c.id) for c in running}
         answers = probes.result()
+        # Every figure is in before the lock is taken: ``snapshot`` (the agent's metrics
+        # endpoint, on its event loop) must never wait for Docker's answers.
+        figures = {name: future.result() for name, future in stats.items()}
         now = datetime.now(UTC)
         tick = self._clock()
         with self._lock:
@@ -104,8 +113,7 @@ class Sampler:
                 track = self._tracks.setdefault(container.name, _Track(self.size))
                 track.sandbox = container.labels.get(LABEL_SANDBOX)
                 track.service = container.labels.get(LABEL_SERVICE)
-                cpu, memory, limit = (stats[container.name].result()
-                                      if container.name in stats else (None, None, None))
+                cpu, memory, limit = figures.get(container.name, (None, None, None))
                 previous = track.samples[-1] if track.samples else None
                 if previous is not None and container.restart_count > previous.restart_count:
                     track.restarts.extend([tick] * (container.restart_count
@@ -120,9 +128,9 @@ class Sampler:
                 del self._tracks[gone]
         self.rounds += 1
 
-    def _safe_stats(self, name: str) -> tuple[float | None, int | None, int | None]:
+    def _safe_stats(self, ident: str) -> tuple[float | None, int | None, int | None]:
         try:
-            cpu, memory, limit = self._stats(name)
+            cpu, memory, limit = self._stats(ident)
         except Exception:  # gone between the listing and the stats: no figures this round
             return None, None, None
         return cpu, memory, limit
