@@ -207,6 +207,10 @@ class NodeApp:
             self.worker.shutdown(wait=False, cancel_futures=True)
 
     def _sampler(self, engine: Engine) -> Sampler:
+        def stats(name: str) -> tuple[float, int, int]:
+            found = engine.stats(name)
+            return found.cpu_percent, found.memory_bytes, found.memory_limit_bytes
+
         def health_path(repository: str) -> str | None:
             try:
                 return self.config.repository(repository).effective_health_path
@@ -215,8 +219,7 @@ class NodeApp:
 
         return Sampler(node=self.config.name, interval=self.config.metrics_interval_seconds,
                        size=self.config.metrics_samples, lister=engine.list_containers,
-                       stats=engine.sample_stats, prober=engine.probe_all,
-                       health_path=health_path)
+                       stats=stats, prober=engine.probe_all, health_path=health_path)
 
     async def prometheus(self, request: Request) -> Response:
         """Prometheus text format (``promexport.py``), behind the bearer token like the API."""

@@ -53,7 +53,6 @@ from sdp_node.errors import (
     ImageMissing,
     NodeError,
 )
-from sdp_node.metrics import SAMPLING_CONCURRENCY
 from sdp_node.protocol import (
     ASIDE_SUFFIX,
     LABEL_INSTANCE,
@@ -185,9 +184,6 @@ class Engine:
             raise NodeError(f"cannot reach the Docker engine: {e}") from e
         self._runtime_cache: dict[str, tuple[tuple[str, str], Runtime]] = {}
         self._runtime_lock = threading.Lock()
-        self._sampling_api: docker.APIClient | None = None
-        self._sampling_lock = threading.Lock()
-        self._cpu_totals: dict[str, tuple[int, int]] = {}
         self._overlays = config.workspace / "labels"
         self._overlays.mkdir(parents=True, exist_ok=True)
         self._suffix = f".{config.name}" if config.shared_engine else ""
@@ -316,9 +312,6 @@ class Engine:
         for ident in list(self._runtime_cache):
             if ident not in keys:
                 del self._runtime_cache[ident]
-        with self._sampling_lock:  # the sampler's CPU totals of containers that are gone
-            for ident in set(self._cpu_totals) - set(keys):
-                del self._cpu_totals[ident]
         return {ident: self._runtime_cache[ident][1] for ident in keys}
 
     def _inspect(self, ident: str) -> dict[str, Any] | None:
@@ -421,39 +414,6 @@ class Engine:
         except DockerException:
             return []
         return raw.decode("utf-8", "replace").splitlines()[-lines:]  # type: ignore[no-any-return]
-
-    def sample_stats(self, ident: str) -> tuple[float | None, int, int]:
-        """CPU (% of one core, over the time since this container's previous sample; None at
-        its first), memory and memory limit, for the background sampler: Docker's one-shot
-        stats (no second read a second later) on a client of its own with a few connections,
-        so sampling hundreds of containers neither waits two seconds per container nor takes
-        the connections that observe and the steps of a plan use."""
-        with self._sampling_lock:
-            if self._sampling_api is None:
-                try:
-                    self._sampling_api = docker.from_env(
-                        timeout=30, max_pool_size=SAMPLING_CONCURRENCY).api
-                except DockerException as e:
-                    raise NodeError(f"cannot reach the Docker engine: {e}") from e
-            api = self._sampling_api
-        try:
-            raw = api.stats(ident, stream=False, one_shot=True)
-        except NotFound as e:
-            raise NodeError(f"container {ident} is gone") from e
-        except DockerException as e:
-            raise NodeError(f"cannot read the stats of container {ident}: {e}") from e
-        cpu = raw.get("cpu_stats", {})
-        total = int(cpu.get("cpu_usage", {}).get("total_usage", 0) or 0)
-        system = int(cpu.get("system_cpu_usage", 0) or 0)
-        cpus = cpu.get("online_cpus") or 1
-        with self._sampling_lock:
-            previous = self._cpu_totals.get(ident)
-            self._cpu_totals[ident] = (total, system)
-        percent = None
-        if previous is not None and system > previous[1] and total >= previous[0]:
-            percent = round((total - previous[0]) / (system - previous[1]) * cpus * 100, 2)
-        memory = raw.get("memory_stats", {})
-        return percent, int(memory.get("usage", 0)), int(memory.get("limit", 0))
 
     def stats(self, name: str) -> ContainerStats:
         details = self.find(name)

@@ -91,11 +91,6 @@ def test_memory_past_the_rule_is_degraded_and_a_crash_loop_unhealthy(stack: Stac
     assert sampled.latest.memory_limit_bytes == 128 * 1024**2
     assert sampled.latest.health == "ok" and sampled.sandbox == "QA-HEALTH"
     before = sampled.latest.memory_bytes or 0
-    # CPU comes from two of the sampler's one-shot reads in a row (none at the first).
-    timed = wait_for(lambda: ((m := metrics(stack, container)) and m.latest
-                     and m.latest.cpu_percent is not None and m) or None,
-                     what="a sample with a CPU figure")
-    assert timed.latest is not None and 0 <= (timed.latest.cpu_percent or 0) < 400
 
     assert http_get(f"http://127.0.0.1:{port}/alloc?mb=80").status == 200
     grown = wait_for(lambda: ((m := metrics(stack, container)) and m.latest
