@@ -621,9 +621,11 @@ class Engine:
     def restart_count(self, ident: str) -> int:
         return int((self._inspect(ident) or {}).get("RestartCount", 0) or 0)
 
-    def exec(self, ident: str, command: list[str]) -> tuple[int, str]:
+    def exec(self, ident: str, command: list[str], *, user: str = "") -> tuple[int, str]:
+        """Exit code and output of ``command`` in the container, as ``user`` (default: the
+        container's own)."""
         try:
-            handle = self.api.exec_create(ident, command, stdout=True, stderr=True)
+            handle = self.api.exec_create(ident, command, stdout=True, stderr=True, user=user)
             output = self.api.exec_start(handle["Id"])
             code = self.api.exec_inspect(handle["Id"]).get("ExitCode")
         except APIError as e:

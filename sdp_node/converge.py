@@ -462,11 +462,12 @@ class Converger:
         """The new tree's health path asked inside the running container, before it serves
         (``sdp_node.gatewaystage``): a tree that parses but is not healthy never serves."""
         path = repository.effective_health_path
+        _, user = self.engine.exec(current.id, gatewaystage.SERVING_USER)
         code, output = self.engine.exec(current.id, gatewaystage.command(
             tree=f"{repository.effective_mount_target}/{spec.commit}",
             prefix=repository.url_prefix, path=path,
             successes=repository.health_successes,
-            timeout=repository.health_timeout_seconds))
+            timeout=repository.health_timeout_seconds), user=user.strip())
         staged = gatewaystage.answer(code, output)
         if staged.healthy:
             context.log(f"staged {spec.commit[:12]}: {path} answered {staged.answer} before "

@@ -7,7 +7,9 @@ inside the running container, with the container's own PHP, configuration and en
 the new tree is served by PHP's built-in server on a loopback port of the container (nothing
 is published, no public request reaches it) through the router sdp-node already mounts, and
 its health path is asked until it answered 2xx ``successes`` times in a row — the same rule
-as every health gate — within the timeout. Only then does the link move.
+as every health gate — within the timeout. Only then does the link move. The staged server
+runs as the user that serves the tree (Apache's ``APACHE_RUN_USER``, else the container's
+own), so a commit's code gets no more inside the container than it gets when served.
 
 What the staged server does not do: Apache's own configuration and ``.htaccess`` rules (the
 router sends every request to ``index.php``, as CodeIgniter's rewrite does); the health gate
@@ -63,6 +65,12 @@ kill "$server" 2>/dev/null
 wait "$server" 2>/dev/null
 exit $code
 """.replace("{router}", ROUTER_TARGET)
+
+
+SERVING_USER = ["sh", "-c", '. /etc/apache2/envvars >/dev/null 2>&1; echo "${APACHE_RUN_USER:-}"']
+"""argv printing the user Apache's children serve as (empty: the container's own user, who
+serves in a ``php -S`` gateway): the staged tree's code runs as that user, never as a root
+the serving tree would not have"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,11 +167,16 @@ def test_services_calling_each_other_by_docker_dns_keep_reaching_a_healthy_insta
 
 
 def push_gateway(stack: Stack, revision: str, *, syntax_error: bool = False,
-                 unhealthy: bool = False) -> str:
+                 unhealthy: bool = False, refuse_root: bool = False) -> str:
     files = gateway_files(revision=revision, ocp_urls={
         name: stand_in.url_for_containers for name, stand_in in stack.ocp.items()})
     if syntax_error:
         files["index.php"] += b"\nthis is not PHP (\n"
+    if refuse_root:  # answers 500 when its code runs as root
+        marker = b"$path = parse_url("
+        files["index.php"] = files["index.php"].replace(
+            marker, b"if (posix_geteuid() === 0) { answer(500, ['error' => 'runs as root']); "
+            b"return; }\n" + marker, 1)
     if unhealthy:  # parses, but every answer (its health path's too) is a 500
         marker = b"$path = parse_url("
         assert marker in files["index.php"]
@@ -196,7 +201,9 @@ def test_a_gateway_commit_switches_inside_the_running_container_and_a_broken_one
         load.wait_for_answers(10)
         assert set(load.gateway_revisions()) == {"erangel develop"}, load.failures()[:3]
 
-        push_gateway(stack, "erangel develop 2")
+        # A good commit that would refuse to answer as root: staged (and served) as Apache's
+        # user, it switches.
+        push_gateway(stack, "erangel develop 2", refuse_root=True)
         good = stack.reconcile("once")
         assert good.code == 0, good.output
         mark = load.mark()
