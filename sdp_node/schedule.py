@@ -134,13 +134,54 @@ def exclusive(step: Step) -> str | None:
     return NETWORKS if isinstance(step, EnsureNetwork) else None
 
 
+def _networks(found: Footprint) -> set[str]:
+    """Every network ``n`` for which ``found.in_sandbox(n)`` holds: its own, or each prefix of
+    a container name that ends before a ``-``."""
+    if found.sandbox_network is not None:
+        return {found.sandbox_network}
+    return {c[:k] for c in found.containers for k, char in enumerate(c) if char == "-"}
+
+
 def dependencies(steps: Sequence[Step], names: ResourceNames) -> list[frozenset[int]]:
-    """For each step (by index), the indexes of the earlier steps it waits for."""
-    prints = [footprint(step, names) for step in steps]
-    return [
-        frozenset(j for j in range(i) if ordered(prints[j], prints[i]))
-        for i in range(len(steps))
-    ]
+    """For each step (by index), the indexes of the earlier steps it waits for: the earlier
+    ``j`` for which ``ordered(j, i)`` holds, found through indexes by container, port and
+    network instead of asking every pair (a first deploy of a big node is thousands of
+    steps)."""
+    by_container: dict[str, list[int]] = {}
+    by_port: dict[int, list[int]] = {}
+    members: dict[str, list[int]] = {}
+    """network -> the earlier steps that may belong to its sandbox"""
+    barriers: dict[str, list[int]] = {}
+    """network -> the earlier barrier steps of its sandbox"""
+    alone: list[int] = []
+    out: list[frozenset[int]] = []
+    for i, step in enumerate(steps):
+        found = footprint(step, names)
+        networks = _networks(found)
+        if found.alone:
+            waits: set[int] = set(range(i))
+        else:
+            waits = set(alone)
+            for container in found.containers:
+                waits.update(by_container.get(container, ()))
+            for port in found.ports:
+                waits.update(by_port.get(port, ()))
+            for network in networks:
+                waits.update(barriers.get(network, ()))
+            if found.barrier and found.sandbox_network is not None:
+                waits.update(members.get(found.sandbox_network, ()))
+        out.append(frozenset(waits))
+        if found.alone:
+            alone.append(i)
+        for container in found.containers:
+            by_container.setdefault(container, []).append(i)
+        for port in found.ports:
+            by_port.setdefault(port, []).append(i)
+        for network in networks:
+            members.setdefault(network, []).append(i)
+        if found.barrier and found.sandbox_network is not None:
+            barriers.setdefault(found.sandbox_network, []).append(i)
+    return out
 
 
 __all__ = ["NETWORKS", "Footprint", "dependencies", "exclusive", "footprint", "ordered"]

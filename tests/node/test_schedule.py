@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable
 
@@ -25,7 +26,7 @@ from sdp_node.protocol import (
     SetRoutes,
     Step,
 )
-from sdp_node.schedule import dependencies, exclusive
+from sdp_node.schedule import dependencies, exclusive, footprint, ordered
 
 NAMES = ResourceNames("sandbox")
 SHA = "a" * 40
@@ -129,6 +130,29 @@ def test_a_step_this_node_does_not_run_here_runs_alone() -> None:
     got = waits([service("a", "account", 1), data, service("b", "account", 2)])
     assert got == {"deploy-a-account": set(), "db": {"deploy-a-account"},
                    "deploy-b-account": {"db"}}
+
+
+def test_the_indexed_dependencies_are_exactly_the_pairwise_rule() -> None:
+    """``dependencies`` finds through indexes what ``ordered`` says of every pair: the same
+    sets on random plans with nested sandbox names, shared ports and steps that run alone."""
+    data = EnsureDatabase(step_id="db", sandbox="a", service="db", password=Secret("p" * 16),
+                          spec_hash="h", database="sandbox_a_db", source="seed")
+    sandboxes, names = ["a", "a-b", "b", "x"], ["account", "b-c", "c", "user"]
+    rng = random.Random(11)
+    for _ in range(60):
+        steps: list[Step] = []
+        for index in range(rng.randint(1, 30)):
+            sandbox, name, port = rng.choice(sandboxes), rng.choice(names), rng.randint(1, 6)
+            step = rng.choice([
+                network(sandbox), service(sandbox, name, port), gateway(sandbox, port),
+                routes(sandbox), remove(sandbox, name), retire(sandbox, name),
+                drain(sandbox, name), drop_network(sandbox), data,
+            ])
+            steps.append(step.model_copy(update={"step_id": f"s{index}"}))
+        prints = [footprint(step, NAMES) for step in steps]
+        pairwise = [frozenset(j for j in range(i) if ordered(prints[j], prints[i]))
+                    for i in range(len(steps))]
+        assert dependencies(steps, NAMES) == pairwise
 
 
 def test_the_pool_runs_independent_steps_side_by_side_never_more_than_its_workers() -> None:
