@@ -729,12 +729,23 @@ class Converger:
             self.engine.remove(aside)
             context.log("the previous container was removed")
 
+    def _drain(self, container: ContainerDetails, context: StepContext,
+               repository: RepositoryConfig | None = None) -> None:
+        """A running container serves what was already sent to it for its repository's
+        ``drain_seconds`` (``repository``, else the one its label names; none: no wait)."""
+        if repository is None:
+            try:
+                repository = self.config.repository(container.label(LABEL_REPOSITORY))
+            except NodeError:
+                repository = None
+        drain = repository.drain_seconds if repository is not None else 0
+        if container.running and drain > 0:
+            context.log(f"{container.name} drains for {drain:g}s")
+            time.sleep(drain)  # requests already sent to it finish
+
     def _drain_and_remove(self, previous: ContainerDetails, repository: RepositoryConfig | None,
                           context: StepContext) -> None:
-        drain = repository.drain_seconds if repository is not None else 0
-        if previous.running and drain > 0:
-            context.log(f"{previous.name} drains for {drain:g}s")
-            time.sleep(drain)  # requests already sent to it finish
+        self._drain(previous, context, repository)
         self.engine.stop(previous.id)
         self.engine.remove(previous.id)
         context.log(f"{previous.name} removed")
@@ -750,12 +761,7 @@ class Converger:
                     Stage.REMOVE, f"{step.container} is not running: its previous instance "
                     "keeps serving", [])
             with context.stage(Stage.REMOVE):
-                try:
-                    repository: RepositoryConfig | None = self.config.repository(
-                        previous.label(LABEL_REPOSITORY))
-                except NodeError:
-                    repository = None
-                self._drain_and_remove(previous, repository, context)
+                self._drain_and_remove(previous, None, context)
                 self.guard_ports()
             changed = True
         elif previous is not None:
@@ -894,18 +900,10 @@ class Converger:
         """The service moved to another node and the routes followed it: this container
         serves what was already sent to it for ``drain_seconds``, then goes as ``remove``."""
         current = self._own_container(step.container)
-        if current is not None and current.running:
-            try:
-                repository: RepositoryConfig | None = self.config.repository(
-                    current.label(LABEL_REPOSITORY))
-            except NodeError:
-                repository = None
-            drain = repository.drain_seconds if repository is not None else 0
-            if drain > 0:
-                with context.stage(Stage.REMOVE):
-                    context.log(f"{step.container} moved to another node; it drains for "
-                                f"{drain:g}s")
-                    time.sleep(drain)  # requests already sent to it finish
+        if current is not None:
+            with context.stage(Stage.REMOVE):
+                context.log(f"{step.container} moved to another node")
+                self._drain(current, context)
         removed = self.remove(RemoveContainer(step_id=step.step_id, container=step.container),
                               context)
         return removed.model_copy(update={"action": step.action})
