@@ -97,6 +97,9 @@ class Sampler:
         probes = self._pool.submit(self._prober, targets)
         stats = {c.name: self._pool.submit(self._safe_stats, c.name) for c in running}
         answers = probes.result()
+        # Every figure is in before the lock is taken: ``snapshot`` (the agent's metrics
+        # endpoint, on its event loop) must never wait for Docker's answers.
+        figures = {name: future.result() for name, future in stats.items()}
         now = datetime.now(UTC)
         tick = self._clock()
         with self._lock:
@@ -104,8 +107,7 @@ class Sampler:
                 track = self._tracks.setdefault(container.name, _Track(self.size))
                 track.sandbox = container.labels.get(LABEL_SANDBOX)
                 track.service = container.labels.get(LABEL_SERVICE)
-                cpu, memory, limit = (stats[container.name].result()
-                                      if container.name in stats else (None, None, None))
+                cpu, memory, limit = figures.get(container.name, (None, None, None))
                 previous = track.samples[-1] if track.samples else None
                 if previous is not None and container.restart_count > previous.restart_count:
                     track.restarts.extend([tick] * (container.restart_count

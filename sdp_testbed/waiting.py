@@ -55,7 +55,10 @@ def wait_for(
     timeout: float = 20.0,
     interval: float = 0.05,
 ) -> T:
-    """Call `probe` until it returns a value other than None; an OSError counts as "not yet"."""
+    """Call `probe` until it returns a value other than None or False; an OSError counts as
+    "not yet". (False is "not yet" too: ``wait_for(lambda: count() >= 3)`` once returned at
+    once, its False taken for an answer, and a test went on without the samples it waited
+    for.)"""
     deadline = time.monotonic() + timeout
     last: object = None
     while True:
@@ -63,7 +66,7 @@ def wait_for(
             result = probe()
         except OSError as error:
             result, last = None, error
-        if result is not None:
+        if result is not None and result is not False:
             return result
         if time.monotonic() >= deadline:
             raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what} (last: {last})")

@@ -4,6 +4,8 @@ would (the real engine's path is tests/e2e/test_health_metrics.py)."""
 
 from __future__ import annotations
 
+import threading
+
 from sdp_node.metrics import Sampler
 from sdp_node.protocol import (
     LABEL_PORT,
@@ -92,3 +94,35 @@ def test_the_thread_samples_on_its_own_and_stops() -> None:
         wait_for(lambda: sampler.rounds >= 2, what="two rounds on the sampler's thread")
     finally:
         sampler.stop()
+
+
+def test_a_snapshot_never_waits_for_a_round_that_waits_for_docker() -> None:
+    """The agent's metrics endpoint runs on its event loop: a round stuck on Docker's stats
+    once held the sampler's lock, so observe and every other request of the agent waited
+    (a no-op pass over 50 sandboxes took 39 s instead of 2)."""
+    world = World()
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_stats(name: str) -> tuple[float, int, int]:
+        entered.set()
+        release.wait(timeout=30)
+        return 1.0, 1, 2
+
+    sampler = Sampler(
+        node="micro-1", interval=60.0, size=5, lister=world.containers, stats=slow_stats,
+        prober=lambda targets: {n: "ok" for n in targets},
+        health_path=lambda repository: "/healthz", clock=lambda: world.now)
+    round_ = threading.Thread(target=sampler.sample_once)
+    round_.start()
+    try:
+        assert entered.wait(timeout=30), "the round never asked for stats"
+        answered: list[object] = []
+        snapshot = threading.Thread(target=lambda: answered.append(sampler.snapshot()))
+        snapshot.start()
+        snapshot.join(timeout=10)
+        assert answered, "snapshot waited for the round's Docker answers"
+    finally:
+        release.set()
+        round_.join(timeout=30)
+    (metrics,) = sampler.snapshot().containers
+    assert metrics.latest is not None and metrics.latest.cpu_percent == 1.0

@@ -240,3 +240,12 @@ def test_missing_image_is_an_error_not_a_pull(run_container: RunContainer) -> No
 def test_wait_for_reports_what_it_waited_for() -> None:
     with pytest.raises(TimeoutError, match="the impossible"):
         wait_for(lambda: None, what="the impossible", timeout=0.2)
+
+
+def test_wait_for_takes_false_for_not_yet() -> None:
+    """``wait_for(lambda: n >= 3)``: False is not an answer (it once ended the wait at once)."""
+    calls = iter(range(100))
+    assert wait_for(lambda: next(calls) >= 3, what="three calls", interval=0.001) is True
+    assert next(calls) == 4
+    with pytest.raises(TimeoutError, match="never true"):
+        wait_for(lambda: False, what="never true", timeout=0.2)
