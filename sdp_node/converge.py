@@ -38,15 +38,23 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import assert_never
 
 from sdp_node import gatewaystage, prune
 from sdp_node.build import GoBuilder
 from sdp_node.config import NodeConfig, RepositoryConfig
-from sdp_node.containers import ASIDE_SUFFIX, NEXT_SUFFIX, ContainerDetails, Engine, RunSpec
+from sdp_node.containers import (
+    ASIDE_SUFFIX,
+    NEXT_SUFFIX,
+    ContainerDetails,
+    Engine,
+    PortHolder,
+    RunSpec,
+)
 from sdp_node.errors import (
     BadRequest,
     BuildError,
@@ -119,6 +127,16 @@ from sdp_node.steps import FailureStore, SpecStore, StepContext, StepFailed
 Log = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class StartChecks:
+    """What a service's start asks Docker first, answered (while its commit builds)."""
+
+    holder: PortHolder | None
+    """the container publishing the spec's port now (None: nobody; else this container)"""
+    current: ContainerDetails | None
+    """the container of the spec's name now"""
+
+
 class Converger:
     def __init__(self, config: NodeConfig, engine: Engine) -> None:
         self.config = config
@@ -143,6 +161,9 @@ class Converger:
         """the ports the running plan's service deploys publish: guarded from its start"""
         self._guarding = threading.Lock()
         self._networking = threading.Lock()
+        self._side = ThreadPoolExecutor(max_workers=config.workers,
+                                        thread_name_prefix="sdp-start-checks")
+        """a deploy's questions to Docker asked while its go build runs"""
 
     # -- running a plan --------------------------------------------------------------------------
 
@@ -338,12 +359,22 @@ class Converger:
             written = self.git.checkout(repository, spec.commit, tree)
             context.log(f"{'checked out' if written else 'reusing tree of'} {spec.commit[:12]} "
                         f"({spec.branch})")
-        with context.stage(Stage.GO_BUILD):
-            build = self.builder.build(repository, tree, commit=spec.commit, log=context.log)
-        run_spec = self.run_specs.service(repository, spec, tree=tree, binary=build.binary,
-                                          network=step.network)
-        with context.stage(Stage.START):
-            self._replace(repository, spec, run_spec, context)
+        # What the start asks Docker first (the image, who publishes the port, the container
+        # of that name) is asked while go builds, instead of after: the answers cannot change
+        # meanwhile (the schedule runs no other step on this container or its port, and the
+        # port is claimed). A failed check is the START stage's failure, after the build.
+        with self._claims.claim(spec.port, spec.container):
+            checks = self._side.submit(self._start_checks, repository, spec)
+            try:
+                with context.stage(Stage.GO_BUILD):
+                    build = self.builder.build(repository, tree, commit=spec.commit,
+                                               log=context.log)
+            finally:
+                wait([checks])
+            run_spec = self.run_specs.service(repository, spec, tree=tree, binary=build.binary,
+                                              network=step.network)
+            with context.stage(Stage.START):
+                self._replace(repository, spec, run_spec, context, checks)
         self.specs.save(spec.container, spec.public_spec)
         context.state(DeployState.RUNNING)
         return self._ok(spec, context, changed=True)
@@ -598,20 +629,23 @@ class Converger:
 
     def _replace(
         self, repository: RepositoryConfig, spec: ContainerSpec, run_spec: RunSpec,
-        context: StepContext,
+        context: StepContext, checks: Future[StartChecks] | None = None,
     ) -> None:
+        """``checks``: ``_start_checks`` already asked (under this port's claim)."""
         if repository.kind is not RepositoryKind.GO:  # a gateway's port is public: unguarded
-            self._replace_claimed(repository, spec, run_spec, context)
+            self._replace_claimed(repository, spec, run_spec, context,
+                                  self._start_checks(repository, spec))
             return
         # Guarded from before its container exists until it carries the port's label.
         with self._claims.claim(spec.port, spec.container):
-            self._replace_claimed(repository, spec, run_spec, context)
+            self._replace_claimed(
+                repository, spec, run_spec, context,
+                checks.result() if checks is not None else self._start_checks(repository, spec))
 
-    def _replace_claimed(
-        self, repository: RepositoryConfig, spec: ContainerSpec, run_spec: RunSpec,
-        context: StepContext,
-    ) -> None:
-        self.engine.require_image(run_spec.image)
+    def _start_checks(self, repository: RepositoryConfig, spec: ContainerSpec) -> StartChecks:
+        """The image is loaded, nobody else publishes the port, the port is guarded (Go
+        services), and the container of the spec's name as it is now."""
+        self.engine.require_image(repository.effective_image)
         holder = self.engine.port_user(spec.port)
         if holder is not None and holder.name != spec.container:
             raise StepFailed(
@@ -620,8 +654,15 @@ class Converger:
                 f"{holder.name!r} ({self.engine.describe_owner(dict(holder.labels))}): SDP does "
                 "not touch it", [],
             )
-        self._ensure_guarded(spec.port)
-        current = self.engine.find(spec.container)
+        if repository.kind is RepositoryKind.GO:
+            self._ensure_guarded(spec.port)
+        return StartChecks(holder, self.engine.find(spec.container))
+
+    def _replace_claimed(
+        self, repository: RepositoryConfig, spec: ContainerSpec, run_spec: RunSpec,
+        context: StepContext, checks: StartChecks,
+    ) -> None:
+        holder, current = checks.holder, checks.current
         if current is not None and current.running and holder is None:
             self._switch(repository, spec, run_spec, current, context)
         else:
