@@ -95,10 +95,15 @@ if ($path !== $prefix && strpos($path, $prefix . '/') !== 0) {
 }
 chdir($root);
 // Routes are rewritten in place (set_routes) and the built-in server has no graceful reload:
-// without this, opcache serves the previous config.php for its revalidate interval.
+// without this, opcache serves the previous config.php (or the repository's own routes_file,
+// SDP_ROUTES_FILE) for its revalidate interval.
 if (function_exists('opcache_invalidate')) {
     $configs = array_merge(glob($root . '/application/config/config.php') ?: [],
                            glob($root . '/application/config/*/config.php') ?: []);
+    $routes = getenv('SDP_ROUTES_FILE');
+    if (is_string($routes) && $routes !== '') {
+        $configs[] = $root . '/' . $routes;
+    }
     foreach ($configs as $config) {
         opcache_invalidate($config, true);
     }

@@ -93,6 +93,9 @@ class RunSpecs:
         target = repository.effective_mount_target
         env.setdefault("SDP_GATEWAY_ROOT", serving_root(repository, switchable=switchable))
         env.setdefault("SDP_URL_PREFIX", repository.url_prefix)
+        # php -S's router invalidates this file's opcache entry on every request (set_routes
+        # rewrites it in place, and the built-in server has no reload); node.yaml names it.
+        env["SDP_ROUTES_FILE"] = repository.routes_file
         source = tree.parent if switchable else tree
         mounts = [
             Mount(str(source), target, read_only=self.config.hardening.read_only_trees),

@@ -7,6 +7,7 @@ small HTTP servers on this host. Gateway containers reach both through host.dock
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,3 +278,43 @@ def test_a_gateway_deploy_with_a_key_that_is_not_a_route_changes_nothing(
         assert f"route key {key!r} is not a route of gateway erangel" in result.message
     assert docker_client.containers.list(
         all=True, filters={"name": NAMES.container("s1", "gateway")}) == []
+
+
+def test_a_custom_routes_file_is_read_fresh_after_set_routes_under_php_s(
+    topology: Topology, make_agent: Callable[..., AgentProcess],
+    make_repo: Callable[[str], tuple[Path, str]], images: dict[str, str],
+) -> None:
+    """php -S has no graceful reload, and its opcache (on in the image) rechecks a file only
+    every ``revalidate_freq`` seconds: the router invalidates the config it knows, and also
+    the repository's own ``routes_file`` (it once knew only ``application/config/*/config.php``,
+    so a custom file kept routing to the old target for up to two seconds)."""
+    routes_file = "application/config/sdp/routes.php"
+    files = gateway_files(revision="gw-custom", ocp_urls=topology.ocp_urls())
+    files[routes_file] = files.pop(CONFIG_PATH)
+    files["index.php"] = files["index.php"].replace(
+        b"'/application/config/' . ENVIRONMENT . '/config.php'", f"'/{routes_file}'".encode())
+    assert f"'/{routes_file}'".encode() in files["index.php"]
+    path, url = make_repo("erangel-custom")
+    commit = commit_files(path, branch="develop", message="custom routes file", files=files)
+    gateway = make_agent(name="gateway-2", node_type="GATEWAY", reload_command=[],
+                         repositories=[php_gateway_repository(url, images,
+                                                              routes_file=routes_file)])
+    account_port = topology.deploy_account("s-custom")
+    port = free_port()
+    outcome = run(gateway.client(), deploy_gateway(spec(
+        sandbox="s-custom", service="gateway", repository="erangel", branch="develop",
+        commit=commit, port=port), {}), topology.credentials)
+    assert outcome.ok, outcome.last()
+    # opcache caches no file younger than file_update_protection (2 s): as old as a file
+    # of a gateway that has run for a while, so the next request caches it.
+    (served,) = (gateway.workspace / "gateways").glob(f"*/{commit}/{routes_file}")
+    past = served.stat().st_mtime - 60
+    os.utime(served, (past, past))
+    assert via_gateway(port, "account")["body"]["backend"] == "ocp"  # now in opcache
+    name = NAMES.container("s-custom", "gateway")
+    change = run(gateway.client(), [SetRoutes(
+        step_id="r", sandbox="s-custom", container=name,
+        routes={"account": f"http://host.docker.internal:{account_port}"})], None)
+    assert change.ok and change.last().changed
+    body = via_gateway(port, "account")["body"]
+    assert body.get("revision") == "sandbox-account-1", f"still the old route: {body}"
