@@ -38,7 +38,7 @@ def main() -> int:
     count = args.sandboxes
     require_free_ports([*range(MICRO_PORTS[0], MICRO_PORTS[0] + 3 * count),
                         *range(GATEWAY_PORTS[0], GATEWAY_PORTS[0] + count)])
-    binaries = {"this": BIN / "sdp-reconcile", "baseline": args.baseline}
+    binaries = {"this": BIN / "sdp-reconcile", "baseline": args.baseline.resolve()}
     with bench_run("noop-ab") as bench:
         images = bench.images(["micro", "php-cli"])
         stack = build_stack(bench, images=images, micro_ports=MICRO_PORTS,
