@@ -163,7 +163,9 @@ class Converger:
         self._networking = threading.Lock()
         self._side = ThreadPoolExecutor(max_workers=config.workers,
                                         thread_name_prefix="sdp-start-checks")
-        """a deploy's questions to Docker asked while its go build runs"""
+        """a deploy's questions to Docker asked while its go build runs, and the plan's guard"""
+        self._plan_guard: Future[None] | None = None
+        """the running plan's one rewrite of the port guard (``_guard_plan``)"""
 
     # -- running a plan --------------------------------------------------------------------------
 
@@ -174,7 +176,9 @@ class Converger:
                 if isinstance(step, DeployService | DeployGateway):
                     operation.emit("state", step_id=step.step_id, state=DeployState.QUEUED)
             waits_for = dependencies(steps, self.names)
-            self._guard_plan(steps)
+            # The guard's rewrite (a few iptables calls) runs beside the steps' fetches and
+            # builds; a service waits for it before its container starts (_ensure_guarded).
+            self._plan_guard = self._side.submit(self._guard_plan, steps)
 
             def work(index: int) -> None:
                 step = steps[index]
@@ -185,6 +189,9 @@ class Converger:
 
             self.pool.run(waits_for, work, groups=[exclusive(step) for step in steps])
         finally:
+            if self._plan_guard is not None:
+                wait([self._plan_guard])
+                self._plan_guard = None
             self._planned = frozenset()
             operation.finish()
             # Every step has finished, and no other apply runs while this looks.
@@ -822,6 +829,9 @@ class Converger:
         which this deploy has claimed, is under way), else by a rewrite."""
         if not self.guard.enabled:
             return
+        planning = self._plan_guard
+        if planning is not None:  # the plan's rewrite first (submitted before any step ran)
+            wait([planning])
         with self._guarding:
             if self.guard.covers(port):
                 return
