@@ -10,6 +10,11 @@ three variants per round, interleaved:
   php-cli image under ``php -S``, as ``tests/e2e/stack.py`` runs it);
 * **serial**: the same with ``apply_workers: 1``, which is today's path (one step after
   another);
+* **raw**: the floor the engine imposes (``raw_engine.py``): only the Docker work of SDP's
+  pass, replayed with docker-py from a thread pool as wide as ``--workers`` (the requests
+  captured from the round's first SDP variant: networks, subnets, images, mounts, env,
+  labels, ports, restart policy, the port guard's one chain rewrite, the health polls to 2
+  answers in a row, gateways after services), no git, no build, no agent;
 * **compose**: ``docker-compose up -d`` (Debian's 1.29) of N equivalent projects, one after
   another, each 3 services and a php-cli gateway on its own network (a subnet from
   10.243.0.0/16), the same image, prebuilt binaries bind-mounted, ports, env, restart policy,
@@ -18,11 +23,15 @@ three variants per round, interleaved:
 
 The timed part is ``once`` (a subprocess, exit 0 checked) or the N ``up -d`` calls; every
 variant's containers are then counted as running, and removed untimed (SDP: the sandbox files
-deleted and another ``once``; compose: ``down``). The agents are restarted with the other
-``apply_workers`` between variants (untimed). Goal (issue 11): parallel / serial <= 0.4.
+deleted and another ``once``; compose: ``down``). The CPU seconds of dockerd, containerd, the
+new containers' shims, each agent (with its children: git, go) and ``once`` / docker-compose
+(``children``) during each timed part are read from ``/proc`` (``cpu.py``). The agents are
+restarted with the other ``apply_workers`` between variants (untimed). Goal (issue 11):
+parallel / serial <= 0.4; raw / serial says whether the engine alone leaves room for it.
 Results go to bench/results/bench_parallel.json.
 
-    .venv/bin/python bench/bench_parallel.py [--sandboxes 40] [--rounds 2] [--workers 4] [--keep]
+    .venv/bin/python bench/bench_parallel.py [--sandboxes 40] [--rounds 2] [--workers 4]
+        [--variants parallel serial raw compose] [--keep]
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import argparse
 import json
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +59,8 @@ from common import (
     table,
     write_results,
 )
+from cpu import CpuSample, cpu_during
+from raw_engine import RawEngine
 from stack import SERVICES, SdpStack, build_stack, sandbox_yaml
 
 from sdp_testbed.erangel import gateway_files
@@ -60,7 +71,8 @@ GATEWAY_PORTS = (23500, 23599)
 COMPOSE_FIRST_PORT = 23600
 SUBNET_RANGE = "10.242.0.0/16"
 GOAL = 0.4
-VARIANTS = ["parallel", "serial", "compose"]
+VARIANTS = ["parallel", "serial", "raw", "compose"]
+RAW_SUBNETS = "10.243.0.0/16"  # compose's, which never runs at the same time
 
 
 def main() -> int:
@@ -96,25 +108,49 @@ def measure(bench: Bench, args: argparse.Namespace) -> int:
                         gateway_ports=GATEWAY_PORTS, subnet_range=SUBNET_RANGE)
     compose = ComposeProjects(bench, stack, count, images=images) \
         if "compose" in args.variants else None
+    raw = RawEngine(docker=bench.docker, workdir=bench.workdir, labels=bench.labels,
+                    installation=bench.installation, subnet_range=RAW_SUBNETS,
+                    workers=args.workers, gateway_health_path="/erangel/healthz")
+    if "raw" in args.variants and not {"parallel", "serial"} & set(args.variants):
+        parser_error = "--variants raw needs an SDP variant to capture its requests from"
+        raise SystemExit(parser_error)
     workers = {"parallel": args.workers, "serial": 1}
+    cpu: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
     current: int | None = None
     samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
     loads = [load_average()]
     for index in range(args.rounds):
         for variant in interleaved(index, args.variants):
+            agents = {"micro agent": _pid(stack.micro), "gateway agent": _pid(stack.gateway)}
             if variant == "compose":
                 assert compose is not None
-                seconds = compose.up_all()
+                with cpu_during(agents) as sample:
+                    compose.up_all()
+                seconds = compose.check_running(sample.wall)
                 compose.down_all()
+            elif variant == "raw":
+                if not raw.captured:
+                    raise SystemExit("raw: put an SDP variant before it (--variants order)")
+                try:
+                    with cpu_during(agents) as sample:
+                        raw.deploy(tag=f"r{index}")
+                    seconds = sample.wall
+                finally:
+                    raw.remove()
             else:
                 if current != workers[variant]:
                     for agent in (stack.micro, stack.gateway):
                         set_workers(agent, workers[variant])
                     current = workers[variant]
-                seconds = deploy_from_nothing(stack, count, tag=f"r{index}{variant[0]}")
+                agents = {"micro agent": _pid(stack.micro),
+                          "gateway agent": _pid(stack.gateway)}
+                seconds, sample = deploy_from_nothing(
+                    stack, count, tag=f"r{index}{variant[0]}", agents=agents,
+                    capture=None if raw.captured or "raw" not in args.variants else raw.capture)
             samples[variant].append(seconds)
+            cpu[variant].append(sample.seconds)
             say(f"round {index + 1}/{args.rounds} {variant:<8} {seconds:.2f} s "
-                f"(load {load_average()})")
+                f"(load {load_average()}) cpu s {sample.seconds}")
         loads.append(load_average())
 
     figures = {v: stats(samples[v] or [float("nan")]) for v in VARIANTS}
@@ -126,8 +162,12 @@ def measure(bench: Bench, args: argparse.Namespace) -> int:
         "docker_address_pools": default_address_pools(),
         "rounds": args.rounds, "load_average": loads,
         **{f"{v}_seconds": figures[v] for v in VARIANTS},
+        "cpu_seconds": cpu,
         "ratio_parallel_over_serial": ratio(figures["parallel"]["median"],
                                             figures["serial"]["median"]),
+        "ratio_raw_over_serial": ratio(figures["raw"]["median"], figures["serial"]["median"]),
+        "ratio_raw_over_parallel": ratio(figures["raw"]["median"],
+                                         figures["parallel"]["median"]),
         "ratio_parallel_over_compose": ratio(figures["parallel"]["median"],
                                              figures["compose"]["median"]),
         "ratio_serial_over_compose": ratio(figures["serial"]["median"],
@@ -139,19 +179,32 @@ def measure(bench: Bench, args: argparse.Namespace) -> int:
          figures["parallel"]["max"], f"once, apply_workers {args.workers}"],
         ["sdp serial", figures["serial"]["median"], figures["serial"]["min"],
          figures["serial"]["max"], "once, apply_workers 1 (one step after another)"],
+        ["raw engine (floor)", figures["raw"]["median"], figures["raw"]["min"],
+         figures["raw"]["max"], f"SDP's Docker requests only, {args.workers} threads"],
         ["docker-compose up -d", figures["compose"]["median"], figures["compose"]["min"],
          figures["compose"]["max"], f"{count} projects x (3 services + gateway), in turn"],
     ]))
     verdict = "meets" if result["ratio_parallel_over_serial"] <= GOAL else "MISSES"
     print(f"parallel / serial = {result['ratio_parallel_over_serial']:.3f} ({verdict} the goal "
           f"<= {GOAL}); parallel / compose = {result['ratio_parallel_over_compose']:.3f}; "
-          f"serial / compose = {result['ratio_serial_over_compose']:.3f}; load average "
+          f"serial / compose = {result['ratio_serial_over_compose']:.3f}; raw / serial = "
+          f"{result['ratio_raw_over_serial']:.3f}; raw / parallel = "
+          f"{result['ratio_raw_over_parallel']:.3f}; load average "
           f"{loads[0]} -> {loads[-1]}; results: {path}")
     return 0
 
 
-def deploy_from_nothing(stack: SdpStack, count: int, *, tag: str) -> float:
-    """New commits of every service, N new sandboxes, one timed ``once``; then they go."""
+def _pid(agent: AgentProcess) -> int:
+    assert agent.process is not None
+    return agent.process.pid
+
+
+def deploy_from_nothing(
+    stack: SdpStack, count: int, *, tag: str, agents: dict[str, int],
+    capture: Callable[[list[str]], None] | None,
+) -> tuple[float, CpuSample]:
+    """New commits of every service, N new sandboxes, one timed ``once`` (its CPU too); then,
+    ``capture`` shown the running sandboxes, they go."""
     for service in SERVICES:
         stack.push(service, "main", f"{service} {tag}")
     names = [f"{tag}-{i:03d}" for i in range(count)]
@@ -159,20 +212,23 @@ def deploy_from_nothing(stack: SdpStack, count: int, *, tag: str) -> float:
         stack.write(f"sandboxes/{name}.yaml",
                     sandbox_yaml(name, {s: {"branch": "main"} for s in SERVICES}))
     stack.commit_state(f"{count} sandboxes ({tag})")
-    once = stack.reconcile("once")
+    with cpu_during(agents) as sample:
+        once = stack.reconcile("once")
     if once.code != 0:
         raise RuntimeError(f"once ({tag}) failed ({once.code}):\n{once.stdout[-3000:]}\n"
                            f"{once.stderr[-3000:]}")
     running = running_containers(stack.bench, {f"sandbox={n}" for n in names})
     if running != count * (len(SERVICES) + 1):
         raise RuntimeError(f"{tag}: {running} containers run, not {count * 4}")
+    if capture is not None:
+        capture(names)
     for name in names:
         (stack.state / "sandboxes" / f"{name}.yaml").unlink()
     stack.commit_state(f"remove ({tag})")
     gone = stack.reconcile("once", "--allow-prune")
     if gone.code != 0:
         raise RuntimeError(f"removing ({tag}) failed ({gone.code}):\n{gone.stderr[-3000:]}")
-    return once.seconds
+    return once.seconds, sample
 
 
 def running_containers(bench: Bench, sandboxes: set[str]) -> int:
@@ -248,11 +304,11 @@ class ComposeProjects:
             raise RuntimeError(f"docker-compose {' '.join(command)} for {project} failed:\n"
                                f"{done.stderr}")
 
-    def up_all(self) -> float:
-        start = time.perf_counter()
+    def up_all(self) -> None:
         for project, path in self.projects:
             self._compose(project, path, "up", "-d")
-        seconds = time.perf_counter() - start
+
+    def check_running(self, seconds: float) -> float:
         running = self.bench.docker.containers.list(
             filters={"label": [f"sdp.bench={self.bench.id}"], "status": "running"})
         if len(running) != self.count * 4:
