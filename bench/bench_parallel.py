@@ -38,8 +38,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -83,6 +86,9 @@ def main() -> int:
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS,
                         help="a subset, to look at one (ratios need parallel and serial)")
     parser.add_argument("--keep", action="store_true", help="keep the workdir")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="afterwards, one more parallel deploy (untimed in the figures) "
+                        "with py-spy on both agents; raw stacks to DIR")
     args = parser.parse_args()
     count = args.sandboxes
     require_free_ports([*range(MICRO_PORTS[0], MICRO_PORTS[0] + 3 * count),
@@ -116,6 +122,7 @@ def measure(bench: Bench, args: argparse.Namespace) -> int:
         raise SystemExit(parser_error)
     workers = {"parallel": args.workers, "serial": 1}
     cpu: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
+    own = own_container_ids(bench)
     current: int | None = None
     samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
     loads = [load_average()]
@@ -124,7 +131,7 @@ def measure(bench: Bench, args: argparse.Namespace) -> int:
             agents = {"micro agent": _pid(stack.micro), "gateway agent": _pid(stack.gateway)}
             if variant == "compose":
                 assert compose is not None
-                with cpu_during(agents) as sample:
+                with cpu_during(agents, own) as sample:
                     compose.up_all()
                 seconds = compose.check_running(sample.wall)
                 compose.down_all()
@@ -132,7 +139,7 @@ def measure(bench: Bench, args: argparse.Namespace) -> int:
                 if not raw.captured:
                     raise SystemExit("raw: put an SDP variant before it (--variants order)")
                 try:
-                    with cpu_during(agents) as sample:
+                    with cpu_during(agents, own) as sample:
                         raw.deploy(tag=f"r{index}")
                     seconds = sample.wall
                 finally:
@@ -153,6 +160,9 @@ def measure(bench: Bench, args: argparse.Namespace) -> int:
                 f"(load {load_average()}) cpu s {sample.seconds}")
         loads.append(load_average())
 
+    if args.profile is not None:
+        profile_parallel(stack, count, workers=args.workers, folder=args.profile,
+                         current=current)
     figures = {v: stats(samples[v] or [float("nan")]) for v in VARIANTS}
     result: dict[str, Any] = {
         "goal": f"parallel / serial <= {GOAL}",
@@ -199,6 +209,16 @@ def _pid(agent: AgentProcess) -> int:
     return agent.process.pid
 
 
+def own_container_ids(bench: Bench) -> Callable[[], set[str]]:
+    """The ids of this run's containers (its installations' and its bench label's)."""
+    def ids() -> set[str]:
+        found = bench.docker.api.containers(all=True)
+        mine = {*bench.installations, *(f"{i}-raw" for i in bench.installations)}
+        return {c["Id"] for c in found if (c.get("Labels") or {}).get("sdp.instance") in mine
+                or (c.get("Labels") or {}).get("sdp.bench") == bench.id}
+    return ids
+
+
 def deploy_from_nothing(
     stack: SdpStack, count: int, *, tag: str, agents: dict[str, int],
     capture: Callable[[list[str]], None] | None,
@@ -212,7 +232,7 @@ def deploy_from_nothing(
         stack.write(f"sandboxes/{name}.yaml",
                     sandbox_yaml(name, {s: {"branch": "main"} for s in SERVICES}))
     stack.commit_state(f"{count} sandboxes ({tag})")
-    with cpu_during(agents) as sample:
+    with cpu_during(agents, own_container_ids(stack.bench)) as sample:
         once = stack.reconcile("once")
     if once.code != 0:
         raise RuntimeError(f"once ({tag}) failed ({once.code}):\n{once.stdout[-3000:]}\n"
@@ -229,6 +249,39 @@ def deploy_from_nothing(
     if gone.code != 0:
         raise RuntimeError(f"removing ({tag}) failed ({gone.code}):\n{gone.stderr[-3000:]}")
     return once.seconds, sample
+
+
+def profile_parallel(stack: SdpStack, count: int, *, workers: int, folder: Path,
+                     current: int | None) -> None:
+    """py-spy (raw stacks, idle threads included, 100 Hz) on both agents during one more
+    parallel deploy from nothing: where the agents' time goes, waiting included."""
+    py_spy = shutil.which("py-spy")
+    if py_spy is None:
+        raise SystemExit("--profile needs py-spy on PATH")
+    if current != workers:
+        for agent in (stack.micro, stack.gateway):
+            set_workers(agent, workers)
+    folder.mkdir(parents=True, exist_ok=True)
+    agents = {"micro": _pid(stack.micro), "gateway": _pid(stack.gateway)}
+    recorders = {name: subprocess.Popen(
+        [py_spy, "record", "-p", str(pid), "-r", "100", "--idle", "--threads", "-f", "raw",
+         "-o", str(folder / f"{name}.txt")], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL) for name, pid in agents.items()}
+    time.sleep(1.0)  # py-spy attaches (not a synchronisation of the measured work)
+
+    def stop(_: list[str]) -> None:  # before the untimed removal
+        for recorder in recorders.values():
+            if recorder.poll() is None:
+                recorder.send_signal(signal.SIGINT)
+        for recorder in recorders.values():
+            recorder.wait(timeout=60)
+
+    try:
+        seconds, sample = deploy_from_nothing(stack, count, tag="prof", agents=agents,
+                                              capture=stop)
+    finally:
+        stop([])
+    say(f"profiled parallel deploy {seconds:.2f} s, cpu s {sample.seconds}; stacks in {folder}")
 
 
 def running_containers(bench: Bench, sandboxes: set[str]) -> int:
