@@ -130,6 +130,38 @@ def _digest(path: Path) -> str:
     return sha.hexdigest()
 
 
+_Identity = tuple[int, int, int, int, int]
+
+
+def _identity(path: Path) -> _Identity:
+    """What changes whenever the file's content may have: any write or replacement changes
+    its ctime (which no user-space call can set back), inode or size."""
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+class DigestMemo:
+    """SHA-256 of a file, hashed again only when its identity changed: 40 deploys of one
+    commit check the same binary's record 40 times (each several MB of hashing on a CPU that
+    the engine needs), and a binary unchanged since it was last hashed has the same digest."""
+
+    def __init__(self) -> None:
+        self._known: dict[Path, tuple[_Identity, str]] = {}
+        self._lock = threading.Lock()
+
+    def digest(self, path: Path) -> str:
+        before = _identity(path)
+        with self._lock:
+            known = self._known.get(path)
+        if known is not None and known[0] == before:
+            return known[1]
+        value = _digest(path)
+        if _identity(path) == before:  # not written to while it was read
+            with self._lock:
+                self._known[path] = (before, value)
+        return value
+
+
 class GoBuilder:
     def __init__(self, workspace: Path, *, go_cache: Path | None = None) -> None:
         self._cache = go_cache or workspace / "gocache"
@@ -139,6 +171,7 @@ class GoBuilder:
         for path in (self._cache, self._default_modcache, self._home, self._builds):
             path.mkdir(parents=True, exist_ok=True)
         self._flights: SingleFlight[tuple[str, ...], Build] = SingleFlight()
+        self._digests = DigestMemo()
 
     def environment(self, repository: RepositoryConfig) -> dict[str, str]:
         settings = repository.go
@@ -170,7 +203,7 @@ class GoBuilder:
                 record.get("repository") == repository and record.get("commit") == commit
                 and binary.is_file() and not binary.is_symlink()
                 and binary.stat().st_size == record.get("size")
-                and _digest(binary) == record.get("sha256")
+                and self._digests.digest(binary) == record.get("sha256")
             ):
                 return binary
         except (OSError, ValueError, AttributeError):
