@@ -288,6 +288,16 @@ class Engine:
             raise NodeError(f"cannot list containers: {e}") from e
         return [self._overlay(s["Id"], s.get("Labels") or {}) for s in summaries]
 
+    def container_names(self) -> frozenset[str]:
+        """The plan's names of every container on the engine (any owner, any state), from one
+        listing and no inspection."""
+        try:
+            summaries = self.api.containers(all=True)
+        except DockerException as e:
+            raise NodeError(f"cannot list containers: {e}") from e
+        return frozenset(self.plan_name(n.lstrip("/")) for s in summaries
+                         for n in s.get("Names") or [])
+
     def _runtime(self, summaries: list[dict[str, Any]]) -> dict[str, Runtime]:
         """Start time, restart count and health of each container, inspected only when its
         state or status text changed since the last listing (a restart or a health change

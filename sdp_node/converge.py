@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
@@ -166,6 +167,11 @@ class Converger:
         """a deploy's questions to Docker asked while its go build runs, and the plan's guard"""
         self._plan_guard: Future[None] | None = None
         """the running plan's one rewrite of the port guard (``_guard_plan``)"""
+        self._present: frozenset[str] | None = None
+        """the names of the engine's containers when the running plan started (None: unknown)"""
+        self._touched: Counter[str] = Counter()
+        """how many of the running plan's steps have started on each container"""
+        self._touching = threading.Lock()
 
     # -- running a plan --------------------------------------------------------------------------
 
@@ -179,9 +185,17 @@ class Converger:
             # The guard's rewrite (a few iptables calls) runs beside the steps' fetches and
             # builds; a service waits for it before its container starts (_ensure_guarded).
             self._plan_guard = self._side.submit(self._guard_plan, steps)
+            self._touched = Counter()
+            self._present = None
+            with suppress(NodeError):  # then every deploy looks for itself
+                self._present = self.engine.container_names()
 
             def work(index: int) -> None:
                 step = steps[index]
+                container = _container_of(step)
+                if container is not None:
+                    with self._touching:
+                        self._touched[container] += 1
                 context = StepContext(operation, step.step_id, request.credentials)
                 context.log(f"started ({self.pool.busy} of {self.pool.workers} workers busy)")
                 operation.emit("result", step_id=step.step_id,
@@ -193,6 +207,7 @@ class Converger:
                 wait([self._plan_guard])
                 self._plan_guard = None
             self._planned = frozenset()
+            self._present = None
             operation.finish()
             # Every step has finished, and no other apply runs while this looks.
             prune.after_apply(self.config, lambda: engine_mounts(self.engine))
@@ -584,7 +599,21 @@ class Converger:
             raise
         self.failures.forget(spec.container)
 
+    def _absent_since_plan_start(self, name: str) -> bool:
+        """Whether the engine had no container ``name``, nor its ``--next`` or ``--previous``
+        one, when this plan started, and no other step of the plan has run on it since: then
+        a deploy of a new sandbox need not ask Docker for each of them (three inspections of
+        nothing per deploy, 120 for 40 new sandboxes). A container another actor creates
+        under the name meanwhile is still found before the deploy creates its own."""
+        present = self._present
+        if present is None or {name, name + NEXT_SUFFIX, name + ASIDE_SUFFIX} & present:
+            return False
+        with self._touching:
+            return self._touched[name] <= 1
+
     def _already_running(self, spec: ContainerSpec, context: StepContext) -> bool:
+        if self._absent_since_plan_start(spec.container):
+            return False
         self.recover_aside(spec.container, log=context.log)
         current = self.engine.find(spec.container)
         if (
