@@ -80,7 +80,7 @@ def cpu_during(agents: dict[str, int],
     engine = {n: [p for p in comms.get(n, [])] for n in ENGINE}
     before = {n: sum((_stat(p) or (0.0, 0.0))[0] for p in pids) for n, pids in engine.items()}
     before |= {n: (_stat(p) or (0.0, 0.0))[0] for n, p in agents.items()}
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
         resource.RUSAGE_CHILDREN)
     since, start = _uptime(), time.perf_counter()
     yield sample
@@ -91,10 +91,10 @@ def cpu_during(agents: dict[str, int],
     ids = own() if own is not None else None
     shims = [_stat(p) for p in _by_comm().get(SHIM, []) if ids is None or _serves(p, ids)]
     sample.seconds["shims"] = round(sum(s[0] for s in shims if s and s[1] >= since - 0.01), 2)
-    own2, kids2 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+    me2, kids2 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
         resource.RUSAGE_CHILDREN)
     sample.seconds["children"] = round(kids2.ru_utime + kids2.ru_stime - kids.ru_utime
                                        - kids.ru_stime, 2)
-    sample.seconds["bench"] = round(own2.ru_utime + own2.ru_stime - own.ru_utime
-                                    - own.ru_stime, 2)
+    sample.seconds["bench"] = round(me2.ru_utime + me2.ru_stime - me.ru_utime
+                                    - me.ru_stime, 2)
     sample.seconds["total"] = round(sum(sample.seconds.values()), 2)
