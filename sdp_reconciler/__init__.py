@@ -8,3 +8,11 @@ Layers, each a package whose ``__init__`` says what it owns and what it may impo
 all (``history`` with its two databases behind ``historydb``, and ``historycopy`` for
 ``history migrate``).
 """
+
+import sys as _sys
+
+# httpx's ``__init__`` imports its own command line (``httpx._main``: click and pygments, and
+# rich when installed) only to offer ``httpx.main``, which SDP never calls: ~10 ms of every
+# start-up (issue 15). Marked absent, httpx falls back to its stub ``main`` (it catches the
+# ImportError for installs without the CLI extras). An importer that already loaded it keeps it.
+_sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]

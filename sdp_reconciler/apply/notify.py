@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 import httpx
 
 from sdp_node.protocol import Secret
-from sdp_reconciler.apply import mailer
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.observe import credentials as creds
 from sdp_reconciler.planner.plan import Action, Change, Plan
@@ -181,6 +180,9 @@ class Notifier:
     def _mail(self, notification: Notification, username: Secret | None,
               password: Secret | None, notice: Notice) -> None:
         assert notification.email is not None
+        # smtplib and the e-mail stack load only for a pass that sends mail (issue 15)
+        from sdp_reconciler.apply import mailer
+
         mail = mailer.message(
             mailer.MailNotice(notice.event, notice.sandbox, notice.text, notice.fields),
             notification.email)

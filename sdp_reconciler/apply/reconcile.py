@@ -63,7 +63,6 @@ from sdp_reconciler.planner.ports import (
     release,
     same_allocations,
 )
-from sdp_reconciler.planner.scope import Scope
 from sdp_reconciler.planner.world import Allocation, World
 from sdp_reconciler.redaction import SECRETS
 from sdp_reconciler.state.gitinfo import Authorship, StateRepository, last_change
@@ -73,6 +72,7 @@ from sdp_reconciler.state.resolve import ResolvedSandbox, resolve_all
 
 if TYPE_CHECKING:  # ssh-keygen's wrapper loads only when signatures are checked
     from sdp_reconciler.access.signatures import SignatureVerifier
+    from sdp_reconciler.planner.scope import Scope  # a webhook's pass (cli.watch) makes one
 
 Report = Callable[[str], None]
 
