@@ -18,7 +18,7 @@ from typing import Any
 import docker
 import httpx
 
-from sdp_node.protocol import LABEL_SANDBOX
+from sdp_node.protocol import LABEL_INSTANCE, LABEL_SANDBOX
 from sdp_reconciler.web.bitbucket import SERVER_PUSH, sign
 from sdp_testbed.gitserver import GitServer
 from sdp_testbed.go_service import go_service_files
@@ -63,9 +63,13 @@ def rows(history: Path, sql: str) -> list[Any]:
         return db.execute(sql).fetchall()
 
 
-def containers_of(client: docker.DockerClient, sandbox: str) -> dict[str, tuple[str, str]]:
+def containers_of(client: docker.DockerClient, installation: str,
+                  sandbox: str) -> dict[str, tuple[str, str]]:
+    """This installation's containers of ``sandbox`` (another test run on the engine may have
+    a sandbox of the same name)."""
     return {c.name: (c.id, c.attrs["State"]["StartedAt"]) for c in client.containers.list(
-        all=True, filters={"label": f"{LABEL_SANDBOX}={sandbox}"})}
+        all=True, filters={"label": [f"{LABEL_SANDBOX}={sandbox}",
+                                     f"{LABEL_INSTANCE}={installation}"]})}
 
 
 def test_push_webhooks_deploy_at_once_and_a_scoped_pass_touches_nothing_else(
@@ -122,7 +126,7 @@ def test_push_webhooks_deploy_at_once_and_a_scoped_pass_touches_nothing_else(
             port_b = wait_for(lambda: gateway_port(stack, "QA-B"), what="QA-B's gateway")
             assert gateway_revision(port_a) == "account login-error 1"
             assert gateway_revision(port_b) == "account main"
-            b_before = containers_of(docker_client, "QA-B")
+            b_before = containers_of(docker_client, installation, "QA-B")
             assert len(b_before) == 2
 
             def passes() -> int:
@@ -151,7 +155,7 @@ def test_push_webhooks_deploy_at_once_and_a_scoped_pass_touches_nothing_else(
             mark = watcher.wait_for_line("converged", after=mark)
             assert passes() == count + 1
             assert counter.counts() == seen_by_micro2, "\n".join(watcher.lines)
-            assert containers_of(docker_client, "QA-B") == b_before
+            assert containers_of(docker_client, installation, "QA-B") == b_before
             assert gateway_revision(port_b) == "account main"
             trigger = rows(stack.history, "SELECT trigger FROM passes ORDER BY id DESC")[0][0]
             assert trigger.startswith("webhook: account@feature/login-error (sandboxes QA-A")
