@@ -31,16 +31,7 @@ from typing import Any
 
 import docker
 
-from sdp_node.isolation import (
-    ENTRY_CHAINS,
-    Iptables,
-    _jump,
-    chain_name,
-    comment,
-    remove_chain,
-    restore_line,
-    rules,
-)
+from sdp_node.isolation import Iptables, chain_name, comment, remove_chain, write_chain
 
 HEALTH_SUCCESSES = 2
 POLL_SECONDS = 0.02
@@ -169,19 +160,8 @@ class RawEngine:
 
     def _guard(self, ports: list[int]) -> None:
         """One rewrite of a chain like the port guard's, with its jumps (SDP: once a plan)."""
-        iptables = Iptables("iptables")
-        tag = comment(self.installation, "raw-engine")
-        lines = ["*filter", f":{self.chain} - [0:0]"]
-        lines += [restore_line(r) for r in rules(self.chain, ports=ports,
-                                                 sources=["172.17.0.0/16"])]
-        for entry in ENTRY_CHAINS:
-            if entry == "DOCKER-USER" and not iptables.has_chain(entry):
-                continue
-            jump = _jump(entry, self.chain, tag)
-            if iptables.run("-C", entry, *jump)[0] != 0:
-                lines.append(restore_line(["-I", entry, "1", *jump]))
-        lines.append("COMMIT")
-        iptables.restore("\n".join(lines) + "\n")
+        write_chain(Iptables("iptables"), self.chain, comment(self.installation, "raw-engine"),
+                    ports=ports, sources=["172.17.0.0/16"])
 
     def _container(self, request: CapturedContainer, *, tag: str, network: str) -> None:
         name = f"sdpraw-{tag}-{request.sandbox_index:03d}-{request.alias or request.role}"

@@ -187,8 +187,10 @@ class Converger:
             self._plan_guard = self._side.submit(self._guard_plan, steps)
             self._touched = Counter()
             self._present = None
-            with suppress(NodeError):  # then every deploy looks for itself
-                self._present = self.engine.container_names()
+            if any(isinstance(s, DeployService | DeployGateway) for s in steps):
+                # (a routes-only or retire plan, on the push-to-live path, needs no listing)
+                with suppress(NodeError):  # then every deploy looks for itself
+                    self._present = self.engine.container_names()
 
             def work(index: int) -> None:
                 step = steps[index]

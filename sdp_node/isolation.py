@@ -170,17 +170,7 @@ class PortGuard:
             return self._written is not None and port in self._written
 
     def _write(self, ports: list[int]) -> None:
-        lines = ["*filter", f":{self.chain} - [0:0]"]
-        lines += [restore_line(rule) for rule in rules(
-            self.chain, ports=ports, sources=self.sources())]
-        for entry in ENTRY_CHAINS:
-            if entry == "DOCKER-USER" and not self.iptables.has_chain(entry):
-                continue  # Docker runs without iptables: only its userland proxy publishes
-            jump = _jump(entry, self.chain, self.tag)
-            if self.iptables.run("-C", entry, *jump)[0] != 0:
-                lines.append(restore_line(["-I", entry, "1", *jump]))
-        lines.append("COMMIT")
-        self.iptables.restore("\n".join(lines) + "\n")
+        write_chain(self.iptables, self.chain, self.tag, ports=ports, sources=self.sources())
 
     def _remove(self) -> None:
         remove_chain(self.iptables, self.chain)
@@ -192,6 +182,23 @@ class PortGuard:
             if "--ctorigdstport" in rule:
                 ports.append(int(rule[rule.index("--ctorigdstport") + 1]))
         return sorted(ports)
+
+
+def write_chain(iptables: Iptables, chain: str, tag: str, *, ports: list[int],
+                sources: list[str]) -> None:
+    """Write ``chain`` whole and atomically (``iptables-restore --noflush``): the rules
+    guarding ``ports`` against all but ``sources``, and the jumps to it (carrying ``tag``) from
+    the entry chains that lack one."""
+    lines = ["*filter", f":{chain} - [0:0]"]
+    lines += [restore_line(rule) for rule in rules(chain, ports=ports, sources=sources)]
+    for entry in ENTRY_CHAINS:
+        if entry == "DOCKER-USER" and not iptables.has_chain(entry):
+            continue  # Docker runs without iptables: only its userland proxy publishes
+        jump = _jump(entry, chain, tag)
+        if iptables.run("-C", entry, *jump)[0] != 0:
+            lines.append(restore_line(["-I", entry, "1", *jump]))
+    lines.append("COMMIT")
+    iptables.restore("\n".join(lines) + "\n")
 
 
 def remove_chain(iptables: Iptables, chain: str) -> None:
@@ -220,4 +227,5 @@ def remove_installation(installation: str, *, command: str = "iptables") -> list
     return sorted(chains)
 
 
-__all__ = ["IsolationError", "PortGuard", "chain_name", "remove_installation", "rules"]
+__all__ = ["IsolationError", "PortGuard", "chain_name", "remove_installation", "rules",
+           "write_chain"]
