@@ -242,7 +242,8 @@ class NodeApp:
         return self.engine, self.converger
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"ok": True, "node": self.config.name})
+        launcher = self.converger.launcher.state if self.converger is not None else "off"
+        return JSONResponse({"ok": True, "node": self.config.name, "launcher": launcher})
 
     async def get_info(self, request: Request) -> Response:
         return model_response(self.info)

@@ -190,15 +190,25 @@ class GoBuilder:
             GOTELEMETRY="off",
         )
 
+    @property
+    def cache(self) -> Path:
+        """The ``GOCACHE`` every build of this node shares."""
+        return self._cache
+
     def folder(self, repository: str, commit: str) -> Path:
         return self._builds / repository / commit
+
+    def output(self, repository: str, commit: str) -> Path:
+        """Where the binary of ``commit`` is (or will be, once built): known before the build,
+        so that a container can start beside it (``sdp_node.launcher``)."""
+        return self.folder(repository, commit) / binary_name(repository)
 
     def recorded(self, repository: str, commit: str) -> Path | None:
         """The binary SDP's record names for this commit, if the record and binary agree."""
         folder = self.folder(repository, commit)
         try:
             record = json.loads((folder / RECORD).read_text())
-            binary = folder / binary_name(repository)
+            binary = self.output(repository, commit)
             if (
                 record.get("repository") == repository and record.get("commit") == commit
                 and binary.is_file() and not binary.is_symlink()
@@ -255,7 +265,7 @@ class GoBuilder:
         check_go_mod(tree, repository.name)
         folder = self.folder(repository.name, commit)
         folder.mkdir(parents=True, exist_ok=True)
-        output = folder / binary_name(repository.name)
+        output = self.output(repository.name, commit)
         partial = folder / f".{output.name}.partial"
         command = ["go", "build", "-trimpath", "-o", str(partial), repository.build_target]
         log(f"$ {' '.join(command[:3])} -o {output.name} {repository.build_target}")

@@ -35,6 +35,7 @@ stage, the reason and the tail of the output. Promises:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -43,6 +44,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import assert_never
 
 from sdp_node import gatewaystage, prune
@@ -68,6 +70,7 @@ from sdp_node.errors import (
 from sdp_node.gateway import GatewayFiles
 from sdp_node.git import GitStore
 from sdp_node.isolation import PortGuard
+from sdp_node.launcher import Launcher
 from sdp_node.mounts import engine_mounts
 from sdp_node.naming import (
     GATEWAY,
@@ -126,6 +129,7 @@ from sdp_node.schedule import dependencies, exclusive
 from sdp_node.steps import FailureStore, SpecStore, StepContext, StepFailed
 
 Log = Callable[[str], None]
+log = logging.getLogger("sdp_node")
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,17 @@ class StartChecks:
     """the container of the spec's name now"""
 
 
+@dataclass(frozen=True)
+class PreparedStart:
+    """A Go service's start as far as it went while its commit built."""
+
+    checks: StartChecks
+    early: str | None = None
+    """the id of ``<name>--next``, started beside the build (None: it starts after it)"""
+    run_spec: RunSpec | None = None
+    """what ``early`` was created from"""
+
+
 class Converger:
     def __init__(self, config: NodeConfig, engine: Engine) -> None:
         self.config = config
@@ -146,6 +161,9 @@ class Converger:
         workspace = config.workspace
         self.git = GitStore(workspace)
         self.builder = GoBuilder(workspace, go_cache=config.go_cache)
+        self.launcher = Launcher(workspace, go_cache=self.builder.cache, log=log.warning)
+        if any(r.kind is RepositoryKind.GO for r in config.repositories):
+            self.launcher.start()
         self.gateway_files = GatewayFiles(workspace)
         self.specs = SpecStore(workspace)
         self.failures = FailureStore(workspace)
@@ -387,18 +405,27 @@ class Converger:
         # of that name) is asked while go builds, instead of after: the answers cannot change
         # meanwhile (the schedule runs no other step on this container or its port, and the
         # port is claimed). A failed check is the START stage's failure, after the build.
+        # The new container starts while go builds (``_prepare_start``, sdp_node.launcher):
+        # Docker's start costs about as long as the build. A failed build removes it.
+        binary = self.builder.output(repository.name, spec.commit)
+        run_spec = self.run_specs.service(repository, spec, tree=tree, binary=binary,
+                                          network=step.network)
         with self._claims.claim(spec.port, spec.container):
-            checks = self._side.submit(self._start_checks, repository, spec)
+            prepared = self._side.submit(self._prepare_start, repository, spec, tree,
+                                         step.network, context)
             try:
                 with context.stage(Stage.GO_BUILD):
                     build = self.builder.build(repository, tree, commit=spec.commit,
                                                log=context.log)
-            finally:
-                wait([checks])
-            run_spec = self.run_specs.service(repository, spec, tree=tree, binary=build.binary,
-                                              network=step.network)
+            except BaseException:
+                self._abandon_start(prepared, spec, context)
+                raise
+            if build.binary != binary:  # the builder's one folder per commit
+                self._abandon_start(prepared, spec, context)
+                raise StepFailed(Stage.GO_BUILD, f"the build wrote {build.binary}, not {binary}",
+                                 [])
             with context.stage(Stage.START):
-                self._replace(repository, spec, run_spec, context, checks)
+                self._replace(repository, spec, run_spec, context, prepared)
         self.specs.save(spec.container, spec.public_spec)
         context.state(DeployState.RUNNING)
         return self._ok(spec, context, changed=True)
@@ -667,18 +694,58 @@ class Converger:
 
     def _replace(
         self, repository: RepositoryConfig, spec: ContainerSpec, run_spec: RunSpec,
-        context: StepContext, checks: Future[StartChecks] | None = None,
+        context: StepContext, prepared: Future[PreparedStart] | None = None,
     ) -> None:
-        """``checks``: ``_start_checks`` already asked (under this port's claim)."""
+        """``prepared``: ``_prepare_start`` already done (under this port's claim)."""
         if repository.kind is not RepositoryKind.GO:  # a gateway's port is public: unguarded
             self._replace_claimed(repository, spec, run_spec, context,
                                   self._start_checks(repository, spec))
             return
         # Guarded from before its container exists until it carries the port's label.
         with self._claims.claim(spec.port, spec.container):
-            self._replace_claimed(
-                repository, spec, run_spec, context,
-                checks.result() if checks is not None else self._start_checks(repository, spec))
+            ready = prepared.result() if prepared is not None else PreparedStart(
+                self._start_checks(repository, spec))
+            if ready.early is not None and ready.run_spec is not None:
+                self._promote(repository, spec, ready.run_spec, ready.early,
+                              ready.checks.current, context)
+            else:
+                self._replace_claimed(repository, spec, run_spec, context, ready.checks)
+
+    def _prepare_start(self, repository: RepositoryConfig, spec: ContainerSpec, tree: Path,
+                       network: str, context: StepContext) -> PreparedStart:
+        """Beside the build: the start checks, then, where the new container may run beside
+        what runs now (nobody else on its port; no container of the name, or a running one to
+        switch from, and no ``--previous`` still to retire), ``<name>--next`` started: with
+        the launcher waiting for the binary, or with the binary if SDP's record has it."""
+        checks = self._start_checks(repository, spec)
+        current, binary = checks.current, self.builder.output(repository.name, spec.commit)
+        if checks.holder is not None or (current is not None and not current.running) \
+                or self.engine.find(spec.container + ASIDE_SUFFIX) is not None:
+            return PreparedStart(checks)
+        if self.builder.recorded(repository.name, spec.commit) is not None:
+            launcher = None
+        elif binary.exists():  # a binary SDP's record does not vouch for is never run
+            return PreparedStart(checks)
+        else:
+            launcher = self.launcher.ready()
+            if launcher is None:  # still being built (or it cannot be): start after the build
+                return PreparedStart(checks)
+        early_spec = self.run_specs.service(repository, spec, tree=tree, binary=binary,
+                                            network=network, launcher=launcher)
+        new_id = self._start_next(repository, spec, early_spec, current, context,
+                                  waits_for_build=launcher is not None)
+        return PreparedStart(checks, new_id, early_spec)
+
+    def _abandon_start(self, prepared: Future[PreparedStart], spec: ContainerSpec,
+                       context: StepContext) -> None:
+        """The build failed: a container started beside it goes; nothing else changed."""
+        try:
+            ready = prepared.result()
+        except Exception:  # the build's failure is the one reported
+            return
+        if ready.early is not None:
+            self.engine.remove(ready.early)
+            context.log(f"{spec.container}{NEXT_SUFFIX}, started beside the build, was removed")
 
     def _start_checks(self, repository: RepositoryConfig, spec: ContainerSpec) -> StartChecks:
         """The image is loaded, nobody else publishes the port, the port is guarded (Go
@@ -740,43 +807,74 @@ class Converger:
     ) -> None:
         """The new container beside the running one, on the plan's (spare) port; the old one
         keeps serving, as ``<name>--previous``, until ``retire``."""
+        previous = self.engine.find(spec.container + ASIDE_SUFFIX)
+        if previous is not None:
+            context.log(f"retiring {previous.name}, left by an earlier switch")
+            self._drain_and_remove(previous, repository, context)
+        new_id = self._start_next(repository, spec, run_spec, current, context)
+        self._promote(repository, spec, run_spec, new_id, current, context)
+
+    def _start_next(
+        self, repository: RepositoryConfig, spec: ContainerSpec, run_spec: RunSpec,
+        current: ContainerDetails | None, context: StepContext, *, waits_for_build: bool = False,
+    ) -> str:
+        """``<name>--next`` created and started on the spec's port; the network alias only if
+        nothing runs under the name (else ``_promote`` gives it once healthy). Its id; on a
+        failure it is gone and nothing else changed."""
         staging = spec.container + NEXT_SUFFIX
         leftover = self.engine.find(staging)
         if leftover is not None:
             context.log(f"removing {staging}, left by an interrupted switch")
             self.engine.remove(leftover.id)
-        previous = self.engine.find(spec.container + ASIDE_SUFFIX)
-        if previous is not None:
-            context.log(f"retiring {previous.name}, left by an earlier switch")
-            self._drain_and_remove(previous, repository, context)
         new_id = None
-        renamed = False
         try:
-            new_id = self.engine.create(replace(run_spec, name=staging, alias=None))
+            new_id = self.engine.create(replace(
+                run_spec, name=staging, alias=run_spec.alias if current is None else None))
             self.engine.start(new_id, name=staging, port=spec.port)
-            context.log(f"container {staging} started beside {spec.container} (port "
-                        f"{current.label(LABEL_PORT)}) on port {spec.port}; waiting for "
-                        f"{repository.effective_health_path}")
-            self._wait_healthy(new_id, repository, staging, spec.port, context)
-            if run_spec.network and run_spec.alias:
-                self.engine.join_alias(new_id, run_spec.network, run_spec.alias)
-                self._wait_healthy(new_id, repository, staging, spec.port, context,
-                                   successes=1)
-                context.log(f"{staging} joined {run_spec.network} as {run_spec.alias}")
-            self.engine.rename(current.id, spec.container + ASIDE_SUFFIX)
-            renamed = True
-            self.engine.rename(new_id, spec.container)
         except NodeError as e:
             failed = self._start_failed(e, new_id, staging, context)
             if new_id:
                 self.engine.remove(new_id)
-            if renamed:
-                self.engine.rename(current.id, spec.container)
-            context.log(f"{spec.container} kept serving: nothing else changed")
             raise failed from e
-        context.log(f"{spec.container} now runs {spec.commit[:12]} on port {spec.port}; the "
-                    f"previous one serves on port {current.label(LABEL_PORT)} until the routes "
-                    "moved and it is retired")
+        beside = f" beside {spec.container} (port {current.label(LABEL_PORT)})" \
+            if current is not None else ""
+        then = "runs the binary once it is built" if waits_for_build \
+            else f"waiting for {repository.effective_health_path}"
+        context.log(f"container {staging} started{beside} on port {spec.port}; {then}")
+        return new_id
+
+    def _promote(
+        self, repository: RepositoryConfig, spec: ContainerSpec, run_spec: RunSpec, new_id: str,
+        current: ContainerDetails | None, context: StepContext,
+    ) -> None:
+        """``<name>--next`` health-gated, given the alias (if it switches from ``current``),
+        and renamed into place, ``current`` becoming ``--previous``. On a failure the new one
+        goes and ``current`` keeps serving under its name."""
+        staging = spec.container + NEXT_SUFFIX
+        renamed = False
+        try:
+            self._wait_healthy(new_id, repository, staging, spec.port, context)
+            if current is not None and run_spec.network and run_spec.alias:
+                self.engine.join_alias(new_id, run_spec.network, run_spec.alias)
+                self._wait_healthy(new_id, repository, staging, spec.port, context,
+                                   successes=1)
+                context.log(f"{staging} joined {run_spec.network} as {run_spec.alias}")
+            if current is not None:
+                self.engine.rename(current.id, spec.container + ASIDE_SUFFIX)
+                renamed = True
+            self.engine.rename(new_id, spec.container)
+        except NodeError as e:
+            failed = self._start_failed(e, new_id, staging, context)
+            self.engine.remove(new_id)
+            if renamed and current is not None:
+                self.engine.rename(current.id, spec.container)
+            context.log(f"{spec.container} kept serving: nothing else changed"
+                        if current is not None else "nothing else changed")
+            raise failed from e
+        previous = f"; the previous one serves on port {current.label(LABEL_PORT)} until the " \
+            "routes moved and it is retired" if current is not None else ""
+        context.log(f"{spec.container} now runs {spec.commit[:12]} on port {spec.port}"
+                    + previous)
 
     def _replace_in_place(
         self, repository: RepositoryConfig, spec: ContainerSpec, run_spec: RunSpec,

@@ -3,9 +3,10 @@ own settings, turned into the ``RunSpec`` the engine creates.
 
 Promises:
 
-* a Go service runs the binary SDP built (``builds/``, mounted read-only at
-  ``/sdp/app-<repository>``), never a file of the commit: its tree is only data, mounted
-  read-only at ``/src``;
+* a Go service runs the binary SDP built (``builds/<repository>/<commit>``, that folder
+  mounted read-only at ``/sdp``, the binary at ``/sdp/app-<repository>``), never a file of the
+  commit: its tree is only data, mounted read-only at ``/src``; a container started while its
+  commit builds runs ``/sdp-launch`` first, which waits for the binary (``sdp_node.launcher``);
 * a gateway's tree is mounted read-only at its mount target when ``hardening.read_only_trees``
   (the agent edits config.php from the host side, and the container sees the new file);
 * every container is confined as ``hardening`` says: pids limit, ``no-new-privileges``,
@@ -24,6 +25,7 @@ from sdp_node.build import binary_name
 from sdp_node.config import NodeConfig, RepositoryConfig
 from sdp_node.containers import Confinement, Engine, Mount, RunSpec
 from sdp_node.gateway import GatewayFiles, serving_root
+from sdp_node.launcher import LAUNCH_TARGET, Launcher
 from sdp_node.protocol import (
     LABEL_BRANCH,
     LABEL_COMMIT,
@@ -40,7 +42,11 @@ from sdp_node.protocol import (
 )
 
 BINARY_DIR = "/sdp"
-"""Where a Go service's binary appears in its container."""
+"""Where a Go service's build folder (its binary, ``app-<repository>``, and the build's
+record) appears in its container."""
+
+LAUNCH_MARGIN = 60
+"""Seconds an early-started container waits for its binary beyond the build's timeout."""
 
 
 def binary_target(repository: str) -> str:
@@ -66,16 +72,24 @@ class RunSpecs:
 
     def service(
         self, repository: RepositoryConfig, spec: ContainerSpec, *, tree: Path, binary: Path,
-        network: str,
+        network: str, launcher: Path | None = None,
     ) -> RunSpec:
+        """``binary``: where the build puts (or put) the binary; its folder is mounted at
+        ``/sdp``. ``launcher``: the container starts before the binary exists and waits for
+        it (``sdp_node.launcher``)."""
         env = self._env(spec)
         env.setdefault("PORT", str(repository.effective_port))
         mounts = [
             Mount(str(tree), "/src"),
-            Mount(str(binary), binary_target(repository.name)),
+            Mount(str(binary.parent), BINARY_DIR),
             *self._env_file_mounts(spec),
         ]
         command = repository.command or [binary_target(repository.name)]
+        if launcher is not None:
+            mounts.append(Mount(str(launcher), LAUNCH_TARGET))
+            command = Launcher.command(binary_target(repository.name),
+                                       int(repository.go.build_timeout_seconds) + LAUNCH_MARGIN,
+                                       command)
         return self._run_spec(repository, spec, env=env, mounts=mounts, command=command,
                               network=network)
 

@@ -179,11 +179,20 @@ def test_a_committed_app_binary_is_never_executed_and_go_build_still_runs(
     assert http_get(f"http://127.0.0.1:{port}/").json()["revision"] == "built-1"
 
     container = docker_client.containers.get(NAMES.container("b1", "account"))
-    assert container.attrs["Config"]["Cmd"] == ["/sdp/app-account"]
+    # The command is the built binary; a container started while its commit built runs it
+    # through SDP's own launcher, which waits for that binary (sdp_node/launcher.py).
+    command = container.attrs["Config"]["Cmd"]
+    assert command in (["/sdp/app-account"],
+                       ["/sdp-launch", "/sdp/app-account", "660", "/sdp/app-account"]), command
     mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
     built = agent.workspace / "builds" / "account" / commit / "app-account"
-    assert mounts["/sdp/app-account"]["Source"] == str(built)
-    assert not mounts["/sdp/app-account"]["RW"] and not mounts["/src"]["RW"]
+    assert mounts["/sdp"]["Source"] == str(built.parent)
+    assert not mounts["/sdp"]["RW"] and not mounts["/src"]["RW"]
+    assert sorted(p.name for p in built.parent.iterdir()) == ["app-account", "build.json"]
+    if command[0] == "/sdp-launch":
+        launcher = Path(mounts["/sdp-launch"]["Source"])
+        assert launcher.is_relative_to(agent.workspace / "launcher") and not \
+            mounts["/sdp-launch"]["RW"]
     assert b"SDP-COMMITTED-BINARY-RAN" not in container.logs()
     tree_file = agent.workspace / "trees" / "account" / commit / "app-account"
     assert tree_file.read_bytes() == trap  # still there, untouched, never run
