@@ -5,10 +5,12 @@ so. Deploys follow the seed's stages (git fetch, git checkout, go build / compos
 start container, routes) and emit its events; a failure ends the step FAILED with the failing
 stage, the reason and the tail of the output. Promises:
 
-* **switch without dropping a request**: build first (a failed build changes nothing); a
-  service whose plan gives it a new port (a spare one) gets its new container beside the old
-  one (``<name>--next``, no network alias yet), health-gated (2xx ``health_successes`` times in
-  a row; an exit fails at once), then given the service alias, then renamed into place while
+* **switch without dropping a request**: a service whose plan gives it a new port (a spare
+  one) gets its new container beside the old one (``<name>--next``, no network alias yet),
+  started while its commit builds (``sdp_node.launcher``: it waits for the binary; a failed
+  build removes it and changes nothing else), health-gated once built (2xx
+  ``health_successes`` times in a row; an exit fails at once), then given the service alias,
+  then renamed into place while
   the old one, renamed ``<name>--previous``, keeps serving; the reconciler moves the routes
   and then sends ``retire``, which drains (``drain_seconds``) and removes the previous one.
   On any failure the new container goes and nothing else changed. A deploy on the same port
