@@ -25,6 +25,7 @@ from sdp_node.phpconfig import (
     read_routes,
     read_routes_file,
     replace_routes_file,
+    same_structure,
     validate_route_url,
     write_routes,
 )
@@ -576,6 +577,37 @@ def test_php_lint_failure_keeps_the_old_file(tmp_path: Path) -> None:
     assert REL in str(excinfo.value) and ".tmp" not in str(excinfo.value)
     assert snapshot(config) == before
     assert leftovers(config.parent) == []
+
+
+@needs_php
+def test_a_literal_change_of_a_file_php_already_parses_skips_php_lint(tmp_path: Path) -> None:
+    # php -l refuses this file (as the test above shows), so its success here proves that no
+    # lint ran: the caller said PHP parses the file as it is (set_routes: the served file),
+    # and only a string literal changed.
+    broken = b"<?php\n$config['a_url'] = 'http://a';\n$y = ;\n"
+    config = make_tree(tmp_path, broken)
+    assert replace_routes_file(tmp_path, REL, {"a": "http://b"}, parsed_already=True) == {
+        "a": "http://b"}
+    assert config.read_bytes() == broken.replace(b"'http://a'", b"'http://b'")
+
+
+def test_same_structure_allows_only_changed_string_literals() -> None:
+    edited = write_routes(FIXTURE, NEW_ROUTES, path_label=REL)
+    assert edited != FIXTURE and same_structure(FIXTURE, edited)
+    base = b"<?php\n// routes\n$config['a_url'] = 'http://a'; ?>\n<p>html</p>\n"
+    assert same_structure(base, base.replace(b"'http://a'", b"'http://b/v1'"))
+    assert same_structure(base, base.replace(b"'http://a'", b'"http://b"'))
+    for changed in (
+        base.replace(b"'http://a'", b"'http://a' . 'b'"),  # a token more
+        base.replace(b"$config", b"$other"),  # another variable
+        base.replace(b"// routes", b"// other"),  # a comment
+        base.replace(b"<p>html</p>", b"<p>other</p>"),  # inline HTML
+        base.replace(b"'http://a'", b'"http://$host"'),  # an interpolated string
+        base.replace(b"'a_url'", b"'a_url' "),  # whitespace between tokens
+        base + b"\n",  # after the last token
+    ):
+        assert not same_structure(base, changed), changed
+    assert not same_structure(base, b"<?php\n$x = 'unterminated;\n")
 
 
 @pytest.mark.parametrize("php_binary", [None, "sdp-no-such-php"])
