@@ -136,12 +136,13 @@ def test_every_child_process_gets_a_minimal_environment_without_the_token(
     assert run(micro.client(), deploy(spec(
         sandbox="e1", service="account", repository="account", branch="main", commit=account,
         port=free_port())), canary).ok
-    assert run(gw.client(), deploy_gateway(spec(
+    assert run(gw.client(), deploy_gateway(spec(  # php -l checks the rewritten config.php
         sandbox="e1", service="gateway", repository="erangel", branch="develop",
-        commit=gateway, port=free_port()), {}), canary).ok
-    change = run(gw.client(), [SetRoutes(   # php -l checks the rewritten config.php
+        commit=gateway, port=free_port()), {"account": "http://host.docker.internal:1"}),
+        canary).ok
+    change = run(gw.client(), [SetRoutes(
         step_id="r", sandbox="e1", container=NAMES.container("e1", "gateway"),
-        routes={"account": "http://host.docker.internal:1"})], None)
+        routes={"account": "http://host.docker.internal:2"})], None)
     assert change.ok, change.last()
 
     seen: dict[str, list[dict[str, str]]] = {}
