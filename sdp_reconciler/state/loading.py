@@ -6,7 +6,10 @@ file against its model and then the whole state against the rules in ``rules.py`
 (the values it builds are in ``documents.py``, which the rules and ``resolve`` read). It
 either returns a ``LoadedState`` whose documents keep their source positions, or raises
 ``StateError`` listing every problem it found (never only the first).
-Loading reads files and nothing else: no network, no Docker, no git.
+Loading reads files and nothing else: no network, no Docker, no git. Every file is read on
+every load; one whose bytes are those of an earlier load of the same file is not parsed or
+validated again, its Document is reused (``doccache.py`` states what a hit needs), so
+loading an unchanged directory again costs its reads and the whole-state rules.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import types
 import typing
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
 
 from sdp_reconciler.access.model import ACCESS_FILE, AccessFile, access_problems
 from sdp_reconciler.errors import StateError
+from sdp_reconciler.state.doccache import DOCUMENTS, CacheKey
 from sdp_reconciler.state.documents import Document as Document
 from sdp_reconciler.state.documents import LoadedState as LoadedState
 from sdp_reconciler.state.documents import M
@@ -44,8 +48,9 @@ from sdp_reconciler.state.sources import (
     Problem,
     SourceDoc,
     SourceError,
+    decode_source,
     dotted,
-    load_source,
+    read_source,
 )
 from sdp_reconciler.state.trust import HostRules, default_rules
 
@@ -167,9 +172,25 @@ def symlink_problems(root: Path) -> list[Problem]:
 def _load_one(
     root: Path, relative: str, model: type[M], problems: list[Problem]
 ) -> Document[M] | None:
+    """One file as a Document, or None with its problems added to ``problems``.
+
+    The bytes are read every time; a Document already built from the same bytes of the same
+    file for the same model is handed back as it is (``doccache``), anything else is parsed
+    and validated afresh, and only a file without problems is kept for next time.
+    """
     display = _display(root, relative)
+    path = root / relative
     try:
-        source = load_source(root / relative, display)
+        raw = read_source(path, display)
+    except SourceError as e:
+        problems.append(e.problem)
+        return None
+    key = CacheKey.of(path, display, model, raw)
+    cached = DOCUMENTS.get(key)
+    if cached is not None:
+        return cast(Document[M], cached)
+    try:
+        source = decode_source(raw, display)
     except SourceError as e:
         problems.append(e.problem)
         return None
@@ -183,8 +204,9 @@ def _load_one(
     except ValidationError as e:
         problems.extend(validation_problems(e, source, model))
         return None
-    return Document(model=instance, stem=Path(relative).stem, source=source,
-                    path=root / relative)
+    document = Document(model=instance, stem=Path(relative).stem, source=source, path=path)
+    DOCUMENTS.put(key, document, len(raw))
+    return document
 
 
 def validation_problems(

@@ -36,7 +36,7 @@ from sdp_reconciler.state.locations import Location, PathKey, Problem, dotted
 
 __all__ = [  # Location, Problem and dotted live in locations.py; re-exported for callers
     "MAX_DEPTH", "MAX_FILE_BYTES", "Location", "PathKey", "Problem", "SourceDoc", "SourceError",
-    "dotted", "iter_paths", "load_source", "parse_source",
+    "decode_source", "dotted", "iter_paths", "load_source", "parse_source", "read_source",
 ]
 
 MAX_FILE_BYTES = 256 * 1024
@@ -49,7 +49,11 @@ _CORE_TAGS = {
 
 @dataclass
 class SourceDoc:
-    """A parsed file: plain data and the positions of its keys and values."""
+    """A parsed file: plain data and the positions of its keys and values.
+
+    Complete when ``parse_source`` returns it and never changed after that: the state loader
+    hands the same SourceDoc to every load of the same bytes (``state/doccache.py``).
+    """
 
     file: str
     data: Any
@@ -78,9 +82,23 @@ class SourceError(Exception):
 
 
 def load_source(path: Path, display: str) -> SourceDoc:
-    """Read ``path`` as one safe YAML document; raise SourceError with its position."""
+    """Read ``path`` as one safe YAML document; raise SourceError with its position.
+
+    ``read_source`` then ``decode_source``: callers that want the bytes in between (the state
+    loader keys its cache of documents on them) call the two themselves.
+    """
+    return decode_source(read_source(path, display), display)
+
+
+def read_source(path: Path, display: str) -> bytes:
+    """The bytes of ``path``, refused unread (SourceError) when it is larger than
+    ``MAX_FILE_BYTES``, or when it grew past the bound while being read."""
     try:
         size = path.stat().st_size
+        if size <= MAX_FILE_BYTES:
+            with path.open("rb") as f:
+                raw = f.read(MAX_FILE_BYTES + 1)
+            size = max(size, len(raw))
     except OSError as e:
         raise SourceError(Problem(Location(display), "", f"cannot read file: {e.strerror}")) from e
     if size > MAX_FILE_BYTES:
@@ -90,7 +108,12 @@ def load_source(path: Path, display: str) -> SourceDoc:
                 f"file is {size} bytes; state files are limited to {MAX_FILE_BYTES} bytes",
             )
         )
-    raw = path.read_bytes()
+    return raw
+
+
+def decode_source(raw: bytes, display: str) -> SourceDoc:
+    """``raw`` as UTF-8 (a BOM is allowed) parsed as one safe YAML document (``parse_source``);
+    bytes that are not UTF-8 are refused with the line and column of the first bad one."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
