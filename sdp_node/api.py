@@ -205,6 +205,8 @@ class NodeApp:
             if self.sampler is not None:
                 self.sampler.stop()
             self.worker.shutdown(wait=False, cancel_futures=True)
+            if self.converger is not None:
+                self.converger.prefetcher.close()
 
     def _sampler(self, engine: Engine) -> Sampler:
         def stats(name: str) -> tuple[float, int, int]:
@@ -259,11 +261,19 @@ class NodeApp:
         return JSONResponse([r.info().model_dump(mode="json") for r in self.config.repositories])
 
     async def branches(self, request: Request) -> Response:
+        """The remote's branch heads; a head missing from the repository's store here starts
+        its fetch in the background (``sdp_node.prefetch``: never a clone, with this request's
+        credentials) for the deploy that usually follows."""
         body = await read_model(request, BranchesRequest)
         repository = self.config.repository(body.repository)
-        heads = await run_in_threadpool(
-            self._containers()[1].git.ls_remote, repository, body.credentials
-        )
+        converger = self._containers()[1]
+
+        def check() -> dict[str, str]:
+            heads = converger.git.ls_remote(repository, body.credentials)
+            converger.prefetcher.offer(repository, heads.values(), body.credentials)
+            return heads
+
+        heads = await run_in_threadpool(check)
         return model_response(BranchesResponse(repository=repository.name, heads=heads))
 
     async def observe(self, request: Request) -> Response:

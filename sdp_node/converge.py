@@ -84,6 +84,7 @@ from sdp_node.naming import (
 from sdp_node.operations import Operation
 from sdp_node.phpconfig import replace_routes_file
 from sdp_node.pool import KeyedLocks, PortClaims, StepPool
+from sdp_node.prefetch import Prefetcher
 from sdp_node.protocol import (
     LABEL_BRANCH,
     LABEL_COMMIT,
@@ -176,6 +177,8 @@ class Converger:
         self.routes = GatewayRoutes(config, engine, self.git, self.gateway_files)
         self.pool = StepPool(config.workers)
         self._fetches = KeyedLocks()
+        self.prefetcher = Prefetcher(self.git, self._fetches)
+        """the branch check's background fetches (``sdp_node.prefetch``), under ``_fetches``"""
         self._checkouts = KeyedLocks()
         self._claims = PortClaims()
         self._planned: frozenset[int] = frozenset()
@@ -666,13 +669,19 @@ class Converger:
             -> None:
         with context.stage(Stage.FETCH):
             if self.git.has_commit(repository, spec.commit):
-                context.log(f"commit {spec.commit[:12]} is already in the node's store")
+                by = " (fetched by the branch check)" \
+                    if self.prefetcher.fetched(repository, spec.commit) else ""
+                context.log(f"commit {spec.commit[:12]} is already in the node's store{by}")
                 return
-            # One fetch of a repository at a time: a deploy that waited for another one's
-            # fetch usually finds its commit fetched.
+            # One fetch of a repository at a time: a deploy that waited for the branch check's
+            # fetch or another deploy's usually finds its commit fetched.
+            if self.prefetcher.join(repository):
+                context.log(f"waited for the branch check's fetch of {repository.name}")
             with self._fetches.hold(repository.name):
                 if self.git.has_commit(repository, spec.commit):
-                    context.log(f"commit {spec.commit[:12]} was fetched by another deploy")
+                    by = "the branch check" if self.prefetcher.fetched(repository, spec.commit) \
+                        else "another deploy"
+                    context.log(f"commit {spec.commit[:12]} was fetched by {by}")
                     return
                 self._fetch_missing(repository, spec, context)
 

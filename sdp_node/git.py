@@ -22,7 +22,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from dulwich.client import HTTPUnauthorized
@@ -104,14 +104,27 @@ class GitStore:
             if ref.startswith(HEADS) and sha is not None
         }
 
+    def has_store(self, repository: RepositoryConfig) -> bool:
+        """Whether the repository was ever fetched into this node (its object store exists)."""
+        return (self.store_path(repository) / "objects").is_dir()
+
     def has_commit(self, repository: RepositoryConfig, commit: str) -> bool:
-        path = self.store_path(repository)
-        if not (path / "objects").is_dir():
-            return False
-        repo = Repo(str(path))
+        return not self.missing(repository, [commit])
+
+    def missing(self, repository: RepositoryConfig, commits: Iterable[str]) -> set[str]:
+        """The ones of ``commits`` that are not commits in the store (all, with no store);
+        the store is opened once, however many are asked about."""
+        wanted = set(commits)
+        if not self.has_store(repository):
+            return wanted
+        repo = Repo(str(self.store_path(repository)))
         try:
-            key = ObjectID(commit.encode())
-            return key in repo.object_store and isinstance(repo.object_store[key], Commit)
+            store = repo.object_store
+            return {
+                commit for commit in wanted
+                if (key := ObjectID(commit.encode())) not in store
+                or not isinstance(store[key], Commit)
+            }
         finally:
             repo.close()
 

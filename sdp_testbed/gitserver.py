@@ -68,16 +68,29 @@ class _RootRelativeBackend(FileSystemBackend):
 
 
 class BasicAuthMiddleware:
-    """Lets a request through to `app` only with the configured Basic credentials."""
+    """Lets a request through to `app` only with the configured Basic credentials.
 
-    def __init__(self, app: WSGIApplication, *, username: str, password: str) -> None:
+    With `list_only_password`, that password (of the same username) is let through to the ref
+    advertisement (``GET .../info/refs``, what ls-remote asks) and refused for everything else
+    (the pack a fetch asks for): a remote that answers a branch check and then refuses the
+    fetch, as one whose password changed in between would.
+    """
+
+    def __init__(self, app: WSGIApplication, *, username: str, password: str,
+                 list_only_password: str | None = None) -> None:
         if ":" in username:
             raise ValueError("a Basic-auth username cannot contain ':'")
         self._app = app
         self._expected = f"{username}:{password}".encode()
+        self._listing = (None if list_only_password is None
+                         else f"{username}:{list_only_password}".encode())
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if self._authorized(environ.get("HTTP_AUTHORIZATION", "")):
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        listing = environ.get("REQUEST_METHOD") == "GET" \
+            and environ.get("PATH_INFO", "").endswith("/info/refs")
+        if self._authorized(header, self._expected) or (
+                listing and self._listing is not None and self._authorized(header, self._listing)):
             return self._app(environ, start_response)
         body = b"authentication required\n"
         start_response(
@@ -90,7 +103,8 @@ class BasicAuthMiddleware:
         )
         return [body]
 
-    def _authorized(self, header: str) -> bool:
+    @staticmethod
+    def _authorized(header: str, expected: bytes) -> bool:
         scheme, _, encoded = header.partition(" ")
         if scheme.lower() != "basic":
             return False
@@ -98,7 +112,7 @@ class BasicAuthMiddleware:
             offered = base64.b64decode(encoded.strip(), validate=True)
         except (binascii.Error, ValueError):
             return False
-        return hmac.compare_digest(offered, self._expected)
+        return hmac.compare_digest(offered, expected)
 
 
 class _QuietRequestHandler(WSGIRequestHandler):
@@ -124,14 +138,17 @@ class GitServer(ServerThread[_ThreadingWSGIServer]):
         password: str,
         host: str = "127.0.0.1",
         port: int = 0,
+        list_only_password: str | None = None,
     ) -> None:
+        """``list_only_password``: see ``BasicAuthMiddleware`` (tests of a refused fetch)."""
         super().__init__()
         self.thread_name = "sdp-testbed-git"
         self._root = Path(root).resolve()
         self._host = host
         self._requested_port = port
         git_app = make_wsgi_chain(_RootRelativeBackend(str(self._root)))
-        self._app = BasicAuthMiddleware(git_app, username=username, password=password)
+        self._app = BasicAuthMiddleware(git_app, username=username, password=password,
+                                        list_only_password=list_only_password)
 
     @property
     def root(self) -> Path:

@@ -205,6 +205,30 @@ def test_curl_u_with_the_utf8_password_gets_in(
     assert wrong.stdout == b"401"
 
 
+def test_a_list_only_password_lists_the_branches_but_cannot_fetch(
+    git_server: GitServer, git_credentials: tuple[str, str], account_head: str, tmp_path: Path,
+) -> None:
+    username, password = git_credentials
+    with GitServer(git_server.root, username=username, password=password,
+                   list_only_password="list-only") as server:
+        listed = porcelain.ls_remote(server.repo_url("account"), config=ConfigDict(),
+                                     username=username, password="list-only")
+        assert listed.refs[Ref(b"refs/heads/feature/login-error")] == account_head.encode()
+        with pytest.raises(HTTPUnauthorized):
+            porcelain.clone(server.repo_url("account"), str(tmp_path / "clone"),
+                            config=ConfigDict(), username=username, password="list-only",
+                            errstream=io.BytesIO())
+        with pytest.raises(HTTPUnauthorized):
+            porcelain.ls_remote(server.repo_url("account"), config=ConfigDict(),
+                                username=username, password="not-even-list-only")
+        user, secret = wire(username, password)
+        with porcelain.clone(server.repo_url("account"), str(tmp_path / "ok"),
+                             config=ConfigDict(), username=user, password=secret,
+                             errstream=io.BytesIO()) as repo:
+            assert repo.refs[Ref(b"refs/remotes/origin/feature/login-error")] \
+                == account_head.encode()
+
+
 @pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
 def test_the_basic_auth_header_is_decoded_as_utf8_only(
     git_server: GitServer, account_head: str, encoding: str
