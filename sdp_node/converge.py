@@ -46,7 +46,6 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import assert_never
 
 from sdp_node import gatewaystage, prune
@@ -416,19 +415,14 @@ class Converger:
         run_spec = self.run_specs.service(repository, spec, tree=tree, binary=binary,
                                           network=step.network)
         with self._claims.claim(spec.port, spec.container):
-            prepared = self._side.submit(self._prepare_start, repository, spec, tree,
-                                         step.network, context)
+            prepared = self._side.submit(self._prepare_start, repository, spec, run_spec,
+                                         context)
             try:
                 with context.stage(Stage.GO_BUILD):
-                    build = self.builder.build(repository, tree, commit=spec.commit,
-                                               log=context.log)
+                    self.builder.build(repository, tree, commit=spec.commit, log=context.log)
             except BaseException:
                 self._abandon_start(prepared, spec, context)
                 raise
-            if build.binary != binary:  # the builder's one folder per commit
-                self._abandon_start(prepared, spec, context)
-                raise StepFailed(Stage.GO_BUILD, f"the build wrote {build.binary}, not {binary}",
-                                 [])
             with context.stage(Stage.START):
                 self._replace(repository, spec, run_spec, context, prepared)
         self.specs.save(spec.container, spec.public_spec)
@@ -722,29 +716,28 @@ class Converger:
             else:
                 self._replace_claimed(repository, spec, run_spec, context, ready.checks)
 
-    def _prepare_start(self, repository: RepositoryConfig, spec: ContainerSpec, tree: Path,
-                       network: str, context: StepContext) -> PreparedStart:
+    def _prepare_start(self, repository: RepositoryConfig, spec: ContainerSpec,
+                       run_spec: RunSpec, context: StepContext) -> PreparedStart:
         """Beside the build: the start checks, then, where the new container may run beside
         what runs now (nobody else on its port; no container of the name, or a running one to
         switch from, and no ``--previous`` still to retire), ``<name>--next`` started: with
         the launcher waiting for the binary, or with the binary if SDP's record has it."""
         checks = self._start_checks(repository, spec)
-        current, binary = checks.current, self.builder.output(repository.name, spec.commit)
+        current = checks.current
         if checks.holder is not None or (current is not None and not current.running) \
                 or self.engine.find(spec.container + ASIDE_SUFFIX) is not None:
             return PreparedStart(checks)
         if self.builder.recorded(repository.name, spec.commit) is not None:
-            launcher = None
-        elif binary.exists():  # a binary SDP's record does not vouch for is never run
-            return PreparedStart(checks)
+            early_spec = run_spec
+        elif self.builder.output(repository.name, spec.commit).exists():
+            return PreparedStart(checks)  # a binary SDP's record does not vouch for: never run
         else:
             launcher = self.launcher.ready()
             if launcher is None:  # still being built (or it cannot be): start after the build
                 return PreparedStart(checks)
-        early_spec = self.run_specs.service(repository, spec, tree=tree, binary=binary,
-                                            network=network, launcher=launcher)
+            early_spec = self.run_specs.launched(repository, run_spec, launcher)
         new_id = self._start_next(repository, spec, early_spec, current, context,
-                                  waits_for_build=launcher is not None)
+                                  waits_for_build=early_spec is not run_spec)
         return PreparedStart(checks, new_id, early_spec)
 
     def _abandon_start(self, prepared: Future[PreparedStart], spec: ContainerSpec,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from sdp_node.build import binary_name
@@ -72,11 +73,10 @@ class RunSpecs:
 
     def service(
         self, repository: RepositoryConfig, spec: ContainerSpec, *, tree: Path, binary: Path,
-        network: str, launcher: Path | None = None,
+        network: str,
     ) -> RunSpec:
         """``binary``: where the build puts (or put) the binary; its folder is mounted at
-        ``/sdp``. ``launcher``: the container starts before the binary exists and waits for
-        it (``sdp_node.launcher``)."""
+        ``/sdp``."""
         env = self._env(spec)
         env.setdefault("PORT", str(repository.effective_port))
         mounts = [
@@ -85,13 +85,18 @@ class RunSpecs:
             *self._env_file_mounts(spec),
         ]
         command = repository.command or [binary_target(repository.name)]
-        if launcher is not None:
-            mounts.append(Mount(str(launcher), LAUNCH_TARGET))
-            command = Launcher.command(binary_target(repository.name),
-                                       int(repository.go.build_timeout_seconds) + LAUNCH_MARGIN,
-                                       command)
         return self._run_spec(repository, spec, env=env, mounts=mounts, command=command,
                               network=network)
+
+    @staticmethod
+    def launched(repository: RepositoryConfig, run_spec: RunSpec, launcher: Path) -> RunSpec:
+        """``run_spec`` (a Go service's) started before its binary exists: the launcher mounted,
+        waiting for the binary, then running the command (``sdp_node.launcher``)."""
+        return replace(
+            run_spec, mounts=[*run_spec.mounts, Mount(str(launcher), LAUNCH_TARGET)],
+            command=Launcher.command(binary_target(repository.name),
+                                     int(repository.go.build_timeout_seconds) + LAUNCH_MARGIN,
+                                     run_spec.command or [binary_target(repository.name)]))
 
     def switchable(self, repository: RepositoryConfig) -> bool:
         """Whether a gateway of ``repository`` switches commits inside its running container:
