@@ -16,3 +16,7 @@ import sys as _sys
 # start-up (issue 15). Marked absent, httpx falls back to its stub ``main`` (it catches the
 # ImportError for installs without the CLI extras). An importer that already loaded it keeps it.
 _sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+from sdp_node import pydanticplugins as _pydanticplugins  # noqa: E402
+
+_pydanticplugins.refuse()  # before pydantic builds a validator: see the module
