@@ -12,7 +12,8 @@ Every ``import`` counts, also one inside a function. The rules, as each package'
   the applier), no ``cli`` (whose commands run passes), and it never calls the node client's
   mutating methods;
 * ``sdp_node`` never imports ``sdp_reconciler``; ``sdp_reconciler`` takes from ``sdp_node``
-  only the shared modules (wire contract, names, redaction, errors, the git remote client),
+  only the shared modules (wire contract, names, redaction, errors, the git remote client,
+  the metrics wire and the pydantic plugin guard),
   which import nothing else of ``sdp_node``;
 * there is no import cycle among the modules of ``sdp_reconciler``.
 """
@@ -28,7 +29,7 @@ import pytest
 from tests.planning.test_purity import NETWORK_PROCESS_DATABASE, ROOT, forbidden, module_file
 
 SHARED_NODE = {"sdp_node.protocol", "sdp_node.naming", "sdp_node.redact", "sdp_node.errors",
-               "sdp_node.gitremote", "sdp_node.metricswire"}
+               "sdp_node.gitremote", "sdp_node.metricswire", "sdp_node.pydanticplugins"}
 WRITES = {"ruamel.yaml", "pickle", "shelve", "sdp_reconciler.history"}
 NODE_MUTATIONS = {"apply", "acquire_lease", "renew_lease", "release_lease"}
 """the node client's methods that change a node (what it runs, who holds its lease)"""
