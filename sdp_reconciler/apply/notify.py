@@ -16,10 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import httpx
 
 from sdp_node.protocol import Secret
 from sdp_reconciler.errors import SdpError
@@ -27,6 +25,9 @@ from sdp_reconciler.observe import credentials as creds
 from sdp_reconciler.planner.plan import Action, Change, Plan
 from sdp_reconciler.state.models import Notification, NotificationEvent, WebhookFormat
 from sdp_reconciler.state.trust import SecretPolicy
+
+if TYPE_CHECKING:  # httpx loads only for a pass that has a webhook to call (issue 15)
+    import httpx
 
 Report = Callable[[str], None]
 TIMEOUT_SECONDS = 5.0
@@ -157,9 +158,12 @@ class Notifier:
                 report(f"notification {notification.name}: the webhook is not an http(s) URL")
                 continue
             self.targets.append((notification, url))
-        # Only with somewhere to deliver: a client costs a TLS context (tens of ms) per pass.
-        self._client = httpx.Client(timeout=TIMEOUT_SECONDS, transport=transport) \
-            if self.targets else None
+        # Only with somewhere to deliver: httpx and a client's TLS context cost tens of ms.
+        self._client: httpx.Client | None = None
+        if self.targets:
+            import httpx
+
+            self._client = httpx.Client(timeout=TIMEOUT_SECONDS, transport=transport)
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sdp-notify")
         self._pending: list[Any] = []
         self.delivered: list[tuple[str, str]] = []
@@ -197,6 +201,8 @@ class Notifier:
 
     def _post(self, notification: Notification, url: str, notice: Notice) -> None:
         assert self._client is not None  # there are targets
+        import httpx
+
         try:
             answer = self._client.post(url, json=payload(notice, notification.format))
         except httpx.HTTPError as e:

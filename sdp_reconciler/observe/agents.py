@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import httpx
-
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.observe import credentials as creds
 from sdp_reconciler.observe.node_client import NodeClient
@@ -18,16 +16,16 @@ from sdp_reconciler.state.hostconfig import HostConfig
 
 
 def pinned_client(host: HostConfig, node: str, env: Mapping[str, str] | None = None, *,
-                  timeout: float = 30.0,
-                  transport: httpx.BaseTransport | None = None) -> NodeClient:
-    """A client of ``node``'s pinned agent; SdpError when the node has no pin or token."""
+                  timeout: float = 30.0, cap: float | None = None) -> NodeClient:
+    """A client of ``node``'s pinned agent; SdpError when the node has no pin or token.
+    ``cap`` bounds every wait of every request (``NodeClient``)."""
     pin = host.model.agents.get(node)
     if pin is None:
         known = ", ".join(sorted(host.model.agents)) or "none"
         raise SdpError(f"node {node!r} has no agent pinned in {host.path} (pinned: {known})")
     return NodeClient(node, pin.url, creds.agent_token(host, node, env),
                       installation=host.model.installation, timeout=timeout,
-                      transport=transport)
+                      cap=cap)
 
 
 __all__ = ["pinned_client"]

@@ -1,7 +1,8 @@
 """The reconciler's client of one ``sdp-node`` agent (HTTP+JSON, SSE).
 
-Thin: one method per endpoint of ``sdp_node.protocol``. httpx errors become
-``NodeUnreachable``; an agent's JSON error becomes ``AgentError`` carrying the agent's message.
+Thin: one method per endpoint of ``sdp_node.protocol``, over ``agenthttp`` (HTTP/1.1 on the
+standard library). A request that gets no answer is ``NodeUnreachable``; an agent's JSON error
+becomes ``AgentError`` carrying the agent's message.
 ``follow`` streams an operation's events and, when the connection drops, reconnects with
 ``Last-Event-ID`` so no event is lost or repeated.
 
@@ -13,16 +14,13 @@ has, nothing secret is sent; a wrong or missing proof is ``AgentIdentityError``.
 
 from __future__ import annotations
 
-import functools
 import hmac
 import json
 import secrets
-import ssl
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
-import httpx
 from pydantic import BaseModel
 
 from sdp_node.metricswire import MetricsResponse
@@ -49,51 +47,31 @@ from sdp_node.protocol import (
     identity_proof,
 )
 from sdp_reconciler.errors import AgentError, AgentIdentityError, NodeUnreachable
+from sdp_reconciler.observe.agenthttp import AgentHttp, Answer, HttpFailure
 
 M = TypeVar("M", bound=BaseModel)
 RECONNECT_ATTEMPTS = 20
-
-
-def _tls_context(url: str) -> ssl.SSLContext:
-    """The TLS context of a client of ``url``: for https httpx's own default, built once per
-    process (httpx would build it again for every client: tens of ms each, per node per
-    pass); for plain http one that trusts nothing, as it is never used (and would refuse any
-    certificate if it were)."""
-    return _default_tls() if url.startswith("https://") else _unused_tls()
-
-
-@functools.cache
-def _default_tls() -> ssl.SSLContext:
-    return httpx.create_ssl_context()
-
-
-@functools.cache
-def _unused_tls() -> ssl.SSLContext:
-    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+STREAM_CONNECT_TIMEOUT = 10.0
 
 
 class NodeClient:
     def __init__(
         self, name: str, url: str, token: str, *, installation: str | None,
-        timeout: float = 30.0, transport: httpx.BaseTransport | None = None,
+        timeout: float = 30.0, cap: float | None = None,
     ) -> None:
         """A client of node ``name``'s agent at ``url``. The agent must prove it is that node
         of ``installation`` before the token is sent; ``installation=None`` (tests that talk
-        to an agent they started) skips the check."""
+        to an agent they started) skips the check. ``cap`` bounds every wait of every
+        request (the page's survey), whatever the request's own timeout."""
         self.name = name
         self.url = url.rstrip("/")
         self._token = token
         self._installation = installation
         self._proven = installation is None
-        self._client = httpx.Client(
-            base_url=self.url + API_PREFIX,
-            timeout=timeout,
-            transport=transport,
-            verify=_tls_context(self.url),
-        )
+        self._http = AgentHttp(self.url + API_PREFIX, timeout=timeout, cap=cap)
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()
 
     def __enter__(self) -> NodeClient:
         return self
@@ -117,7 +95,7 @@ class NodeClient:
                 f"{self.name} (HTTP {e.status}; an agent older than this reconciler? upgrade "
                 "it): nothing secret was sent to it") from None
         try:
-            answer = IdentityProof.model_validate_json(response.content)
+            answer = IdentityProof.model_validate_json(response.body)
         except ValueError:
             raise AgentIdentityError(
                 f"the agent at {self.url} did not answer the identity check of node "
@@ -143,24 +121,26 @@ class NodeClient:
         return {"Authorization": f"Bearer {self._token}"}
 
     def _send(self, method: str, path: str, *, content: bytes | None,
-              headers: dict[str, str] | None, timeout: float | None) -> httpx.Response:
+              headers: dict[str, str], timeout: float | None,
+              query: dict[str, str] | None = None) -> Answer:
         try:
-            response = self._client.request(
-                method, path, content=content, headers=headers,
-                timeout=timeout if timeout is not None else self._client.timeout,
-            )
-        except httpx.TimeoutException as e:
-            raise NodeUnreachable(f"node {self.name} ({self.url}) did not answer in time") from e
-        except httpx.HTTPError as e:
-            raise NodeUnreachable(
-                f"node {self.name} ({self.url}) is unreachable: {type(e).__name__}"
-            ) from e
-        if response.status_code >= 400:
-            raise AgentError(self.name, response.status_code, _error_message(response))
+            response = self._http.request(method, path, body=content, headers=headers,
+                                          timeout=timeout, query=query)
+        except HttpFailure as e:
+            raise self._unreachable(e) from e
+        if response.status >= 400:
+            raise AgentError(self.name, response.status, _error_message(response.body,
+                                                                        response.status))
         return response
 
+    def _unreachable(self, failure: HttpFailure) -> NodeUnreachable:
+        if failure.timed_out:
+            return NodeUnreachable(f"node {self.name} ({self.url}) did not answer in time")
+        return NodeUnreachable(f"node {self.name} ({self.url}) is unreachable: "
+                               f"{failure.reason}")
+
     def _request(self, method: str, path: str, *, body: BaseModel | None = None,
-                 timeout: float | None = None) -> httpx.Response:
+                 timeout: float | None = None) -> Answer:
         content = body.model_dump_json().encode() if body is not None else None
         headers = self._authorization()
         if content:
@@ -168,7 +148,7 @@ class NodeClient:
         return self._send(method, path, content=content, headers=headers, timeout=timeout)
 
     def _get(self, path: str, model: type[M], *, timeout: float | None = None) -> M:
-        return model.model_validate_json(self._request("GET", path, timeout=timeout).content)
+        return model.model_validate_json(self._request("GET", path, timeout=timeout).body)
 
     # -- endpoints -------------------------------------------------------------------------------
 
@@ -182,7 +162,7 @@ class NodeClient:
     def branches(self, repository: str, credentials: Credentials) -> dict[str, str]:
         body = BranchesRequest(repository=repository, credentials=credentials)
         response = self._request("POST", "/branches", body=body, timeout=90)
-        return BranchesResponse.model_validate_json(response.content).heads
+        return BranchesResponse.model_validate_json(response.body).heads
 
     def observe(self, *, timeout: float | None = None) -> Observation:
         return self._get("/observe", Observation, timeout=timeout)
@@ -193,7 +173,7 @@ class NodeClient:
         body = CommittedRoutesRequest(repository=repository, commit=commit,
                                       credentials=credentials)
         response = self._request("POST", "/committed-routes", body=body, timeout=90)
-        return CommittedRoutesResponse.model_validate_json(response.content).routes
+        return CommittedRoutesResponse.model_validate_json(response.body).routes
 
     def container_metrics(self, *, timeout: float | None = 10) -> MetricsResponse:
         """The agent's recent samples of each container (``sdp_node/metrics.py``)."""
@@ -206,33 +186,31 @@ class NodeClient:
                        follow: bool = False) -> Iterator[tuple[str, str]]:
         """(timestamp, line) of a container's log: the last ``tail`` lines, then new ones
         while ``follow``."""
-        params = {"tail": str(tail), "follow": "true" if follow else "false"}
+        query = {"tail": str(tail), "follow": "true" if follow else "false"}
         try:
-            with self._client.stream(
-                "GET", f"/containers/{container}/logs", params=params,
-                headers=self._authorization(),
-                timeout=httpx.Timeout(10.0, read=None if follow else 60.0),
+            with self._http.stream(
+                f"/containers/{container}/logs", query=query, headers=self._authorization(),
+                connect_timeout=STREAM_CONNECT_TIMEOUT, read_timeout=None if follow else 60.0,
             ) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise AgentError(self.name, response.status_code, _error_message(response))
-                for data in _sse_data(response.iter_lines()):
+                if response.status >= 400:
+                    raise AgentError(self.name, response.status,
+                                     _error_message(response.body(), response.status))
+                for data in _sse_data(response.lines()):
                     item = json.loads(data)
                     if "line" not in item:
                         return
                     yield str(item.get("at", "")), str(item["line"])
-        except httpx.HTTPError as e:
-            raise NodeUnreachable(f"node {self.name}: the log stream broke: "
-                                  f"{type(e).__name__}") from e
+        except HttpFailure as e:
+            raise NodeUnreachable(f"node {self.name}: the log stream broke: {e.reason}") from e
 
     def acquire_lease(self, holder: str, ttl: float) -> Lease:
         body = LeaseRequest(holder=holder, ttl_seconds=ttl)
-        return Lease.model_validate_json(self._request("POST", "/lease", body=body).content)
+        return Lease.model_validate_json(self._request("POST", "/lease", body=body).body)
 
     def renew_lease(self, lease_id: str, holder: str, ttl: float) -> Lease:
         body = LeaseRequest(holder=holder, ttl_seconds=ttl)
         return Lease.model_validate_json(
-            self._request("PUT", f"/lease/{lease_id}", body=body).content
+            self._request("PUT", f"/lease/{lease_id}", body=body).body
         )
 
     def release_lease(self, lease_id: str) -> None:
@@ -247,7 +225,7 @@ class NodeClient:
             credentials=credentials,
         )
         response = self._request("POST", "/apply", body=body)
-        return ApplyResponse.model_validate_json(response.content).operation_id
+        return ApplyResponse.model_validate_json(response.body).operation_id
 
     def operation(self, operation_id: str) -> OperationSummary:
         return self._get(f"/operations/{operation_id}", OperationSummary)
@@ -268,28 +246,29 @@ class NodeClient:
                     yield event
                     if event.kind == "end":
                         return
-            except (httpx.HTTPError, NodeUnreachable) as e:
+            except (HttpFailure, NodeUnreachable) as e:
                 failures += 1
                 if failures > RECONNECT_ATTEMPTS:
+                    reason = e.reason if isinstance(e, HttpFailure) else str(e)
                     raise NodeUnreachable(
                         f"lost the event stream of operation {operation_id} on node "
-                        f"{self.name}: {type(e).__name__}"
+                        f"{self.name}: {reason}"
                     ) from e
                 time.sleep(min(0.1 * failures, 2.0))
 
     def _stream(self, operation_id: str, last: int) -> Iterator[OperationEvent]:
         headers = {"Last-Event-ID": str(last), "Accept": "text/event-stream",
                    **self._authorization()}
-        with self._client.stream(
-            "GET", f"/operations/{operation_id}/events", headers=headers,
-            timeout=httpx.Timeout(10.0, read=60.0),
+        with self._http.stream(
+            f"/operations/{operation_id}/events", headers=headers,
+            connect_timeout=STREAM_CONNECT_TIMEOUT, read_timeout=60.0,
         ) as response:
-            if response.status_code >= 400:
-                response.read()
-                raise AgentError(self.name, response.status_code, _error_message(response))
-            for data in _sse_data(response.iter_lines()):
+            if response.status >= 400:
+                raise AgentError(self.name, response.status,
+                                 _error_message(response.body(), response.status))
+            for data in _sse_data(response.lines()):
                 yield OperationEvent.model_validate_json(data)
-        raise httpx.RemoteProtocolError("event stream ended before the operation's end")
+        raise HttpFailure("the event stream ended before the operation's end")
 
 
 def _sse_data(lines: Iterator[str]) -> Iterator[str]:
@@ -303,9 +282,9 @@ def _sse_data(lines: Iterator[str]) -> Iterator[str]:
             buffer.append(line[5:].lstrip(" "))
 
 
-def _error_message(response: httpx.Response) -> str:
+def _error_message(body: bytes, status: int) -> str:
     try:
-        body: Any = response.json()
-        return str(body["error"]["message"])
-    except (ValueError, KeyError, TypeError, json.JSONDecodeError):
-        return f"HTTP {response.status_code}"
+        answer: Any = json.loads(body)
+        return str(answer["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {status}"

@@ -4,9 +4,9 @@ For every node of ``nodes.yaml`` (in parallel): is its agent reachable; its cont
 their sandbox, service, commit and published port from the ``sdp.*`` labels), the ports in use,
 its networks and any foreign objects in SDP's way; the repositories it serves and their
 branches, listed through the agent with the reconciler host's git credentials (the same ones
-deploys use; never a viewer's login). Every call is capped at ``timeout`` seconds by the HTTP
-transport, so one dead node cannot hold the page. Error texts are redacted with the agent
-tokens and git credentials before they are shown.
+deploys use; never a viewer's login). Every wait of every call is capped at ``timeout``
+seconds (``NodeClient``'s ``cap``), so one dead node cannot hold the page. Error texts are
+redacted with the agent tokens and git credentials before they are shown.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-import httpx
 
 from sdp_node.protocol import (
     LABEL_COMMIT,
@@ -32,22 +30,6 @@ from sdp_reconciler.redaction import SECRETS
 from sdp_reconciler.state.hostconfig import HostConfig, require_host_config
 from sdp_reconciler.state.loading import LoadedState
 from sdp_reconciler.state.models import Node
-
-
-class CappedTimeouts(httpx.HTTPTransport):
-    """A transport that never waits longer than ``seconds`` for any phase of a request."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__()
-        self._seconds = seconds
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        given = request.extensions.get("timeout") or {}
-        request.extensions["timeout"] = {
-            phase: min(given.get(phase) or self._seconds, self._seconds)
-            for phase in ("connect", "read", "write", "pool")
-        }
-        return super().handle_request(request)
 
 
 @dataclass
@@ -114,8 +96,7 @@ def survey(state: LoadedState, env: Mapping[str, str], *, timeout: float) -> lis
             report.problem = no_host
             return report
         try:
-            client = pinned_client(host, node.name, env, timeout=timeout,
-                                   transport=CappedTimeouts(timeout))
+            client = pinned_client(host, node.name, env, timeout=timeout, cap=timeout)
         except SdpError as e:
             report.problem = str(e)
             return report

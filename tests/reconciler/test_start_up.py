@@ -34,6 +34,10 @@ NOT_ON_THE_ONCE_PATH = (
     "sdp_reconciler.access.gitrange",  # only with access.yaml
     "sdp_reconciler.access.signatures",
     "sdp_reconciler.apply.statesync",  # watch --remote
+    "httpx",  # the agents are reached over observe.agenthttp; httpx is for webhooks and
+    "httpcore",  # the page's and RabbitMQ's own clients
+    "anyio",
+    "importlib.metadata",  # pydantic's plugin scan (sdp_node/pydanticplugins.py)
 )
 
 
