@@ -206,7 +206,7 @@ class NodeApp:
                 self.sampler.stop()
             self.worker.shutdown(wait=False, cancel_futures=True)
             if self.converger is not None:
-                self.converger.prefetcher.close()
+                self.converger.close()
 
     def _sampler(self, engine: Engine) -> Sampler:
         def stats(name: str) -> tuple[float, int, int]:

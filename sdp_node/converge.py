@@ -197,6 +197,12 @@ class Converger:
 
     # -- running a plan --------------------------------------------------------------------------
 
+    def close(self) -> None:
+        """The agent is stopping: drop queued prefetches and start checks (running ones end
+        on their own; the operation they serve was already cut off)."""
+        self.prefetcher.close()
+        self._side.shutdown(wait=False, cancel_futures=True)
+
     def run(self, operation: Operation, request: ApplyRequest) -> None:
         steps = request.steps
         try:
