@@ -1,0 +1,102 @@
+"""The state repository's revision and authors (sdp_reconciler/state/gitinfo.py), on real
+checkouts made with the git CLI: the revision git itself reports, however the checkout is
+laid out, and without loading dulwich's ``Repo`` for an ordinary one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sdp_reconciler.state.gitinfo import StateRepository
+
+ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+       "GIT_AUTHOR_NAME": "Ana", "GIT_AUTHOR_EMAIL": "ana@example.invalid",
+       "GIT_COMMITTER_NAME": "Ana", "GIT_COMMITTER_EMAIL": "ana@example.invalid"}
+
+
+def git(folder: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(folder), *args], env={**os.environ, **ENV},
+                          capture_output=True, text=True, check=True, timeout=60)
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def checkout(tmp_path: Path, git_cli: str) -> Path:
+    folder = tmp_path / "state-repo"
+    folder.mkdir()
+    git(folder, "init", "-q", "-b", "main")
+    (folder / "state" / "sandboxes").mkdir(parents=True)
+    (folder / "state" / "sandboxes" / "qa.yaml").write_text("sandbox: QA\n")
+    git(folder, "add", ".")
+    git(folder, "commit", "-q", "-m", "first")
+    (folder / "state" / "sandboxes" / "qa.yaml").write_text("sandbox: QA\n# two\n")
+    git(folder, "commit", "-q", "-am", "second")
+    return folder
+
+
+def revision(folder: Path) -> str | None:
+    repository = StateRepository(folder)
+    try:
+        return repository.revision
+    finally:
+        repository.close()
+
+
+def test_the_revision_is_gits_head_from_the_top_or_a_subfolder(checkout: Path) -> None:
+    head = git(checkout, "rev-parse", "HEAD")
+    assert revision(checkout) == head
+    assert revision(checkout / "state") == head
+
+
+def test_packed_refs_and_a_detached_head(checkout: Path) -> None:
+    git(checkout, "pack-refs", "--all")
+    assert not (checkout / ".git" / "refs" / "heads" / "main").exists()
+    assert revision(checkout / "state") == git(checkout, "rev-parse", "HEAD")
+    first = git(checkout, "rev-parse", "HEAD~1")
+    git(checkout, "checkout", "-q", "--detach", first)
+    assert revision(checkout / "state") == first
+
+
+def test_a_worktree_and_its_author(checkout: Path, tmp_path: Path) -> None:
+    worktree = tmp_path / "worktree"
+    git(checkout, "worktree", "add", "-q", "--detach", str(worktree), "HEAD~1")
+    assert (worktree / ".git").is_file()
+    repository = StateRepository(worktree / "state")
+    try:
+        assert repository.revision == git(checkout, "rev-parse", "HEAD~1")
+        authorship = repository.authorship(worktree / "state" / "sandboxes" / "qa.yaml")
+        assert (authorship.author, authorship.uncommitted) == (
+            "Ana <ana@example.invalid>", False)
+    finally:
+        repository.close()
+
+
+def test_no_commit_yet_and_no_repository(tmp_path: Path, git_cli: str) -> None:
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    git(fresh, "init", "-q", "-b", "main")
+    assert revision(fresh) is None
+    outside = tmp_path / "plain" / "state"
+    outside.mkdir(parents=True)
+    assert revision(outside) is None
+    assert StateRepository(outside).authorship(outside / "x.yaml").author is None
+
+
+def test_the_revision_alone_does_not_load_dulwichs_repo(checkout: Path) -> None:
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from sdp_reconciler.state.gitinfo import StateRepository\n"
+        f"repository = StateRepository(Path({str(checkout / 'state')!r}))\n"
+        "print(json.dumps({'revision': repository.revision,\n"
+        "                  'repo loaded': 'dulwich.repo' in sys.modules}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60)
+    assert json.loads(done.stdout) == {"revision": git(checkout, "rev-parse", "HEAD"),
+                                       "repo loaded": False}
