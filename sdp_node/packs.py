@@ -1,9 +1,9 @@
 """Keeping a repository's object store to a few packs, as git's automatic gc keeps a clone.
 
 Every fetch stores what it brought as one more pack, and dulwich never merges them. Each open
-of the store reads every pack's index, and each object lookup tries pack after pack. Over the
-real HTTP git server, a fetch took 16 ms into a store with one pack and 93 ms into one with
-150 (``bench/bench_store_packs.py``), and it would keep growing for as long as a node deploys.
+of the store reads every pack's index, and each object lookup tries pack after pack, so a
+fetch grew slower with every deploy, for as long as a node ran
+(``bench/bench_store_packs.py`` compares the old path with this one and with git's CLI).
 
 ``merge_small_packs`` merges every pack but the largest into one, once there are more than
 ``LIMIT``; ``remove_packs`` then deletes the packs it replaced. The largest (usually the first

@@ -17,7 +17,7 @@ from sdp_testbed.repos import commit_files
 from sdp_testbed.waiting import http_get, wait_for
 from tests.support.agents import AgentProcess, free_port
 from tests.support.names import PREFIX
-from tests.support.plans import deploy, run, spec
+from tests.support.plans import Outcome, deploy, run, spec
 
 STARTED_BESIDE_BUILD = "runs the binary once it is built"
 
@@ -32,6 +32,24 @@ def launcher_ready(agent: AgentProcess) -> AgentProcess:
     wait_for(lambda: httpx.get(f"{agent.url}/healthz").json()["launcher"] == "ready",
              timeout=120, what="the agent's launcher to be built")
     return agent
+
+
+def account_agent(make_agent: Callable[..., AgentProcess],
+                  make_repo: Callable[[str], tuple[Path, str]], images: dict[str, str],
+                  first: str) -> tuple[Path, str, AgentProcess]:
+    """A repository whose main holds the account service at revision ``first``, its commit,
+    and an agent serving it whose launcher is built."""
+    path, url = make_repo("account")
+    commit = commit_files(path, branch="main", message=first,
+                          files=go_service_files(service="account", revision=first))
+    return path, commit, launcher_ready(make_agent(repositories=[go_repo(url, images)]))
+
+
+def deploy_account(agent: AgentProcess, sandbox: str, commit: str, port: int,
+                   canary: Credentials) -> Outcome:
+    return run(agent.client(), deploy(spec(sandbox=sandbox, service="account",
+                                           repository="account", branch="main",
+                                           commit=commit, port=port)), canary)
 
 
 def revision(port: int) -> str:
@@ -49,14 +67,9 @@ def test_new_containers_start_while_their_commit_builds_and_run_the_built_binary
     make_agent: Callable[..., AgentProcess], make_repo: Callable[[str], tuple[Path, str]],
     images: dict[str, str], canary: Credentials, docker_client: docker.DockerClient,
 ) -> None:
-    path, url = make_repo("account")
-    first = commit_files(path, branch="main", message="1",
-                         files=go_service_files(service="account", revision="early-1"))
-    agent = launcher_ready(make_agent(repositories=[go_repo(url, images)]))
-    client = agent.client()
+    path, first, agent = account_agent(make_agent, make_repo, images, "early-1")
     port = free_port()
-    fresh = run(client, deploy(spec(sandbox="e1", service="account", repository="account",
-                                    branch="main", commit=first, port=port)), canary)
+    fresh = deploy_account(agent, "e1", first, port, canary)
     assert fresh.ok, fresh.last()
     assert any(STARTED_BESIDE_BUILD in line for line in fresh.logs()), fresh.logs()
     assert any(line.startswith("$ go build") for line in fresh.logs())
@@ -81,8 +94,7 @@ def test_new_containers_start_while_their_commit_builds_and_run_the_built_binary
     second = commit_files(path, branch="main", message="2",
                           files=go_service_files(service="account", revision="early-2"))
     spare = free_port()
-    switched = run(client, deploy(spec(sandbox="e1", service="account", repository="account",
-                                       branch="main", commit=second, port=spare)), canary)
+    switched = deploy_account(agent, "e1", second, spare, canary)
     assert switched.ok, switched.last()
     beside = [line for line in switched.logs() if STARTED_BESIDE_BUILD in line]
     assert beside and f"beside {PREFIX}-e1-account (port {port})" in beside[0], beside
@@ -93,8 +105,7 @@ def test_new_containers_start_while_their_commit_builds_and_run_the_built_binary
 
     # An already built commit starts beside the (no-op) build with its binary, no launcher.
     elsewhere = free_port()
-    built = run(client, deploy(spec(sandbox="e2", service="account", repository="account",
-                                    branch="main", commit=second, port=elsewhere)), canary)
+    built = deploy_account(agent, "e2", second, elsewhere, canary)
     assert built.ok and any("already built" in line for line in built.logs())
     assert not any(STARTED_BESIDE_BUILD in line for line in built.logs())
     assert docker_client.containers.get(f"{PREFIX}-e2-account").attrs["Config"]["Cmd"] == [
@@ -106,21 +117,15 @@ def test_a_failed_build_removes_the_container_started_beside_it_and_nothing_else
     make_agent: Callable[..., AgentProcess], make_repo: Callable[[str], tuple[Path, str]],
     images: dict[str, str], canary: Credentials, docker_client: docker.DockerClient,
 ) -> None:
-    path, url = make_repo("account")
-    good = commit_files(path, branch="main", message="good",
-                        files=go_service_files(service="account", revision="good-1"))
-    agent = launcher_ready(make_agent(repositories=[go_repo(url, images)]))
-    client = agent.client()
+    path, good, agent = account_agent(make_agent, make_repo, images, "good-1")
     port = free_port()
-    assert run(client, deploy(spec(sandbox="f1", service="account", repository="account",
-                                   branch="main", commit=good, port=port)), canary).ok
+    assert deploy_account(agent, "f1", good, port, canary).ok
     serving = docker_client.containers.get(f"{PREFIX}-f1-account").id
 
     broken = commit_files(path, branch="main", message="broken",
                           files=go_service_files(service="account", revision="bad",
                                                  compile_error=True))
-    failed = run(client, deploy(spec(sandbox="f1", service="account", repository="account",
-                                     branch="main", commit=broken, port=free_port())), canary)
+    failed = deploy_account(agent, "f1", broken, free_port(), canary)
     result = failed.last()
     assert not result.ok and result.stage == "go build", result
     assert result.reason == "BuildFailed"
@@ -132,7 +137,6 @@ def test_a_failed_build_removes_the_container_started_beside_it_and_nothing_else
     assert revision(port) == "good-1"
 
     # A fresh sandbox whose first commit does not build is left with no container at all.
-    fresh = run(client, deploy(spec(sandbox="f2", service="account", repository="account",
-                                    branch="main", commit=broken, port=free_port())), canary)
+    fresh = deploy_account(agent, "f2", broken, free_port(), canary)
     assert not fresh.ok and fresh.last().reason == "BuildFailed"
     assert containers(docker_client, "f2") == []

@@ -5,28 +5,28 @@ laid out, and without loading dulwich's ``Repo`` for an ordinary one."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from sdp_reconciler.state.gitinfo import StateRepository
+from tests.support.gitcli import GitCli
 
-ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
-       "GIT_AUTHOR_NAME": "Ana", "GIT_AUTHOR_EMAIL": "ana@example.invalid",
-       "GIT_COMMITTER_NAME": "Ana", "GIT_COMMITTER_EMAIL": "ana@example.invalid"}
-
-
-def git(folder: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(folder), *args], env={**os.environ, **ENV},
-                          capture_output=True, text=True, check=True, timeout=60)
-    return done.stdout.strip()
+Git = Callable[..., str]
 
 
 @pytest.fixture
-def checkout(tmp_path: Path, git_cli: str) -> Path:
+def git(tmp_path: Path, git_cli: str) -> Git:
+    """``git(folder, *args)``: the git CLI in ``folder``, its output stripped."""
+    cli = GitCli(tmp_path / "home", "ana", "unused")
+    return lambda folder, *args: cli.git(*args, cwd=folder).strip()
+
+
+@pytest.fixture
+def checkout(tmp_path: Path, git: Git) -> Path:
     folder = tmp_path / "state-repo"
     folder.mkdir()
     git(folder, "init", "-q", "-b", "main")
@@ -47,13 +47,13 @@ def revision(folder: Path) -> str | None:
         repository.close()
 
 
-def test_the_revision_is_gits_head_from_the_top_or_a_subfolder(checkout: Path) -> None:
+def test_the_revision_is_gits_head_from_the_top_or_a_subfolder(checkout: Path, git: Git) -> None:
     head = git(checkout, "rev-parse", "HEAD")
     assert revision(checkout) == head
     assert revision(checkout / "state") == head
 
 
-def test_packed_refs_and_a_detached_head(checkout: Path) -> None:
+def test_packed_refs_and_a_detached_head(checkout: Path, git: Git) -> None:
     git(checkout, "pack-refs", "--all")
     assert not (checkout / ".git" / "refs" / "heads" / "main").exists()
     assert revision(checkout / "state") == git(checkout, "rev-parse", "HEAD")
@@ -62,7 +62,7 @@ def test_packed_refs_and_a_detached_head(checkout: Path) -> None:
     assert revision(checkout / "state") == first
 
 
-def test_a_worktree_and_its_author(checkout: Path, tmp_path: Path) -> None:
+def test_a_worktree_and_its_author(checkout: Path, tmp_path: Path, git: Git) -> None:
     worktree = tmp_path / "worktree"
     git(checkout, "worktree", "add", "-q", "--detach", str(worktree), "HEAD~1")
     assert (worktree / ".git").is_file()
@@ -71,12 +71,12 @@ def test_a_worktree_and_its_author(checkout: Path, tmp_path: Path) -> None:
         assert repository.revision == git(checkout, "rev-parse", "HEAD~1")
         authorship = repository.authorship(worktree / "state" / "sandboxes" / "qa.yaml")
         assert (authorship.author, authorship.uncommitted) == (
-            "Ana <ana@example.invalid>", False)
+            "Achmad <achmad@example.invalid>", False)
     finally:
         repository.close()
 
 
-def test_no_commit_yet_and_no_repository(tmp_path: Path, git_cli: str) -> None:
+def test_no_commit_yet_and_no_repository(tmp_path: Path, git: Git) -> None:
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     git(fresh, "init", "-q", "-b", "main")
@@ -87,7 +87,7 @@ def test_no_commit_yet_and_no_repository(tmp_path: Path, git_cli: str) -> None:
     assert StateRepository(outside).authorship(outside / "x.yaml").author is None
 
 
-def test_the_revision_alone_does_not_load_dulwichs_repo(checkout: Path) -> None:
+def test_the_revision_alone_does_not_load_dulwichs_repo(checkout: Path, git: Git) -> None:
     code = (
         "import json, sys\n"
         "from pathlib import Path\n"
