@@ -30,9 +30,10 @@ import re
 import subprocess
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+
+from msgspec import Struct
 
 from sdp_node.childenv import child_environment
 from sdp_node.config import RepositoryConfig
@@ -108,8 +109,7 @@ def check_go_mod(tree: Path, repository: str) -> None:
         )
 
 
-@dataclass(frozen=True)
-class Build:
+class Build(Struct, frozen=True):
     """A binary SDP built for one commit of one repository."""
 
     repository: str

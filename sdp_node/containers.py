@@ -35,13 +35,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import IPAMConfig, IPAMPool
+from msgspec import Struct, field
+from msgspec.structs import replace
 
 from sdp_node.config import NodeConfig
 from sdp_node.errors import (
@@ -77,15 +78,13 @@ HEALTH_STREAK_DELAY = 0.02
 Log = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(Struct, frozen=True):
     source: str
     target: str
     read_only: bool = True
 
 
-@dataclass(frozen=True)
-class Confinement:
+class Confinement(Struct, frozen=True):
     """What a container may do beyond its image's defaults."""
 
     pids_limit: int | None = None
@@ -94,8 +93,7 @@ class Confinement:
     """None keeps Docker's default set; a tuple drops ALL and adds these back"""
 
 
-@dataclass(frozen=True)
-class RunSpec:
+class RunSpec(Struct, frozen=True):
     name: str
     image: str
     command: list[str] | None
@@ -112,8 +110,7 @@ class RunSpec:
     confinement: Confinement = field(default_factory=Confinement)
 
 
-@dataclass(frozen=True)
-class ContainerDetails:
+class ContainerDetails(Struct, frozen=True):
     """One container as Docker reports it, in the terms the agent uses."""
 
     id: str
@@ -138,8 +135,7 @@ class ContainerDetails:
         return self.labels.get(key, default)
 
 
-@dataclass(frozen=True)
-class PortHolder:
+class PortHolder(Struct, frozen=True):
     """The container (of any owner) that publishes a host port."""
 
     name: str

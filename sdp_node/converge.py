@@ -44,9 +44,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import assert_never
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from sdp_node import gatewaystage, prune
 from sdp_node.build import GoBuilder
@@ -134,8 +136,7 @@ Log = Callable[[str], None]
 log = logging.getLogger("sdp_node")
 
 
-@dataclass(frozen=True)
-class StartChecks:
+class StartChecks(Struct, frozen=True):
     """What a service's start asks Docker first, answered (while its commit builds)."""
 
     holder: PortHolder | None
@@ -144,8 +145,7 @@ class StartChecks:
     """the container of the spec's name now"""
 
 
-@dataclass(frozen=True)
-class PreparedStart:
+class PreparedStart(Struct, frozen=True):
     """A Go service's start as far as it went while its commit built."""
 
     checks: StartChecks

@@ -18,7 +18,7 @@ after the reload still checks the tree as Apache serves it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from msgspec import Struct
 
 from sdp_node.gateway import ROUTER_TARGET
 
@@ -73,8 +73,7 @@ serves in a ``php -S`` gateway): the staged tree's code runs as that user, never
 the serving tree would not have"""
 
 
-@dataclass(frozen=True, slots=True)
-class StagedAnswer:
+class StagedAnswer(Struct, frozen=True):
     """What the staged tree answered: healthy or not, and its last answer ("HTTP 500")."""
 
     healthy: bool

@@ -10,12 +10,12 @@ left to the caller (``prune.after_apply`` logs them and goes on).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+from msgspec import Struct
 
-@dataclass(frozen=True)
-class ContainerMounts:
+
+class ContainerMounts(Struct, frozen=True):
     """One container and the host paths it mounts."""
 
     name: str

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 NAME_MAX = 40
 RESOURCE_NAME_MAX = 63
@@ -79,8 +80,7 @@ def prefix_problem(prefix: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class ResourceNames:
+class ResourceNames(Struct, frozen=True):
     """The one mapping from (sandbox, service) to Docker names, for one installation."""
 
     prefix: str = DEFAULT_PREFIX

@@ -35,8 +35,9 @@ import stat
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from msgspec import Struct
 
 from sdp_node.childenv import child_environment
 from sdp_node.errors import RouteConfigError
@@ -129,8 +130,7 @@ _ALT_BLOCK_CLOSERS = frozenset(
 _OPENERS = {"(": ")", "[": "]", "#[": "]", "{": "}"}
 
 
-@dataclass(frozen=True, slots=True)
-class _Write:
+class _Write(Struct, frozen=True):
     """A statement that changes ``$config[key]``, or all of ``$config`` when ``key`` is None."""
 
     key: str | None
@@ -142,8 +142,7 @@ class _Write:
     uncertain: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class _ConfigModel:
+class _ConfigModel(Struct, frozen=True):
     writes: tuple[_Write, ...]
     routes: dict[str, str]  # service -> value, for the keys whose value is proven
     unproven: dict[str, str]  # service -> why its value cannot be proven
@@ -403,8 +402,7 @@ def write_routes(source: bytes, routes: Mapping[str, str], *, path_label: str) -
 # --------------------------------------------------------------------------- files in a tree
 
 
-@dataclass(frozen=True, slots=True)
-class _ConfinedFile:
+class _ConfinedFile(Struct, frozen=True):
     dir_fd: int
     name: str
     path: Path  # resolved, for messages and for php -l

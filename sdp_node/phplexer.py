@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 
 class Kind(enum.Enum):
@@ -24,8 +25,7 @@ class Kind(enum.Enum):
     PUNCT = "punctuation"
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
+class Token(Struct, frozen=True):
     kind: Kind
     start: int
     end: int

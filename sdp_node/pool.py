@@ -24,8 +24,9 @@ from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from msgspec import Struct, field
 
 from sdp_node.errors import Conflict
 
@@ -100,8 +101,7 @@ class StepPool:
             raise errors[min(errors)]
 
 
-@dataclass
-class _Flight(Generic[V]):
+class _Flight(Struct, Generic[V]):
     finished: threading.Event = field(default_factory=threading.Event)
     value: V | None = None
     error: BaseException | None = None

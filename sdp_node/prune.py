@@ -30,9 +30,10 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct, field
 
 from sdp_node.config import NodeConfig, Pruning
 from sdp_node.mounts import ContainerMounts
@@ -45,8 +46,7 @@ _RECENT_KEPT = ("trees", "builds")
 _FOLDERS = ("trees", "builds", "gateways")
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(Struct, frozen=True):
     """One commit's directory under a workspace folder."""
 
     path: Path
@@ -63,8 +63,7 @@ class Entry:
         return self.path.name.startswith(".")
 
 
-@dataclass
-class Pruned:
+class Pruned(Struct):
     """What one pruning removed."""
 
     removed: list[Path] = field(default_factory=list)

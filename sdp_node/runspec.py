@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import replace
 from pathlib import Path
+
+from msgspec.structs import replace
 
 from sdp_node.build import binary_name
 from sdp_node.config import NodeConfig, RepositoryConfig

@@ -30,8 +30,9 @@ anything, which earlier steps each step waits for. Promises:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import assert_never
+
+from msgspec import Struct
 
 from sdp_node.naming import ResourceNames
 from sdp_node.protocol import (
@@ -60,8 +61,7 @@ from sdp_node.protocol import (
 )
 
 
-@dataclass(frozen=True)
-class Footprint:
+class Footprint(Struct, frozen=True):
     """What one step touches, as far as ordering goes."""
 
     containers: frozenset[str] = frozenset()

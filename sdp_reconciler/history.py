@@ -17,10 +17,12 @@ import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct
+from msgspec.structs import asdict
 
 from sdp_reconciler.historydb import (
     Backend,
@@ -196,8 +198,7 @@ STALE_PASS_SECONDS = 24 * 3600
 """A pass of another host that has not finished after this long is taken as interrupted."""
 
 
-@dataclass(frozen=True)
-class Retention:
+class Retention(Struct, frozen=True):
     """How long the history keeps what (days); audit rows outlive deployments."""
 
     deployments_days: int = 90
@@ -218,8 +219,7 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-@dataclass(frozen=True)
-class StatusRow:
+class StatusRow(Struct, frozen=True):
     sandbox: str
     service: str
     node: str | None
@@ -409,7 +409,7 @@ class History:
             for sandbox in sandboxes:
                 db.execute("DELETE FROM status WHERE sandbox = ?", (sandbox,))
             for row in rows:
-                row = StatusRow(**_redacted(vars(row)))
+                row = StatusRow(**_redacted(asdict(row)))
                 db.execute(
                     _SET_STATUS,
                     (row.sandbox, row.service, row.node, row.sync, row.health, row.reason,

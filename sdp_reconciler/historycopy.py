@@ -13,7 +13,8 @@ migrated to this program's schema first); the source is only read.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.history import SCHEMA, History
@@ -27,8 +28,7 @@ def tables() -> list[str]:
     return re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA)
 
 
-@dataclass(frozen=True)
-class Copied:
+class Copied(Struct, frozen=True):
     table: str
     read: int
     copied: int

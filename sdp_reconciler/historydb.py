@@ -30,10 +30,11 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+from msgspec import Struct
 
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.redaction import SECRETS, redact
@@ -47,8 +48,7 @@ ORDER_LOCK = 0x5D9_4158
 PASSWORD_ENV = "PGPASSWORD"  # noqa: S105 - the variable's name
 
 
-@dataclass(frozen=True)
-class Location:
+class Location(Struct, frozen=True):
     """One history database, as parsed from ``--history`` or ``SDP_HISTORY``."""
 
     kind: Literal["sqlite", "postgresql"]

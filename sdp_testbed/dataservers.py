@@ -33,13 +33,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import redis
+from msgspec import Struct
 
 from sdp_node.data.hashing import rabbitmq_hash, redis_acl_hash, scram_sha256
 from sdp_testbed.waiting import wait_for
@@ -54,8 +54,7 @@ PG_ADMIN, REDIS_ADMIN, RABBITMQ_ADMIN = "sdp_admin", "sdp-admin", "sdp-admin"
 INSTALL_HINT = "apt-get install -y postgresql redis-server rabbitmq-server (bash scripts/setup)"
 
 
-@dataclass(frozen=True)
-class Server:
+class Server(Struct, frozen=True):
     """How tests reach one server as its administrator."""
 
     host: str
@@ -69,8 +68,7 @@ class Server:
         return self.admin_password_file.read_text().strip()
 
 
-@dataclass(frozen=True)
-class DataServers:
+class DataServers(Struct, frozen=True):
     root: Path
     postgresql: Server
     redis: Server

@@ -21,8 +21,9 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+from msgspec import Struct
 
 __all__ = [
     "MIRROR", "DebootstrapError", "Recipe", "cached_tarball", "debootstrap_command",
@@ -42,8 +43,7 @@ def debootstrap_command(include: Sequence[str]) -> tuple[str, ...]:
     return ("debootstrap", "--variant=minbase", *extra, "bookworm", "{target}", MIRROR)
 
 
-@dataclass(frozen=True)
-class Recipe:
+class Recipe(Struct, frozen=True):
     name: str
     """file name stem of the tarball, e.g. ``php-apache``"""
     include: tuple[str, ...]

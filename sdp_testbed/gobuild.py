@@ -11,9 +11,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from msgspec import Struct
 
 from sdp_testbed.gomodcache import go_env
 
@@ -22,8 +23,7 @@ __all__ = ["GoBuildResult", "ModuleSource", "go_build"]
 ModuleSource = Literal["vendor", "modcache"]
 
 
-@dataclass(frozen=True)
-class GoBuildResult:
+class GoBuildResult(Struct, frozen=True):
     returncode: int
     output: str
     seconds: float

@@ -37,12 +37,12 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
 import docker
 import docker.errors
+from msgspec import Struct
 
 from sdp_testbed.apache_rootfs import RECIPE as APACHE_RECIPE
 from sdp_testbed.debian_rootfs import DEBIAN_MINBASE, DEBIAN_PYTHON
@@ -116,8 +116,7 @@ _CHANGES: Final[dict[ImageKind, tuple[str, ...]]] = {
 _DOCKER_TIMEOUT = 900
 
 
-@dataclass(frozen=True)
-class ImageReport:
+class ImageReport(Struct, frozen=True):
     kind: ImageKind
     tag: str
     built: bool

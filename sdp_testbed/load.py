@@ -15,11 +15,11 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from dataclasses import dataclass, field
+
+from msgspec import Struct, field
 
 
-@dataclass
-class Answer:
+class Answer(Struct):
     at: float
     ok: bool
     status: int | None
@@ -28,8 +28,7 @@ class Answer:
     problem: str = ""
 
 
-@dataclass
-class LoadLoop:
+class LoadLoop(Struct):
     url: str
     interval: float = 0.025
     timeout: float = 5.0

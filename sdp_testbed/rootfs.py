@@ -14,8 +14,9 @@ import os
 import stat
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from msgspec import Struct
 
 __all__ = ["Rootfs"]
 
@@ -23,20 +24,17 @@ _MTIME = 1_704_067_200  # 2024-01-01T00:00:00Z
 _CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
-class _Dir:
+class _Dir(Struct, frozen=True):
     mode: int
 
 
-@dataclass(frozen=True)
-class _File:
+class _File(Struct, frozen=True):
     mode: int
     source: Path | None = None
     content: bytes | None = None
 
 
-@dataclass(frozen=True)
-class _Symlink:
+class _Symlink(Struct, frozen=True):
     target: str
 
 

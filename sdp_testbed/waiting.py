@@ -12,16 +12,16 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from msgspec import Struct, field
 
 __all__ = ["HttpAnswer", "http_get", "wait_for", "wait_for_http"]
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class HttpAnswer:
+class HttpAnswer(Struct, frozen=True):
     status: int
     body: bytes
     headers: Mapping[str, str] = field(default_factory=dict)

@@ -12,25 +12,25 @@ sharing the server, is never changed or dropped.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
+
+from msgspec import Struct
+from msgspec.structs import asdict, replace
 
 PREFIX = "sdp:v1 "
 READY = "ready"
 CREATING = "creating"
 
 
-@dataclass(frozen=True)
-class Owner:
+class Owner(Struct, frozen=True):
     """Who this agent is, as its markers name it."""
 
     instance: str
     node: str
 
 
-@dataclass(frozen=True)
-class Marker:
+class Marker(Struct, frozen=True):
     instance: str
     node: str
     sandbox: str
@@ -65,7 +65,7 @@ class Marker:
             return None
         if not isinstance(data, dict):
             return None
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known = {k: v for k, v in data.items() if k in cls.__struct_fields__}
         if not all(isinstance(known.get(k), str) for k in ("instance", "node", "sandbox",
                                                            "service")):
             return None

@@ -19,10 +19,10 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import psycopg
+from msgspec import Struct
 from psycopg import errors, sql
 
 from sdp_node.data.markers import Marker
@@ -40,22 +40,19 @@ class DataServerError(NodeError):
     code = "data_server"
 
 
-@dataclass(frozen=True)
-class RoleInfo:
+class RoleInfo(Struct, frozen=True):
     name: str
     marker: Marker | None
 
 
-@dataclass(frozen=True)
-class DatabaseInfo:
+class DatabaseInfo(Struct, frozen=True):
     name: str
     owner: str
     marker: Marker | None
     size_bytes: int | None
 
 
-@dataclass(frozen=True)
-class Session:
+class Session(Struct, frozen=True):
     pid: int
     user: str | None
     application: str | None

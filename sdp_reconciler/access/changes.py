@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from msgspec import Struct
 
 from sdp_reconciler.access.model import ACCESS_FILE, Permission
 from sdp_reconciler.state.models import url_problem
@@ -69,13 +70,13 @@ INSTALLATION_KINDS = frozenset({FileKind.NODES, FileKind.NOTIFICATIONS, FileKind
 """Files whose unauthorised change stops the whole pass: there is no half an installation."""
 
 
-@dataclass(frozen=True, order=True)
-class StateFile:
-    """A file the loader reads, by its path relative to the state directory."""
+class StateFile(Struct, frozen=True, order=True):
+    """A file the loader reads, by its path relative to the state directory. Its kind and stem
+    follow from the path (``classify``), so two files are equal, and sort, as their paths do."""
 
     path: str
-    kind: FileKind = field(compare=False)
-    stem: str = field(compare=False)
+    kind: FileKind
+    stem: str
 
 
 def classify(relative: str) -> StateFile | None:
@@ -90,8 +91,7 @@ def classify(relative: str) -> StateFile | None:
     return StateFile(relative, kind, name.rsplit(".", 1)[0])
 
 
-@dataclass(frozen=True)
-class Content:
+class Content(Struct, frozen=True):
     """One version of a file: its plain data, or why it could not be read."""
 
     data: Any = None
@@ -106,8 +106,7 @@ Templates = Callable[[str], Content | None]
 """A version of the state's templates, by name (None: no such template)."""
 
 
-@dataclass(frozen=True)
-class Requirement:
+class Requirement(Struct, frozen=True):
     """One changed aspect of a file and a permission it needs."""
 
     file: StateFile
@@ -174,8 +173,7 @@ def _whole_file(file: StateFile, what: str) -> list[Requirement]:
 # --- sandboxes ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SandboxView:
+class SandboxView(Struct, frozen=True):
     """A sandbox as its file and templates resolve it, in plain data (see ``resolve.py``)."""
 
     services: dict[str, Any]
@@ -225,8 +223,7 @@ def sandbox_view(data: Any, templates: Templates) -> SandboxView:
                        templates=tuple(names))
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(Struct, frozen=True):
     """Where the gateway sends a service: ``sandbox`` (deployed from a branch), ``ocp``,
     ``target`` (a URL) or ``invalid`` (an entry that is none of them)."""
 

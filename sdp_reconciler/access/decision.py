@@ -23,15 +23,15 @@ superseded or not: that is what ``authorize`` prints and what makes it exit 1.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+
+from msgspec import Struct, field
 
 from sdp_reconciler.access.model import AccessFile, Permission, Role
 
 UNCOMMITTED = "uncommitted"
 
 
-@dataclass(frozen=True)
-class ChangeVerdict:
+class ChangeVerdict(Struct, frozen=True):
     commit: str
     """the commit's full id, or ``uncommitted`` for the state directory's own edits"""
     author: str
@@ -57,8 +57,7 @@ class ChangeVerdict:
         return (self.commit, self.file, self.aspect, self.permission)
 
 
-@dataclass(frozen=True)
-class CommitAccess:
+class CommitAccess(Struct, frozen=True):
     commit: str
     parents: tuple[str, ...]
     author: str
@@ -74,8 +73,7 @@ class CommitAccess:
         return all(c.allowed for c in self.changes)
 
 
-@dataclass(frozen=True)
-class Grant:
+class Grant(Struct, frozen=True):
     """An authorised change behind a sandbox's current content: for its audit rows."""
 
     commit: str
@@ -87,8 +85,7 @@ class Grant:
     aspect: str
 
 
-@dataclass(frozen=True)
-class SandboxAccess:
+class SandboxAccess(Struct, frozen=True):
     name: str
     refusals: tuple[str, ...] = ()
     grants: tuple[Grant, ...] = ()
@@ -108,8 +105,7 @@ class SandboxAccess:
         return self.grants[-1] if self.grants else None
 
 
-@dataclass(frozen=True)
-class AccessDecision:
+class AccessDecision(Struct, frozen=True):
     base: str | None
     head: str
     enforced: bool

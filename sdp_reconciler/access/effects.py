@@ -10,7 +10,8 @@ make. An authorised record behind a sandbox's content is a ``Grant`` for its aud
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+
+from msgspec.structs import replace
 
 from sdp_reconciler.access.changes import INSTALLATION_KINDS, FileKind, classify
 from sdp_reconciler.access.decision import (

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+
+from msgspec import Struct
 
 from sdp_reconciler.access.notices import NOT_ENFORCED
 from sdp_reconciler.state.locations import Location, Problem
@@ -50,8 +51,7 @@ class MetaStore(Protocol):
                     runner: str) -> bool: ...
 
 
-@dataclass(frozen=True)
-class Enforcement:
+class Enforcement(Struct, frozen=True):
     decision: AccessDecision | None
     """None: nothing was judged (no access.yaml, none ever enforced)"""
     notes: tuple[str, ...] = ()

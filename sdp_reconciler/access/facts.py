@@ -4,22 +4,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+
+from msgspec import Struct, field
 
 from sdp_reconciler.access.changes import Requirement
 from sdp_reconciler.access.model import AccessFile
 
 
-@dataclass(frozen=True)
-class AccessVersion:
+class AccessVersion(Struct, frozen=True):
     """access.yaml in one commit: absent, valid (``model``) or present but invalid."""
 
     present: bool = False
     model: AccessFile | None = None
 
 
-@dataclass(frozen=True)
-class CommitFacts:
+class CommitFacts(Struct, frozen=True):
     sha: str
     parents: tuple[str, ...]
     author: str
@@ -29,16 +28,14 @@ class CommitFacts:
     access: AccessVersion
 
 
-@dataclass(frozen=True)
-class SandboxUse:
+class SandboxUse(Struct, frozen=True):
     """What a sandbox at HEAD depends on besides its own file."""
 
     templates: frozenset[str] = frozenset()
     environments: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
-class RangeFacts:
+class RangeFacts(Struct, frozen=True):
     base: str | None
     head: str
     base_access: AccessVersion

@@ -15,13 +15,13 @@ import heapq
 import re
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from dulwich.errors import NotGitRepository
 from dulwich.objects import Blob, Commit, ObjectID, Tree
 from dulwich.objectspec import parse_commit
 from dulwich.repo import Repo
+from msgspec import Struct
 from pydantic import ValidationError
 
 from sdp_reconciler.access.changes import (
@@ -48,8 +48,7 @@ class AccessError(SdpError):
     """The range cannot be read: an unknown revision, a shallow clone, no repository."""
 
 
-@dataclass(frozen=True)
-class Parsed:
+class Parsed(Struct, frozen=True):
     content: Content
     source: SourceDoc | None
 

@@ -16,8 +16,9 @@ commits it again (or it is removed).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
+
+from msgspec import Struct
 
 from sdp_reconciler.access.model import AccessFile, Role
 
@@ -29,8 +30,7 @@ class SignatureStatus(StrEnum):
     INVALID = "invalid"
 
 
-@dataclass(frozen=True)
-class SignatureFacts:
+class SignatureFacts(Struct, frozen=True):
     """What a commit's signature proves, independent of any access.yaml."""
 
     status: SignatureStatus
@@ -39,8 +39,7 @@ class SignatureFacts:
     detail: str = ""
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(Struct, frozen=True):
     """A commit's author as access.yaml sees it."""
 
     email: str

@@ -26,7 +26,8 @@ rules:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from sdp_reconciler.access.changes import WHOLE_FILE, FileKind, Requirement
 from sdp_reconciler.access.decision import UNCOMMITTED, AccessDecision, ChangeVerdict, CommitAccess
@@ -57,18 +58,15 @@ Signatures = Callable[[str], SignatureFacts]
 # --- the rules in force -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Open:
+class Open(Struct, frozen=True):
     """No access.yaml: everything is allowed."""
 
 
-@dataclass(frozen=True)
-class Enforced:
+class Enforced(Struct, frozen=True):
     access: AccessFile
 
 
-@dataclass(frozen=True)
-class Untrusted:
+class Untrusted(Struct, frozen=True):
     """access.yaml exists but trust never started: nothing is authorised."""
 
     reason: str

@@ -15,10 +15,10 @@ import binascii
 import re
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
+from msgspec import Struct
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 
 from sdp_reconciler.state.locations import Problem
@@ -102,8 +102,7 @@ KEY_TYPES = (
 _NOT_SHOWN = "the value is not shown in case it is a private key"
 
 
-@dataclass(frozen=True)
-class PublicKey:
+class PublicKey(Struct, frozen=True):
     """An SSH public key: its type and its wire-format blob (what an SSHSIG carries)."""
 
     type: str

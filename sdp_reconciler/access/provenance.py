@@ -19,7 +19,8 @@ rules:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from sdp_reconciler.access.changes import WHOLE_FILE, Requirement
 from sdp_reconciler.access.decision import ChangeVerdict
@@ -28,8 +29,7 @@ from sdp_reconciler.access.facts import CommitFacts
 Key = tuple[str, str]
 
 
-@dataclass(frozen=True)
-class Stale:
+class Stale(Struct, frozen=True):
     """An aspect whose value comes from a commit outside the range and differs from BASE's."""
 
     source: str

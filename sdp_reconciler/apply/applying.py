@@ -25,8 +25,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
+
+from msgspec import Struct, field
+from msgspec.structs import replace
 
 from sdp_node.protocol import (
     Credentials,
@@ -55,8 +57,7 @@ LEASE_SECONDS = float(os.environ.get("SDP_LEASE_SECONDS", "90"))
 Progress = Callable[[Change, OperationEvent], None]
 
 
-@dataclass
-class ApplyOutcome:
+class ApplyOutcome(Struct):
     results: dict[str, StepResult] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     """step id -> why it did not run (node unreachable, operation lost)"""

@@ -9,7 +9,7 @@ credentials in ``url`` (``postgresql://10.0.0.3:5432/sandbox_qa_db``), the sourc
 
 from __future__ import annotations
 
-from dataclasses import replace
+from msgspec.structs import replace
 
 from sdp_node.protocol import DataKind, DataState, ObservedDataService
 from sdp_reconciler.apply.applying import ApplyOutcome

@@ -11,11 +11,12 @@ from __future__ import annotations
 import smtplib
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from html import escape
 from typing import Any
+
+from msgspec import Struct
 
 from sdp_node.protocol import Secret
 from sdp_reconciler.state.models import Email, NotificationEvent
@@ -29,8 +30,7 @@ TITLES = {
 }
 
 
-@dataclass(frozen=True)
-class MailNotice:
+class MailNotice(Struct, frozen=True):
     event: NotificationEvent
     sandbox: str
     text: str

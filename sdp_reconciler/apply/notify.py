@@ -14,10 +14,11 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from msgspec import Struct, field
 
 from sdp_node.protocol import Secret
 from sdp_reconciler.errors import SdpError
@@ -33,8 +34,7 @@ Report = Callable[[str], None]
 TIMEOUT_SECONDS = 5.0
 
 
-@dataclass(frozen=True)
-class Notice:
+class Notice(Struct, frozen=True):
     event: NotificationEvent
     sandbox: str
     text: str

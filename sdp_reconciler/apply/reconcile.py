@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from msgspec import Struct, field
 
 from sdp_node.naming import GATEWAY
 from sdp_node.protocol import (
@@ -77,8 +78,7 @@ if TYPE_CHECKING:  # ssh-keygen's wrapper loads only when signatures are checked
 Report = Callable[[str], None]
 
 
-@dataclass
-class Prepared:
+class Prepared(Struct):
     state: LoadedState
     sandboxes: dict[str, ResolvedSandbox]
     """the sandboxes planned this pass (expired ones suspended; retired ones left out)"""
@@ -111,8 +111,7 @@ class Prepared:
             client.close()
 
 
-@dataclass
-class PassResult:
+class PassResult(Struct):
     prepared: Prepared
     outcome: ApplyOutcome = field(default_factory=ApplyOutcome)
     refused: str | None = None

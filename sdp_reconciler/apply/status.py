@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import assert_never
 
+from msgspec.structs import replace
+
 from sdp_node.naming import GATEWAY
 from sdp_node.protocol import (
     LABEL_BRANCH,
@@ -304,6 +306,4 @@ def _sandbox_row(name: str, sandbox: ResolvedSandbox, rows: list[StatusRow],
 
 
 def _replace(row: StatusRow, **values: object) -> StatusRow:
-    from dataclasses import replace
-
-    return replace(row, **values)  # type: ignore[arg-type]
+    return replace(row, **values)

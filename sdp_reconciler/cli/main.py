@@ -15,8 +15,9 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+
+from msgspec import Struct
 
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.redaction import RedactingWriter
@@ -84,8 +85,7 @@ def _add_state(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
     )
 
 
-@dataclass(frozen=True)
-class LazyHandler:
+class LazyHandler(Struct, frozen=True):
     """A handler imported only when its command runs: --help and validate stay quick."""
 
     module: str

@@ -30,11 +30,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
+from msgspec import Struct
 from watchfiles import Change, watch
 
 from sdp_reconciler.apply.reconcile import PassResult, prepare, run
@@ -53,8 +53,7 @@ from sdp_reconciler.web.hooks import BitbucketHook, HookAnswer
 Report = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class WatchOptions:
+class WatchOptions(Struct, frozen=True):
     state_dir: Path
     history_path: Path | Location
     interval: float = 60.0

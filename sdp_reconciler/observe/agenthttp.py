@@ -29,9 +29,10 @@ import ssl
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
+
+from msgspec import Struct
 
 MAX_IDLE = 4
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
@@ -48,8 +49,7 @@ class HttpFailure(Exception):
         self.timed_out = timed_out
 
 
-@dataclass(frozen=True)
-class Answer:
+class Answer(Struct, frozen=True):
     status: int
     body: bytes
 

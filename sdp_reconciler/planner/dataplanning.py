@@ -26,8 +26,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from functools import cached_property
+
+from msgspec import Struct, field
 
 from sdp_node.protocol import (
     DataKind,
@@ -61,8 +62,7 @@ Reset = tuple[str, str]
 """(sandbox, entry) to re-clone from its source"""
 
 
-@dataclass(frozen=True)
-class DesiredData:
+class DesiredData(Struct, frozen=True):
     """One data service a sandbox wants, as the INFRA node should hold it."""
 
     sandbox: str
@@ -79,8 +79,7 @@ class DesiredData:
     location: Location
 
 
-@dataclass(frozen=True)
-class DesiredDataSet:
+class DesiredDataSet(Struct, frozen=True, dict=True):  # dict: for the cached_property
     """Every sandbox's data services this pass, and why some could not be built."""
 
     services: Mapping[DataKey, DesiredData] = field(default_factory=dict)
@@ -162,8 +161,7 @@ def desired_data(sandboxes: Mapping[str, ResolvedSandbox], world: World) -> Desi
     return DesiredDataSet(services=services, problems=tuple(problems))
 
 
-@dataclass(frozen=True)
-class DataPlan:
+class DataPlan(Struct, frozen=True):
     changes: tuple[Change, ...] = ()
     problems: tuple[Problem, ...] = ()
     notes: tuple[str, ...] = ()

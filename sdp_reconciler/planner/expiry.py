@@ -11,15 +11,16 @@ time when it has uncommitted edits or no git) and its last successful deploy in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from sdp_reconciler.state.models import duration_seconds
 from sdp_reconciler.state.resolved import ResolvedSandbox
 
 
-@dataclass(frozen=True)
-class Expiry:
+class Expiry(Struct, frozen=True):
     expired: bool
     retired: bool
     message: str
@@ -44,8 +45,7 @@ def expiry_of(sandbox: ResolvedSandbox, last_activity: datetime | None,
     return Expiry(True, False, message)
 
 
-@dataclass(frozen=True)
-class ExpiryWarning:
+class ExpiryWarning(Struct, frozen=True):
     sandbox: str
     file: str
     expires_at: datetime

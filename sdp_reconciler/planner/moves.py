@@ -17,7 +17,9 @@ for the same steps as the containers that leave it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from sdp_node.protocol import (
     LABEL_COMMIT,
@@ -34,8 +36,7 @@ __all__ = ["Holdover", "Running", "drain_change", "hold_networks", "holdover", "
            "running_index"]
 
 
-@dataclass(frozen=True)
-class Holdover:
+class Holdover(Struct, frozen=True):
     """The container that keeps serving a service whose move has not happened yet."""
 
     node: str

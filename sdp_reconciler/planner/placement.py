@@ -25,7 +25,8 @@ from __future__ import annotations
 import functools
 import heapq
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+
+from msgspec import Struct, field
 
 from sdp_node.naming import GATEWAY
 from sdp_node.protocol import LABEL_NODE, RepositoryKind
@@ -41,8 +42,7 @@ from sdp_reconciler.state.models import (
 from sdp_reconciler.state.resolved import ResolvedSandbox, ResolvedService
 
 
-@dataclass(frozen=True)
-class Placement:
+class Placement(Struct, frozen=True):
     sandbox: str
     service: str
     node: str
@@ -63,8 +63,7 @@ def _running_nodes(world: World) -> dict[str, list[str]]:
     return found
 
 
-@dataclass(frozen=True)
-class Need:
+class Need(Struct, frozen=True):
     """What one service takes of a node."""
 
     cpu: int = 0
@@ -88,8 +87,7 @@ def _need(cpu: str | None, memory: str | None) -> Need:
     return Need(cpu_millicores(cpu) if cpu else 0, memory_bytes(memory) if memory else 0)
 
 
-@dataclass
-class Load:
+class Load(Struct):
     """What the services placed on one node this pass take of it."""
 
     cpu: int = 0
@@ -106,8 +104,7 @@ Score = tuple[float, int, str]
 """(share of the node's capacity in use after, its containers, its name): the smallest wins"""
 
 
-@dataclass
-class _Ranking:
+class _Ranking(Struct):
     """The nodes of one candidate set ranked by their score for one need, kept up to date
     lazily: an entry made before its node's load changed is scored again when it reaches the
     top. Loads only grow during a pass, so a node that stops fitting is dropped for good; each
@@ -119,8 +116,7 @@ class _Ranking:
     """the largest capacity the set declares (``_Loads.share_after``)"""
 
 
-@dataclass
-class _Loads:
+class _Loads(Struct):
     views: dict[str, NodeView]
     loads: dict[str, Load] = field(default_factory=dict)
     capacities: dict[str, Capacity] = field(default_factory=dict)
@@ -216,8 +212,7 @@ class _Loads:
         return self.loads.get(node, Load()).containers
 
 
-@dataclass(frozen=True)
-class Capacity:
+class Capacity(Struct, frozen=True):
     cpu: int | None = None
     memory: int | None = None
     containers: int | None = None

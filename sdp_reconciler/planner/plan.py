@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, assert_never
+
+from msgspec import Struct
 
 from sdp_node.protocol import DeployGateway, SetRoutes, Step
 from sdp_reconciler.planner.routetable import RouteKind
@@ -82,8 +83,7 @@ class Phase(StrEnum):
 PHASE_ORDER = (Phase.DATA, Phase.SERVICES, Phase.ROUTES, Phase.CLEANUP, Phase.DATA_CLEANUP)
 
 
-@dataclass(frozen=True)
-class RouteChoice:
+class RouteChoice(Struct, frozen=True):
     """One gateway key's route: the URL wanted, and what to keep if its service fails."""
 
     key: str
@@ -112,8 +112,7 @@ class DetailKind(StrEnum):
     """a captured source dropped (``template``)"""
 
 
-@dataclass(frozen=True)
-class ChangeDetail:
+class ChangeDetail(Struct, frozen=True):
     """What a change deploys, removes or makes: for the plan's text and JSON, history and
     notices. Which fields a change has depends on its ``kind``; the others stay None."""
 
@@ -159,8 +158,7 @@ class ChangeDetail:
 NO_DETAIL = ChangeDetail()
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(Struct, frozen=True):
     action: Action
     subject: Subject
     phase: Phase
@@ -247,8 +245,7 @@ def settle_routes(change: Change, failed: set[str]) -> Step:
     return step
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(Struct, frozen=True):
     changes: tuple[Change, ...]
     problems: tuple[Problem, ...] = ()
     notes: tuple[str, ...] = ()

@@ -30,8 +30,10 @@ Decisions, per sandbox:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
 from typing import assert_never
+
+from msgspec import Struct, field
+from msgspec.structs import replace
 
 from sdp_node.naming import GATEWAY
 from sdp_node.protocol import (
@@ -100,8 +102,7 @@ def _order(change: Change) -> int:
     return 3 if change.subject is Subject.ROUTES else 2
 
 
-@dataclass
-class _Planner:
+class _Planner(Struct, dict=True):  # __post_init__ adds the indexes
     sandboxes: dict[str, ResolvedSandbox]
     world: World
     placements: dict[tuple[str, str], Placement]

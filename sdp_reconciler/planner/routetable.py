@@ -17,9 +17,10 @@ Pure functions and values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
+
+from msgspec import Struct
 
 from sdp_reconciler.state.locations import Location
 from sdp_reconciler.state.servicevars import DEFAULT_VARIABLE, variable_name
@@ -58,8 +59,7 @@ class Route(NamedTuple):
         return self.url
 
 
-@dataclass(frozen=True)
-class RouteTable:
+class RouteTable(Struct, frozen=True):
     routes: tuple[Route, ...]
     """sorted by key"""
 

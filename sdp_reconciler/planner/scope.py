@@ -13,7 +13,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+
+from msgspec import Struct, field
 
 from sdp_node.naming import GATEWAY
 from sdp_reconciler.planner.placement import Placement
@@ -22,8 +23,7 @@ from sdp_reconciler.state.models import PortAllocation
 from sdp_reconciler.state.resolved import ResolvedSandbox
 
 
-@dataclass(frozen=True)
-class Scope:
+class Scope(Struct, frozen=True):
     """A pass limited to ``sandboxes``, observing only ``nodes``."""
 
     sandboxes: frozenset[str]
@@ -46,8 +46,7 @@ class Scope:
                 f"{', '.join(sorted(self.nodes))}")
 
 
-@dataclass(frozen=True)
-class Trigger:
+class Trigger(Struct, frozen=True):
     """Why a pass runs. ``scope`` None: a full pass. ``sync``: fetch the state first."""
 
     kind: str
@@ -81,8 +80,7 @@ def coalesce(triggers: Iterable[Trigger]) -> Trigger:
     return Trigger(kind=kind, text=text, scope=scope, sync=any(t.sync for t in items))
 
 
-@dataclass(frozen=True)
-class Tracked:
+class Tracked(Struct, frozen=True):
     """One deployed part of a sandbox as last planned."""
 
     sandbox: str
@@ -92,8 +90,7 @@ class Tracked:
     node: str
 
 
-@dataclass
-class Tracking:
+class Tracking(Struct):
     """What every planned sandbox tracks; refreshed by each pass (``update``)."""
 
     parts: dict[str, list[Tracked]] = field(default_factory=dict)

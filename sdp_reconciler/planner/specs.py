@@ -19,9 +19,10 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import Any
+
+from msgspec import Struct
 
 from sdp_node.protocol import Secret
 
@@ -83,8 +84,7 @@ def hide(key: bytes, secrets: Mapping[str, Secret],
             {k: digest(key, v.reveal()) for k, v in sorted(files.items())})
 
 
-@dataclass(frozen=True)
-class SharedParts:
+class SharedParts(Struct, frozen=True):
     """The parts of a public spec that many containers share, made once: the sorted
     variables, the secrets' and files' digests, and each one's canonical JSON. The dicts are
     shared by every spec built from these parts; nothing may change them."""

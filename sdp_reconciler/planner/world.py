@@ -4,8 +4,9 @@ resolved environments. Built by ``observing.py`` (I/O); consumed by ``planning.p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
+
+from msgspec import Struct, field
 
 from sdp_node.metricswire import ContainerMetrics
 from sdp_node.naming import DEFAULT_NAMES, ResourceNames
@@ -14,8 +15,7 @@ from sdp_reconciler.planner.routetable import DEFAULT_VARIABLE
 from sdp_reconciler.state.models import HealthRules, Node, NodeType
 
 
-@dataclass(frozen=True)
-class ResolvedEnvironment:
+class ResolvedEnvironment(Struct, frozen=True):
     """An environment with its secret references resolved (values are ``Secret``)."""
 
     name: str
@@ -24,8 +24,7 @@ class ResolvedEnvironment:
     files: tuple[EnvFileMount, ...] = ()
 
 
-@dataclass(frozen=True)
-class NodeView:
+class NodeView(Struct, frozen=True):
     node: Node
     observation: Observation | None = None
     unreachable: str | None = None
@@ -42,8 +41,7 @@ class NodeView:
         return info is not None and info.kind is kind
 
 
-@dataclass(frozen=True)
-class World:
+class World(Struct, frozen=True):
     installation: str
     spec_key: bytes
     nodes: dict[str, NodeView]
@@ -66,8 +64,7 @@ class World:
         return [v for _, v in sorted(self.nodes.items()) if v.node.type is node_type]
 
 
-@dataclass(frozen=True)
-class Allocation:
+class Allocation(Struct, frozen=True):
     sandbox: str
     service: str
     node: str

@@ -8,9 +8,10 @@ these values live apart from the loader (no import cycle).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
+
+from msgspec import Struct, field
 
 from sdp_reconciler.access.model import AccessFile
 from sdp_reconciler.state.models import (
@@ -29,8 +30,7 @@ from sdp_reconciler.state.trust import HostRules, default_rules
 M = TypeVar("M", bound=Frozen)
 
 
-@dataclass(frozen=True)
-class Document(Generic[M]):
+class Document(Struct, Generic[M], frozen=True):
     """A validated file: its model, its stem and where each of its values was written."""
 
     model: M
@@ -43,8 +43,7 @@ class Document(Generic[M]):
         return self.source.locate(tuple(path), key=key)
 
 
-@dataclass(frozen=True)
-class LoadedState:
+class LoadedState(Struct, frozen=True):
     """A whole, valid state directory."""
 
     root: Path

@@ -13,7 +13,6 @@ revision of a checkout whose ``.git`` is a file (a worktree or a submodule).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from dulwich.objects import Blob, Commit, ObjectID, Tree
 from dulwich.refs import DiskRefsContainer, Ref
+from msgspec import Struct
 
 if TYPE_CHECKING:
     from dulwich.repo import Repo
@@ -28,8 +28,7 @@ if TYPE_CHECKING:
 HEAD = Ref(b"HEAD")
 
 
-@dataclass(frozen=True)
-class Authorship:
+class Authorship(Struct, frozen=True):
     author: str | None
     uncommitted: bool
 

@@ -29,10 +29,10 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+from msgspec import Struct
 from pydantic import AfterValidator, Field, ValidationError, field_validator
 
 from sdp_reconciler.errors import SdpError, StateError
@@ -141,8 +141,7 @@ class HostConfigFile(Frozen):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
 
-@dataclass(frozen=True)
-class HostConfig:
+class HostConfig(Struct, frozen=True):
     """A loaded ``reconciler.yaml`` and where it is (its references are relative to it)."""
 
     model: HostConfigFile

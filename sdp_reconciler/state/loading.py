@@ -17,10 +17,10 @@ from __future__ import annotations
 import os
 import types
 import typing
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
+from msgspec.structs import replace
 from pydantic import BaseModel, ValidationError
 
 from sdp_reconciler.access.model import ACCESS_FILE, AccessFile, access_problems

@@ -7,13 +7,12 @@ whole-state rules and the planner.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from msgspec import Struct
 
 PathKey = tuple[str | int, ...]
 
 
-@dataclass(frozen=True, order=True)
-class Location:
+class Location(Struct, frozen=True, order=True):
     """A place in a state file; lines and columns count from 1."""
 
     file: str
@@ -24,8 +23,7 @@ class Location:
         return f"{self.file}:{self.line}:{self.col}"
 
 
-@dataclass(frozen=True, order=True)
-class Problem:
+class Problem(Struct, frozen=True, order=True):
     """One thing wrong with the state, where it is, and what to change."""
 
     location: Location

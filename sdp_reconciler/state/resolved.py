@@ -6,14 +6,13 @@ problems found later point at the right ``file:line:col``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from msgspec import Struct, field
 
 from sdp_reconciler.state.locations import Location
 from sdp_reconciler.state.models import DataEntry, GatewaySpec, Lifecycle, Resources, ServiceSpec
 
 
-@dataclass(frozen=True)
-class ResolvedService:
+class ResolvedService(Struct, frozen=True):
     name: str
     spec: ServiceSpec
     environment: str | None
@@ -22,8 +21,7 @@ class ResolvedService:
     """Where this service's entry was written (the sandbox's file or a template's)."""
 
 
-@dataclass(frozen=True)
-class ResolvedData:
+class ResolvedData(Struct, frozen=True):
     """One entry of the sandbox's merged ``data:`` (a database, Redis user or vhost)."""
 
     name: str
@@ -32,16 +30,14 @@ class ResolvedData:
     """Where this entry was written (the sandbox's file or a template's)."""
 
 
-@dataclass(frozen=True)
-class ResolvedGateway:
+class ResolvedGateway(Struct, frozen=True):
     spec: GatewaySpec
     environment: str | None
     resources: Resources | None
     origin: Location
 
 
-@dataclass(frozen=True)
-class ResolvedSandbox:
+class ResolvedSandbox(Struct, frozen=True):
     name: str
     file: str
     """The sandbox file's display path (``state/sandboxes/QA-LOGIN-ERROR.yaml``)."""

@@ -14,11 +14,11 @@ every later stage (schema checks, whole-state rules, the planner) can report a p
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from msgspec import Struct, field
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -47,8 +47,7 @@ _CORE_TAGS = {
 
 
 
-@dataclass
-class SourceDoc:
+class SourceDoc(Struct):
     """A parsed file: plain data and the positions of its keys and values.
 
     Complete when ``parse_source`` returns it and never changed after that: the state loader

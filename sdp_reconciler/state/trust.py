@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
+
+from msgspec import Struct
 
 from sdp_reconciler.state.models import SecretRef
 
@@ -41,8 +42,7 @@ KERNEL_DIRS = (Path("/proc"), Path("/sys"), Path("/dev"))
 DEFAULT_ENV_PREFIX = "SDP_SECRET_"
 
 
-@dataclass(frozen=True)
-class SecretPolicy:
+class SecretPolicy(Struct, frozen=True):
     env_prefix: str
     directories: tuple[Path, ...]
     own_variables: frozenset[str]
@@ -76,8 +76,7 @@ class SecretPolicy:
         return None
 
 
-@dataclass(frozen=True)
-class HostRules:
+class HostRules(Struct, frozen=True):
     """The reconciler host's rules for a state: secret policy, agent pins, installation."""
 
     policy: SecretPolicy

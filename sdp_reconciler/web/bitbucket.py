@@ -21,8 +21,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 SIGNATURE_HEADER = "X-Hub-Signature"
 EVENT_HEADER = "X-Event-Key"
@@ -49,8 +50,7 @@ def signature_ok(secret: bytes, body: bytes, header: str | None) -> bool:
     return hmac.compare_digest(sign(secret, body).encode(), header.strip().encode())
 
 
-@dataclass(frozen=True)
-class Push:
+class Push(Struct, frozen=True):
     """What a push payload says, reduced to what SDP matches on."""
 
     sender: str

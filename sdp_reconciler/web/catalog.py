@@ -7,7 +7,7 @@ Each entry also names the sandboxes that use it (template references are live, D
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from msgspec import Struct, field
 
 from sdp_reconciler.state.loading import LoadedState
 from sdp_reconciler.state.models import GatewaySpec, Resources, ServiceSpec
@@ -44,8 +44,7 @@ def describe_resources(resources: Resources | None) -> str:
     return ", ".join(p for p in parts if p) or "—"
 
 
-@dataclass
-class TemplateEntry:
+class TemplateEntry(Struct):
     name: str
     file: str
     extends: str | None
@@ -56,15 +55,13 @@ class TemplateEntry:
     used_by: list[str]
 
 
-@dataclass
-class FileEntry:
+class FileEntry(Struct):
     path: str
     content: str | None
     secret: str | None
 
 
-@dataclass
-class EnvironmentEntry:
+class EnvironmentEntry(Struct):
     name: str
     file: str
     variables: list[tuple[str, str]]

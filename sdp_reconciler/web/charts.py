@@ -10,11 +10,11 @@ SSE stream, so the charts follow the samples each pass records.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from markupsafe import Markup
+from msgspec import Struct, field
 
 WIDTH, HEIGHT, PAD = 160, 36, 2
 
@@ -52,8 +52,7 @@ def sparkline(values: Sequence[float | None], *, maximum: float, label: str,
              label=label, line=line)
 
 
-@dataclass
-class ResourceView:
+class ResourceView(Struct):
     service: str
     samples: int = 0
     cpu_now: float | None = None
@@ -108,8 +107,7 @@ def resource_views(rows: Sequence[dict[str, Any]]) -> dict[str, ResourceView]:
     return views
 
 
-@dataclass
-class SandboxLoad:
+class SandboxLoad(Struct):
     """The overview's one line per sandbox: its services' health counts and current load."""
 
     health: dict[str, int]

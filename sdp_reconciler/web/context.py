@@ -7,7 +7,8 @@ the state directory and asks agents; it never writes to any of them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from sdp_reconciler.history import History
 from sdp_reconciler.web.hub import EventHub
@@ -17,8 +18,7 @@ from sdp_reconciler.web.settings import WebSettings
 from sdp_reconciler.web.stateview import StateView
 
 
-@dataclass
-class PageContext:
+class PageContext(Struct):
     settings: WebSettings
     history: History
     state: StateView

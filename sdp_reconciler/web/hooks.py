@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from msgspec import Struct
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -39,8 +39,7 @@ from sdp_reconciler.web.bitbucket import (
 PATH = "/hooks/bitbucket"
 
 
-@dataclass(frozen=True)
-class HookAnswer:
+class HookAnswer(Struct, frozen=True):
     """What ``watch`` made of a signed push: ``queued`` (a pass will run) or ``ignored``."""
 
     result: str

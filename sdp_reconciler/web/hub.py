@@ -27,10 +27,10 @@ import json
 import logging
 import threading
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio.to_thread
+from msgspec import Struct, field
 from sse_starlette import ServerSentEvent
 
 from sdp_reconciler.history import History
@@ -47,8 +47,7 @@ def progress_event(row: dict[str, Any]) -> ServerSentEvent:
                            id=str(row["id"]))
 
 
-@dataclass
-class Notice:
+class Notice(Struct):
     kind: Literal["progress", "status"]
     row: dict[str, Any] | None = None
     _frame: bytes | None = None
@@ -61,8 +60,7 @@ class Notice:
         return self._frame
 
 
-@dataclass(eq=False)
-class Subscription:
+class Subscription(Struct, eq=False):
     sandbox: str | None
     limit: int
     session: str | None = None

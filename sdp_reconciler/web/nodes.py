@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+
+from msgspec import Struct, field
 
 from sdp_node.protocol import (
     LABEL_COMMIT,
@@ -32,8 +33,7 @@ from sdp_reconciler.state.loading import LoadedState
 from sdp_reconciler.state.models import Node
 
 
-@dataclass
-class ContainerLine:
+class ContainerLine(Struct):
     name: str
     state: str
     status: str
@@ -44,8 +44,7 @@ class ContainerLine:
     aside: bool
 
 
-@dataclass
-class RepositoryLine:
+class RepositoryLine(Struct):
     name: str
     kind: str
     image: str
@@ -53,8 +52,7 @@ class RepositoryLine:
     problem: str | None = None
 
 
-@dataclass
-class NodeReport:
+class NodeReport(Struct):
     name: str
     type: str
     agent_url: str

@@ -7,8 +7,9 @@ fixed allow-list. Rows are plain dicts as SQLite returns them. Nothing here writ
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
+
+from msgspec import Struct
 
 from sdp_reconciler.history import History
 
@@ -21,8 +22,7 @@ _EVENTS_WITH_DEPLOYMENT = (
 )
 
 
-@dataclass(frozen=True)
-class DeploymentFilter:
+class DeploymentFilter(Struct, frozen=True):
     sandbox: str | None = None
     repository: str | None = None
     status: str | None = None

@@ -22,7 +22,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from sdp_reconciler.history import History
 
@@ -30,8 +31,7 @@ COOKIE = "sdp_session"
 Clock = Callable[[], float]
 
 
-@dataclass(frozen=True)
-class Session:
+class Session(Struct, frozen=True):
     username: str
     created_at: float
     expires_at: float

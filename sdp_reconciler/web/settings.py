@@ -6,13 +6,12 @@ rather than patching modules.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from msgspec import Struct
 
 DEFAULT_LISTEN = "127.0.0.1:3452"
 
 
-@dataclass(frozen=True)
-class WebSettings:
+class WebSettings(Struct, frozen=True):
     poll_interval: float = 0.25
     """How often the one shared poller looks for new rows in the history's events table
     (SQLite; a PostgreSQL history pushes each write with NOTIFY instead)."""

@@ -11,8 +11,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+from msgspec import Struct, field
 
 from sdp_node.naming import GATEWAY
 from sdp_reconciler.state.resolve import ResolvedSandbox
@@ -22,8 +23,7 @@ Row = dict[str, Any]
 UNKNOWN = "Unknown"
 
 
-@dataclass
-class ServiceLine:
+class ServiceLine(Struct):
     service: str
     route: str
     """``sandbox``, ``ocp`` or ``target`` (the gateway's own line: ``gateway``)."""
@@ -44,8 +44,7 @@ class ServiceLine:
                 "gateway": "gateway"}.get(self.route, self.route)
 
 
-@dataclass
-class SandboxSummary:
+class SandboxSummary(Struct):
     name: str
     sync: str = UNKNOWN
     health: str = UNKNOWN
@@ -121,8 +120,7 @@ def sandbox_summaries(status: list[Row],
     return summaries
 
 
-@dataclass
-class StageView:
+class StageView(Struct):
     name: str
     status: str
     """``running``, ``done`` or ``failed``."""
@@ -133,8 +131,7 @@ class StageView:
         return {"done": "✓", "failed": "✗"}.get(self.status, "…")
 
 
-@dataclass
-class DeploymentView:
+class DeploymentView(Struct):
     id: int
     pass_id: int
     resource: str

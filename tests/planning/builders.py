@@ -21,8 +21,10 @@ Fixed facts of every test world:
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+
+from msgspec import Struct, field
+from msgspec.structs import replace
 
 from sdp_node.naming import DEFAULT_NAMES
 from sdp_node.protocol import (
@@ -206,8 +208,7 @@ def nodes(
 # -- a pass ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Desired:
+class Desired(Struct, frozen=True):
     """What the state says, plus what the reconciler resolved this pass."""
 
     sandboxes: dict[str, ResolvedSandbox]
@@ -225,8 +226,7 @@ class Desired:
         )
 
 
-@dataclass(frozen=True)
-class Pass:
+class Pass(Struct, frozen=True):
     world: World
     placements: dict[tuple[str, str], Placement]
     allocations: list[Allocation]

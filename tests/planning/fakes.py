@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from msgspec import Struct, field
 
 from sdp_node.naming import DEFAULT_NAMES, GATEWAY
 from sdp_node.protocol import (
@@ -81,8 +82,7 @@ from sdp_reconciler.state.models import Node
 RUNNING = ("running", "restarting")
 
 
-@dataclass
-class InMemoryNode:
+class InMemoryNode(Struct):
     """One agent's objects: what its ``observe`` would report."""
 
     node: Node

@@ -9,10 +9,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from sdp_node.naming import DEFAULT_NAMES, GATEWAY
 from sdp_reconciler.state.models import GatewaySpec, ServiceSpec

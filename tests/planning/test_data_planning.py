@@ -6,9 +6,8 @@ containers get the injected variables, the plan never shows a password. Against
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
+from msgspec.structs import replace
 
 from sdp_node.naming import DEFAULT_NAMES
 from sdp_node.protocol import (

@@ -11,13 +11,13 @@ To record the files again after an intended change of the plan (never for a refa
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
 from pathlib import Path
 
 import pytest
+from msgspec.structs import asdict
 
 from sdp_reconciler.observe.credentials import resolve_environments
 from sdp_reconciler.planner.plan import Plan
@@ -40,7 +40,7 @@ def recorded(result: Plan) -> str:
     (what the applier sends; a refactoring must not change a byte of it either)."""
     steps = [
         {"step": c.step.model_dump(mode="json"),
-         "routes": [dataclasses.asdict(r) for r in c.routes]}
+         "routes": [asdict(r) for r in c.routes]}
         for c in result.changes
     ]
     text = "\n\n".join([result.to_json(), result.render(), json.dumps(steps, indent=2)])

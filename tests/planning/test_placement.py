@@ -4,9 +4,9 @@ passes (nothing moves without a reason), cordon, pins. Pure: worlds built in mem
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
 
 import pytest
+from msgspec.structs import replace
 
 from sdp_reconciler.planner.placement import place
 from sdp_reconciler.state.models import Node, NodeCapacity, NodeType, Resources

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 
 import pytest
+from msgspec import Struct, field
+from msgspec.structs import replace
 
 from sdp_node.protocol import (
     LABEL_INSTANCE,
@@ -159,8 +160,7 @@ RELEASE = replace(BASE, sandboxes=by_name(sandbox(
     "qa", {"account": branch("main"), "payment": ocp()}, gateway=GatewaySpec(branch="release"))))
 
 
-@dataclass(frozen=True)
-class Case:
+class Case(Struct, frozen=True):
     id: str
     desired: Desired
     observed: Callable[[], InMemoryNodes]

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from msgspec import Struct, field
+from msgspec.structs import replace
 from ruamel.yaml import YAML
 
 from sdp_reconciler.apply.portsfile import write_ports_file
@@ -74,8 +75,7 @@ def unreachable_micro() -> InMemoryNodes:
     return observed
 
 
-@dataclass(frozen=True)
-class PortCase:
+class PortCase(Struct, frozen=True):
     id: str
     sandboxes: list[ResolvedSandbox]
     expected: dict[Key, Held]

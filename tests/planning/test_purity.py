@@ -12,8 +12,9 @@ import ast
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
+
+from msgspec.structs import replace
 
 from sdp_reconciler.planner.planning import plan
 from sdp_reconciler.state.models import NodeType

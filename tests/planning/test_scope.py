@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from msgspec.structs import replace
 
 from sdp_reconciler.planner.planning import plan
 from sdp_reconciler.planner.scope import Scope, Tracking, Trigger, coalesce

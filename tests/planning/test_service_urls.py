@@ -7,7 +7,7 @@ value of the gateway's commit, else the explicit target; a route change is a spe
 
 from __future__ import annotations
 
-from dataclasses import replace
+from msgspec.structs import replace
 
 from sdp_node.protocol import DeployGateway, DeployService
 from sdp_reconciler.planner.placement import place

@@ -6,7 +6,7 @@ reads the rows the page and ``--once`` show. Rows are compared on the fields tha
 
 from __future__ import annotations
 
-from dataclasses import replace
+from msgspec.structs import replace
 
 from sdp_reconciler.apply.applying import ApplyOutcome
 from sdp_reconciler.apply.status import held_rows, status_rows

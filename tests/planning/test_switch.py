@@ -8,7 +8,7 @@ node remembers as failed is not planned again until the branch moves or a restar
 
 from __future__ import annotations
 
-from dataclasses import replace
+from msgspec.structs import replace
 
 from sdp_node.protocol import DeployService, FailureReason, RetireContainer
 from sdp_reconciler.apply.status import status_rows

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
@@ -169,8 +170,8 @@ def test_the_app_uses_a_twelve_hour_session(make_app: Callable[..., Starlette]) 
 
 
 def test_failed_logins_are_throttled_per_user(make_app: Callable[..., Starlette]) -> None:
-    settings = type(FAST)(**{**FAST.__dict__, "login_failures_per_user": 3,
-                             "login_failures_per_address": 100})
+    settings = replace(FAST, login_failures_per_user=3,
+                       login_failures_per_address=100)
     app = make_app(settings=settings)
     with TestClient(app, follow_redirects=False, client=("10.1.1.1", 1000)) as one:
         for _ in range(3):
@@ -185,8 +186,8 @@ def test_failed_logins_are_throttled_per_user(make_app: Callable[..., Starlette]
 
 
 def test_failed_logins_are_throttled_per_address(make_app: Callable[..., Starlette]) -> None:
-    settings = type(FAST)(**{**FAST.__dict__, "login_failures_per_user": 100,
-                             "login_failures_per_address": 4})
+    settings = replace(FAST, login_failures_per_user=100,
+                       login_failures_per_address=4)
     app = make_app(settings=settings)
     with TestClient(app, follow_redirects=False, client=("10.3.3.3", 1000)) as one:
         for number in range(4):
@@ -234,7 +235,7 @@ def test_login_says_so_when_the_gateway_agent_cannot_check_it(
     moved = state_copy.parent / "moved-reconciler.yaml"
     moved.write_text(config.read_text().replace(deployed.stack.gateway.url, dead))
     env = {**deployed.stack.env, "SDP_RECONCILER_CONFIG": str(moved)}
-    settings = type(FAST)(**{**FAST.__dict__, "login_failures_per_user": 1})
+    settings = replace(FAST, login_failures_per_user=1)
     with TestClient(make_app(state_dir=state_copy, settings=settings, env=env),
                     follow_redirects=False) as browser:
         answer = sign_in(browser)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from html import unescape
 from pathlib import Path
 
+from msgspec.structs import replace
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -139,7 +140,7 @@ def test_history_filters_by_sandbox_repository_and_status(client: TestClient,
 def test_history_pages_older_rows(make_app: Callable[..., Starlette]) -> None:
     from tests.web.conftest import FAST
 
-    settings = type(FAST)(**{**FAST.__dict__, "page_rows": 2})
+    settings = replace(FAST, page_rows=2)
     with TestClient(make_app(settings=settings)) as test_client:
         sign_in(test_client)
         first = test_client.get("/history").text
