@@ -1,6 +1,6 @@
 """The state repository's revision and authors (sdp_reconciler/state/gitinfo.py), on real
 checkouts made with the git CLI: the revision git itself reports, however the checkout is
-laid out, and without loading dulwich's ``Repo`` for an ordinary one."""
+laid out, and without importing dulwich for an ordinary one."""
 
 from __future__ import annotations
 
@@ -87,16 +87,42 @@ def test_no_commit_yet_and_no_repository(tmp_path: Path, git: Git) -> None:
     assert StateRepository(outside).authorship(outside / "x.yaml").author is None
 
 
-def test_the_revision_alone_does_not_load_dulwichs_repo(checkout: Path, git: Git) -> None:
+def test_the_revision_alone_imports_no_dulwich(checkout: Path, git: Git) -> None:
     code = (
         "import json, sys\n"
         "from pathlib import Path\n"
         "from sdp_reconciler.state.gitinfo import StateRepository\n"
         f"repository = StateRepository(Path({str(checkout / 'state')!r}))\n"
-        "print(json.dumps({'revision': repository.revision,\n"
-        "                  'repo loaded': 'dulwich.repo' in sys.modules}))\n"
+        "revision = repository.revision\n"
+        "dulwich = sorted(m for m in sys.modules if m.startswith('dulwich'))\n"
+        "print(json.dumps({'revision': revision, 'dulwich': dulwich}))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, timeout=60)
     assert json.loads(done.stdout) == {"revision": git(checkout, "rev-parse", "HEAD"),
-                                       "repo loaded": False}
+                                       "dulwich": []}
+
+
+def test_symbolic_refs_are_followed_as_git_does(checkout: Path, git: Git) -> None:
+    git(checkout, "symbolic-ref", "refs/heads/alias", "refs/heads/main")
+    git(checkout, "symbolic-ref", "HEAD", "refs/heads/alias")
+    assert revision(checkout) == git(checkout, "rev-parse", "HEAD")
+    git(checkout, "pack-refs", "--all")  # main packed, the alias still a loose symbolic ref
+    assert revision(checkout) == git(checkout, "rev-parse", "HEAD")
+
+
+def test_a_head_that_leads_outside_refs_or_in_a_loop_has_no_revision(
+    checkout: Path, tmp_path: Path
+) -> None:
+    git_dir = checkout / ".git"
+    canary = tmp_path / "canary"
+    canary.write_text("0123456789abcdef0123456789abcdef01234567\n")  # looks like an object id
+    for target in ("../../canary", "refs/../../../canary", str(canary), "HEAD"):
+        (git_dir / "HEAD").write_text(f"ref: {target}\n")
+        assert revision(checkout) is None, target
+    (git_dir / "refs" / "heads" / "a").write_text("ref: refs/heads/b\n")
+    (git_dir / "refs" / "heads" / "b").write_text("ref: refs/heads/a\n")
+    (git_dir / "HEAD").write_text("ref: refs/heads/a\n")
+    assert revision(checkout) is None
+    (git_dir / "HEAD").write_text("not a ref\n")
+    assert revision(checkout) is None
