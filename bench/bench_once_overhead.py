@@ -8,14 +8,18 @@ summary; the agents' work is in their own processes). The baseline is the interp
 start-up (``python -c pass``) in the same rounds. ``--source DIR`` runs the reconciler from
 another checkout (e.g. ``git archive main``) instead of the installed one, for before/after
 figures in one run; ``--profile`` writes a pyinstrument profile of one run (needs
-``pip install pyinstrument``).
+``pip install pyinstrument``); ``--phases N`` runs this checkout's ``once`` N more times with
+the CPU time (``time.process_time``) of its imports and of each phase after them printed:
+host config, state load, observe, heads, desire + plan, and the rest (recording, summary).
 
     .venv/bin/python bench/bench_once_overhead.py [--rounds 10] [--source DIR ...] [--profile]
+                                                  [--phases 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import subprocess
@@ -51,6 +55,46 @@ if source != "-":  # the reconciler from another checkout, not the installed (ed
 sys.argv[0] = "sdp-reconcile"
 runpy.run_module("sdp_reconciler.cli.main", run_name="__main__")
 """
+# The same, with the CPU time of the imports and of each phase written to stderr as JSON at
+# exit. Each phase's function is wrapped where the pass looks it up (its module's importers).
+PHASES_RUNNER = """\
+import atexit, json, runpy, sys, time
+started = time.process_time()
+import sdp_reconciler.cli.commands
+imported = time.process_time()
+PHASES = {
+    "host config": ("sdp_reconciler.state.hostconfig", "require_host_config"),
+    "state load": ("sdp_reconciler.state.loading", "load_state"),
+    "observe": ("sdp_reconciler.observe.observing", "observe_nodes"),
+    "heads": ("sdp_reconciler.observe.observing", "resolve_heads"),
+    "desire + plan": ("sdp_reconciler.planner.planning", "plan"),
+    "desire": ("sdp_reconciler.planner.desired", "desire"),
+}
+spent = dict.fromkeys(PHASES, 0.0)
+def timed(phase, function):
+    def run(*args, **kwargs):
+        begin = time.process_time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            spent[phase] += time.process_time() - begin
+    return run
+for phase, (module, name) in PHASES.items():
+    original = getattr(sys.modules[module], name)
+    wrapper = timed(phase, original)
+    for loaded in list(sys.modules.values()):
+        if getattr(loaded, "__name__", "").startswith("sdp_") and \\
+                getattr(loaded, name, None) is original:
+            setattr(loaded, name, wrapper)
+def report():
+    total = time.process_time() - imported
+    spent["desire + plan"] += spent.pop("desire")
+    spent["the rest"] = total - sum(spent.values())
+    print("PHASES " + json.dumps({"imports": imported - started, **spent}), file=sys.stderr)
+atexit.register(report)
+sys.argv[0] = "sdp-reconcile"
+runpy.run_module("sdp_reconciler.cli.main", run_name="__main__")
+"""
 
 
 def main() -> int:
@@ -59,12 +103,14 @@ def main() -> int:
     parser.add_argument("--source", action="append", default=[], metavar="DIR",
                         help="also measure the reconciler of this checkout (repeatable)")
     parser.add_argument("--profile", action="store_true", help="pyinstrument one run")
+    parser.add_argument("--phases", type=int, default=0, metavar="N",
+                        help="then N runs with the CPU time of each phase printed")
     parser.add_argument("--keep", action="store_true", help="keep the workdir")
     args = parser.parse_args()
     require_free_ports([*range(MICRO_PORTS[0], MICRO_PORTS[1] + 1),
                         *range(GATEWAY_PORTS[0], GATEWAY_PORTS[1] + 1)])
     with bench_run("once-overhead", keep=args.keep) as bench:
-        return measure(bench, args.rounds, args.source, args.profile)
+        return measure(bench, args.rounds, args.source, args.profile, args.phases)
 
 
 def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, int]:
@@ -81,7 +127,7 @@ def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, fl
     return wall, cpu, done.returncode
 
 
-def measure(bench: Bench, rounds: int, sources: list[str], profile: bool) -> int:
+def measure(bench: Bench, rounds: int, sources: list[str], profile: bool, phases: int) -> int:
     images = bench.images(["micro", "php-cli"])
     stack: SdpStack = build_stack(bench, images=images, micro_ports=MICRO_PORTS,
                                   gateway_ports=GATEWAY_PORTS, subnet_range=SUBNET_RANGE)
@@ -147,7 +193,23 @@ def measure(bench: Bench, rounds: int, sources: list[str], profile: bool) -> int
         keep.parent.mkdir(parents=True, exist_ok=True)
         keep.write_text(out.read_text())
         print(f"profile: {keep}")
+    if phases:
+        print_phases(bench, once, env, phases)
     return 0
+
+
+def print_phases(bench: Bench, once: list[str], env: dict[str, str], runs: int) -> None:
+    """``runs`` of this checkout's ``once`` through PHASES_RUNNER: a table of CPU ms a phase."""
+    runner = bench.workdir / "phases.py"
+    runner.write_text(PHASES_RUNNER)
+    measured: list[dict[str, float]] = []
+    for _ in range(runs):
+        done = subprocess.run([sys.executable, str(runner), *once], env=env, cwd=bench.workdir,
+                              capture_output=True, text=True, timeout=300, check=True)
+        line = next(x for x in done.stderr.splitlines() if x.startswith("PHASES "))
+        measured.append(json.loads(line.removeprefix("PHASES ")))
+    rows = [[phase, *(round(1000 * m[phase], 1) for m in measured)] for phase in measured[0]]
+    print(table(["CPU ms", *(f"run {i + 1}" for i in range(runs))], rows))
 
 
 if __name__ == "__main__":
