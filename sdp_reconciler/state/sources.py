@@ -46,7 +46,6 @@ _CORE_TAGS = {
 }
 
 
-
 class SourceDoc(Struct):
     """A parsed file: plain data and the positions of its keys and values.
 
