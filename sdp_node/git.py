@@ -169,6 +169,17 @@ class GitStore:
             Repo.init_bare(str(path)).close()
         return _Store(str(path))
 
+    @contextmanager
+    def _opened(self, repository: RepositoryConfig) -> Iterator[Repo]:
+        """The store of ``repository`` (created if missing), open while it is held shared
+        with other readers and fetches: a pack merge's removal waits for it to close."""
+        with self._reading(repository.name).shared():
+            repo = self._open(repository)
+            try:
+                yield repo
+            finally:
+                repo.close()
+
     def ls_remote(self, repository: RepositoryConfig, credentials: Credentials) -> dict[str, str]:
         """Branch name -> commit SHA on the remote."""
         client, path = remote_client(repository.url, credentials)
@@ -196,48 +207,40 @@ class GitStore:
         wanted = set(commits)
         if not self.has_store(repository):
             return wanted
-        with self._reading(repository.name).shared():
-            repo = Repo(str(self.store_path(repository)))
-            try:
-                store = repo.object_store
-                return {
-                    commit for commit in wanted
-                    if (key := ObjectID(commit.encode())) not in store
-                    or not isinstance(store[key], Commit)
-                }
-            finally:
-                repo.close()
+        with self._opened(repository) as repo:
+            store = repo.object_store
+            return {
+                commit for commit in wanted
+                if (key := ObjectID(commit.encode())) not in store
+                or not isinstance(store[key], Commit)
+            }
 
     def fetch(
         self, repository: RepositoryConfig, credentials: Credentials | None, *, log: Log
     ) -> dict[str, str]:
         """Fetch every branch into the shared store; return branch -> SHA as fetched."""
         client, path = remote_client(repository.url, credentials)
-        with self._lock(repository.name), self._reading(repository.name).shared():
-            repo = self._open(repository)
+        with self._lock(repository.name), self._opened(repository) as repo:
+            store = repo.object_store
+
+            def wants(refs: dict[bytes, bytes], depth: int | None = None) -> list[bytes]:
+                return [
+                    sha for ref, sha in refs.items()
+                    if ref.startswith(HEADS) and sha is not None
+                    and ObjectID(sha) not in store
+                ]
+
             try:
-                store = repo.object_store
-
-                def wants(refs: dict[bytes, bytes], depth: int | None = None) -> list[bytes]:
-                    return [
-                        sha for ref, sha in refs.items()
-                        if ref.startswith(HEADS) and sha is not None
-                        and ObjectID(sha) not in store
-                    ]
-
-                try:
-                    result = client.fetch(path, repo, determine_wants=wants)  # type: ignore[attr-defined]
-                except Exception as e:  # translated: the raw error never leaves
-                    raise _translate(repository, e) from None
-                heads: dict[str, str] = {}
-                for ref, sha in result.refs.items():
-                    if ref.startswith(HEADS) and sha is not None:
-                        heads[ref[len(HEADS):].decode()] = sha.decode()
-                        repo.refs[REMOTE_HEADS + ref[len(HEADS):]] = sha
-                log(f"fetched {len(heads)} branch(es) of {repository.name}")
-                compact = packs.needs_consolidation(repo)
-            finally:
-                repo.close()
+                result = client.fetch(path, repo, determine_wants=wants)  # type: ignore[attr-defined]
+            except Exception as e:  # translated: the raw error never leaves
+                raise _translate(repository, e) from None
+            heads: dict[str, str] = {}
+            for ref, sha in result.refs.items():
+                if ref.startswith(HEADS) and sha is not None:
+                    heads[ref[len(HEADS):].decode()] = sha.decode()
+                    repo.refs[REMOTE_HEADS + ref[len(HEADS):]] = sha
+            log(f"fetched {len(heads)} branch(es) of {repository.name}")
+            compact = packs.needs_consolidation(repo)
         if compact:
             self._merge_later(repository)
         return heads
@@ -265,12 +268,8 @@ class GitStore:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), MERGE_NICENESS)
         started = time.monotonic()
         try:
-            with self._reading(repository.name).shared():
-                repo = Repo(str(self.store_path(repository)))
-                try:
-                    replaced = packs.merge_small_packs(repo)
-                finally:
-                    repo.close()
+            with self._opened(repository) as repo:
+                replaced = packs.merge_small_packs(repo)
             if replaced:
                 with self._reading(repository.name).alone():
                     packs.remove_packs(replaced)
@@ -287,8 +286,7 @@ class GitStore:
             return False
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp"
-        with self._reading(repository.name).shared():
-            repo = self._open(repository)
+        with self._opened(repository) as repo:
             try:
                 tree_id = self._commit(repo, repository, commit).tree
                 staging.mkdir()
@@ -298,27 +296,21 @@ class GitStore:
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-            finally:
-                repo.close()
         return True
 
     def read_file(self, repository: RepositoryConfig, commit: str, path: str) -> bytes | None:
         """The content of ``path`` at ``commit``, or None when it is not a file there."""
-        with self._reading(repository.name).shared():
-            repo = self._open(repository)
-            try:
-                obj: object = repo.object_store[self._commit(repo, repository, commit).tree]
-                for part in path.strip("/").split("/"):
-                    if not isinstance(obj, Tree):
-                        return None
-                    try:
-                        _mode, sha = obj[part.encode()]
-                    except KeyError:
-                        return None
-                    obj = repo.object_store[ObjectID(sha)]
-                return obj.data if isinstance(obj, Blob) else None
-            finally:
-                repo.close()
+        with self._opened(repository) as repo:
+            obj: object = repo.object_store[self._commit(repo, repository, commit).tree]
+            for part in path.strip("/").split("/"):
+                if not isinstance(obj, Tree):
+                    return None
+                try:
+                    _mode, sha = obj[part.encode()]
+                except KeyError:
+                    return None
+                obj = repo.object_store[ObjectID(sha)]
+            return obj.data if isinstance(obj, Blob) else None
 
     @staticmethod
     def _commit(repo: Repo, repository: RepositoryConfig, commit: str) -> Commit:

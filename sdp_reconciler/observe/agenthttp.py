@@ -107,20 +107,16 @@ class AgentHttp:
             connection.close()
 
     def request(self, method: str, path: str, *, body: bytes | None = None,
-                headers: Mapping[str, str], timeout: float | None = None,
-                query: Mapping[str, str] | None = None) -> Answer:
+                headers: Mapping[str, str], timeout: float | None = None) -> Answer:
         """Send one request and read its whole answer; HttpFailure when there is none."""
-        connection, reused = self._connection(self._bound(timeout))
-        try:
-            return self._exchange(connection, method, self._target(path, query), body, headers)
-        except STALE as e:
-            if not (reused and method in IDEMPOTENT):
-                raise failure(e) from e
-        connection, _ = self._connection(self._bound(timeout), fresh=True)
-        try:
-            return self._exchange(connection, method, self._target(path, query), body, headers)
-        except STALE as e:
-            raise failure(e) from e
+        for fresh in (False, True):
+            connection, reused = self._connection(self._bound(timeout), fresh=fresh)
+            try:
+                return self._exchange(connection, method, self._prefix + path, body, headers)
+            except STALE as e:
+                if fresh or not (reused and method in IDEMPOTENT):
+                    raise failure(e) from e
+        raise AssertionError("unreachable: the fresh attempt returns or raises")
 
     def _exchange(self, connection: http.client.HTTPConnection, method: str, target: str,
                   body: bytes | None, headers: Mapping[str, str]) -> Answer:

@@ -121,11 +121,10 @@ class NodeClient:
         return {"Authorization": f"Bearer {self._token}"}
 
     def _send(self, method: str, path: str, *, content: bytes | None,
-              headers: dict[str, str], timeout: float | None,
-              query: dict[str, str] | None = None) -> Answer:
+              headers: dict[str, str], timeout: float | None) -> Answer:
         try:
             response = self._http.request(method, path, body=content, headers=headers,
-                                          timeout=timeout, query=query)
+                                          timeout=timeout)
         except HttpFailure as e:
             raise self._unreachable(e) from e
         if response.status >= 400:

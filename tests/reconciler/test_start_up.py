@@ -38,7 +38,7 @@ NOT_ON_THE_ONCE_PATH = (
     "httpcore",  # the page's and RabbitMQ's own clients
     "anyio",
     "importlib.metadata",  # pydantic's plugin scan (sdp_node/pydanticplugins.py)
-    "dulwich.repo",  # state.gitinfo: for authors; the revision reads the refs alone
+    "dulwich",  # state.gitinfo: for authors; the revision reads the refs files alone
 )
 
 
