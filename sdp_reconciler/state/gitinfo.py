@@ -155,8 +155,8 @@ def _ref_value(git_dir: Path, name: bytes) -> bytes | None:
     """The loose file of ref ``name``, else its line in ``packed-refs``, stripped."""
     try:
         return (git_dir / name.decode("utf-8", "replace")).read_bytes().strip()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        pass
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError):
+        pass  # ValueError: a name with a NUL byte, which no file has
     try:
         packed = (git_dir / "packed-refs").read_bytes()
     except FileNotFoundError:

@@ -117,7 +117,8 @@ def test_a_head_that_leads_outside_refs_or_in_a_loop_has_no_revision(
     git_dir = checkout / ".git"
     canary = tmp_path / "canary"
     canary.write_text("0123456789abcdef0123456789abcdef01234567\n")  # looks like an object id
-    for target in ("../../canary", "refs/../../../canary", str(canary), "HEAD"):
+    for target in ("../../canary", "refs/../../../canary", str(canary), "HEAD",
+                   "refs/heads/a\x00b"):
         (git_dir / "HEAD").write_text(f"ref: {target}\n")
         assert revision(checkout) is None, target
     (git_dir / "refs" / "heads" / "a").write_text("ref: refs/heads/b\n")
