@@ -95,6 +95,8 @@ def parse_push(event: str, body: bytes) -> Push | None:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PayloadError(f"the body is not JSON: {e}") from None
+    except RecursionError:  # e.g. 100,000 '[' fit in the size bound; no payload nests so
+        raise PayloadError("the body nests arrays or objects too deeply to be a push") from None
     if not isinstance(data, dict):
         raise PayloadError("the body is not a JSON object")
     repository = data.get("repository")

@@ -96,6 +96,8 @@ def test_server_and_cloud_pushes_name_their_repository_and_moved_branches() -> N
         (SERVER_PUSH, b'{"repository": {"slug": "a"}}', "'changes' list"),
         (CLOUD_PUSH, b'{"repository": {"full_name": "t/a"}}', "'push.changes'"),
         (SERVER_PUSH, b'{"repository": {}, "changes": []}', "names no repository"),
+        (SERVER_PUSH, b"[" * 100_000, "too deeply"),  # within the size bound: 400, not 500
+        (CLOUD_PUSH, b'{"a":' * 100_000, "too deeply"),
     ]:
         with pytest.raises(PayloadError, match=why):
             parse_push(event, body)
@@ -195,6 +197,20 @@ def test_an_oversized_body_is_refused_unread_and_a_flood_is_throttled(
     assert answer.status_code == 429 and answer.headers["retry-after"] == "60"
     assert received.pushes == []
     assert hook.counters.snapshot()["too_large"] == 2
+
+
+def test_a_signed_body_nested_too_deeply_is_refused_and_not_a_server_error(
+    listener: tuple[str, Received, BitbucketHook],
+) -> None:
+    url, received, hook = listener
+    for event, deep in [(SERVER_PUSH, b"[" * 20_000), (CLOUD_PUSH, b'{"a":' * 10_000)]:
+        assert len(deep) < 64 * 1024  # within the size bound, so it is parsed
+        answer = post(url, deep, event=event, signature=sign(SECRET.encode(), deep))
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["detail"] == ("the body nests arrays or objects too deeply to be "
+                                           "a push")
+    assert received.pushes == []
+    assert hook.counters.snapshot()["bad_payload"] == 2
 
 
 def test_without_a_secret_on_the_host_every_request_is_refused(tmp_path: Path) -> None:
