@@ -284,6 +284,10 @@ def _is_callee(tokens: list[Token], paren: int) -> bool:
 
 
 def _model(source: bytes, path_label: str) -> _ConfigModel:
+    # Bounded here as well as on disk: the routes a gateway commit carries are read from the
+    # git store (``Routes.committed_routes``), where a branch author decides the file's size.
+    if len(source) > MAX_CONFIG_BYTES:
+        raise RouteConfigError(f"{path_label}: is larger than {MAX_CONFIG_BYTES} bytes")
     src = source.decode("latin-1")
     try:
         tokens = Lexer(src).run()

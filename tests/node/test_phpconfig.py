@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from sdp_node.errors import RouteConfigError
 from sdp_node.phpconfig import (
+    MAX_CONFIG_BYTES,
     _php_single_quoted,  # the defence-in-depth escaping, checked on its own against PHP
     read_routes,
     read_routes_file,
@@ -348,6 +349,19 @@ def test_unreadable_php_is_refused_with_file_and_line(
         read_routes(source, path_label=REL)
     assert str(excinfo.value).startswith(f"{REL}:{line}: ")
     assert problem in str(excinfo.value)
+
+
+def test_a_file_over_the_size_bound_is_refused_before_it_is_lexed() -> None:
+    # What a gateway commit carries is read from the git store, not through the on-disk bound:
+    # a branch author's 5 MB routes file must not cost the agent seconds of lexing per pass.
+    at_bound = b"<?php\n" + b" " * (MAX_CONFIG_BYTES - 7) + b"\n"
+    assert len(at_bound) == MAX_CONFIG_BYTES and read_routes(at_bound, path_label=REL) == {}
+    over = at_bound + b" "
+    for call in (lambda: read_routes(over, path_label=REL),
+                 lambda: write_routes(over, NEW_ROUTES, path_label=REL)):
+        with pytest.raises(RouteConfigError) as excinfo:
+            call()
+        assert str(excinfo.value) == f"{REL}: is larger than {MAX_CONFIG_BYTES} bytes"
 
 
 # ------------------------------------------------------------------------------------ writing
