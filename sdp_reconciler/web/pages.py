@@ -29,13 +29,8 @@ def _context(request: Request) -> PageContext:
     return context
 
 
-ROW_ID_MAX = 2**63 - 1
-"""SQLite's largest row id: a larger number names no row (and would not fit a query)."""
-
-
 def _int_param(request: Request, name: str) -> int | None:
-    value = request.query_params.get(name, "")
-    return min(int(value), ROW_ID_MAX) if value.isdigit() else None
+    return queries.row_id(request.query_params.get(name))
 
 
 async def _gather(function: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -137,7 +132,7 @@ async def deployment(request: Request) -> Response:
     deployment_id = int(request.path_params["id"])
 
     def gather() -> dict[str, Any]:
-        if deployment_id > ROW_ID_MAX:
+        if deployment_id > queries.ROW_ID_MAX:
             return {}
         row = queries.deployment(context.history, deployment_id)
         if row is None:

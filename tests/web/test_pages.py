@@ -111,6 +111,10 @@ def test_unknown_sandbox_and_deployment_are_404(client: TestClient) -> None:
     assert client.get(f"/deployments/{10**30}").status_code == 404  # past SQLite's integers
     assert client.get(f"/history?before={10**30}").status_code == 200
     assert client.get(f"/audit?before={10**30}").status_code == 200
+    # Not row ids, and no 500: '²' passes str.isdigit, and int() refuses 5,000 digits.
+    for before in ("²", "9" * 5000, "-1", "1e3"):
+        assert client.get("/history", params={"before": before}).status_code == 200, before
+        assert client.get("/audit", params={"before": before}).status_code == 200, before
 
 
 def test_history_filters_by_sandbox_repository_and_status(client: TestClient,
