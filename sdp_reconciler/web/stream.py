@@ -6,8 +6,9 @@ event's database id as its SSE id and its row (with the deployment's service, re
 and action) as JSON data. ``event: status`` (no id) says the status or a deployment's outcome
 changed, so the page refetches its summaries. A stream starts after ``Last-Event-ID`` (what a
 browser sends when it reconnects), else after ``?after=ID`` (the last event the page was
-rendered with), else at the present; a reconnect further behind than ``catch_up_limit`` gets
-``event: reload``. Idle streams carry a comment heartbeat. When the client goes away the
+rendered with), else at the present; a reconnect further behind than ``catch_up_limit``, or
+ahead of the newest event (another history's id), gets ``event: reload``; a start that is not
+plain digits counts as none. Idle streams carry a comment heartbeat. When the client goes away the
 subscription is dropped at once (``open_streams`` in /healthz counts them); a sign-out ends
 that session's streams at once on this page host, and within a heartbeat interval on another
 sharing the history, as does the expiry of a session (checked once a heartbeat, not per event).
@@ -31,8 +32,9 @@ from sdp_reconciler.web.hub import BATCH, progress_event
 
 def _start_after(request: Request) -> int | None:
     for value in (request.headers.get("last-event-id"), request.query_params.get("after")):
-        if value is not None and value.strip().isdigit():
-            return min(int(value.strip()), 2**63 - 1)
+        after = queries.row_id(value)
+        if after is not None:
+            return after
     return None
 
 
@@ -51,10 +53,14 @@ async def events(request: Request) -> Response:
     async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
         subscription = await context.hub.subscribe(sandbox, session=token)
         try:
-            yield ServerSentEvent(comment="connected", retry=settings.retry_ms)
+            # The present is read before "connected" is said: an event written after that
+            # comment has a larger id, so it comes, whether the stream has a start or not.
             last = await anyio.to_thread.run_sync(queries.last_event_id, history)
+            yield ServerSentEvent(comment="connected", retry=settings.retry_ms)
             sent = last if after is None else after
-            if last - sent > settings.catch_up_limit:
+            # Far behind, or ahead of every row: a start past the newest event comes from
+            # another history (moved, or started anew), and would wait for ids never to come.
+            if last - sent > settings.catch_up_limit or sent > last:
                 yield ServerSentEvent("{}", event="reload", id=str(last))
                 sent = last
             caught_up = False

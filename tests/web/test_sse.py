@@ -111,6 +111,30 @@ def test_last_event_id_wins_over_the_after_parameter(page: LivePage) -> None:
     assert [e.id for e in got] == [str(ids[2]), str(ids[3])]
 
 
+def test_a_start_that_is_no_row_id_is_none_and_one_past_the_newest_reloads(
+    page: LivePage,
+) -> None:
+    newest = page.log("n0")
+    with page.client(timeout=10) as client:
+        for after in ("²", "-1"):  # '²' passes str.isdigit, and int() refuses it: was a 500
+            response = open_stream(client, f"/events?after={after}")
+            events = parse(response.iter_lines())
+            assert next(events).comment == "connected"
+            newest = page.log(f"after {after}")
+            assert take(events, 1)[0].id == str(newest)  # from the present on
+            response.close()
+        # Past every row (5,000 digits: also more than int() reads): the id of another
+        # history, moved or started anew. Waiting for it would show nothing, ever.
+        response = open_stream(client, **{"Last-Event-ID": "9" * 5000})
+        events = parse(response.iter_lines())
+        reload = take(events, 1, kind="reload")
+        later = page.log("after the reload")
+        live = take(events, 1)
+        response.close()
+    assert reload[0].id == str(newest)
+    assert live[0].id == str(later)
+
+
 @pytest.mark.parametrize("page", [WebSettings(poll_interval=0.05, heartbeat_seconds=0.3)],
                          indirect=True)
 def test_an_idle_stream_gets_a_heartbeat(page: LivePage) -> None:
