@@ -412,8 +412,10 @@ class NodeConfig(_Model):
         if problem:
             raise ValueError(problem)
         host, _, port = self.listen.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"listen {self.listen!r} must be host:port")
+        # isascii: str.isdigit also takes '²', which int() (listen_port) refuses.
+        if not host or not (port.isascii() and port.isdigit()) or len(port) > 5 \
+                or int(port) > 65535:
+            raise ValueError(f"listen {self.listen!r} must be host:port (a port up to 65535)")
         return self
 
     @property

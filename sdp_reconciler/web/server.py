@@ -27,7 +27,9 @@ log = logging.getLogger("sdp_reconciler.web")
 
 def parse_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    # isascii: str.isdigit also takes '²', which int() refuses (a traceback, not this error).
+    if not sep or not host or not (port.isascii() and port.isdigit()) or len(port) > 5 \
+            or not 0 <= int(port) <= 65535:
         raise SdpError(f"listen address {listen!r} must look like 127.0.0.1:3452")
     return host.strip("[]"), int(port)
 

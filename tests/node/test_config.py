@@ -61,3 +61,13 @@ def test_capability_names_are_checked(tmp_path: Path) -> None:
         load_config(path)
     assert "repositories.0.capabilities.1" in str(caught.value)
     assert "'net raw' is not a capability name" in str(caught.value)
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:²", "127.0.0.1:" + "9" * 5000, "127.0.0.1:70000",
+                                    "127.0.0.1:", ":3453", "127.0.0.1:x"])
+def test_a_listen_address_without_a_port_number_is_refused(tmp_path: Path, listen: str) -> None:
+    # '²' passes str.isdigit and int() refuses it: the agent died on a traceback at start.
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, listen=listen))
+    assert "must be host:port (a port up to 65535)" in str(caught.value)
+    assert load_config(_write(tmp_path, listen="127.0.0.1:3453")).listen_port == 3453

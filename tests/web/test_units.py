@@ -133,7 +133,8 @@ def test_listen_addresses(value: str, expected: tuple[str, int]) -> None:
     assert parse_listen(value) == expected
 
 
-@pytest.mark.parametrize("value", ["3452", "host:", ":3452", "host:99999", "host:x"])
+@pytest.mark.parametrize("value", ["3452", "host:", ":3452", "host:99999", "host:x", "host:²",
+                                   "host:" + "9" * 5000, "host:-1"])
 def test_bad_listen_addresses_are_refused(value: str) -> None:
     with pytest.raises(SdpError, match="listen address"):
         parse_listen(value)
