@@ -374,7 +374,7 @@ class NodeApp:
     async def operation_events(self, request: Request) -> Response:
         operation = self._operation(request)
         last = request.headers.get("last-event-id") or request.query_params.get("after", "0")
-        last_id = int(last) if last.isdigit() else 0
+        last_id = _whole(last, 0)
 
         async def stream() -> AsyncIterator[ServerSentEvent]:
             nonlocal last_id
@@ -388,6 +388,8 @@ class NodeApp:
                     if event.kind == "end":
                         return
                 if not events:
+                    if operation.done:  # past its end event: nothing more will come
+                        return
                     yield ServerSentEvent(comment="heartbeat")
 
         return EventSourceResponse(stream(), ping=HEARTBEAT_SECONDS)
@@ -399,7 +401,7 @@ class NodeApp:
         if details is None:
             raise NotFound(f"no container {name!r} of this node")
         tail_param = request.query_params.get("tail", "100")
-        tail = int(tail_param) if tail_param.isdigit() else 100
+        tail = _whole(tail_param, 100)
         since = request.headers.get("last-event-id")
         follow = request.query_params.get("follow", "true") != "false"
         ident = details.id
@@ -407,8 +409,9 @@ class NodeApp:
         async def stream() -> AsyncIterator[ServerSentEvent]:
             kwargs: dict[str, Any] = {"stdout": True, "stderr": True, "stream": True,
                                       "follow": follow, "timestamps": True}
-            if since:
-                kwargs["since"] = _docker_since(since)
+            resume = _docker_since(since) if since else None
+            if resume is not None:
+                kwargs["since"] = resume
             else:
                 kwargs["tail"] = tail
             lines = await run_in_threadpool(engine.api.logs, ident, **kwargs)
@@ -463,13 +466,25 @@ class NodeApp:
         return Response(status_code=204)
 
 
-def _docker_since(stamp: str) -> float:
+def _whole(value: str, default: int) -> int:
+    """``value`` as a whole number, at most 999,999,999; else ``default``. ASCII digits only:
+    ``str.isdigit`` also takes '²', which ``int`` refuses, as it refuses 5,000 digits."""
+    if not value.isascii() or not value.isdigit():
+        return default
+    return 999_999_999 if len(value) > 9 else int(value)
+
+
+def _docker_since(stamp: str) -> float | None:
+    """A log line's id (its RFC 3339 timestamp) as Docker's ``since``; None for anything else
+    (docker-py refuses a ``since`` that is not positive, which ended the stream mid-answer)."""
     from datetime import datetime
 
-    trimmed = stamp.rstrip("Z")
-    head, _, fraction = trimmed.partition(".")
+    head, _, fraction = stamp.rstrip("Z").partition(".")
+    if fraction and not (fraction.isascii() and fraction.isdigit()):
+        return None
     try:
         moment = datetime.fromisoformat(f"{head}+00:00")
     except ValueError:
-        return 0.0
-    return moment.timestamp() + float(f"0.{fraction or 0}")
+        return None
+    since = moment.timestamp() + float(f"0.{fraction or 0}")
+    return since if since > 0 else None

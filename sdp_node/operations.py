@@ -99,8 +99,9 @@ class Operation:
 
     def finish(self) -> None:
         ok = all(r.ok for r in self.results)
-        self.finished_at = now()
+        # The end event first: whoever sees ``done`` can rely on it being there.
         self.emit("end", message="ok" if ok else "failed")
+        self.finished_at = now()
 
     # -- reading (any thread or event loop) --
 

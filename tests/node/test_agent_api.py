@@ -132,6 +132,17 @@ def test_sse_reconnect_with_last_event_id_loses_nothing(
                     if taken == 3:
                         break  # drop the connection mid-stream
     assert seen == everything
+    # An id that is not plain digits ('²' passes str.isdigit; int() refuses it) is no id: the
+    # stream starts at the beginning instead of failing.
+    # Past the end event of a finished operation, the stream ends (it sent heartbeats in a
+    # busy loop, as fast as it could, for as long as the client stayed).
+    for bad in ("²", "9" * 5000, str(everything[-1] + 5)):
+        with httpx.stream("GET", f"{agent.url}/v1/operations/{outcome.operation_id}/events",
+                          headers={b"Authorization": f"Bearer {agent.token}".encode(),
+                                   b"Last-Event-ID": bad.encode("latin-1")}) as response:
+            assert response.status_code == 200
+            ids = [int(line[3:]) for line in response.iter_lines() if line.startswith("id:")]
+        assert ids == (everything if bad == "²" else [])
     # The client's own follow() resumes the same way from any point.
     assert [e.id for e in client.follow(outcome.operation_id, after=5)] == everything[5:]
 
@@ -187,6 +198,20 @@ def test_container_logs_stream_and_resume_and_stats(
     # Resuming after the last id seen gives the second start's line, not the first again.
     resumed = _log_lines(agent, last_id=first[0][0], until="listening")
     assert len(resumed) == 1 and resumed[0][0] > first[0][0]
+    # A tail or a Last-Event-ID that means nothing falls back to the defaults, not to a 500.
+    url = f"{agent.url}/v1/containers/{PREFIX}-s1-account/logs"
+    bearer = {b"Authorization": f"Bearer {agent.token}".encode()}
+    cases: list[tuple[dict[str, str], dict[bytes, bytes]]] = [
+        ({"tail": "²"}, {}), ({"tail": "9" * 5000}, {}),
+        ({}, {b"Last-Event-ID": "2026-01-01T00:00:00.x²Z".encode("latin-1")}),
+        ({}, {b"Last-Event-ID": b"1970-01-01T00:00:00Z"}),  # not a positive since, for docker-py
+    ]
+    for params, extra in cases:
+        with httpx.stream("GET", url, headers={**bearer, **extra},
+                          params={**params, "follow": "false"}) as response:
+            assert response.status_code == 200
+            said = [line for line in response.iter_lines() if "listening on" in line]
+        assert len(said) == 2, (params, extra)  # both starts' lines
     stats = client.stats(f"{PREFIX}-s1-account")
     assert stats.memory_bytes > 0 and stats.memory_limit_bytes > 0
     with pytest.raises(AgentError) as caught:
