@@ -19,9 +19,15 @@ def cmd_new(args: argparse.Namespace) -> int:
         if not sep or not service or not branch:
             raise SdpError(f"--branch {item!r}: write SERVICE=BRANCH, e.g. account=feature/x")
         branches[service] = branch
-    path = editing.new_sandbox(state_dir(args), args.sandbox, template=args.template,
+    root = state_dir(args)
+    schemas = editing.schemas_dir(root.resolve())
+    had_schemas = (schemas / "sandbox.schema.json").is_file()
+    path = editing.new_sandbox(root, args.sandbox, template=args.template,
                                branches=branches, gateway_branch=args.gateway_branch)
     print(f"wrote {path}: {NEXT}")
+    if not had_schemas and (schemas / "sandbox.schema.json").is_file():
+        print(f"wrote {schemas}/ too: the JSON Schemas its first line points at, for editors; "
+              "commit them with it")
     return 0
 
 

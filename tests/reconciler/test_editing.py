@@ -160,6 +160,18 @@ def test_a_state_repository_gets_schemas_its_new_files_resolve(state: Path) -> N
     assert _schema_target(again) == target
 
 
+def test_new_says_when_it_wrote_the_schemas_too(state: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(state)], check=True)
+    said = []
+    for name in ("QA-2", "QA-3"):
+        done = subprocess.run([str(CLI), "new", name, "--from", "QA-DEFAULT", "--state",
+                               str(state)], capture_output=True, text=True, check=True)
+        said.append(done.stdout)
+    schemas = (state / "schemas").resolve()
+    assert f"wrote {schemas}/ too" in said[0] and "commit them with it" in said[0]
+    assert " too: " not in said[1], "only the run that wrote them says so"
+
+
 def test_the_checkouts_example_state_uses_the_checkouts_schemas(tmp_path: Path) -> None:
     checkout = tmp_path / "checkout"
     shutil.copytree(EXAMPLE, checkout / "state")
