@@ -18,6 +18,7 @@ from sdp_node.containers import ContainerDetails, Engine
 from sdp_node.errors import BadRequest, NodeError, NotFound, RouteConfigError
 from sdp_node.gateway import GatewayFiles
 from sdp_node.git import GitStore
+from sdp_node.memo import BoundedMemo
 from sdp_node.naming import GATEWAY, commit_problem
 from sdp_node.phpconfig import read_routes, read_routes_file, replace_routes_file
 from sdp_node.protocol import (
@@ -35,6 +36,9 @@ from sdp_node.protocol import (
 )
 from sdp_node.steps import StepContext, StepFailed
 
+COMMITS_KEPT = 1024
+"""Gateway commits whose routes an agent keeps parsed: every running gateway's, with room."""
+
 
 class GatewayRoutes:
     def __init__(self, config: NodeConfig, engine: Engine, git: GitStore,
@@ -43,7 +47,8 @@ class GatewayRoutes:
         self.engine = engine
         self.git = git
         self.files = files
-        self._cache: dict[tuple[str, str], dict[str, str]] = {}
+        self._committed_routes: BoundedMemo[tuple[str, str], dict[str, str]] = BoundedMemo(
+            COMMITS_KEPT)
 
     def _own(self, name: str) -> ContainerDetails | None:
         return self.engine.find(name)
@@ -115,17 +120,17 @@ class GatewayRoutes:
         return out
 
     def _committed(self, repository: RepositoryConfig, commit: str) -> dict[str, str]:
-        key = (repository.name, commit)
-        if key not in self._cache:
+        def read() -> dict[str, str]:
             source = self.git.read_file(repository, commit, repository.routes_file)
             if source is None:
                 raise NotFound(
                     f"{repository.routes_file} is missing from {repository.name} at {commit[:12]}"
                 )
-            self._cache[key] = _service_routes(
+            return _service_routes(
                 repository, read_routes(source, path_label=repository.routes_file)
             )
-        return self._cache[key]
+
+        return self._committed_routes.get((repository.name, commit), read)
 
     def committed_routes(self, repository: str, commit: str,
                          credentials: Credentials | None = None) -> dict[str, str]:
