@@ -38,6 +38,7 @@ from sdp_node.data.agent import DataAgent
 from sdp_node.errors import BadRequest, NodeError, NotFound, Unauthorized
 from sdp_node.lease import LeaseKeeper
 from sdp_node.metrics import Sampler
+from sdp_node.numbers import plain_number
 from sdp_node.operations import Operations
 from sdp_node.promexport import CONTENT_TYPE, exposition, registry_for
 from sdp_node.protocol import (
@@ -467,11 +468,9 @@ class NodeApp:
 
 
 def _whole(value: str, default: int) -> int:
-    """``value`` as a whole number, at most 999,999,999; else ``default``. ASCII digits only:
-    ``str.isdigit`` also takes '²', which ``int`` refuses, as it refuses 5,000 digits."""
-    if not value.isascii() or not value.isdigit():
-        return default
-    return 999_999_999 if len(value) > 9 else int(value)
+    """``value`` as a whole number, at most 999,999,999; else ``default``."""
+    number = plain_number(value, at_most=999_999_999)
+    return default if number is None else number
 
 
 def _docker_since(stamp: str) -> float | None:

@@ -25,6 +25,7 @@ from ruamel.yaml.error import YAMLError
 from sdp_node.dataconfig import DataServers
 from sdp_node.errors import NodeError
 from sdp_node.naming import DEFAULT_PREFIX, ResourceNames, name_problem, prefix_problem
+from sdp_node.numbers import port_number
 from sdp_node.pool import default_workers
 from sdp_node.protocol import NodeType, RepositoryInfo, RepositoryKind
 
@@ -412,9 +413,7 @@ class NodeConfig(_Model):
         if problem:
             raise ValueError(problem)
         host, _, port = self.listen.rpartition(":")
-        # isascii: str.isdigit also takes '²', which int() (listen_port) refuses.
-        if not host or not (port.isascii() and port.isdigit()) or len(port) > 5 \
-                or int(port) > 65535:
+        if not host or port_number(port) is None:
             raise ValueError(f"listen {self.listen!r} must be host:port (a port up to 65535)")
         return self
 

@@ -21,11 +21,11 @@ def cmd_new(args: argparse.Namespace) -> int:
         branches[service] = branch
     root = state_dir(args)
     schemas = editing.schemas_dir(root.resolve())
-    had_schemas = (schemas / "sandbox.schema.json").is_file()
+    had_schemas = editing.has_schemas(schemas)
     path = editing.new_sandbox(root, args.sandbox, template=args.template,
                                branches=branches, gateway_branch=args.gateway_branch)
     print(f"wrote {path}: {NEXT}")
-    if not had_schemas and (schemas / "sandbox.schema.json").is_file():
+    if not had_schemas and editing.has_schemas(schemas):
         print(f"wrote {schemas}/ too: the JSON Schemas its first line points at, for editors; "
               "commit them with it")
     return 0

@@ -38,13 +38,18 @@ def _repository_folders(state_root: Path) -> list[Path]:
     return folders if any((f / ".git").exists() for f in folders) else folders[:1]
 
 
+def has_schemas(folder: Path) -> bool:
+    """Whether ``folder`` holds the state files' JSON Schemas (``sdp-reconcile schemas``)."""
+    return (folder / "sandbox.schema.json").is_file()
+
+
 def schemas_dir(state_root: Path) -> Path:
     """Where the JSON Schemas of this state's files are, inside its repository: the nearest
     ``schemas/`` holding them from the state directory up to the repository's top (a state
     repository's own ``schemas/``, or this checkout's for its example state), else the state
     directory's own ``schemas/`` (``ensure_schemas`` writes it after a successful edit)."""
     for folder in _repository_folders(state_root):
-        if (folder / "schemas" / "sandbox.schema.json").is_file():
+        if has_schemas(folder / "schemas"):
             return folder / "schemas"
     return state_root / "schemas"
 
@@ -53,7 +58,7 @@ def ensure_schemas(state_root: Path) -> Path | None:
     """Write the schemas into the state repository when its files point at none; the folder
     written (to be committed with the state), else None."""
     folder = schemas_dir(state_root)
-    if (folder / "sandbox.schema.json").is_file():
+    if has_schemas(folder):
         return None
     from sdp_reconciler.state import schemas
 

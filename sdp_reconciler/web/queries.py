@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from msgspec import Struct
 
+from sdp_node.numbers import plain_number
 from sdp_reconciler.history import History
 
 Row = dict[str, Any]
@@ -21,13 +22,8 @@ ROW_ID_MAX = 2**63 - 1
 
 def row_id(value: str | None) -> int | None:
     """A row id from a query parameter or header, clamped to ``ROW_ID_MAX``; None unless it is
-    plain ASCII digits. ``str.isdigit`` alone also takes '²' (which ``int`` refuses), and ``int``
-    refuses more than 4,300 digits: either was a 500 instead of "no such row"."""
-    value = (value or "").strip()
-    if not value.isascii() or not value.isdigit():
-        return None
-    digits = value.lstrip("0") or "0"
-    return ROW_ID_MAX if len(digits) > len(str(ROW_ID_MAX)) else min(int(digits), ROW_ID_MAX)
+    plain ASCII digits."""
+    return plain_number(value, at_most=ROW_ID_MAX)
 
 _EVENTS_WITH_DEPLOYMENT = (
     "SELECT e.id, e.pass_id, e.deployment_id, e.sandbox, e.at, e.kind, e.stage, e.event,"

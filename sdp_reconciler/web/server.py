@@ -19,6 +19,7 @@ import time
 import uvicorn
 from starlette.applications import Starlette
 
+from sdp_node.numbers import port_number
 from sdp_reconciler.errors import SdpError
 from sdp_reconciler.web.settings import DEFAULT_LISTEN
 
@@ -27,11 +28,10 @@ log = logging.getLogger("sdp_reconciler.web")
 
 def parse_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
-    # isascii: str.isdigit also takes '²', which int() refuses (a traceback, not this error).
-    if not sep or not host or not (port.isascii() and port.isdigit()) or len(port) > 5 \
-            or not 0 <= int(port) <= 65535:
+    number = port_number(port)
+    if not sep or not host or number is None:
         raise SdpError(f"listen address {listen!r} must look like 127.0.0.1:3452")
-    return host.strip("[]"), int(port)
+    return host.strip("[]"), number
 
 
 def _config(app: Starlette, listen: str) -> uvicorn.Config:

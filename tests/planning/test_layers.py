@@ -29,7 +29,8 @@ import pytest
 from tests.planning.test_purity import NETWORK_PROCESS_DATABASE, ROOT, forbidden, module_file
 
 SHARED_NODE = {"sdp_node.protocol", "sdp_node.naming", "sdp_node.redact", "sdp_node.errors",
-               "sdp_node.gitremote", "sdp_node.metricswire", "sdp_node.pydanticplugins"}
+               "sdp_node.gitremote", "sdp_node.metricswire", "sdp_node.pydanticplugins",
+               "sdp_node.numbers"}
 WRITES = {"ruamel.yaml", "pickle", "shelve", "sdp_reconciler.history"}
 NODE_MUTATIONS = {"apply", "acquire_lease", "renew_lease", "release_lease"}
 """the node client's methods that change a node (what it runs, who holds its lease)"""
